@@ -1,0 +1,51 @@
+// What this machine offers: /dev/kvm, guest_memfd features, kernel facts.
+// Detected at runtime (KVM_CHECK_EXTENSION on /dev/kvm and on a VM, then
+// behaviour), never assumed.
+#pragma once
+
+#include "kvm/kvm.h"
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace gms {
+
+struct Caps {
+    std::string kernel_release;
+    std::string cpu_model;
+    uint64_t mem_total = 0;
+    uint64_t mem_available = 0;
+    std::string lockdown; // none | integrity | confidentiality | unknown
+    bool btf_vmlinux = false;
+
+    bool kvm_accessible = false;
+    std::string kvm_error; // why not
+    int api_version = 0;
+    uint64_t vm_types = 0; // bit mask from KVM_CAP_VM_TYPES (bit 0 = default)
+    bool guest_memfd = false;
+    uint64_t guest_memfd_flags = 0;  // KVM_CAP_GUEST_MEMFD_FLAGS on a default VM
+    uint64_t memory_attributes = 0;  // KVM_CAP_MEMORY_ATTRIBUTES (VM)
+    bool pre_fault_memory = false;
+    bool user_memory2 = false;
+    bool exit_hypercall = false;
+    uint64_t exit_hypercall_mask = 0;
+    int nr_vcpus = 0;
+    int max_vcpus = 0;
+    int nr_memslots = 0;
+    bool memory_attributes2 = false; // patch-series cap number (overridable)
+
+    kvm::FlagBits bits;
+    bool has_gmem_flag(uint64_t f) const { return (guest_memfd_flags & f) == f; }
+    bool vm_type_supported(unsigned long t) const {
+        return t == 0 ? kvm_accessible : (vm_types >> t) & 1;
+    }
+
+    nlohmann::json bpf = nlohmann::json::object(); // filled by the probes' detection
+    nlohmann::json to_json() const;
+};
+
+// Probes /dev/kvm and the kernel. Never throws for a missing feature.
+Caps detect_caps(const kvm::FlagBits& bits, unsigned cap_memory_attributes2 = 245);
+
+} // namespace gms

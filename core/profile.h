@@ -1,0 +1,87 @@
+// Profiles: TOML files (built-in or user) resolved into a validated Profile.
+// Every error names file:line and the key (or the --set flag).
+#pragma once
+
+#include "kvm/kvm.h"
+
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace gms::profile {
+
+enum class ParamType { boolean, integer, number, string, size, duration, string_list, choice };
+
+// Integers, sizes (bytes) and durations (seconds, as double) are stored typed.
+using ParamValue = std::variant<bool, int64_t, double, std::string, std::vector<std::string>>;
+
+struct ParamSpec {
+    std::string key;
+    ParamType type;
+    ParamValue default_value;
+    std::string help;
+    double min = 0;   // for integer/number/size/duration
+    double max = 1e18;
+    std::vector<std::string> choices; // for choice
+};
+
+struct WorkloadSpec {
+    std::string kind;
+    std::string label;
+    int line = 0; // where it was declared, for messages
+    std::map<std::string, ParamValue> params;
+
+    int64_t integer(const std::string& key) const;
+    uint64_t size(const std::string& key) const { return static_cast<uint64_t>(integer(key)); }
+    double number(const std::string& key) const; // also durations, in seconds
+    bool flag(const std::string& key) const;
+    const std::string& str(const std::string& key) const;
+    const std::vector<std::string>& list(const std::string& key) const;
+};
+
+struct ProbeSettings {
+    std::string mode = "auto";    // auto: attach what can be attached; on: required; off
+    std::string backend = "auto"; // auto | fentry | kprobe | tracepoint
+    bool all_guest_memfds = false;
+    uint64_t ringbuf_size = 8ull << 20;
+};
+
+struct Profile {
+    std::string name;
+    std::string description;
+    std::string source; // "builtin:smoke" or a path
+    uint64_t seed = 1;
+    double duration_s = 15;
+    uint64_t memory_limit = 0; // 0: MemAvailable decides alone
+    unsigned vm_count = 1;
+    unsigned vcpus = 1;
+    unsigned long vm_type = 0;
+    std::string vm_type_name = "default";
+    uint64_t gmem_size = 16ull << 20;
+    std::vector<std::string> gmem_flag_names{"mmap", "init_shared"};
+    uint64_t gmem_flags = 0; // resolved from names with bits
+    kvm::FlagBits bits;
+    // In-place conversion ioctl (KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd): patch series only.
+    unsigned attrs2_ioctl_nr = 0xd6;
+    unsigned cap_memory_attributes2 = 245;
+    ProbeSettings probes;
+    std::vector<WorkloadSpec> workloads;
+
+    nlohmann::json to_json() const;
+};
+
+// Built-in profile names and their TOML text.
+const std::map<std::string, std::string>& builtin_profiles();
+
+// Loads a built-in (by name) or a file (by path), applies `--set key=value`
+// overrides and shorthand overrides, validates everything. Throws UsageError.
+Profile load_profile(const std::string& name_or_path, const std::vector<std::string>& overrides);
+
+// Parses TOML text (exposed for tests): `source` names it in messages.
+Profile parse_profile(const std::string& text, const std::string& source,
+                      const std::vector<std::string>& overrides);
+
+} // namespace gms::profile

@@ -1,0 +1,52 @@
+// Small shared helpers: time, sizes, durations, deterministic RNG, errno names.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace gms {
+
+using Clock = std::chrono::steady_clock;
+
+inline uint64_t now_ns() {
+    return static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
+}
+
+// "16MiB", "4k", "1G", "4096" -> bytes. nullopt on bad syntax or overflow.
+std::optional<uint64_t> parse_size(std::string_view s);
+// "10s", "500ms", "2m", "1h", "30" (seconds) -> seconds. nullopt on bad syntax.
+std::optional<double> parse_duration(std::string_view s);
+std::string format_size(uint64_t bytes);
+
+// "EINVAL" for EINVAL, "errno#N" for unknown values.
+std::string errno_name(int err);
+
+// ISO 8601 UTC timestamp of now.
+std::string utc_timestamp();
+
+// Reads a whole small file (procfs/sysfs); nullopt if it cannot be read.
+std::optional<std::string> read_file(const std::string& path);
+
+// MemAvailable from /proc/meminfo in bytes; 0 if unknown.
+uint64_t mem_available_bytes();
+
+// Deterministic, seedable PRNG (SplitMix64 seeding a xoshiro256**): the same
+// seed gives the same operation sequence on every machine.
+class Rng {
+  public:
+    explicit Rng(uint64_t seed);
+    uint64_t next();
+    // Uniform in [0, n) (n > 0).
+    uint64_t below(uint64_t n);
+    // Independent stream for a sub-task (thread, vCPU), derived from this seed.
+    static uint64_t derive(uint64_t seed, uint64_t stream);
+
+  private:
+    uint64_t s_[4];
+};
+
+} // namespace gms

@@ -1,0 +1,114 @@
+// The report as plain data. Renderers (JSON, text, JUnit) read it; nothing
+// here knows about output formats.
+#pragma once
+
+#include "core/histogram.h"
+
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace gms::report {
+
+inline constexpr int kSchemaVersion = 1;
+
+enum class Outcome { pass, fail, skip, error };
+std::string to_string(Outcome o);
+
+// Per operation kind ("fault", "punch_hole", "KVM_RUN", ...).
+struct OpStats {
+    uint64_t count = 0;
+    uint64_t bytes = 0;
+    std::map<std::string, uint64_t> errors; // errno name -> count
+    Histogram latency_ns;
+
+    void record(uint64_t ns, uint64_t nbytes = 0) {
+        ++count;
+        bytes += nbytes;
+        latency_ns.add(ns);
+    }
+    void record_error(int err);
+    void merge(const OpStats& o);
+};
+
+// One expectation about the kernel, with what was expected and observed.
+struct Check {
+    std::string name;
+    Outcome outcome = Outcome::pass;
+    std::string expected;
+    std::string observed;
+    std::string reason; // why skipped / why it failed / error text
+};
+
+struct Verification {
+    uint64_t pages_checked = 0;
+    uint64_t mismatches = 0;
+    std::vector<std::string> first_mismatches; // at most a few, human readable
+    void mismatch(std::string what) {
+        ++mismatches;
+        if (first_mismatches.size() < 8)
+            first_mismatches.push_back(std::move(what));
+    }
+};
+
+struct WorkloadResult {
+    std::string name; // registry name, e.g. "host-fault"
+    std::string label; // instance label from the profile (defaults to name)
+    Outcome outcome = Outcome::pass;
+    std::string reason;
+    double duration_s = 0;
+    std::map<std::string, OpStats> ops;
+    Verification verification;
+    std::vector<Check> checks;
+    // Counts the probes' checkers compare against (e.g. "pages_first_touched").
+    std::map<std::string, uint64_t> counters;
+    nlohmann::json params = nlohmann::json::object();
+};
+
+enum class Verdict { verified, violated, incomplete, unverifiable };
+std::string to_string(Verdict v);
+
+struct InvariantResult {
+    std::string name;
+    Verdict verdict = Verdict::unverifiable;
+    std::string reason;
+    std::string backend; // "tracepoint", "fentry", "kprobe", ...
+    std::map<std::string, uint64_t> evidence; // event counts
+    std::vector<std::string> violations;      // first N
+};
+
+struct KmsgFinding {
+    std::string kind; // WARNING, BUG, soft_lockup, rcu_stall, bad_page_state, ...
+    std::string line;
+    uint64_t timestamp_us = 0;
+};
+
+struct Report {
+    std::string tool_version;
+    std::string timestamp; // ISO 8601 UTC
+    std::string command;   // "run", "watch"
+    nlohmann::json host = nlohmann::json::object();
+    nlohmann::json profile = nlohmann::json::object();
+    uint64_t seed = 0;
+    bool interrupted = false;
+    std::string interrupt_reason;
+    double duration_s = 0;
+    std::optional<nlohmann::json> lab; // set when run inside `gmemstress lab`
+    std::vector<WorkloadResult> workloads;
+    std::vector<Check> conformance;
+    std::vector<InvariantResult> invariants;
+    nlohmann::json probes = nlohmann::json::object(); // attach results, counters
+    std::vector<KmsgFinding> kernel_log;
+    bool kernel_log_available = true;
+    std::string kernel_log_reason;
+    std::vector<std::string> errors; // tool-level errors that did not abort the run
+
+    // pass: nothing failed; fail: a check, workload, invariant or kernel log
+    // finding failed; error: the tool could not do what was asked.
+    Outcome verdict() const;
+};
+
+} // namespace gms::report

@@ -1,0 +1,79 @@
+// The workload interface and the one registry of workloads. Each entry says
+// what it needs from the kernel and why it skips.
+#pragma once
+
+#include "core/caps.h"
+#include "core/profile.h"
+#include "core/run_control.h"
+#include "kvm/kvm.h"
+#include "reports/model.h"
+
+#include <atomic>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace gms::workloads {
+
+// Told about every guest_memfd a workload creates and closes, so the probes
+// can filter on this run's inodes and checkers can close the books on a file.
+class GmemObserver {
+  public:
+    virtual ~GmemObserver() = default;
+    virtual void on_created(const kvm::GuestMemfd&) {}
+    // Called after the last userspace reference (fd, mappings, memslots, VM) is gone.
+    virtual void on_released(kvm::InodeId) {}
+};
+
+struct Progress {
+    std::atomic<uint64_t> ops{0};
+    std::atomic<uint64_t> bytes{0};
+};
+
+struct Context {
+    const kvm::Kvm& kvm;
+    const Caps& caps;
+    const profile::Profile& profile;
+    const profile::WorkloadSpec& spec;
+    uint64_t seed;
+    RunControl& control;
+    GmemObserver& observer;
+    Progress& progress;
+    double time_budget_s; // this workload's share of the run
+
+    // True once the run must stop or this workload's budget is spent.
+    bool should_stop() const;
+    uint64_t started_ns = 0;
+};
+
+struct WorkloadInfo {
+    std::string name;
+    std::string description;
+    std::string needs; // what it needs from the kernel, in words (for docs and `profiles`)
+    std::vector<profile::ParamSpec> params; // beyond the common ones
+    // nullopt if it can run here, else the reason it skips.
+    std::function<std::optional<std::string>(const Caps&, const profile::Profile&,
+                                             const profile::WorkloadSpec&)>
+        skip_reason;
+    // Upper bound of memory it will allocate, to refuse runs beyond MemAvailable.
+    std::function<uint64_t(const profile::Profile&, const profile::WorkloadSpec&)> memory_estimate;
+    std::function<report::WorkloadResult(Context&)> run;
+};
+
+// Parameters every workload accepts: label, ops, duration, threads.
+const std::vector<profile::ParamSpec>& common_params();
+
+const std::vector<WorkloadInfo>& registry();
+const WorkloadInfo* find(const std::string& name);
+
+// Registry entries, one per workload source file.
+WorkloadInfo host_fault_workload();
+WorkloadInfo guest_fault_workload();
+WorkloadInfo punch_hole_workload();
+WorkloadInfo populate_workload();
+WorkloadInfo convert_workload();
+WorkloadInfo lifecycle_workload();
+WorkloadInfo conformance_workload();
+
+} // namespace gms::workloads
