@@ -76,12 +76,28 @@ struct Profile {
 // Built-in profile names and their TOML text.
 const std::map<std::string, std::string>& builtin_profiles();
 
-// Loads a built-in (by name) or a file (by path), applies `--set key=value`
-// overrides and shorthand overrides, validates everything. Throws UsageError.
-Profile load_profile(const std::string& name_or_path, const std::vector<std::string>& overrides);
+// A command-line override: `key` is a dotted path ("vm.count",
+// "workload.host-fault.threads", "workload.*.ops", "workload.0.pattern"),
+// `value` TOML syntax or a bare string; `origin` names the flag in errors.
+struct Override {
+    std::string key;
+    std::string value;
+    std::string origin; // e.g. "--set vm.count=2" or "--vms 2"
+};
+// Parses "key=value" as given to --set.
+Override parse_set_flag(const std::string& arg);
+
+// Parameter schemas of the known workload kinds (the registry's), so the
+// parser can reject unknown keys and wrong types with file:line.
+using WorkloadSchemas = std::map<std::string, std::vector<ParamSpec>>;
+
+// Loads a built-in (by name) or a file (by path), applies overrides,
+// validates everything. Throws UsageError naming file:line and key.
+Profile load_profile(const std::string& name_or_path, const std::vector<Override>& overrides,
+                     const WorkloadSchemas& schemas);
 
 // Parses TOML text (exposed for tests): `source` names it in messages.
 Profile parse_profile(const std::string& text, const std::string& source,
-                      const std::vector<std::string>& overrides);
+                      const std::vector<Override>& overrides, const WorkloadSchemas& schemas);
 
 } // namespace gms::profile

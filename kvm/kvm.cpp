@@ -124,7 +124,11 @@ int GuestMemfd::try_fallocate(int mode, uint64_t offset, uint64_t len) {
     return errno_of(::fallocate(fd_.get(), mode, static_cast<off_t>(offset), static_cast<off_t>(len)));
 }
 
-int GuestMemfd::try_allocate(uint64_t offset, uint64_t len) { return try_fallocate(0, offset, len); }
+// guest_memfd's size is fixed at creation: allocation must say KEEP_SIZE
+// (mode 0 is EOPNOTSUPP upstream).
+int GuestMemfd::try_allocate(uint64_t offset, uint64_t len) {
+    return try_fallocate(FALLOC_FL_KEEP_SIZE, offset, len);
+}
 
 int GuestMemfd::try_punch_hole(uint64_t offset, uint64_t len) {
     return try_fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len);
@@ -132,7 +136,7 @@ int GuestMemfd::try_punch_hole(uint64_t offset, uint64_t len) {
 
 void GuestMemfd::allocate(uint64_t offset, uint64_t len) {
     if (int e = try_allocate(offset, len))
-        throw SysError("fallocate", fmt::format("guest_memfd={}, mode=0, offset={:#x}, len={:#x}",
+        throw SysError("fallocate", fmt::format("guest_memfd={}, mode=KEEP_SIZE, offset={:#x}, len={:#x}",
                                                 fd_.get(), offset, len),
                        e);
 }

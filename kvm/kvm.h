@@ -79,7 +79,7 @@ class GuestMemfd {
     bool valid() const { return fd_.valid(); }
     void close() { fd_.reset(); }
 
-    int try_allocate(uint64_t offset, uint64_t len);   // fallocate(0)
+    int try_allocate(uint64_t offset, uint64_t len);   // fallocate(KEEP_SIZE)
     int try_punch_hole(uint64_t offset, uint64_t len); // PUNCH_HOLE|KEEP_SIZE
     int try_fallocate(int mode, uint64_t offset, uint64_t len);
     void allocate(uint64_t offset, uint64_t len);

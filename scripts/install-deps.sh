@@ -28,7 +28,7 @@ bpo=()
 # Build tools and libraries. Catch2 v3, libbpf 1.4 and bpftool 7.5 come from
 # backports on bookworm (bookworm itself ships Catch2 v2 and libbpf 1.1).
 apt-get install -y -qq --no-install-recommends \
-  build-essential cmake pkg-config git ca-certificates \
+  build-essential cmake ninja-build pkg-config git ca-certificates \
   clang llvm \
   libcli11-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev \
   libelf-dev zlib1g-dev \

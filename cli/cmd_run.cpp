@@ -1,0 +1,162 @@
+// `gmemstress run`: parse -> detect -> attach -> run -> check -> report.
+#include "cli/commands.h"
+#include "cli/run_support.h"
+#include "core/caps.h"
+#include "core/error.h"
+#include "core/kmsg.h"
+#include "core/profile.h"
+#include "core/run_control.h"
+#include "core/util.h"
+#include "probes/session.h"
+#include "reports/render.h"
+#include "workloads/workload.h"
+
+#include <fmt/format.h>
+#include <thread>
+#include <unistd.h>
+#include <version.h>
+
+namespace gms::cli {
+
+namespace {
+
+struct RunOptions {
+    std::string profile = "smoke";
+    std::string report_path = "gmemstress-report.json";
+    std::string junit_path;
+    std::vector<std::string> sets;
+    std::optional<uint64_t> seed;
+    std::optional<std::string> duration;
+    std::optional<int64_t> vms, vcpus, threads, ops;
+    std::optional<std::string> gmem_size, gmem_flags, probes_mode, probe_backend, vm_type;
+    std::vector<std::string> flag_bits;
+    bool all_guest_memfds = false;
+    bool quiet = false;
+    bool no_progress = false;
+};
+
+// Shorthand flags become overrides that name the flag in any error.
+std::vector<profile::Override> overrides_from(const RunOptions& o) {
+    std::vector<profile::Override> out;
+    auto add = [&](const std::string& key, const std::string& value, const std::string& flag) {
+        out.push_back({key, value, fmt::format("{} {}", flag, value)});
+    };
+    if (o.seed)
+        add("seed", std::to_string(*o.seed), "--seed");
+    if (o.duration)
+        add("duration", fmt::format("\"{}\"", *o.duration), "--duration");
+    if (o.vms)
+        add("vm.count", std::to_string(*o.vms), "--vms");
+    if (o.vcpus)
+        add("vm.vcpus", std::to_string(*o.vcpus), "--vcpus");
+    if (o.vm_type)
+        add("vm.type", fmt::format("\"{}\"", *o.vm_type), "--vm-type");
+    if (o.gmem_size)
+        add("guest_memfd.size", fmt::format("\"{}\"", *o.gmem_size), "--gmem-size");
+    if (o.gmem_flags) {
+        std::string arr = "[";
+        std::string s = *o.gmem_flags;
+        size_t start = 0;
+        while (start <= s.size()) {
+            size_t comma = s.find(',', start);
+            std::string f = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+            if (!f.empty())
+                arr += fmt::format("{}\"{}\"", arr.size() > 1 ? ", " : "", f);
+            if (comma == std::string::npos)
+                break;
+            start = comma + 1;
+        }
+        out.push_back({"guest_memfd.flags", arr + "]", "--gmem-flags " + *o.gmem_flags});
+    }
+    if (o.threads)
+        add("workload.*.threads", std::to_string(*o.threads), "--threads");
+    if (o.ops)
+        add("workload.*.ops", std::to_string(*o.ops), "--ops");
+    if (o.probes_mode)
+        add("probes.mode", fmt::format("\"{}\"", *o.probes_mode), "--probes");
+    if (o.probe_backend)
+        add("probes.backend", fmt::format("\"{}\"", *o.probe_backend), "--probe-backend");
+    if (o.all_guest_memfds)
+        add("probes.all", "true", "--all-guest-memfds");
+    for (const auto& fb : o.flag_bits) {
+        auto eq = fb.find('=');
+        if (eq == std::string::npos)
+            throw UsageError(fmt::format("--flag-bit {}: expected NAME=BIT (e.g. no_direct_map=2)", fb));
+        out.push_back({"flag_bits." + fb.substr(0, eq), fb.substr(eq + 1), "--flag-bit " + fb});
+    }
+    for (const auto& s : o.sets)
+        out.push_back(profile::parse_set_flag(s));
+    return out;
+}
+
+int run(const RunOptions& o) {
+    RunControl& control = RunControl::global();
+
+    // parse
+    profile::Profile prof = profile::load_profile(o.profile, overrides_from(o), workload_schemas());
+    check_output_paths({o.report_path, o.junit_path});
+
+    // detect
+    Caps caps = detect_caps(prof.bits, prof.cap_memory_attributes2);
+    require_kvm(caps);
+    check_memory(prof, caps);
+
+    report::Report rep = new_report("run", caps);
+    rep.profile = prof.to_json();
+    rep.seed = prof.seed;
+    control.set_deadline(prof.duration_s);
+
+    // attach
+    KmsgWatcher kmsg;
+    ProbeAttachment probes = attach_probes(prof, caps, rep);
+
+    // run
+    uint64_t start = now_ns();
+    {
+        ProgressPrinter progress(!o.quiet && !o.no_progress && isatty(STDERR_FILENO) && prof.duration_s > 3);
+        run_workloads(prof, caps, control, probes.observer(), progress, rep);
+    }
+    rep.duration_s = double(now_ns() - start) / 1e9;
+
+    // check
+    finish_probes(probes, rep);
+    collect_kernel_log(kmsg, rep);
+    if (control.interrupted()) {
+        rep.interrupted = true;
+        rep.interrupt_reason = control.stop_reason();
+    }
+
+    // report
+    return write_reports(rep, o.report_path, o.junit_path, o.quiet);
+}
+
+} // namespace
+
+void add_run_command(CLI::App& app, Action& action) {
+    static RunOptions o;
+    auto* cmd = app.add_subcommand("run", "Run a workload profile against this machine's KVM");
+    cmd->add_option("-p,--profile", o.profile, "built-in profile name or TOML file (default: smoke)");
+    cmd->add_option("-r,--report", o.report_path, "JSON report path (written atomically)");
+    cmd->add_option("--junit", o.junit_path, "also write JUnit XML here");
+    cmd->add_option("--seed", o.seed, "seed of every random choice");
+    cmd->add_option("--duration", o.duration, "hard cap on the run, e.g. 30s, 2m");
+    cmd->add_option("--vms", o.vms, "VMs per workload");
+    cmd->add_option("--vcpus", o.vcpus, "vCPUs per VM");
+    cmd->add_option("--vm-type", o.vm_type, "VM type: default, sw_protected, sev, snp, tdx or a number");
+    cmd->add_option("--gmem-size", o.gmem_size, "bytes per guest_memfd, e.g. 64MiB");
+    cmd->add_option("--gmem-flags", o.gmem_flags,
+                    "comma-separated guest_memfd flags: mmap,init_shared,no_direct_map,write,hugetlb,bit:N");
+    cmd->add_option("--flag-bit", o.flag_bits,
+                    "bit number of a patch-series flag, NAME=BIT (no_direct_map, write, hugetlb)");
+    cmd->add_option("--threads", o.threads, "worker threads of every workload");
+    cmd->add_option("--ops", o.ops, "operations per workload (0 = until its time budget)");
+    cmd->add_option("--probes", o.probes_mode, "eBPF probes: auto, on (required), off");
+    cmd->add_option("--probe-backend", o.probe_backend, "auto, fentry, kprobe, tracepoint");
+    cmd->add_flag("--all-guest-memfds", o.all_guest_memfds, "observe every guest_memfd on the machine");
+    cmd->add_option("--set", o.sets, "override any profile key: KEY=VALUE (e.g. workload.host-fault.pattern=random)");
+    cmd->add_flag("-q,--quiet", o.quiet, "no summary on stdout");
+    cmd->add_flag("--no-progress", o.no_progress, "no live progress line");
+    cmd->callback([&action] { action = [] { return run(o); }; });
+}
+
+} // namespace gms::cli

@@ -1,0 +1,262 @@
+#include "cli/run_support.h"
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/util.h"
+#include "reports/render.h"
+
+#include <algorithm>
+#include <fcntl.h>
+#include <filesystem>
+#include <fmt/format.h>
+#include <unistd.h>
+#include <version.h>
+
+namespace gms::cli {
+
+profile::WorkloadSchemas workload_schemas() {
+    profile::WorkloadSchemas out;
+    for (const auto& w : workloads::registry()) {
+        auto params = workloads::common_params();
+        params.insert(params.end(), w.params.begin(), w.params.end());
+        out[w.name] = params;
+    }
+    return out;
+}
+
+void check_output_paths(const std::vector<std::string>& paths) {
+    for (const auto& p : paths) {
+        if (p.empty())
+            continue;
+        auto dir = std::filesystem::path(p).parent_path();
+        if (dir.empty())
+            dir = ".";
+        if (::access(dir.c_str(), W_OK) != 0)
+            throw UsageError(fmt::format("cannot write {}: directory {} is not writable ({})", p, dir.string(),
+                                         errno_name(errno)));
+    }
+}
+
+void require_kvm(const Caps& caps) {
+    if (!caps.kvm_accessible)
+        throw EnvError(caps.kvm_error);
+    if (!caps.guest_memfd)
+        throw EnvError(fmt::format("kernel {} has no guest_memfd (KVM_CAP_GUEST_MEMFD=0; needs Linux 6.8+)",
+                                   caps.kernel_release));
+}
+
+void check_memory(const profile::Profile& p, const Caps& caps) {
+    uint64_t peak = 0;
+    std::string peak_label;
+    for (const auto& spec : p.workloads) {
+        const auto* info = workloads::find(spec.kind);
+        uint64_t need = info && info->memory_estimate ? info->memory_estimate(p, spec) : 0;
+        if (need > peak) {
+            peak = need;
+            peak_label = spec.label;
+        }
+    }
+    // Leave headroom for the rest of the machine: at most 80% of MemAvailable.
+    uint64_t allowed = caps.mem_available / 10 * 8;
+    if (caps.mem_available && peak > allowed)
+        throw EnvError(fmt::format("profile {} needs up to {} (workload '{}') but only {} may be used "
+                                   "(80% of MemAvailable {}); lower guest_memfd.size, vm.count or threads",
+                                   p.name, format_size(peak), peak_label, format_size(allowed),
+                                   format_size(caps.mem_available)));
+    if (p.memory_limit && peak > p.memory_limit)
+        throw EnvError(fmt::format("profile {} needs up to {} (workload '{}'), above its memory_limit {}", p.name,
+                                   format_size(peak), peak_label, format_size(p.memory_limit)));
+}
+
+report::Report new_report(const std::string& command, const Caps& caps) {
+    report::Report r;
+    r.tool_version = GMS_VERSION;
+    r.timestamp = utc_timestamp();
+    r.command = command;
+    r.host = caps.to_json();
+    return r;
+}
+
+ProbeAttachment attach_probes(const profile::Profile& p, const Caps& caps, report::Report& rep) {
+    ProbeAttachment a;
+    if (p.probes.mode == "off") {
+        rep.probes = {{"status", "off"}, {"reason", "probes.mode = off"}};
+        return a;
+    }
+    probes::Options opts;
+    opts.backend = p.probes.backend;
+    opts.all_guest_memfds = p.probes.all_guest_memfds;
+    opts.ringbuf_size = p.probes.ringbuf_size;
+    try {
+        a.session = probes::Session::attach(opts, caps);
+    } catch (const EnvError& e) {
+        if (p.probes.mode == "on")
+            throw;
+        rep.probes = {{"status", "unavailable"}, {"reason", e.what()}};
+    }
+    return a;
+}
+
+void finish_probes(ProbeAttachment& a, report::Report& rep) {
+    if (!a.session) {
+        std::string why = rep.probes.value("reason", std::string("probes not attached"));
+        for (const auto& name : probes::invariant_names())
+            rep.invariants.push_back({name, report::Verdict::unverifiable, "no probes: " + why, "", {}, {}});
+        return;
+    }
+    a.session->finish();
+    rep.probes = a.session->describe();
+    rep.probes["status"] = "attached";
+    rep.invariants = a.session->check(rep.workloads);
+    a.session.reset(); // detach every link before the report is written
+}
+
+// ---- progress ---------------------------------------------------------------
+
+ProgressPrinter::ProgressPrinter(bool enabled) : enabled_(enabled), start_ns_(now_ns()) {
+    if (enabled_)
+        thread_ = std::thread([this] { loop(); });
+}
+
+ProgressPrinter::~ProgressPrinter() {
+    done_ = true;
+    if (thread_.joinable()) {
+        thread_.join();
+        fmt::print(stderr, "\r\033[K");
+    }
+}
+
+void ProgressPrinter::set_current(const std::string& label, workloads::Progress* progress) {
+    std::lock_guard lk(mu_);
+    label_ = label;
+    progress_ = progress;
+}
+
+void ProgressPrinter::loop() {
+    while (!done_) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+        std::string label;
+        {
+            std::lock_guard lk(mu_);
+            label = label_;
+        }
+        workloads::Progress* p = progress_;
+        if (!p)
+            continue;
+        fmt::print(stderr, "\r\033[K[{:5.1f}s] {}: {} ops, {}", double(now_ns() - start_ns_) / 1e9, label,
+                   p->ops.load(), format_size(p->bytes.load()));
+        std::fflush(stderr);
+    }
+}
+
+// ---- workloads --------------------------------------------------------------
+
+namespace {
+
+report::WorkloadResult skipped(const profile::WorkloadSpec& spec, std::string reason) {
+    report::WorkloadResult r;
+    r.name = spec.kind;
+    r.label = spec.label;
+    r.outcome = report::Outcome::skip;
+    r.reason = std::move(reason);
+    return r;
+}
+
+nlohmann::json params_json(const profile::WorkloadSpec& spec) {
+    nlohmann::json j = nlohmann::json::object();
+    for (const auto& [k, v] : spec.params)
+        j[k] = std::visit([](auto&& x) { return nlohmann::json(x); }, v);
+    return j;
+}
+
+report::WorkloadResult run_one(const workloads::WorkloadInfo& info, const profile::Profile& p,
+                               const profile::WorkloadSpec& spec, size_t index, const Caps& caps,
+                               RunControl& control, workloads::GmemObserver& observer, double budget,
+                               ProgressPrinter& progress, const kvm::Kvm& kvm) {
+    workloads::Progress prog;
+    progress.set_current(spec.label, &prog);
+    workloads::Context ctx{kvm,     caps,     p,    spec, Rng::derive(p.seed, index), control,
+                           observer, prog,    budget};
+    ctx.started_ns = now_ns();
+    report::WorkloadResult r;
+    try {
+        r = info.run(ctx);
+    } catch (const Interrupted&) {
+        r.outcome = report::Outcome::error;
+        r.reason = "interrupted";
+    } catch (const Error& e) {
+        r.outcome = report::Outcome::error;
+        r.reason = e.what();
+    }
+    progress.set_current(spec.label, nullptr);
+    r.name = spec.kind;
+    r.label = spec.label;
+    r.duration_s = double(now_ns() - ctx.started_ns) / 1e9;
+    r.params = params_json(spec);
+    return r;
+}
+
+} // namespace
+
+void run_workloads(const profile::Profile& p, const Caps& caps, RunControl& control,
+                   workloads::GmemObserver& observer, ProgressPrinter& progress, report::Report& rep) {
+    kvm::Kvm kvm = kvm::Kvm::open();
+    // Skips are decided up front so budgets go to workloads that run.
+    std::vector<std::optional<std::string>> skip(p.workloads.size());
+    size_t runnable = 0;
+    for (size_t i = 0; i < p.workloads.size(); ++i) {
+        const auto& spec = p.workloads[i];
+        const auto* info = workloads::find(spec.kind);
+        skip[i] = info->skip_reason ? info->skip_reason(caps, p, spec) : std::nullopt;
+        runnable += !skip[i];
+    }
+    for (size_t i = 0; i < p.workloads.size(); ++i) {
+        const auto& spec = p.workloads[i];
+        if (skip[i]) {
+            rep.workloads.push_back(skipped(spec, *skip[i]));
+            continue;
+        }
+        if (control.should_stop()) {
+            rep.workloads.push_back(skipped(spec, "not started: " + control.stop_reason()));
+            continue;
+        }
+        double budget = spec.number("duration");
+        if (budget <= 0)
+            budget = control.remaining_s() / double(std::max<size_t>(1, runnable));
+        budget = std::min(budget, control.remaining_s());
+        --runnable;
+        rep.workloads.push_back(run_one(*workloads::find(spec.kind), p, spec, i, caps, control, observer,
+                                        budget, progress, kvm));
+    }
+}
+
+void collect_kernel_log(KmsgWatcher& kmsg, report::Report& rep) {
+    rep.kernel_log_available = kmsg.available();
+    rep.kernel_log_reason = kmsg.reason();
+    auto findings = kmsg.collect();
+    rep.kernel_log.insert(rep.kernel_log.end(), findings.begin(), findings.end());
+}
+
+int write_reports(const report::Report& rep, const std::string& json_path, const std::string& junit_path,
+                  bool quiet) {
+    report::write_atomically(json_path, report::to_json(rep).dump(2) + "\n");
+    if (!junit_path.empty())
+        report::write_atomically(junit_path, report::to_junit(rep));
+    if (!quiet) {
+        fmt::print("{}", report::to_text(rep, isatty(STDOUT_FILENO)));
+        fmt::print("report: {}\n", json_path);
+    }
+    if (rep.interrupted)
+        return kExitInterrupted;
+    bool any_ran = std::any_of(rep.workloads.begin(), rep.workloads.end(),
+                               [](const auto& w) { return w.outcome != report::Outcome::skip; });
+    switch (rep.verdict()) {
+    case report::Outcome::fail: return kExitFailures;
+    case report::Outcome::error: return kExitToolError;
+    default: break;
+    }
+    // Every workload skipped: the machine cannot run this profile.
+    return any_ran ? kExitPass : kExitEnvironment;
+}
+
+} // namespace gms::cli

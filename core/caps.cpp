@@ -1,0 +1,141 @@
+#include "core/caps.h"
+
+#include "core/util.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fmt/format.h>
+#include <sys/mount.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+namespace gms {
+
+namespace {
+
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+std::string read_cpu_model() {
+    auto info = read_file("/proc/cpuinfo");
+    if (!info)
+        return "unknown";
+    auto pos = info->find("model name");
+    if (pos == std::string::npos)
+        return "unknown";
+    auto colon = info->find(':', pos);
+    auto eol = info->find('\n', pos);
+    return info->substr(colon + 2, eol - colon - 2);
+}
+
+uint64_t meminfo_kb(const std::string& key) {
+    auto info = read_file("/proc/meminfo");
+    if (!info)
+        return 0;
+    auto pos = info->find(key + ":");
+    if (pos == std::string::npos)
+        return 0;
+    return std::strtoull(info->c_str() + pos + key.size() + 1, nullptr, 10);
+}
+
+// "none [integrity] confidentiality" -> "integrity". securityfs may be
+// unmounted (containers); mounting it is harmless and read-only in effect.
+std::string read_lockdown() {
+    const char* path = "/sys/kernel/security/lockdown";
+    auto s = read_file(path);
+    if (!s && geteuid() == 0) {
+        ::mount("securityfs", "/sys/kernel/security", "securityfs", 0, nullptr);
+        s = read_file(path);
+    }
+    if (!s)
+        return access("/sys/kernel/security", F_OK) == 0 ? "unknown (no lockdown LSM)" : "unknown";
+    auto open = s->find('[');
+    auto close = s->find(']');
+    if (open == std::string::npos || close == std::string::npos)
+        return "unknown";
+    return s->substr(open + 1, close - open - 1);
+}
+
+std::string kvm_open_advice(int err) {
+    switch (err) {
+    case ENOENT: return "no /dev/kvm: load kvm-intel or kvm-amd, or enable virtualization";
+    case EACCES:
+    case EPERM: return "no permission on /dev/kvm: run as root or join the kvm group";
+    default: return "cannot open /dev/kvm";
+    }
+}
+
+} // namespace
+
+Caps detect_caps(const kvm::FlagBits& bits, unsigned cap_memory_attributes2) {
+    Caps c;
+    c.bits = bits;
+    struct utsname u {};
+    if (uname(&u) == 0)
+        c.kernel_release = u.release;
+    c.cpu_model = read_cpu_model();
+    c.mem_total = meminfo_kb("MemTotal") * 1024;
+    c.mem_available = meminfo_kb("MemAvailable") * 1024;
+    c.lockdown = read_lockdown();
+    c.btf_vmlinux = access("/sys/kernel/btf/vmlinux", R_OK) == 0;
+
+    kvm::Kvm k;
+    if (int e = kvm::Kvm::try_open(k)) {
+        c.kvm_error = fmt::format("{} ({})", kvm_open_advice(e), errno_name(e));
+        return c;
+    }
+    c.kvm_accessible = true;
+    c.api_version = k.api_version();
+    auto cap = [&](unsigned n) { return std::max<long>(0, k.check_extension(n)); };
+    c.vm_types = cap(uapi::kCapVmTypes);
+    if (c.vm_types == 0)
+        c.vm_types = 1; // no KVM_CAP_VM_TYPES: only the default VM type exists
+    c.guest_memfd = cap(uapi::kCapGuestMemfd) > 0;
+    c.user_memory2 = cap(uapi::kCapUserMemory2) > 0;
+    c.nr_vcpus = int(cap(uapi::kCapNrVcpus));
+    c.max_vcpus = int(cap(uapi::kCapMaxVcpus));
+    c.nr_memslots = int(cap(uapi::kCapNrMemslots));
+    c.exit_hypercall_mask = cap(uapi::kCapExitHypercall);
+    c.exit_hypercall = c.exit_hypercall_mask & (1ull << uapi::kHcMapGpaRange);
+
+    // Several caps are per VM (type): ask a default VM.
+    kvm::Vm vm;
+    if (kvm::Vm::try_create(vm, k, uapi::kX86DefaultVm) == 0) {
+        auto vcap = [&](unsigned n) { return std::max<long>(0, vm.check_extension(n)); };
+        c.guest_memfd_flags = vcap(uapi::kCapGuestMemfdFlags);
+        c.memory_attributes = vcap(uapi::kCapMemoryAttributes);
+        c.pre_fault_memory = vcap(uapi::kCapPreFaultMemory) > 0;
+        c.memory_attributes2 = vcap(cap_memory_attributes2) > 0;
+    } else {
+        c.kvm_error = fmt::format("KVM_CREATE_VM failed: {}", errno_name(errno));
+    }
+    return c;
+}
+
+nlohmann::json Caps::to_json() const {
+    using nlohmann::json;
+    json j;
+    j["kernel_release"] = kernel_release;
+    j["cpu_model"] = cpu_model;
+    j["mem_total"] = mem_total;
+    j["mem_available"] = mem_available;
+    j["lockdown"] = lockdown;
+    j["btf_vmlinux"] = btf_vmlinux;
+    j["kvm"] = {{"accessible", kvm_accessible}, {"error", kvm_error}, {"api_version", api_version}};
+    j["vm_types"] = vm_types;
+    j["guest_memfd"] = guest_memfd;
+    j["guest_memfd_flags"] = guest_memfd_flags;
+    j["guest_memfd_flags_decoded"] = kvm::flags_to_string(guest_memfd_flags, bits);
+    j["memory_attributes"] = memory_attributes;
+    j["memory_attributes2"] = memory_attributes2;
+    j["pre_fault_memory"] = pre_fault_memory;
+    j["user_memory2"] = user_memory2;
+    j["exit_hypercall_map_gpa_range"] = exit_hypercall;
+    j["nr_vcpus"] = nr_vcpus;
+    j["max_vcpus"] = max_vcpus;
+    j["nr_memslots"] = nr_memslots;
+    j["flag_bits"] = {{"no_direct_map", bits.no_direct_map}, {"write", bits.write}, {"hugetlb", bits.hugetlb}};
+    j["bpf"] = bpf;
+    return j;
+}
+
+} // namespace gms

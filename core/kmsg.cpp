@@ -1,0 +1,83 @@
+#include "core/kmsg.h"
+
+#include "core/util.h"
+
+#include <cerrno>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <regex>
+#include <unistd.h>
+
+namespace gms {
+
+std::optional<std::string> classify_kernel_message(const std::string& msg) {
+    // Order matters: the most specific first.
+    static const std::vector<std::pair<std::regex, std::string>> rules = {
+        {std::regex(R"(soft lockup - CPU#\d+ stuck)"), "soft_lockup"},
+        {std::regex(R"(hard LOCKUP|Watchdog detected hard LOCKUP)"), "hard_lockup"},
+        {std::regex(R"(rcu: INFO: rcu_\w+ (self-)?detected stall|rcu_\w+ detected stalls|RCU stall)"), "rcu_stall"},
+        {std::regex(R"(task [^ ]+:\d+ blocked for more than \d+ seconds)"), "hung_task"},
+        {std::regex(R"(BUG: Bad page state)"), "bad_page_state"},
+        {std::regex(R"(BUG: Bad page map)"), "bad_page_map"},
+        {std::regex(R"(BUG: KASAN|BUG: KFENCE|UBSAN:)"), "sanitizer"},
+        {std::regex(R"(BUG: unable to handle|Oops:|general protection fault)"), "oops"},
+        {std::regex(R"(Kernel panic)"), "panic"},
+        {std::regex(R"(^BUG:|kernel BUG at)"), "BUG"},
+        {std::regex(R"(^WARNING: |------------\[ cut here \]------------)"), "WARNING"},
+        {std::regex(R"(Memory failure: |MCE: )"), "memory_failure"},
+    };
+    for (const auto& [re, kind] : rules)
+        if (std::regex_search(msg, re))
+            return kind;
+    return std::nullopt;
+}
+
+KmsgWatcher::KmsgWatcher() {
+    int fd = ::open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        reason_ = fmt::format("cannot open /dev/kmsg: {}", errno_name(errno));
+        return;
+    }
+    fd_.reset(fd);
+    if (::lseek(fd, 0, SEEK_END) < 0) {
+        reason_ = fmt::format("cannot seek /dev/kmsg: {}", errno_name(errno));
+        fd_.reset();
+    }
+}
+
+std::vector<report::KmsgFinding> KmsgWatcher::collect() {
+    std::vector<report::KmsgFinding> out;
+    if (!fd_.valid())
+        return out;
+    char buf[8192];
+    for (;;) {
+        ssize_t n = ::read(fd_.get(), buf, sizeof buf - 1);
+        if (n < 0) {
+            if (errno == EPIPE) // overwritten records: keep reading newer ones
+                continue;
+            break; // EAGAIN: no more records
+        }
+        buf[n] = '\0';
+        // Record: "prio,seq,ts_us,flags;message\n continuation lines"
+        std::string rec(buf, size_t(n));
+        auto semi = rec.find(';');
+        if (semi == std::string::npos)
+            continue;
+        std::string header = rec.substr(0, semi);
+        std::string msg = rec.substr(semi + 1);
+        if (auto nl = msg.find('\n'); nl != std::string::npos)
+            msg.resize(nl);
+        auto kind = classify_kernel_message(msg);
+        if (!kind)
+            continue;
+        uint64_t ts = 0;
+        auto c1 = header.find(',');
+        auto c2 = c1 == std::string::npos ? c1 : header.find(',', c1 + 1);
+        if (c2 != std::string::npos)
+            ts = std::strtoull(header.c_str() + c2 + 1, nullptr, 10);
+        out.push_back({*kind, msg, ts});
+    }
+    return out;
+}
+
+} // namespace gms

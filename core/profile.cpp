@@ -1,0 +1,504 @@
+#include "core/profile.h"
+
+#include "core/error.h"
+#include "core/util.h"
+
+#include <fmt/format.h>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+namespace gms::profile {
+
+namespace {
+
+// ---- where things came from ------------------------------------------------
+
+// Error locations: file:line for keys in the file, the flag for overrides.
+class Origins {
+  public:
+    explicit Origins(std::string source) : source_(std::move(source)) {}
+    void overridden(const std::string& path, const std::string& origin) { overrides_[path] = origin; }
+    std::string where(const std::string& path, const toml::node* node) const {
+        if (auto it = overrides_.find(path); it != overrides_.end())
+            return it->second;
+        if (node && node->source().begin.line > 0)
+            return fmt::format("{}:{}", source_, node->source().begin.line);
+        return source_;
+    }
+    const std::string& source() const { return source_; }
+
+  private:
+    std::string source_;
+    std::map<std::string, std::string> overrides_;
+};
+
+[[noreturn]] void fail(const std::string& where, const std::string& msg) {
+    throw UsageError(fmt::format("{}: {}", where, msg));
+}
+
+std::string type_name(const toml::node& n) {
+    switch (n.type()) {
+    case toml::node_type::table: return "table";
+    case toml::node_type::array: return "array";
+    case toml::node_type::string: return "string";
+    case toml::node_type::integer: return "integer";
+    case toml::node_type::floating_point: return "float";
+    case toml::node_type::boolean: return "boolean";
+    default: return "date/time";
+    }
+}
+
+std::string type_name(ParamType t) {
+    switch (t) {
+    case ParamType::boolean: return "a boolean";
+    case ParamType::integer: return "an integer";
+    case ParamType::number: return "a number";
+    case ParamType::string: return "a string";
+    case ParamType::size: return "a size (integer bytes or a string like \"16MiB\")";
+    case ParamType::duration: return "a duration (seconds or a string like \"10s\", \"500ms\")";
+    case ParamType::string_list: return "an array of strings";
+    case ParamType::choice: return "one of the listed strings";
+    }
+    return "?";
+}
+
+// Converts and range-checks one TOML value against its spec.
+ParamValue convert(const ParamSpec& spec, const toml::node& n, const std::string& where,
+                   const std::string& key) {
+    auto wrong = [&]() -> ParamValue {
+        fail(where, fmt::format("'{}' must be {}, got {}", key, type_name(spec.type), type_name(n)));
+    };
+    auto range = [&](double v) {
+        if (v < spec.min || v > spec.max)
+            fail(where, fmt::format("'{}' = {} is out of range [{}, {}]", key, v, spec.min, spec.max));
+    };
+    switch (spec.type) {
+    case ParamType::boolean:
+        if (auto v = n.value_exact<bool>())
+            return *v;
+        return wrong();
+    case ParamType::integer:
+        if (auto v = n.value_exact<int64_t>()) {
+            range(double(*v));
+            return *v;
+        }
+        return wrong();
+    case ParamType::number:
+        if (n.is_number()) {
+            double v = *n.value<double>();
+            range(v);
+            return v;
+        }
+        return wrong();
+    case ParamType::size: {
+        std::optional<uint64_t> v;
+        if (auto i = n.value_exact<int64_t>(); i && *i >= 0)
+            v = uint64_t(*i);
+        else if (auto s = n.value_exact<std::string>())
+            v = parse_size(*s);
+        else
+            return wrong();
+        if (!v)
+            fail(where, fmt::format("'{}' is not a valid size (examples: 4096, \"4KiB\", \"16MiB\")", key));
+        range(double(*v));
+        return int64_t(*v);
+    }
+    case ParamType::duration: {
+        std::optional<double> v;
+        if (n.is_number())
+            v = *n.value<double>();
+        else if (auto s = n.value_exact<std::string>())
+            v = parse_duration(*s);
+        else
+            return wrong();
+        if (!v || *v < 0)
+            fail(where, fmt::format("'{}' is not a valid duration (examples: 30, \"10s\", \"500ms\", \"2m\")", key));
+        range(*v);
+        return *v;
+    }
+    case ParamType::string:
+        if (auto v = n.value_exact<std::string>())
+            return *v;
+        return wrong();
+    case ParamType::choice:
+        if (auto v = n.value_exact<std::string>()) {
+            for (const auto& c : spec.choices)
+                if (c == *v)
+                    return *v;
+            fail(where, fmt::format("'{}' = \"{}\" is not one of: {}", key, *v, fmt::join(spec.choices, ", ")));
+        }
+        return wrong();
+    case ParamType::string_list:
+        if (auto* arr = n.as_array()) {
+            std::vector<std::string> out;
+            for (const auto& e : *arr) {
+                auto s = e.value_exact<std::string>();
+                if (!s)
+                    return wrong();
+                out.push_back(*s);
+            }
+            return out;
+        }
+        return wrong();
+    }
+    return wrong();
+}
+
+// Top-level schema (non-workload keys).
+const std::vector<ParamSpec>& top_params() {
+    static const std::vector<ParamSpec> p = {
+        {"name", ParamType::string, std::string(), "profile name"},
+        {"description", ParamType::string, std::string(), "what the profile is for"},
+        {"seed", ParamType::integer, int64_t(1), "seed of every random choice", 0, 9.2e18},
+        {"duration", ParamType::duration, 15.0, "hard cap on the whole run (seconds)", 0.001, 86400 * 7},
+        {"memory_limit", ParamType::size, int64_t(0), "refuse runs estimated above this (0: MemAvailable only)", 0, 1e15},
+    };
+    return p;
+}
+
+const std::map<std::string, std::vector<ParamSpec>>& section_params() {
+    static const std::map<std::string, std::vector<ParamSpec>> p = {
+        {"vm",
+         {{"count", ParamType::integer, int64_t(1), "VMs per workload", 1, 64},
+          {"vcpus", ParamType::integer, int64_t(1), "vCPUs per VM", 1, 256},
+          {"type", ParamType::string, std::string("default"),
+           "VM type: default, sw_protected, sev, sev_es, snp, tdx, or a number"}}},
+        {"guest_memfd",
+         {{"size", ParamType::size, int64_t(16 << 20), "bytes per guest_memfd", 4096, double(1ull << 46)},
+          {"flags", ParamType::string_list, std::vector<std::string>{"mmap", "init_shared"},
+           "mmap, init_shared, no_direct_map, write, hugetlb, bit:N"}}},
+        {"flag_bits",
+         {{"no_direct_map", ParamType::integer, int64_t(uapi::kDefaultNoDirectMapBit),
+           "bit of GUEST_MEMFD_FLAG_NO_DIRECT_MAP (patch series)", 0, 63},
+          {"write", ParamType::integer, int64_t(uapi::kDefaultWriteBit),
+           "bit of GUEST_MEMFD_FLAG_WRITE (patch series)", 0, 63},
+          {"hugetlb", ParamType::integer, int64_t(uapi::kDefaultHugetlbBit),
+           "bit of GUEST_MEMFD_FLAG_HUGETLB (patch series)", 0, 63}}},
+        {"abi",
+         {{"set_memory_attributes2_nr", ParamType::integer, int64_t(uapi::kDefaultSetMemoryAttributes2Nr),
+           "ioctl number of KVM_SET_MEMORY_ATTRIBUTES2 (patch series)", 0, 255},
+          {"cap_memory_attributes2", ParamType::integer, int64_t(uapi::kDefaultCapMemoryAttributes2),
+           "capability number of KVM_CAP_MEMORY_ATTRIBUTES2 (patch series)", 0, 100000}}},
+        {"probes",
+         {{"mode", ParamType::choice, std::string("auto"), "auto: attach what can be; on: required; off",
+           0, 0, {"auto", "on", "off"}},
+          {"backend", ParamType::choice, std::string("auto"), "attach method",
+           0, 0, {"auto", "fentry", "kprobe", "tracepoint"}},
+          {"all", ParamType::boolean, false, "observe every guest_memfd on the machine"},
+          {"ringbuf_size", ParamType::size, int64_t(8 << 20), "BPF ring buffer bytes", 4096, double(1u << 30)}}},
+    };
+    return p;
+}
+
+const ParamSpec* find_spec(const std::vector<ParamSpec>& specs, const std::string& key) {
+    for (const auto& s : specs)
+        if (s.key == key)
+            return &s;
+    return nullptr;
+}
+
+std::vector<std::string> spec_keys(const std::vector<ParamSpec>& specs) {
+    std::vector<std::string> out;
+    for (const auto& s : specs)
+        out.push_back(s.key);
+    return out;
+}
+
+// Reads a table against specs: unknown keys and bad values are errors; missing keys get defaults.
+std::map<std::string, ParamValue> read_table(const toml::table& t, const std::vector<ParamSpec>& specs,
+                                             const std::string& path_prefix, const Origins& origins,
+                                             const std::set<std::string>& ignore = {}) {
+    std::map<std::string, ParamValue> out;
+    for (const auto& s : specs)
+        out[s.key] = s.default_value;
+    for (auto&& [k, v] : t) {
+        std::string key(k.str());
+        if (ignore.count(key))
+            continue;
+        std::string path = path_prefix + key;
+        const ParamSpec* spec = find_spec(specs, key);
+        if (!spec)
+            fail(origins.where(path, &v),
+                 fmt::format("unknown key '{}' (known: {})", path, fmt::join(spec_keys(specs), ", ")));
+        out[key] = convert(*spec, v, origins.where(path, &v), path);
+    }
+    return out;
+}
+
+template <class T> T get(const std::map<std::string, ParamValue>& m, const std::string& k) {
+    return std::get<T>(m.at(k));
+}
+
+// ---- overrides -------------------------------------------------------------
+
+std::unique_ptr<toml::node> parse_value(const std::string& value) {
+    try {
+        toml::table t = toml::parse("v = " + value);
+        std::unique_ptr<toml::node> out;
+        t.get("v")->visit([&](auto&& n) { out = std::make_unique<std::decay_t<decltype(n)>>(n); });
+        return out;
+    } catch (const toml::parse_error&) {
+        // A bare word ("random", "16MiB") is a string.
+        return std::make_unique<toml::value<std::string>>(value);
+    }
+}
+
+std::vector<std::string> split_dots(const std::string& s) {
+    std::vector<std::string> parts;
+    std::stringstream ss(s);
+    std::string p;
+    while (std::getline(ss, p, '.'))
+        parts.push_back(p);
+    return parts;
+}
+
+void assign(toml::table& t, const std::string& key, const toml::node& n) {
+    n.visit([&](auto&& v) { t.insert_or_assign(key, v); });
+}
+
+// Applies one override to the document; records its origin for messages.
+void apply_override(toml::table& doc, const Override& o, Origins& origins) {
+    auto parts = split_dots(o.key);
+    for (const auto& p : parts)
+        if (p.empty())
+            fail(o.origin, fmt::format("bad key '{}'", o.key));
+    auto value = parse_value(o.value);
+    if (parts[0] == "workload") {
+        if (parts.size() != 3)
+            fail(o.origin, "workload overrides look like workload.<label|kind|index|*>.<key>");
+        auto* arr = doc["workload"].as_array();
+        bool matched = false;
+        if (arr) {
+            for (size_t i = 0; i < arr->size(); ++i) {
+                auto* w = (*arr)[i].as_table();
+                if (!w)
+                    continue;
+                std::string kind = (*w)["kind"].value_or(std::string());
+                std::string label = (*w)["label"].value_or(kind);
+                const std::string& sel = parts[1];
+                if (sel == "*" || sel == kind || sel == label || sel == std::to_string(i)) {
+                    assign(*w, parts[2], *value);
+                    origins.overridden(fmt::format("workload[{}].{}", i, parts[2]), o.origin);
+                    matched = true;
+                }
+            }
+        }
+        if (!matched)
+            fail(o.origin, fmt::format("no workload in the profile matches '{}'", parts[1]));
+        return;
+    }
+    toml::table* t = &doc;
+    for (size_t i = 0; i + 1 < parts.size(); ++i) {
+        auto* sub = (*t)[parts[i]].as_table();
+        if (!sub) {
+            t->insert_or_assign(parts[i], toml::table{});
+            sub = (*t)[parts[i]].as_table();
+        }
+        t = sub;
+    }
+    assign(*t, parts.back(), *value);
+    origins.overridden(o.key, o.origin);
+}
+
+unsigned long vm_type_from(const std::string& s, const std::string& where) {
+    static const std::map<std::string, unsigned long> names = {
+        {"default", uapi::kX86DefaultVm}, {"sw_protected", uapi::kX86SwProtectedVm},
+        {"sev", uapi::kX86SevVm},         {"sev_es", uapi::kX86SevEsVm},
+        {"snp", uapi::kX86SnpVm},         {"tdx", uapi::kX86TdxVm}};
+    if (auto it = names.find(s); it != names.end())
+        return it->second;
+    char* end = nullptr;
+    unsigned long v = std::strtoul(s.c_str(), &end, 0);
+    if (!s.empty() && end && *end == '\0' && v < 64)
+        return v;
+    fail(where, fmt::format("unknown VM type '{}' (default, sw_protected, sev, sev_es, snp, tdx, or 0..63)", s));
+}
+
+} // namespace
+
+// ---- WorkloadSpec accessors ------------------------------------------------
+
+int64_t WorkloadSpec::integer(const std::string& key) const { return std::get<int64_t>(params.at(key)); }
+double WorkloadSpec::number(const std::string& key) const {
+    const auto& v = params.at(key);
+    if (auto* i = std::get_if<int64_t>(&v))
+        return double(*i);
+    return std::get<double>(v);
+}
+bool WorkloadSpec::flag(const std::string& key) const { return std::get<bool>(params.at(key)); }
+const std::string& WorkloadSpec::str(const std::string& key) const {
+    return std::get<std::string>(params.at(key));
+}
+const std::vector<std::string>& WorkloadSpec::list(const std::string& key) const {
+    return std::get<std::vector<std::string>>(params.at(key));
+}
+
+Override parse_set_flag(const std::string& arg) {
+    auto eq = arg.find('=');
+    if (eq == std::string::npos || eq == 0)
+        throw UsageError(fmt::format("--set {}: expected key=value", arg));
+    return Override{arg.substr(0, eq), arg.substr(eq + 1), "--set " + arg};
+}
+
+Profile parse_profile(const std::string& text, const std::string& source,
+                      const std::vector<Override>& overrides, const WorkloadSchemas& schemas) {
+    toml::table doc;
+    try {
+        doc = toml::parse(text, source);
+    } catch (const toml::parse_error& e) {
+        fail(fmt::format("{}:{}", source, e.source().begin.line), std::string(e.description()));
+    }
+    Origins origins(source);
+    for (const auto& o : overrides)
+        apply_override(doc, o, origins);
+
+    Profile p;
+    p.source = source;
+    std::set<std::string> sections = {"workload"};
+    for (const auto& [name, _] : section_params())
+        sections.insert(name);
+    auto top = read_table(doc, top_params(), "", origins, sections);
+    p.name = get<std::string>(top, "name");
+    p.description = get<std::string>(top, "description");
+    p.seed = static_cast<uint64_t>(get<int64_t>(top, "seed"));
+    p.duration_s = get<double>(top, "duration");
+    p.memory_limit = static_cast<uint64_t>(get<int64_t>(top, "memory_limit"));
+
+    std::map<std::string, std::map<std::string, ParamValue>> sec;
+    for (const auto& [name, specs] : section_params()) {
+        const toml::node* n = doc.get(name);
+        if (n && !n->is_table())
+            fail(origins.where(name, n), fmt::format("'{}' must be a table ([{}])", name, name));
+        static const toml::table empty;
+        sec[name] = read_table(n ? *n->as_table() : empty, specs, name + ".", origins);
+    }
+    p.vm_count = unsigned(get<int64_t>(sec["vm"], "count"));
+    p.vcpus = unsigned(get<int64_t>(sec["vm"], "vcpus"));
+    p.vm_type_name = get<std::string>(sec["vm"], "type");
+    p.vm_type = vm_type_from(p.vm_type_name, origins.where("vm.type", doc.at_path("vm.type").node()));
+    p.bits.no_direct_map = unsigned(get<int64_t>(sec["flag_bits"], "no_direct_map"));
+    p.bits.write = unsigned(get<int64_t>(sec["flag_bits"], "write"));
+    p.bits.hugetlb = unsigned(get<int64_t>(sec["flag_bits"], "hugetlb"));
+    p.attrs2_ioctl_nr = unsigned(get<int64_t>(sec["abi"], "set_memory_attributes2_nr"));
+    p.cap_memory_attributes2 = unsigned(get<int64_t>(sec["abi"], "cap_memory_attributes2"));
+    p.gmem_size = static_cast<uint64_t>(get<int64_t>(sec["guest_memfd"], "size"));
+    if (p.gmem_size % 4096)
+        fail(origins.where("guest_memfd.size", doc.at_path("guest_memfd.size").node()),
+             "'guest_memfd.size' must be a multiple of 4096");
+    p.gmem_flag_names = get<std::vector<std::string>>(sec["guest_memfd"], "flags");
+    p.gmem_flags = 0;
+    for (const auto& f : p.gmem_flag_names) {
+        auto v = kvm::flag_from_name(f, p.bits);
+        if (!v)
+            fail(origins.where("guest_memfd.flags", doc.at_path("guest_memfd.flags").node()),
+                 fmt::format("unknown guest_memfd flag '{}' (mmap, init_shared, no_direct_map, write, "
+                             "hugetlb, bit:N)",
+                             f));
+        p.gmem_flags |= *v;
+    }
+    p.probes.mode = get<std::string>(sec["probes"], "mode");
+    p.probes.backend = get<std::string>(sec["probes"], "backend");
+    p.probes.all_guest_memfds = get<bool>(sec["probes"], "all");
+    p.probes.ringbuf_size = static_cast<uint64_t>(get<int64_t>(sec["probes"], "ringbuf_size"));
+
+    const toml::node* wl = doc.get("workload");
+    if (!wl)
+        fail(source, "the profile has no [[workload]] entries");
+    const toml::array* arr = wl->as_array();
+    if (!arr)
+        fail(origins.where("workload", wl), "'workload' must be an array of tables ([[workload]])");
+    std::set<std::string> labels;
+    for (size_t i = 0; i < arr->size(); ++i) {
+        const toml::node& n = (*arr)[i];
+        std::string prefix = fmt::format("workload[{}].", i);
+        const toml::table* t = n.as_table();
+        if (!t)
+            fail(origins.where(prefix, &n), "each workload must be a table");
+        const toml::node* kind_node = t->get("kind");
+        std::string where = origins.where(prefix + "kind", kind_node ? kind_node : &n);
+        if (!kind_node || !kind_node->is_string())
+            fail(where, fmt::format("{}kind is required (a string)", prefix));
+        std::string kind = *kind_node->value<std::string>();
+        auto schema = schemas.find(kind);
+        if (schema == schemas.end()) {
+            std::vector<std::string> known;
+            for (const auto& [k, _] : schemas)
+                known.push_back(k);
+            fail(where, fmt::format("unknown workload kind '{}' (known: {})", kind, fmt::join(known, ", ")));
+        }
+        WorkloadSpec spec;
+        spec.kind = kind;
+        spec.line = int(n.source().begin.line);
+        spec.params = read_table(*t, schema->second, prefix, origins, {"kind"});
+        spec.label = spec.str("label").empty() ? kind : spec.str("label");
+        if (!labels.insert(spec.label).second)
+            fail(where, fmt::format("two workloads are labelled '{}'; give one a distinct 'label'", spec.label));
+        p.workloads.push_back(std::move(spec));
+    }
+    if (p.workloads.empty())
+        fail(source, "the profile has no [[workload]] entries");
+    if (p.name.empty())
+        p.name = source;
+    return p;
+}
+
+Profile load_profile(const std::string& name_or_path, const std::vector<Override>& overrides,
+                     const WorkloadSchemas& schemas) {
+    const auto& builtins = builtin_profiles();
+    if (auto it = builtins.find(name_or_path); it != builtins.end()) {
+        Profile p = parse_profile(it->second, "builtin:" + it->first, overrides, schemas);
+        return p;
+    }
+    std::ifstream f(name_or_path);
+    if (!f) {
+        std::vector<std::string> names;
+        for (const auto& [n, _] : builtins)
+            names.push_back(n);
+        throw UsageError(fmt::format("--profile {}: not a built-in profile ({}) and not a readable file",
+                                     name_or_path, fmt::join(names, ", ")));
+    }
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return parse_profile(ss.str(), name_or_path, overrides, schemas);
+}
+
+// ---- resolved profile as JSON (for the report) -----------------------------
+
+namespace {
+nlohmann::json param_json(const ParamValue& v) {
+    return std::visit([](auto&& x) { return nlohmann::json(x); }, v);
+}
+} // namespace
+
+nlohmann::json Profile::to_json() const {
+    nlohmann::json j;
+    j["name"] = name;
+    j["description"] = description;
+    j["source"] = source;
+    j["seed"] = seed;
+    j["duration_s"] = duration_s;
+    j["memory_limit"] = memory_limit;
+    j["vm"] = {{"count", vm_count}, {"vcpus", vcpus}, {"type", vm_type_name}, {"type_value", vm_type}};
+    j["guest_memfd"] = {{"size", gmem_size},
+                        {"flags", gmem_flag_names},
+                        {"flags_value", gmem_flags},
+                        {"flags_decoded", kvm::flags_to_string(gmem_flags, bits)}};
+    j["flag_bits"] = {{"no_direct_map", bits.no_direct_map}, {"write", bits.write}, {"hugetlb", bits.hugetlb}};
+    j["abi"] = {{"set_memory_attributes2_nr", attrs2_ioctl_nr}, {"cap_memory_attributes2", cap_memory_attributes2}};
+    j["probes"] = {{"mode", probes.mode},
+                   {"backend", probes.backend},
+                   {"all", probes.all_guest_memfds},
+                   {"ringbuf_size", probes.ringbuf_size}};
+    j["workloads"] = nlohmann::json::array();
+    for (const auto& w : workloads) {
+        nlohmann::json wj = {{"kind", w.kind}, {"label", w.label}};
+        for (const auto& [k, v] : w.params)
+            wj["params"][k] = param_json(v);
+        j["workloads"].push_back(wj);
+    }
+    return j;
+}
+
+} // namespace gms::profile

@@ -1,0 +1,283 @@
+#include "reports/render.h"
+
+#include "core/error.h"
+#include "core/util.h"
+
+#include <cerrno>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <unistd.h>
+
+namespace gms::report {
+
+namespace {
+
+using nlohmann::json;
+
+json histogram_json(const Histogram& h) {
+    return {{"count", h.count()},
+            {"min", h.min()},
+            {"mean", h.mean()},
+            {"p50", h.percentile(0.50)},
+            {"p90", h.percentile(0.90)},
+            {"p99", h.percentile(0.99)},
+            {"max", h.max()}};
+}
+
+json check_json(const Check& c) {
+    return {{"name", c.name},
+            {"outcome", to_string(c.outcome)},
+            {"expected", c.expected},
+            {"observed", c.observed},
+            {"reason", c.reason}};
+}
+
+json workload_json(const WorkloadResult& w) {
+    json ops = json::object();
+    for (const auto& [name, s] : w.ops)
+        ops[name] = {{"count", s.count},
+                     {"bytes", s.bytes},
+                     {"errors", s.errors},
+                     {"latency_ns", histogram_json(s.latency_ns)}};
+    json checks = json::array();
+    for (const auto& c : w.checks)
+        checks.push_back(check_json(c));
+    return {{"name", w.name},
+            {"label", w.label.empty() ? w.name : w.label},
+            {"outcome", to_string(w.outcome)},
+            {"reason", w.reason},
+            {"duration_s", w.duration_s},
+            {"ops", ops},
+            {"verification",
+             {{"pages_checked", w.verification.pages_checked},
+              {"mismatches", w.verification.mismatches},
+              {"first_mismatches", w.verification.first_mismatches}}},
+            {"checks", checks},
+            {"counters", w.counters},
+            {"params", w.params}};
+}
+
+json invariant_json(const InvariantResult& i) {
+    return {{"name", i.name},
+            {"verdict", to_string(i.verdict)},
+            {"reason", i.reason},
+            {"backend", i.backend},
+            {"evidence", i.evidence},
+            {"violations", i.violations}};
+}
+
+std::string xml_escape(const std::string& s) {
+    std::string out;
+    for (char c : s) {
+        switch (c) {
+        case '&': out += "&amp;"; break;
+        case '<': out += "&lt;"; break;
+        case '>': out += "&gt;"; break;
+        case '"': out += "&quot;"; break;
+        case '\'': out += "&apos;"; break;
+        default:
+            // XML 1.0 forbids most control characters.
+            if (static_cast<unsigned char>(c) < 0x20 && c != '\n' && c != '\t' && c != '\r')
+                out += '?';
+            else
+                out += c;
+        }
+    }
+    return out;
+}
+
+} // namespace
+
+json to_json(const Report& r) {
+    json j;
+    j["schema_version"] = kSchemaVersion;
+    j["tool"] = {{"name", "gmemstress"}, {"version", r.tool_version}};
+    j["command"] = r.command;
+    j["timestamp"] = r.timestamp;
+    j["host"] = r.host;
+    j["profile"] = r.profile;
+    j["seed"] = r.seed;
+    j["interrupted"] = r.interrupted;
+    j["interrupt_reason"] = r.interrupt_reason;
+    j["duration_s"] = r.duration_s;
+    if (r.lab)
+        j["lab"] = *r.lab;
+    j["workloads"] = json::array();
+    for (const auto& w : r.workloads)
+        j["workloads"].push_back(workload_json(w));
+    j["conformance"] = json::array();
+    for (const auto& c : r.conformance)
+        j["conformance"].push_back(check_json(c));
+    j["invariants"] = json::array();
+    for (const auto& i : r.invariants)
+        j["invariants"].push_back(invariant_json(i));
+    j["probes"] = r.probes;
+    json klog = json::array();
+    for (const auto& f : r.kernel_log)
+        klog.push_back({{"kind", f.kind}, {"line", f.line}, {"timestamp_us", f.timestamp_us}});
+    j["kernel_log"] = {{"available", r.kernel_log_available},
+                       {"reason", r.kernel_log_reason},
+                       {"findings", klog}};
+    j["errors"] = r.errors;
+    j["verdict"] = to_string(r.verdict());
+    return j;
+}
+
+std::string to_text(const Report& r, bool color) {
+    auto paint = [&](Outcome o) {
+        std::string s = to_string(o);
+        if (!color)
+            return s;
+        const char* code = o == Outcome::pass ? "32" : o == Outcome::skip ? "33" : "31";
+        return fmt::format("\033[{}m{}\033[0m", code, s);
+    };
+    std::string out;
+    out += fmt::format("gmemstress {} — profile {} (seed {}), {:.1f}s{}\n", r.tool_version,
+                       r.profile.value("name", "?"), r.seed, r.duration_s,
+                       r.interrupted ? fmt::format(", INTERRUPTED ({})", r.interrupt_reason) : "");
+    for (const auto& w : r.workloads) {
+        uint64_t ops = 0;
+        for (const auto& [_, s] : w.ops)
+            ops += s.count;
+        out += fmt::format("  {:<8} {:<22} {:>10} ops {:>8} pages verified", paint(w.outcome),
+                           w.label.empty() ? w.name : w.label, ops, w.verification.pages_checked);
+        if (w.verification.mismatches)
+            out += fmt::format(", {} MISMATCHES", w.verification.mismatches);
+        if (!w.reason.empty())
+            out += fmt::format("  ({})", w.reason);
+        out += "\n";
+        for (const auto& m : w.verification.first_mismatches)
+            out += fmt::format("             mismatch: {}\n", m);
+        size_t pass = 0, skip = 0;
+        for (const auto& c : w.checks) {
+            pass += c.outcome == Outcome::pass;
+            skip += c.outcome == Outcome::skip;
+            if (c.outcome == Outcome::fail || c.outcome == Outcome::error)
+                out += fmt::format("             {} {}: expected {}, observed {}{}\n", paint(c.outcome),
+                                   c.name, c.expected, c.observed,
+                                   c.reason.empty() ? "" : " (" + c.reason + ")");
+        }
+        if (!w.checks.empty())
+            out += fmt::format("             checks: {} total, {} passed, {} skipped\n", w.checks.size(),
+                               pass, skip);
+    }
+    for (const auto& i : r.invariants) {
+        out += fmt::format("  invariant {:<22} {}{}{}\n", i.name, to_string(i.verdict),
+                           i.backend.empty() ? "" : " [" + i.backend + "]",
+                           i.reason.empty() ? "" : " (" + i.reason + ")");
+        for (size_t k = 0; k < i.violations.size() && k < 5; ++k)
+            out += fmt::format("             {}\n", i.violations[k]);
+    }
+    if (!r.kernel_log_available)
+        out += fmt::format("  kernel log: not scanned ({})\n", r.kernel_log_reason);
+    for (const auto& f : r.kernel_log)
+        out += fmt::format("  kernel log {}: {}\n", f.kind, f.line);
+    for (const auto& e : r.errors)
+        out += fmt::format("  error: {}\n", e);
+    out += fmt::format("verdict: {}\n", paint(r.verdict()));
+    return out;
+}
+
+std::string to_junit(const Report& r) {
+    struct Case {
+        std::string classname, name;
+        Outcome outcome;
+        std::string message;
+        double time = 0;
+    };
+    std::vector<Case> cases;
+    for (const auto& w : r.workloads) {
+        std::string label = w.label.empty() ? w.name : w.label;
+        std::string msg = w.reason;
+        for (const auto& m : w.verification.first_mismatches)
+            msg += (msg.empty() ? "" : "; ") + m;
+        cases.push_back({"gmemstress.workload", label, w.outcome, msg, w.duration_s});
+        for (const auto& c : w.checks)
+            cases.push_back({"gmemstress." + label, c.name, c.outcome,
+                             fmt::format("expected {}, observed {}{}", c.expected, c.observed,
+                                         c.reason.empty() ? "" : "; " + c.reason)});
+    }
+    for (const auto& c : r.conformance)
+        cases.push_back({"gmemstress.conformance", c.name, c.outcome,
+                         fmt::format("expected {}, observed {}", c.expected, c.observed)});
+    for (const auto& i : r.invariants) {
+        Outcome o = i.verdict == Verdict::verified  ? Outcome::pass
+                    : i.verdict == Verdict::violated ? Outcome::fail
+                                                     : Outcome::skip;
+        std::string msg = to_string(i.verdict) + (i.reason.empty() ? "" : ": " + i.reason);
+        for (const auto& v : i.violations)
+            msg += "; " + v;
+        cases.push_back({"gmemstress.invariant", i.name, o, msg});
+    }
+    Outcome klog = r.kernel_log.empty() ? (r.kernel_log_available ? Outcome::pass : Outcome::skip)
+                                        : Outcome::fail;
+    std::string kmsg = r.kernel_log_available ? "" : r.kernel_log_reason;
+    for (const auto& f : r.kernel_log)
+        kmsg += f.kind + ": " + f.line + "\n";
+    cases.push_back({"gmemstress.kernel", "kernel_log", klog, kmsg});
+
+    size_t failures = 0, errors = 0, skipped = 0;
+    for (const auto& c : cases) {
+        failures += c.outcome == Outcome::fail;
+        errors += c.outcome == Outcome::error;
+        skipped += c.outcome == Outcome::skip;
+    }
+    std::string out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+    out += fmt::format("<testsuites name=\"gmemstress\" tests=\"{}\" failures=\"{}\" errors=\"{}\" "
+                       "skipped=\"{}\" time=\"{:.3f}\">\n",
+                       cases.size(), failures, errors, skipped, r.duration_s);
+    out += fmt::format("  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" "
+                       "timestamp=\"{}\">\n",
+                       xml_escape("gmemstress." + r.profile.value("name", std::string("run"))), cases.size(),
+                       failures, errors, skipped, xml_escape(r.timestamp));
+    for (const auto& c : cases) {
+        out += fmt::format("    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3f}\"", xml_escape(c.classname),
+                           xml_escape(c.name), c.time);
+        switch (c.outcome) {
+        case Outcome::pass: out += "/>\n"; break;
+        case Outcome::skip:
+            out += fmt::format(">\n      <skipped message=\"{}\"/>\n    </testcase>\n", xml_escape(c.message));
+            break;
+        case Outcome::fail:
+            out += fmt::format(">\n      <failure message=\"{}\"/>\n    </testcase>\n", xml_escape(c.message));
+            break;
+        case Outcome::error:
+            out += fmt::format(">\n      <error message=\"{}\"/>\n    </testcase>\n", xml_escape(c.message));
+            break;
+        }
+    }
+    out += "  </testsuite>\n</testsuites>\n";
+    return out;
+}
+
+void write_atomically(const std::string& path, const std::string& content) {
+    std::string tmp = path + ".tmp." + std::to_string(::getpid());
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        throw SysError("open", tmp, errno);
+    size_t off = 0;
+    while (off < content.size()) {
+        ssize_t n = ::write(fd, content.data() + off, content.size() - off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            int e = errno;
+            ::close(fd);
+            ::unlink(tmp.c_str());
+            throw SysError("write", tmp, e);
+        }
+        off += size_t(n);
+    }
+    if (::fsync(fd) < 0 || ::close(fd) < 0) {
+        int e = errno;
+        ::unlink(tmp.c_str());
+        throw SysError("fsync/close", tmp, e);
+    }
+    if (::rename(tmp.c_str(), path.c_str()) < 0) {
+        int e = errno;
+        ::unlink(tmp.c_str());
+        throw SysError("rename", tmp + " -> " + path, e);
+    }
+}
+
+} // namespace gms::report

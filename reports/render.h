@@ -1,0 +1,21 @@
+// Renderers of the report model, and the atomic writer.
+#pragma once
+
+#include "reports/model.h"
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace gms::report {
+
+nlohmann::json to_json(const Report& r);
+// Concise human summary.
+std::string to_text(const Report& r, bool color = false);
+// JUnit XML: one test case per check, per workload and per invariant.
+std::string to_junit(const Report& r);
+
+// Writes to a temporary file in the same directory, fsyncs and renames, so
+// readers see either the old file or the complete new one. Throws SysError.
+void write_atomically(const std::string& path, const std::string& content);
+
+} // namespace gms::report

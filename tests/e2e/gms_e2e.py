@@ -1,0 +1,95 @@
+"""Shared helpers for the end-to-end tests (run by ctest, see tests/CMakeLists.txt)."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import jsonschema
+
+GMS_BIN = os.environ.get("GMS_BIN", "gmemstress")
+SOURCE_DIR = os.environ.get("GMS_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+SCHEMA_PATH = os.path.join(SOURCE_DIR, "reports", "schema", "report.schema.json")
+SKIP = 77
+
+
+def skip(reason):
+    print(f"SKIP: {reason}")
+    sys.exit(SKIP)
+
+
+def kvm_usable():
+    """(True, '') or (False, why)."""
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR)
+        os.close(fd)
+        return True, ""
+    except OSError as e:
+        return False, f"/dev/kvm not usable: {e.strerror}"
+
+
+def require_kvm():
+    ok, why = kvm_usable()
+    if not ok:
+        skip(why)
+
+
+def run(*args, timeout=300, check_rc=None, **kw):
+    """Runs gmemstress; returns CompletedProcess. check_rc asserts the exit code."""
+    p = subprocess.run([GMS_BIN, *args], capture_output=True, text=True, timeout=timeout, **kw)
+    if check_rc is not None and p.returncode != check_rc:
+        print("stdout:", p.stdout)
+        print("stderr:", p.stderr)
+        raise AssertionError(f"gmemstress {' '.join(args)}: exit {p.returncode}, expected {check_rc}")
+    return p
+
+
+def tmpdir():
+    return tempfile.mkdtemp(prefix="gms-e2e-")
+
+
+def load_schema():
+    with open(SCHEMA_PATH) as f:
+        return json.load(f)
+
+
+def validate_report(path):
+    """Loads a report, validates it against the schema and the honesty rules; returns it."""
+    with open(path) as f:
+        rep = json.load(f)
+    jsonschema.Draft202012Validator(load_schema()).validate(rep)
+    for w in rep["workloads"]:
+        if w["outcome"] == "skip":
+            assert w["reason"], f"workload {w['label']} skipped without a reason"
+        for c in w["checks"]:
+            if c["outcome"] == "skip":
+                assert c["reason"], f"check {c['name']} skipped without a reason"
+        if w["outcome"] == "pass":
+            assert w["verification"]["mismatches"] == 0, f"{w['label']} passed with mismatches"
+            assert not any(c["outcome"] in ("fail", "error") for c in w["checks"]), \
+                f"{w['label']} passed with failed checks"
+    for i in rep["invariants"]:
+        if i["verdict"] == "verified":
+            assert i["backend"], f"invariant {i['name']} verified without a backend"
+    # The verdict must follow from the parts.
+    outcomes = [w["outcome"] for w in rep["workloads"]]
+    outcomes += [c["outcome"] for w in rep["workloads"] for c in w["checks"]]
+    failed = ("fail" in outcomes or rep["kernel_log"]["findings"]
+              or any(i["verdict"] == "violated" for i in rep["invariants"]))
+    if failed:
+        assert rep["verdict"] == "fail", "verdict hides a failure"
+    elif "error" in outcomes or rep["errors"]:
+        assert rep["verdict"] == "error"
+    else:
+        assert rep["verdict"] == "pass"
+    return rep
+
+
+def main(fn):
+    try:
+        fn()
+    except AssertionError as e:
+        print(f"FAIL: {e}")
+        sys.exit(1)
+    print("PASS")
+    sys.exit(0)

@@ -1,0 +1,40 @@
+"""`profiles`, `profiles show` round trip, `caps` and `caps --json`."""
+import json
+import os
+
+from gms_e2e import kvm_usable, main, run, tmpdir
+
+
+def test():
+    p = run("profiles", check_rc=0)
+    for name in ("smoke", "conformance", "fault-storm", "punch-race", "convert-storm", "soak"):
+        assert name in p.stdout, f"profiles lacks {name}"
+    for kind in ("host-fault", "guest-fault", "punch-hole", "populate", "convert", "lifecycle", "conformance"):
+        assert kind in p.stdout, f"profiles lacks workload kind {kind}"
+
+    # `profiles show` prints a file a user can copy, edit and run.
+    shown = run("profiles", "show", "smoke", check_rc=0).stdout
+    d = tmpdir()
+    path = os.path.join(d, "mine.toml")
+    with open(path, "w") as f:
+        f.write(shown.replace('seed = 1', 'seed = 99'))
+    r = run("run", "--profile", path, "--duration", "0.001s", "--ops", "1", "--probes", "off",
+            "--report", os.path.join(d, "r.json"), "--quiet")
+    assert r.returncode != 2, f"edited profile rejected: {r.stderr}"
+    assert run("profiles", "show", "nope").returncode == 2
+
+    ok, why = kvm_usable()
+    c = run("caps", "--json")
+    caps = json.loads(c.stdout)
+    assert caps["kvm"]["accessible"] == ok, (caps["kvm"], why)
+    assert caps["kernel_release"] == os.uname().release
+    if ok:
+        assert c.returncode == 0
+        assert caps["kvm"]["api_version"] == 12
+    else:
+        assert c.returncode == 3 and caps["kvm"]["error"]
+    text = run("caps").stdout
+    assert "/dev/kvm" in text and "guest_memfd" in text and "lockdown" in text
+
+
+main(test)

@@ -1,0 +1,121 @@
+#include "core/error.h"
+#include "core/profile.h"
+
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
+
+using namespace gms;
+using namespace gms::profile;
+using Catch::Matchers::ContainsSubstring;
+
+namespace {
+
+WorkloadSchemas schemas() {
+    std::vector<ParamSpec> common = {
+        {"label", ParamType::string, std::string(), ""},
+        {"ops", ParamType::integer, int64_t(0), "", 0, 1e15},
+        {"duration", ParamType::duration, 0.0, "", 0, 1e6},
+        {"threads", ParamType::integer, int64_t(1), "", 1, 256},
+    };
+    auto hf = common;
+    hf.push_back({"pattern", ParamType::choice, std::string("sequential"), "", 0, 0, {"sequential", "random"}});
+    return {{"host-fault", hf}, {"lifecycle", common}};
+}
+
+const char* kGood = R"(name = "t"
+seed = 5
+duration = "3s"
+[vm]
+count = 2
+[guest_memfd]
+size = "4MiB"
+flags = ["mmap", "init_shared"]
+[[workload]]
+kind = "host-fault"
+threads = 3
+pattern = "random"
+[[workload]]
+kind = "lifecycle"
+)";
+
+std::string error_of(const std::string& text, std::vector<Override> o = {}) {
+    try {
+        parse_profile(text, "p.toml", o, schemas());
+    } catch (const UsageError& e) {
+        return e.what();
+    }
+    return "";
+}
+
+} // namespace
+
+TEST_CASE("a valid profile resolves every field", "[profile]") {
+    Profile p = parse_profile(kGood, "p.toml", {}, schemas());
+    CHECK(p.name == "t");
+    CHECK(p.seed == 5);
+    CHECK(p.duration_s == 3.0);
+    CHECK(p.vm_count == 2);
+    CHECK(p.vcpus == 1);
+    CHECK(p.gmem_size == 4u << 20);
+    CHECK(p.gmem_flags == 3);
+    REQUIRE(p.workloads.size() == 2);
+    CHECK(p.workloads[0].integer("threads") == 3);
+    CHECK(p.workloads[0].str("pattern") == "random");
+    CHECK(p.workloads[1].integer("threads") == 1); // default
+    CHECK(p.workloads[1].label == "lifecycle");
+}
+
+TEST_CASE("profile errors name file:line and the key", "[profile]") {
+    CHECK_THAT(error_of(std::string(kGood) + "bogus = 1\n"), ContainsSubstring("workload[1].bogus"));
+    CHECK_THAT(error_of(std::string(kGood) + "bogus = 1\n"), ContainsSubstring("p.toml:15"));
+    std::string bad_type = kGood;
+    bad_type.replace(bad_type.find("threads = 3"), 11, "threads = \"x\"");
+    CHECK_THAT(error_of(bad_type), ContainsSubstring("p.toml:11"));
+    CHECK_THAT(error_of(bad_type), ContainsSubstring("must be an integer"));
+    std::string range = kGood;
+    range.replace(range.find("count = 2"), 9, "count = 0");
+    CHECK_THAT(error_of(range), ContainsSubstring("p.toml:5"));
+    CHECK_THAT(error_of(range), ContainsSubstring("out of range"));
+    std::string flag = kGood;
+    flag.replace(flag.find("\"init_shared\""), 13, "\"shiny\"");
+    CHECK_THAT(error_of(flag), ContainsSubstring("unknown guest_memfd flag 'shiny'"));
+    CHECK_THAT(error_of("name = \n"), ContainsSubstring("p.toml:1"));
+    CHECK_THAT(error_of("seed = 1\n"), ContainsSubstring("no [[workload]]"));
+    CHECK_THAT(error_of("[[workload]]\nkind = \"nope\"\n"), ContainsSubstring("unknown workload kind 'nope'"));
+    CHECK_THAT(error_of(std::string(kGood) + "[vm]\n"), ContainsSubstring("p.toml"));
+    std::string size = kGood;
+    size.replace(size.find("\"4MiB\""), 6, "\"8000\"");
+    CHECK_THAT(error_of(size), ContainsSubstring("multiple of 4096"));
+}
+
+TEST_CASE("overrides apply and their errors name the flag", "[profile]") {
+    Profile p = parse_profile(kGood, "p.toml",
+                              {{"vm.vcpus", "4", "--vcpus 4"},
+                               {"workload.host-fault.pattern", "sequential", "--set x"},
+                               {"workload.*.ops", "7", "--ops 7"},
+                               {"duration", "\"1m\"", "--duration 1m"}},
+                              schemas());
+    CHECK(p.vcpus == 4);
+    CHECK(p.workloads[0].str("pattern") == "sequential");
+    CHECK(p.workloads[0].integer("ops") == 7);
+    CHECK(p.workloads[1].integer("ops") == 7);
+    CHECK(p.duration_s == 60);
+    CHECK_THAT(error_of(kGood, {{"vm.count", "0", "--vms 0"}}), ContainsSubstring("--vms 0"));
+    CHECK_THAT(error_of(kGood, {{"workload.nothere.ops", "1", "--set workload.nothere.ops=1"}}),
+               ContainsSubstring("no workload in the profile matches 'nothere'"));
+    CHECK_THAT(error_of(kGood, {{"workload.0.pattern", "zigzag", "--set workload.0.pattern=zigzag"}}),
+               ContainsSubstring("--set workload.0.pattern=zigzag"));
+    CHECK_THROWS_AS(parse_set_flag("novalue"), UsageError);
+    CHECK(parse_set_flag("a.b=c=d").value == "c=d");
+}
+
+TEST_CASE("every built-in profile parses with the real workload registry", "[profile]") {
+    // The registry-backed check lives in tests/integration (it needs gms_workloads);
+    // here: each built-in is valid TOML with a name and at least one workload.
+    for (const auto& [name, text] : builtin_profiles()) {
+        INFO(name);
+        CHECK_THAT(text, ContainsSubstring("[[workload]]"));
+    }
+    CHECK(builtin_profiles().count("smoke") == 1);
+    CHECK(builtin_profiles().count("conformance") == 1);
+}

@@ -1,0 +1,77 @@
+#include "reports/render.h"
+
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+using namespace gms::report;
+using Catch::Matchers::ContainsSubstring;
+
+namespace {
+Report sample() {
+    Report r;
+    r.tool_version = "0.1.0";
+    r.command = "run";
+    r.profile = {{"name", "unit"}};
+    WorkloadResult w;
+    w.name = "host-fault";
+    w.label = "hf";
+    w.ops["fault"].record(100, 4096);
+    w.ops["fault"].record_error(22);
+    w.checks.push_back({"a.b", Outcome::fail, "EINVAL", "success", ""});
+    w.checks.push_back({"a.c", Outcome::skip, "", "", "no <WRITE> & flag"});
+    r.workloads.push_back(w);
+    r.invariants.push_back({"page_cache_balance", Verdict::verified, "", "tracepoint", {{"adds", 3}}, {}});
+    return r;
+}
+} // namespace
+
+TEST_CASE("verdict: any failure, violation or kernel finding fails", "[report]") {
+    Report r = sample();
+    CHECK(r.verdict() == Outcome::fail); // a failed check
+    r.workloads[0].checks[0].outcome = Outcome::pass;
+    CHECK(r.verdict() == Outcome::pass);
+    r.invariants[0].verdict = Verdict::violated;
+    CHECK(r.verdict() == Outcome::fail);
+    r.invariants[0].verdict = Verdict::unverifiable; // not a pass, not a failure
+    CHECK(r.verdict() == Outcome::pass);
+    r.kernel_log.push_back({"WARNING", "WARNING: at x", 1});
+    CHECK(r.verdict() == Outcome::fail);
+    r.kernel_log.clear();
+    r.workloads[0].outcome = Outcome::error;
+    CHECK(r.verdict() == Outcome::error);
+}
+
+TEST_CASE("JSON rendering carries ops, errors and percentiles", "[report]") {
+    auto j = to_json(sample());
+    CHECK(j["schema_version"] == kSchemaVersion);
+    CHECK(j["verdict"] == "fail");
+    auto& op = j["workloads"][0]["ops"]["fault"];
+    CHECK(op["count"] == 2);
+    CHECK(op["bytes"] == 4096);
+    CHECK(op["errors"]["EINVAL"] == 1);
+    CHECK(op["latency_ns"]["max"] == 100);
+    CHECK(j["invariants"][0]["evidence"]["adds"] == 3);
+}
+
+TEST_CASE("JUnit escapes text and counts outcomes", "[report]") {
+    std::string x = to_junit(sample());
+    CHECK_THAT(x, ContainsSubstring("no &lt;WRITE&gt; &amp; flag"));
+    CHECK_THAT(x, ContainsSubstring("failures=\"1\""));
+    CHECK_THAT(x, ContainsSubstring("skipped=\"1\""));
+    CHECK_THAT(x, ContainsSubstring("<failure message=\"expected EINVAL, observed success\"/>"));
+}
+
+TEST_CASE("atomic writes replace the file whole", "[report]") {
+    std::string path = "/tmp/gms-unit-atomic.json";
+    write_atomically(path, "first");
+    write_atomically(path, "second");
+    std::ifstream f(path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    CHECK(ss.str() == "second");
+    std::remove(path.c_str());
+    CHECK_THROWS(write_atomically("/nonexistent-dir/x.json", "x"));
+}
