@@ -11,7 +11,8 @@ class Histogram {
   public:
     static constexpr unsigned kSubBits = 3;
     static constexpr unsigned kSub = 1u << kSubBits;
-    static constexpr unsigned kBuckets = 64 * kSub;
+    // Values below kSub get a bucket each; above, kSub buckets per power of two.
+    static constexpr unsigned kBuckets = (64 - kSubBits + 1) * kSub;
 
     void add(uint64_t v) {
         ++counts_[index(v)];

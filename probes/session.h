@@ -9,6 +9,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <string>
 #include <sys/types.h>
 #include <vector>
 
@@ -19,9 +20,17 @@ struct Options {
     bool all_guest_memfds = false;  // observe every guest_memfd, not only ours
     uint64_t ringbuf_size = 8ull << 20;
     bool calibrate = true; // secretmem calibration before direct-map verdicts
+    // Counters (KVM faults, SPTEs, lock contention) count this process only:
+    // -1 = the calling process, 0 = every process, N = pid N.
+    pid_t filter_pid = -1;
+    // Keep the decoded stream (bounded) for save_recording().
+    bool record = false;
+    uint64_t record_max_events = 200000;
 };
 
-// What attach methods this kernel allows (for `caps`): tries each for real.
+// What attach methods this kernel allows (for `caps`): tries each for real
+// (load + attach a trivial program) and reports usable/unusable with the
+// errno and reason.
 nlohmann::json detect_backends();
 
 class Session : public workloads::GmemObserver {
@@ -30,16 +39,33 @@ class Session : public workloads::GmemObserver {
     // reason. Throws EnvError only if BPF itself is unusable.
     static std::unique_ptr<Session> attach(const Options& opts, const Caps& caps);
     ~Session() override;
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
 
     void on_created(const kvm::GuestMemfd& g) override;
     void on_released(kvm::InodeId id) override;
 
-    // Stops collection and drains the ring buffer.
+    // A guest_memfd this tool did not create (`watch`): `flags` when known.
+    // `preexisting`: it existed before observation began, so its earlier
+    // folios were not seen.
+    void watch_inode(kvm::InodeId id, std::optional<uint64_t> flags, bool preexisting);
+    // The guest_memfd superblock's dev_t as userspace sees it (st_dev), for
+    // all_guest_memfds when the session could not learn it itself.
+    void set_gmem_dev(uint64_t st_dev);
+    std::optional<uint64_t> gmem_dev() const;
+
+    // Stops collection and drains the ring buffer. Idempotent.
     void finish();
     // Attach results, backends, drop counters, calibration.
     nlohmann::json describe() const;
     // Verdicts of every invariant, given what the workloads say they did.
     std::vector<report::InvariantResult> check(const std::vector<report::WorkloadResult>& w) const;
+    // Events decoded so far (all types).
+    uint64_t events_seen() const;
+    // Writes the recorded stream (Options.record) as JSON lines with the
+    // coverage and the workloads' expectations in the first line.
+    void save_recording(const std::string& path, const std::vector<report::WorkloadResult>& w,
+                        const nlohmann::json& notes = nlohmann::json::object()) const;
 
   private:
     Session();

@@ -57,7 +57,8 @@ TEST_CASE("histogram percentiles bound the true values", "[histogram]") {
     CHECK(h.count() == 1001);
     for (unsigned i = 1; i < Histogram::kBuckets; ++i)
         CHECK(Histogram::upper_bound(i) > Histogram::upper_bound(i - 1));
-    for (uint64_t v : {0ull, 7ull, 8ull, 9ull, 1023ull, 1ull << 40})
+    CHECK(Histogram::index(~0ull) == Histogram::kBuckets - 1);
+    for (uint64_t v : {0ull, 7ull, 8ull, 9ull, 1023ull, 1ull << 40, ~0ull})
         CHECK(Histogram::upper_bound(Histogram::index(v)) >= v);
 }
 

@@ -1,0 +1,115 @@
+// `gmemstress lab`: boot a kernel under QEMU (nested KVM), run this gmemstress
+// inside it, bring the report back. Exit status: the guest's gmemstress exit
+// status when the guest ran it to the end; 3 when the lab could not (boot
+// failure, guest setup failure, kernel panic, --timeout); 4 when results were
+// lost on the way back; 130 on SIGINT/SIGTERM. See docs/LAB.md.
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/util.h"
+#include "lab/lab.h"
+
+#include <fmt/format.h>
+
+namespace gms::cli {
+
+namespace {
+
+struct LabCli {
+    lab::Options o;
+    std::string memory = "2G";
+    std::string timeout = "10m";
+};
+
+int exit_code_for(lab::Failure f) {
+    switch (f) {
+    case lab::Failure::none: return kExitPass;
+    case lab::Failure::interrupted: return kExitInterrupted;
+    case lab::Failure::transport: return kExitToolError;
+    default: return kExitEnvironment;
+    }
+}
+
+int run_lab_command(LabCli& c) {
+    auto mem = parse_size(c.memory);
+    if (!mem)
+        throw UsageError(fmt::format("--memory {}: expected a size like 2G or 1536MiB", c.memory));
+    c.o.memory = *mem;
+    auto t = parse_duration(c.timeout);
+    if (!t || *t <= 0)
+        throw UsageError(fmt::format("--timeout {}: expected a duration like 300s or 10m", c.timeout));
+    c.o.timeout_s = *t;
+
+    lab::Result r = lab::run_lab(c.o);
+
+    // What the guest's gmemstress printed (its summary, JSON of `caps --json`, ...).
+    if (!r.guest_stdout.empty())
+        fmt::print("{}", r.guest_stdout);
+    if (!r.guest_stderr.empty())
+        fmt::print(stderr, "{}", r.guest_stderr);
+    std::fflush(stdout);
+
+    if (r.failure != lab::Failure::none) {
+        fmt::print(stderr, "gmemstress lab: {} failure: {}\n", lab::to_string(r.failure), r.message);
+        if (!r.console_tail.empty())
+            fmt::print(stderr, "gmemstress lab: last console lines:\n{}", r.console_tail);
+        if (!c.o.console_path.empty())
+            fmt::print(stderr, "gmemstress lab: full console in {}\n", c.o.console_path);
+        return exit_code_for(r.failure);
+    }
+    int status = r.guest_status.value_or(kExitToolError);
+    if (c.o.guest_command == "run" && !c.o.report_path.empty()) {
+        if (r.report) {
+            if (!c.o.quiet)
+                fmt::print(stderr, "lab: report written to {}\n", c.o.report_path);
+        } else {
+            fmt::print(stderr, "gmemstress lab: the guest's gmemstress run wrote no report (exit "
+                               "status {})\n",
+                       status);
+            if (status == kExitPass)
+                return kExitToolError;
+        }
+    }
+    return status;
+}
+
+} // namespace
+
+void add_lab_command(CLI::App& app, Action& action) {
+    static LabCli c;
+    auto* cmd = app.add_subcommand(
+        "lab", "Boot a kernel under QEMU (nested KVM) and run gmemstress inside it");
+    cmd->add_option("-k,--kernel", c.o.kernel,
+                    "bzImage to boot (scripts/fetch-lab-kernel.sh fetches Debian's newest)");
+    auto* modules = cmd->add_option("--modules", c.o.modules_dir,
+                                    "the kernel's modules (a lib/modules/<release> tree); default: "
+                                    "next to the kernel, else /lib/modules/<release>");
+    cmd->add_option("--kernel-deb", c.o.kernel_debs,
+                       "linux-modules (and linux-binary/linux-image) .deb files to take modules "
+                       "(and the kernel) from")
+        ->excludes(modules);
+    cmd->add_option("-p,--profile", c.o.profile, "profile for gmemstress run in the guest (name or file)");
+    cmd->add_option("--cpus", c.o.cpus, "virtual CPUs (default 2)");
+    cmd->add_option("--memory", c.memory, "guest memory (default 2G)");
+    cmd->add_option("--timeout", c.timeout,
+                    "limit on boot + run + shutdown; QEMU is killed after it (default 10m)");
+    cmd->add_option("-r,--report", c.o.report_path,
+                    "write the guest's JSON report here, with a \"lab\" section added");
+    cmd->add_option("--junit", c.o.junit_path, "write the guest's JUnit XML here");
+    cmd->add_option("--keep-console", c.o.console_path,
+                    "write the full serial console (and QEMU's messages) here");
+    cmd->add_option("--keep-dmesg", c.o.dmesg_path, "write the guest's kernel log here");
+    cmd->add_option("--accel", c.o.accel,
+                    "auto (KVM if it can run the kernel, else TCG), kvm or tcg")
+        ->check(CLI::IsMember({"auto", "kvm", "tcg"}));
+    cmd->add_option("--guest-command", c.o.guest_command,
+                    "gmemstress subcommand to run in the guest instead of run (e.g. caps)");
+    cmd->add_option("--qemu", c.o.qemu, "QEMU binary (default qemu-system-x86_64)");
+    cmd->add_option("--busybox", c.o.busybox, "static busybox for the initramfs");
+    cmd->add_flag("--keep-workdir", c.o.keep_workdir, "keep the initramfs and shares (debugging)");
+    cmd->add_flag("-q,--quiet", c.o.quiet, "no progress lines on stderr");
+    cmd->add_option("args", c.o.guest_args,
+                    "after '--': more arguments for gmemstress run in the guest");
+    cmd->callback([&action] { action = [] { return run_lab_command(c); }; });
+}
+
+} // namespace gms::cli

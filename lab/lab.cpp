@@ -1,0 +1,881 @@
+// `gmemstress lab`: prepare (kernel, modules, initramfs), boot QEMU and follow
+// its console, collect the results from the writable 9p share.
+#include "lab/lab.h"
+
+#include "core/error.h"
+#include "core/run_control.h"
+#include "core/util.h"
+#include "lab/process.h"
+#include "reports/render.h"
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <fcntl.h>
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <poll.h>
+#include <random>
+#include <set>
+#include <sstream>
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+
+namespace gms::lab {
+
+std::string to_string(Failure f) {
+    switch (f) {
+    case Failure::none: return "none";
+    case Failure::boot: return "boot";
+    case Failure::setup: return "setup";
+    case Failure::panic: return "panic";
+    case Failure::timeout: return "timeout";
+    case Failure::interrupted: return "interrupted";
+    case Failure::transport: return "transport";
+    }
+    return "?";
+}
+
+namespace {
+
+constexpr double kKvmProbeSeconds = 20;  // KVM boots reach init in ~2 s
+constexpr size_t kTailLines = 40;
+constexpr const char* kTcgCpu = "EPYC-Milan,+svm"; // TCG emulates SVM: nested KVM in the guest
+
+double seconds_since(uint64_t t0) { return double(now_ns() - t0) / 1e9; }
+
+std::string slurp(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f)
+        throw EnvError(fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+    std::ostringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+std::optional<std::string> slurp_if_exists(const std::string& path) {
+    std::error_code ec;
+    if (!fs::is_regular_file(path, ec))
+        return std::nullopt;
+    return slurp(path);
+}
+
+void progress(const Options& o, const std::string& msg) {
+    if (!o.quiet)
+        fmt::print(stderr, "lab: {}\n", msg);
+}
+
+// A private temporary directory removed with its contents on every exit path.
+class WorkDir {
+  public:
+    explicit WorkDir(bool keep) : keep_(keep) {
+        const char* tmp = std::getenv("TMPDIR");
+        std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/gmemstress-lab.XXXXXX";
+        if (!::mkdtemp(tmpl.data()))
+            throw SysError("mkdtemp", tmpl, errno);
+        path_ = tmpl;
+    }
+    ~WorkDir() {
+        if (keep_) {
+            fmt::print(stderr, "lab: work directory kept: {}\n", path_);
+            return;
+        }
+        std::error_code ec;
+        fs::remove_all(path_, ec);
+    }
+    WorkDir(const WorkDir&) = delete;
+    WorkDir& operator=(const WorkDir&) = delete;
+    const std::string& path() const { return path_; }
+
+  private:
+    std::string path_;
+    bool keep_;
+};
+
+std::string random_token() {
+    std::random_device rd;
+    return fmt::format("@@GMSLAB-{:08x}{:08x}", rd(), rd());
+}
+
+// ---- Modules ----------------------------------------------------------------------
+
+// Module contents, decompressed on the host (busybox insmod does not read
+// compressed modules).
+std::string module_bytes(const ModuleFile& m, const std::string& scratch) {
+    auto ends = [&](const char* s) {
+        size_t n = std::strlen(s);
+        return m.path.size() > n && m.path.compare(m.path.size() - n, n, s) == 0;
+    };
+    std::vector<std::string> argv;
+    std::string pkg;
+    if (ends(".xz"))
+        argv = {"xz", "-dc", m.path}, pkg = "xz-utils";
+    else if (ends(".zst"))
+        argv = {"zstd", "-dcq", m.path}, pkg = "zstd";
+    else if (ends(".gz"))
+        argv = {"gzip", "-dc", m.path}, pkg = "gzip";
+    else
+        return slurp(m.path);
+    if (!find_program(argv[0]))
+        throw EnvError(fmt::format("'{}' is needed to decompress {} (apt-get install {})", argv[0],
+                                   m.path, pkg));
+    std::string out = scratch + "/" + m.name + ".ko";
+    CaptureResult r = run_capture(argv, 120, out);
+    if (r.status != 0)
+        throw EnvError(fmt::format("{} {} failed (status {}): {}", argv[0], m.path, r.status,
+                                   r.output));
+    std::string data = slurp(out);
+    fs::remove(out);
+    return data;
+}
+
+struct ModuleSet {
+    std::string dir;                                // where they came from ("" if none)
+    std::map<std::string, ModuleFile> index;
+    std::set<std::string> builtin;
+    bool has_builtin_list = false;
+    std::map<std::string, std::string> contents;    // name -> decompressed .ko
+    std::vector<std::string> missing;               // wanted, neither a file nor known built in
+    std::string release;                            // of the kernel they must match
+    std::string scratch;
+
+    // Appends name and its dependencies (first) to order. Modules neither in
+    // the index nor listed as built in are recorded as missing (the guest
+    // then reports what it lacks).
+    void resolve(const std::string& raw, std::vector<std::string>& order,
+                 std::set<std::string>& seen) {
+        std::string name = normalize_module_name(raw);
+        if (!seen.insert(name).second)
+            return;
+        auto it = index.find(name);
+        if (it == index.end()) {
+            if (!builtin.count(name) && has_builtin_list)
+                missing.push_back(name);
+            else if (!has_builtin_list)
+                missing.push_back(name); // unknown: maybe built in, the guest will tell
+            return;
+        }
+        if (!contents.count(name)) {
+            std::string data = module_bytes(it->second, scratch);
+            auto info = parse_modinfo(data, it->second.path);
+            auto vm = info.find("vermagic");
+            if (vm != info.end() && !release.empty()) {
+                std::string mod_release = vm->second.substr(0, vm->second.find(' '));
+                if (mod_release != release)
+                    throw EnvError(fmt::format(
+                        "{} is built for kernel {} but the kernel is {}: pass the modules of the "
+                        "same kernel (--modules DIR or --kernel-deb linux-modules-{}_*.deb)",
+                        it->second.path, mod_release, release, release));
+            }
+            contents[name] = std::move(data);
+            auto deps = info.find("depends");
+            if (deps != info.end() && !deps->second.empty()) {
+                std::stringstream ss(deps->second);
+                std::string dep;
+                while (std::getline(ss, dep, ','))
+                    if (!dep.empty())
+                        resolve(dep, order, seen);
+            }
+        } 
+        order.push_back(name);
+    }
+};
+
+// ---- Kernel packages ------------------------------------------------------------
+
+struct DebContents {
+    std::string kernel;      // vmlinuz found in the packages ("" if none)
+    std::string modules_dir; // lib/modules/<release> ("" if none)
+};
+
+DebContents unpack_debs(const std::vector<std::string>& debs, const std::string& into,
+                        const std::string& want_release) {
+    if (!find_program("dpkg-deb"))
+        throw EnvError("--kernel-deb needs dpkg-deb (apt-get install dpkg)");
+    for (const auto& deb : debs) {
+        std::error_code ec;
+        if (!fs::is_regular_file(deb, ec))
+            throw UsageError(fmt::format("--kernel-deb {}: no such file", deb));
+        CaptureResult r = run_capture({"dpkg-deb", "-x", deb, into}, 600);
+        if (r.status != 0)
+            throw EnvError(fmt::format("dpkg-deb -x {} failed (status {}): {}", deb, r.status,
+                                       r.output));
+    }
+    DebContents out;
+    std::vector<fs::path> releases;
+    for (const char* base : {"usr/lib/modules", "lib/modules"}) {
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(fs::path(into) / base, ec))
+            if (e.is_directory())
+                releases.push_back(e.path());
+    }
+    for (const auto& r : releases) {
+        if (!want_release.empty() && r.filename() != want_release)
+            continue;
+        for (const char* name : {"vmlinuz.unsigned", "vmlinuz"})
+            if (out.kernel.empty() && fs::is_regular_file(r / name))
+                out.kernel = (r / name).string();
+        std::error_code ec;
+        if (out.modules_dir.empty() && fs::is_directory(r / "kernel", ec))
+            out.modules_dir = r.string();
+    }
+    if (out.kernel.empty()) {
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(fs::path(into) / "boot", ec))
+            if (e.path().filename().string().rfind("vmlinuz-", 0) == 0)
+                out.kernel = e.path().string();
+    }
+    return out;
+}
+
+// ---- Console ------------------------------------------------------------------------
+
+// Follows QEMU's serial output (stdout) and diagnostics (stderr): keeps the
+// whole console in a file, the last lines in memory, and the markers the
+// guest's /init prints.
+struct Console {
+    std::string token;
+    std::ofstream file;
+    std::deque<std::string> tail;
+    std::string partial_out, partial_err;
+    std::string qemu_errors; // QEMU's own stderr (bounded)
+
+    bool saw_init = false, saw_ready = false, saw_done = false;
+    std::optional<int> done_status;
+    std::string fail_stage, fail_message;
+    std::string guest_release;
+    std::string panic_line;  // "Kernel panic - not syncing: ..."
+    std::string halt_line;   // the boot stub's "-- System halted"
+    bool kvm_error = false;  // QEMU says KVM cannot run this guest
+    uint64_t serial_lines = 0;
+    uint64_t init_ns = 0, ready_ns = 0, done_ns = 0;
+
+    void feed_stdout(const char* p, size_t n) {
+        file.write(p, std::streamsize(n));
+        split(partial_out, p, n, false);
+    }
+    void feed_stderr(const char* p, size_t n) {
+        split(partial_err, p, n, true);
+    }
+    void flush() {
+        if (!partial_out.empty())
+            line(partial_out, false);
+        if (!partial_err.empty())
+            line(partial_err, true);
+        partial_out.clear();
+        partial_err.clear();
+        file.flush();
+    }
+
+    std::string tail_text() const {
+        std::string s;
+        for (const auto& l : tail)
+            s += "  | " + l + "\n";
+        return s.empty() ? "  | (nothing: the console stayed empty)\n" : s;
+    }
+
+  private:
+    void split(std::string& partial, const char* p, size_t n, bool err) {
+        partial.append(p, n);
+        size_t pos;
+        while ((pos = partial.find('\n')) != std::string::npos) {
+            line(partial.substr(0, pos), err);
+            partial.erase(0, pos + 1);
+        }
+        // A line without end (a hung console) still has to be seen, bounded.
+        if (partial.size() > 4096) {
+            line(partial, err);
+            partial.clear();
+        }
+    }
+
+    void line(std::string l, bool err) {
+        while (!l.empty() && (l.back() == '\r' || l.back() == '\n'))
+            l.pop_back();
+        l.erase(std::remove(l.begin(), l.end(), '\r'), l.end());
+        if (err) {
+            file << "[qemu] " << l << "\n";
+            if (l.find("KVM internal error") != std::string::npos ||
+                l.find("emulation failure") != std::string::npos ||
+                l.find("kvm run failed") != std::string::npos ||
+                l.find("failed to set MSR") != std::string::npos ||
+                l.find("kvm_buf_set_msrs") != std::string::npos)
+                kvm_error = true;
+            // Noise of every TCG boot, not worth a line of the tail.
+            if (l.find("TCG doesn't support requested feature") != std::string::npos)
+                return;
+            if (qemu_errors.size() < 16384)
+                qemu_errors += l + "\n";
+            l = "[qemu] " + l;
+        } else {
+            ++serial_lines;
+            marker(l);
+        }
+        tail.push_back(std::move(l));
+        if (tail.size() > kTailLines)
+            tail.pop_front();
+    }
+
+    void marker(const std::string& l) {
+        if (l.find("Kernel panic - not syncing") != std::string::npos && panic_line.empty())
+            panic_line = l.substr(l.find("Kernel panic"));
+        if (l.find("-- System halted") != std::string::npos && halt_line.empty())
+            halt_line = l;
+        size_t at = l.find(token + ":");
+        if (at == std::string::npos)
+            return;
+        std::string rest = l.substr(at + token.size() + 1);
+        auto field = [&](size_t i) {
+            size_t start = 0;
+            for (size_t k = 0; k < i && start != std::string::npos; ++k) {
+                start = rest.find(':', start);
+                if (start != std::string::npos)
+                    ++start;
+            }
+            if (start == std::string::npos)
+                return std::string();
+            return rest.substr(start, rest.find(':', start) - start);
+        };
+        std::string kind = field(0);
+        if (kind == "init") {
+            saw_init = true;
+            init_ns = now_ns();
+            guest_release = field(1);
+        } else if (kind == "ready") {
+            saw_ready = true;
+            ready_ns = now_ns();
+        } else if (kind == "fail" && fail_stage.empty()) {
+            fail_stage = field(1);
+            size_t m = rest.find(':', rest.find(':') + 1);
+            fail_message = m == std::string::npos ? "" : rest.substr(m + 1);
+        } else if (kind == "done") {
+            saw_done = true;
+            done_ns = now_ns();
+            char* end = nullptr;
+            std::string st = field(1);
+            long v = std::strtol(st.c_str(), &end, 10);
+            if (end != st.c_str())
+                done_status = int(v);
+        }
+    }
+};
+
+// ---- One boot -----------------------------------------------------------------------
+
+struct BootPlan {
+    std::string qemu;
+    std::string kernel;
+    std::string initrd;
+    std::string out_dir;
+    std::string append;
+    unsigned cpus;
+    uint64_t memory;
+};
+
+enum class BootEnd { done, failed, kvm_unusable };
+
+struct Boot {
+    BootEnd end = BootEnd::failed;
+    Failure failure = Failure::none;
+    std::string message;
+    std::optional<int> qemu_status;
+    uint64_t start_ns = 0;
+};
+
+std::vector<std::string> qemu_argv(const BootPlan& p, const std::string& accel) {
+    std::vector<std::string> a = {p.qemu, "-nodefaults", "-no-user-config", "-display", "none",
+                                  "-no-reboot", "-machine", "q35"};
+    if (accel == "kvm") {
+        a.insert(a.end(), {"-accel", "kvm", "-cpu", "host"});
+    } else {
+        a.insert(a.end(), {"-accel", p.cpus > 1 ? "tcg,thread=multi" : "tcg", "-cpu", kTcgCpu});
+    }
+    a.insert(a.end(),
+             {"-smp", std::to_string(p.cpus), "-m", fmt::format("{}M", p.memory >> 20), "-kernel",
+              p.kernel, "-initrd", p.initrd, "-append", p.append, "-serial", "stdio", "-virtfs",
+              "local,path=/,mount_tag=gmshost,security_model=none,readonly=on,multidevs=remap",
+              "-virtfs",
+              fmt::format("local,path={},mount_tag=gmsout,security_model=none", p.out_dir)});
+    return a;
+}
+
+Boot boot_once(const BootPlan& plan, const std::string& accel, bool kvm_probe, Console& con,
+               uint64_t deadline_ns, const Options& opts) {
+    Boot b;
+    RunControl& control = RunControl::global();
+    Child::Io io;
+    io.pipe_stdout = true;
+    io.pipe_stderr = true;
+    b.start_ns = now_ns();
+    Child qemu = Child::spawn(qemu_argv(plan, accel), io);
+
+    uint64_t wind_down_ns = 0; // when a finished/failed guest must be gone by
+    char buf[16384];
+    while (true) {
+        if (auto st = qemu.poll(); st && qemu.stdout_fd() < 0 && qemu.stderr_fd() < 0) {
+            b.qemu_status = st;
+            break;
+        }
+        if (control.interrupted()) {
+            qemu.terminate();
+            con.flush();
+            b.failure = Failure::interrupted;
+            b.message = fmt::format("interrupted ({}); QEMU stopped", control.stop_reason());
+            return b;
+        }
+        uint64_t now = now_ns();
+        if (now >= deadline_ns) {
+            qemu.terminate();
+            con.flush();
+            b.failure = Failure::timeout;
+            b.message = fmt::format(
+                "--timeout {:.0f}s reached {}; QEMU killed", opts.timeout_s,
+                !con.saw_init    ? "before the guest's init started (boot hangs?)"
+                : !con.saw_ready ? "while the guest was setting up"
+                                 : fmt::format("while gmemstress {} ran in the guest (hang?)",
+                                               opts.guest_command));
+            return b;
+        }
+        if (kvm_probe && !con.saw_init) {
+            std::string why;
+            if (con.kvm_error)
+                why = "QEMU reports that KVM cannot run this guest";
+            else if (seconds_since(b.start_ns) > kKvmProbeSeconds)
+                why = fmt::format("no sign of the guest's init after {:.0f} s", kKvmProbeSeconds);
+            if (!why.empty()) {
+                qemu.terminate(0.5);
+                con.flush();
+                b.end = BootEnd::kvm_unusable;
+                b.message = why;
+                return b;
+            }
+        }
+        if (!wind_down_ns && (con.saw_done || !con.fail_stage.empty()))
+            wind_down_ns = now + 15'000'000'000ull; // poweroff takes well under a second
+        if (!wind_down_ns && (!con.panic_line.empty() || !con.halt_line.empty()))
+            wind_down_ns = now + 3'000'000'000ull;  // panic=-1 reboots, -no-reboot exits
+        if (wind_down_ns && now >= wind_down_ns) {
+            qemu.terminate();
+            b.qemu_status = qemu.poll();
+            break;
+        }
+
+        pollfd fds[2];
+        int nfds = 0;
+        for (int fd : {qemu.stdout_fd(), qemu.stderr_fd()})
+            if (fd >= 0)
+                fds[nfds++] = {fd, POLLIN, 0};
+        if (nfds == 0) {
+            // Both pipes closed; wait for the exit itself.
+            ::poll(nullptr, 0, 20);
+            continue;
+        }
+        int r = ::poll(fds, nfds, 100);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            throw SysError("poll", "qemu console", errno);
+        }
+        for (int i = 0; i < nfds; ++i) {
+            if (!fds[i].revents)
+                continue;
+            ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+            bool is_out = fds[i].fd == qemu.stdout_fd();
+            if (n > 0) {
+                is_out ? con.feed_stdout(buf, size_t(n)) : con.feed_stderr(buf, size_t(n));
+            } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+                is_out ? qemu.close_stdout() : qemu.close_stderr();
+            }
+        }
+    }
+    con.flush();
+
+    if (con.saw_done) {
+        b.end = BootEnd::done;
+        return b;
+    }
+    std::string qemu_said;
+    if (!con.qemu_errors.empty()) {
+        std::string last = con.qemu_errors;
+        while (!last.empty() && last.back() == '\n')
+            last.pop_back();
+        qemu_said = "; QEMU: " + last.substr(last.rfind('\n') == std::string::npos ? 0 : last.rfind('\n') + 1);
+    }
+    if (kvm_probe && !con.saw_init) {
+        b.end = BootEnd::kvm_unusable;
+        b.message = fmt::format("QEMU exited with status {} before the guest's init{}",
+                                b.qemu_status.value_or(-1), qemu_said);
+        return b;
+    }
+    if (!con.fail_stage.empty()) {
+        b.failure = Failure::setup;
+        b.message = fmt::format("guest setup failed ({}): {}", con.fail_stage, con.fail_message);
+    } else if (!con.panic_line.empty()) {
+        b.failure = con.saw_init ? Failure::panic : Failure::boot;
+        b.message = fmt::format("{}: {}", con.saw_ready ? "the guest kernel panicked during the run"
+                                          : con.saw_init ? "the guest kernel panicked during setup"
+                                                         : "the kernel panicked while booting",
+                                con.panic_line);
+    } else if (!con.halt_line.empty()) {
+        b.failure = Failure::boot;
+        b.message = "the kernel's boot stub halted (corrupt or truncated bzImage?): " + con.halt_line;
+    } else if (!con.saw_init) {
+        b.failure = Failure::boot;
+        std::string how =
+            b.qemu_status == 0
+                ? "the guest reset or powered off (with -no-reboot a triple fault ends QEMU with "
+                  "status 0)"
+                : fmt::format("QEMU exit status {}", b.qemu_status.value_or(-1));
+        b.message = fmt::format("the kernel did not boot to the lab's init: {}{}{}", how,
+                                con.serial_lines ? "" : ", nothing on the serial console",
+                                qemu_said);
+    } else {
+        b.failure = Failure::panic;
+        b.message = fmt::format("the guest stopped (QEMU exit status {}) before gmemstress {} "
+                                "finished: crash, reset or power-off{}",
+                                b.qemu_status.value_or(-1), opts.guest_command, qemu_said);
+    }
+    return b;
+}
+
+bool kvm_usable_on_host() {
+    int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ::close(fd);
+    return true;
+}
+
+std::string self_exe() {
+    std::error_code ec;
+    auto p = fs::read_symlink("/proc/self/exe", ec);
+    if (ec)
+        throw SysError("readlink", "/proc/self/exe", ec.value());
+    return p.string();
+}
+
+bool under(const std::string& path, const std::string& dir) {
+    return path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
+           path[dir.size()] == '/';
+}
+
+void copy_out(const std::string& from, const std::string& to, const std::string& what) {
+    if (to.empty())
+        return;
+    auto data = slurp_if_exists(from);
+    if (!data)
+        return;
+    try {
+        report::write_atomically(to, *data);
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "lab: cannot write the {} to {}: {}\n", what, to, e.what());
+    }
+}
+
+} // namespace
+
+// ---- The whole run --------------------------------------------------------------------
+
+Result run_lab(const Options& opts) {
+    uint64_t t0 = now_ns();
+    // ---- inputs
+    if (opts.cpus < 1 || opts.cpus > 64)
+        throw UsageError(fmt::format("--cpus {}: expected 1..64", opts.cpus));
+    if (opts.memory < (512ull << 20))
+        throw UsageError(fmt::format("--memory {}: the lab needs at least 512MiB",
+                                     format_size(opts.memory)));
+    if (!(opts.timeout_s > 0))
+        throw UsageError("--timeout must be positive");
+    if (opts.accel != "auto" && opts.accel != "kvm" && opts.accel != "tcg")
+        throw UsageError(fmt::format("--accel {}: expected auto, kvm or tcg", opts.accel));
+    if (opts.guest_command == "lab")
+        throw UsageError("--guest-command lab: the lab does not nest");
+    if (opts.guest_command == "run") {
+        for (const auto& a : opts.guest_args)
+            for (const char* own : {"-r", "--report", "--junit", "-p", "--profile"})
+                if (a == own || a.rfind(std::string(own) + "=", 0) == 0)
+                    throw UsageError(fmt::format(
+                        "'{}' after '--': give it to gmemstress lab itself (its paths are host "
+                        "paths)",
+                        a));
+    }
+    if (opts.kernel.empty() && opts.kernel_debs.empty())
+        throw UsageError("--kernel BZIMAGE is required (or --kernel-deb with the kernel image "
+                         "package); scripts/fetch-lab-kernel.sh fetches Debian's newest");
+    for (const auto& [path, what] : {std::pair{opts.report_path, "--report"},
+                                     std::pair{opts.junit_path, "--junit"},
+                                     std::pair{opts.console_path, "--keep-console"},
+                                     std::pair{opts.dmesg_path, "--keep-dmesg"}}) {
+        if (path.empty())
+            continue;
+        fs::path parent = fs::absolute(path).parent_path();
+        std::error_code ec;
+        if (!fs::is_directory(parent, ec))
+            throw UsageError(fmt::format("{} {}: directory {} does not exist", what, path,
+                                         parent.string()));
+    }
+
+    auto qemu = find_program(opts.qemu);
+    if (!qemu)
+        throw EnvError(fmt::format("QEMU ({}) not found: apt-get install qemu-system-x86 (or run "
+                                   "scripts/install-deps.sh)",
+                                   opts.qemu));
+    std::string busybox = opts.busybox;
+    if (busybox.empty()) {
+        for (const char* c : {"/bin/busybox", "/usr/bin/busybox"})
+            if (::access(c, X_OK) == 0) {
+                busybox = c;
+                break;
+            }
+        if (busybox.empty())
+            throw EnvError("busybox not found: apt-get install busybox-static");
+    }
+    if (!is_static_elf(busybox))
+        throw EnvError(fmt::format("{} is not statically linked; the guest's initramfs needs a "
+                                   "static busybox: apt-get install busybox-static",
+                                   busybox));
+    uint64_t avail = mem_available_bytes();
+    if (avail && avail < opts.memory + (256ull << 20))
+        throw EnvError(fmt::format("--memory {} does not fit: MemAvailable is {}",
+                                   format_size(opts.memory), format_size(avail)));
+
+    WorkDir work(opts.keep_workdir);
+    std::string out_dir = work.path() + "/out";
+    std::string scratch = work.path() + "/scratch";
+    fs::create_directories(out_dir);
+    fs::create_directories(scratch);
+
+    // ---- kernel and modules
+    std::string kernel = opts.kernel;
+    std::string modules_dir = opts.modules_dir;
+    if (!opts.kernel_debs.empty()) {
+        std::string want;
+        if (!kernel.empty() && fs::is_regular_file(kernel))
+            want = read_bzimage(kernel).release;
+        progress(opts, "unpacking the kernel packages");
+        DebContents d = unpack_debs(opts.kernel_debs, work.path() + "/debs", want);
+        if (kernel.empty())
+            kernel = d.kernel;
+        if (kernel.empty())
+            throw UsageError("--kernel-deb: no kernel image (vmlinuz) in the packages; add the "
+                             "linux-binary/linux-image package or pass --kernel");
+        if (modules_dir.empty())
+            modules_dir = d.modules_dir;
+        if (modules_dir.empty())
+            throw UsageError("--kernel-deb: no lib/modules/<release> for this kernel in the "
+                             "packages; add the linux-modules package");
+    }
+    {
+        std::error_code ec;
+        if (!fs::is_regular_file(kernel, ec))
+            throw UsageError(fmt::format("--kernel {}: no such file", kernel));
+    }
+    kernel = fs::absolute(kernel).lexically_normal().string();
+    BzImageInfo bz = read_bzimage(kernel);
+    if (modules_dir.empty()) {
+        // The layouts of scripts/fetch-lab-kernel.sh and of the packages
+        // (vmlinuz next to kernel/), then the host's own tree.
+        fs::path kdir = fs::path(kernel).parent_path();
+        for (const fs::path& c : {kdir / "modules", kdir, fs::path("/lib/modules") / bz.release}) {
+            std::error_code ec;
+            if (!bz.release.empty() && fs::is_directory(c / "kernel", ec)) {
+                modules_dir = c.string();
+                break;
+            }
+        }
+    } else {
+        std::error_code ec;
+        if (!fs::is_directory(modules_dir, ec))
+            throw UsageError(fmt::format("--modules {}: no such directory", modules_dir));
+    }
+
+    ModuleSet mods;
+    mods.release = bz.release;
+    mods.scratch = scratch;
+    if (!modules_dir.empty()) {
+        mods.dir = fs::absolute(modules_dir).lexically_normal().string();
+        mods.index = index_modules(mods.dir);
+        // The index may be of a parent (lib/modules); prefer the kernel's own list.
+        for (const auto& n : builtin_modules(mods.dir))
+            mods.builtin.insert(n);
+        mods.has_builtin_list = fs::exists(mods.dir + "/modules.builtin");
+        if (mods.index.empty())
+            throw UsageError(fmt::format("--modules {}: no kernel modules (*.ko*) found there",
+                                         mods.dir));
+    }
+    GuestPlan plan;
+    plan.token = random_token();
+    {
+        std::set<std::string> seen;
+        // virtio transport, 9p (host root + results), then KVM per CPU vendor.
+        for (const char* m : {"virtio_pci", "9pnet_virtio", "9p"})
+            mods.resolve(m, plan.base_modules, seen);
+        std::set<std::string> seen_amd = seen, seen_intel = seen;
+        mods.resolve("kvm_amd", plan.amd_modules, seen_amd);
+        mods.resolve("kvm_intel", plan.intel_modules, seen_intel);
+    }
+
+    // ---- what runs in the guest
+    std::string exe = self_exe();
+    plan.scratch = under(exe, "/tmp") ? "/run" : "/tmp";
+    {
+        std::error_code ec;
+        plan.host_cwd = fs::current_path(ec).string();
+        if (ec || plan.host_cwd.empty())
+            plan.host_cwd = "/";
+    }
+    plan.command = {exe, opts.guest_command};
+    std::string guest_out = guest_out_dir(plan);
+    if (opts.guest_command == "run") {
+        std::string profile = opts.profile;
+        std::error_code ec;
+        if (fs::is_regular_file(profile, ec))
+            profile = fs::absolute(profile).lexically_normal().string();
+        plan.command.insert(plan.command.end(),
+                            {"--profile", profile, "--report", guest_out + "/report.json"});
+        if (!opts.junit_path.empty())
+            plan.command.insert(plan.command.end(), {"--junit", guest_out + "/junit.xml"});
+    }
+    plan.command.insert(plan.command.end(), opts.guest_args.begin(), opts.guest_args.end());
+
+    // ---- initramfs
+    {
+        CpioWriter cpio;
+        for (const char* d : {"bin", "dev", "proc", "sys", "host", "tmp", "lab", "lab/modules"})
+            cpio.add_dir(d);
+        cpio.add_char_device("dev/console", 5, 1);
+        cpio.add_char_device("dev/null", 1, 3, 0666);
+        cpio.add_file("bin/busybox", slurp(busybox), 0755);
+        cpio.add_file("init", make_init_script(plan), 0755);
+        for (const auto& [name, data] : mods.contents)
+            cpio.add_file("lab/modules/" + name + ".ko", data);
+        report::write_atomically(work.path() + "/initramfs.cpio", cpio.finish());
+        mods.contents.clear();
+    }
+
+    BootPlan bp;
+    bp.qemu = *qemu;
+    bp.kernel = kernel;
+    bp.initrd = work.path() + "/initramfs.cpio";
+    bp.out_dir = out_dir;
+    bp.cpus = opts.cpus;
+    bp.memory = opts.memory;
+    // quiet: printk to the serial port is slow under TCG; errors still show.
+    // panic=-1 + -no-reboot: a panic ends QEMU at once instead of hanging.
+    bp.append = "console=ttyS0 earlyprintk=serial,ttyS0,115200 quiet loglevel=4 panic=-1 "
+                "rdinit=/init";
+
+    std::string qemu_version;
+    if (auto v = run_capture({*qemu, "-version"}, 10); v.status == 0)
+        qemu_version = v.output.substr(0, v.output.find('\n'));
+
+    Result res;
+    nlohmann::json& lab = res.lab;
+    lab["kernel"] = kernel;
+    lab["kernel_release"] = bz.release;
+    lab["kernel_version"] = bz.version;
+    lab["modules"] = mods.dir.empty() ? nlohmann::json(nullptr) : nlohmann::json(mods.dir);
+    lab["modules_missing"] = mods.missing;
+    lab["qemu"] = *qemu;
+    lab["qemu_version"] = qemu_version;
+    lab["cpus"] = opts.cpus;
+    lab["memory_bytes"] = opts.memory;
+    lab["guest_command"] = std::vector<std::string>(plan.command.begin() + 1, plan.command.end());
+
+    // ---- boot: KVM when it can run the kernel, else TCG with emulated SVM
+    Console con;
+    con.token = plan.token;
+    std::string console_file = work.path() + "/console.log";
+    con.file.open(console_file, std::ios::binary | std::ios::trunc);
+    uint64_t deadline = t0 + uint64_t(opts.timeout_s * 1e9);
+
+    std::string accel = opts.accel == "tcg" ? "tcg" : "kvm";
+    std::string accel_note;
+    if (accel == "kvm" && !kvm_usable_on_host()) {
+        if (opts.accel == "kvm")
+            throw EnvError("--accel kvm: /dev/kvm cannot be opened read-write on this host");
+        accel = "tcg";
+        accel_note = "no usable /dev/kvm on the host";
+    }
+    std::string release_label = bz.release.empty() ? kernel : bz.release;
+    Boot boot;
+    while (true) {
+        progress(opts, fmt::format("booting {} under QEMU ({}, {} cpus, {})", release_label, accel,
+                                   opts.cpus, format_size(opts.memory)));
+        boot = boot_once(bp, accel, accel == "kvm" && opts.accel == "auto", con, deadline, opts);
+        if (boot.end != BootEnd::kvm_unusable)
+            break;
+        accel_note = "KVM on the host cannot run this kernel (" + boot.message + ")";
+        progress(opts, accel_note + "; falling back to TCG");
+        con.file << "\n[lab] " << accel_note << "; restarting under TCG\n";
+        con = Console{.token = con.token, .file = std::move(con.file)};
+        fs::remove_all(out_dir);
+        fs::create_directories(out_dir);
+        accel = "tcg";
+    }
+    con.file.close();
+
+    lab["accel"] = accel;
+    lab["accel_note"] = accel_note;
+    lab["cpu_model"] = accel == "kvm" ? "host" : kTcgCpu;
+    if (!con.guest_release.empty())
+        lab["kernel_release"] = con.guest_release; // what the guest itself reports
+    if (con.saw_ready)
+        lab["boot_s"] = double(con.ready_ns - boot.start_ns) / 1e9;
+    if (con.saw_done && con.saw_ready)
+        lab["run_s"] = double(con.done_ns - con.ready_ns) / 1e9;
+    lab["total_s"] = seconds_since(t0);
+
+    copy_out(console_file, opts.console_path, "console");
+    copy_out(out_dir + "/dmesg.txt", opts.dmesg_path, "guest kernel log");
+    res.guest_stdout = slurp_if_exists(out_dir + "/stdout").value_or("");
+    res.guest_stderr = slurp_if_exists(out_dir + "/stderr").value_or("");
+
+    if (boot.end != BootEnd::done) {
+        res.failure = boot.failure;
+        res.message = boot.message;
+        std::string tail = con.tail_text();
+        res.console_tail = tail;
+        return res;
+    }
+
+    // ---- results
+    res.guest_status = con.done_status;
+    if (auto st = slurp_if_exists(out_dir + "/status"); st && !res.guest_status)
+        res.guest_status = std::atoi(st->c_str());
+    lab["guest_exit_status"] = res.guest_status ? nlohmann::json(*res.guest_status) : nlohmann::json(nullptr);
+    progress(opts, fmt::format("guest finished: gmemstress {} exited with status {} (boot {:.1f} s, "
+                               "run {:.1f} s, total {:.1f} s)",
+                               opts.guest_command, res.guest_status.value_or(-1),
+                               lab.value("boot_s", 0.0), lab.value("run_s", 0.0),
+                               seconds_since(t0)));
+    if (opts.guest_command == "run") {
+        if (auto text = slurp_if_exists(out_dir + "/report.json")) {
+            nlohmann::json rep;
+            try {
+                rep = nlohmann::json::parse(*text);
+            } catch (const nlohmann::json::exception& e) {
+                res.failure = Failure::transport;
+                res.message = fmt::format("the guest's report is not valid JSON: {}", e.what());
+                return res;
+            }
+            if (!rep.is_object()) {
+                res.failure = Failure::transport;
+                res.message = "the guest's report is not a JSON object";
+                return res;
+            }
+            rep["lab"] = lab;
+            res.report = std::move(rep);
+            if (!opts.report_path.empty())
+                report::write_atomically(opts.report_path, res.report->dump(2) + "\n");
+        }
+        copy_out(out_dir + "/junit.xml", opts.junit_path, "JUnit XML");
+    }
+    return res;
+}
+
+} // namespace gms::lab

@@ -1,0 +1,235 @@
+#include "probes/attach_points.h"
+
+#include "core/util.h"
+
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <cerrno>
+#include <cstring>
+#include <dirent.h>
+#include <fmt/format.h>
+#include <fstream>
+#include <sstream>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace gms::probes {
+
+std::string to_string(Backend b) {
+    switch (b) {
+    case Backend::fentry:
+        return "fentry";
+    case Backend::kprobe:
+        return "kprobe";
+    case Backend::tracepoint:
+        return "tracepoint";
+    }
+    return "?";
+}
+
+std::optional<Backend> backend_from_string(const std::string& s) {
+    if (s == "fentry" || s == "fexit")
+        return Backend::fentry;
+    if (s == "kprobe" || s == "kretprobe")
+        return Backend::kprobe;
+    if (s == "tracepoint" || s == "tp")
+        return Backend::tracepoint;
+    return std::nullopt;
+}
+
+const std::vector<AttachPointDef>& attach_points() {
+    static const std::vector<AttachPointDef> points = [] {
+        std::vector<AttachPointDef> p;
+        auto tp = [&p](std::string name, std::string what, std::string tracepoint, std::string prog) {
+            AttachPointDef d;
+            d.name = std::move(name);
+            d.what = std::move(what);
+            d.tracepoint = std::move(tracepoint);
+            d.tp_prog = std::move(prog);
+            p.push_back(std::move(d));
+        };
+        auto fn = [&p](std::string name, std::string what, std::vector<std::string> functions,
+                       std::vector<std::string> fentry, std::string kp, std::string kr, int nargs,
+                       bool where_present = false) {
+            AttachPointDef d;
+            d.name = std::move(name);
+            d.what = std::move(what);
+            d.functions = std::move(functions);
+            d.fentry_progs = std::move(fentry);
+            d.kprobe_prog = std::move(kp);
+            d.kretprobe_prog = std::move(kr);
+            d.nargs = nargs;
+            d.where_present = where_present;
+            p.push_back(std::move(d));
+        };
+        tp("pc_add", "folio inserted in a watched page cache", "filemap/mm_filemap_add_to_page_cache",
+           "tp_pc_add");
+        tp("pc_del", "folio deleted from a watched page cache", "filemap/mm_filemap_delete_from_page_cache",
+           "tp_pc_del");
+        fn("add_folio", "filemap_add_folio() result (races return -EEXIST)", {"filemap_add_folio"},
+           {"fe_add_folio"}, "kp_add_folio", "kr_add_folio", 4);
+        fn("add_folio_raw", "__filemap_add_folio() result", {"__filemap_add_folio"}, {"fe_add_folio_raw"},
+           "kp_add_folio_raw", "kr_add_folio_raw", 5);
+        fn("remove_folio", "__filemap_remove_folio() (single-folio removal)", {"__filemap_remove_folio"},
+           {"fe_remove_folio"}, "kp_remove_folio", "", -1);
+        fn("filemap_free_folio", "filemap_free_folio() returned (after a_ops->free_folio)",
+           {"filemap_free_folio"}, {"fe_filemap_free"}, "kp_filemap_free", "kr_filemap_free", 2);
+        fn("kvm_gmem_free_folio", "kvm_gmem_free_folio() returned (guest_memfd free_folio)",
+           {"kvm_gmem_free_folio"}, {"fe_gmem_free"}, "kp_gmem_free", "kr_gmem_free", 1, true);
+        fn("dm_invalid", "set_direct_map_invalid_noflush(page): page leaves the direct map",
+           {"set_direct_map_invalid_noflush"}, {"fe_dm_invalid"}, "kp_dm_invalid", "", 1);
+        fn("dm_default", "set_direct_map_default_noflush(page): page restored",
+           {"set_direct_map_default_noflush"}, {"fe_dm_default"}, "kp_dm_default", "", 1);
+        fn("dm_valid", "set_direct_map_valid_noflush(page, nr, valid)", {"set_direct_map_valid_noflush"},
+           {"fe_dm_valid"}, "kp_dm_valid", "", 3, true);
+        fn("folio_zap", "folio_zap_direct_map(folio) (NO_DIRECT_MAP series)", {"folio_zap_direct_map"},
+           {"fe_folio_zap"}, "kp_folio_zap", "", -1, true);
+        fn("folio_restore", "folio_restore_direct_map(folio) (NO_DIRECT_MAP series)",
+           {"folio_restore_direct_map"}, {"fe_folio_restore"}, "kp_folio_restore", "", -1, true);
+        fn("get_pfn", "kvm_gmem_get_pfn() returned: pfn handed to the guest, folio uptodate?",
+           {"kvm_gmem_get_pfn"}, {"fe_get_pfn"}, "kp_get_pfn", "kr_get_pfn", 6);
+        fn("user_fault", "kvm_gmem_fault_user_mapping() returned: page mapped to host userspace",
+           {"kvm_gmem_fault_user_mapping"}, {"fe_user_fault"}, "kp_user_fault", "kr_user_fault", 1);
+        fn("fallocate", "kvm_gmem_fallocate() (allocate / punch hole)", {"kvm_gmem_fallocate"},
+           {"fe_fallocate"}, "kp_fallocate", "kr_fallocate", 4);
+        fn("populate", "kvm_gmem_populate() (SNP/TDX only)", {"kvm_gmem_populate"}, {"fe_populate"},
+           "kp_populate", "kr_populate", 6, true);
+        fn("release", "kvm_gmem_release(): the file's last reference", {"kvm_gmem_release"},
+           {"fe_release"}, "kp_release", "", 2);
+        fn("split", "folio split entry and return", {"__folio_split", "split_huge_page_to_list_to_order"},
+           {"fe_split_enter", "fe_split_return"}, "kp_split_enter", "kr_split_return", -1, true);
+        tp("kvm_page_fault", "kvm:kvm_page_fault (counted)", "kvm/kvm_page_fault", "tp_kvm_page_fault");
+        tp("spte_set", "kvmmmu:kvm_mmu_set_spte (counted)", "kvmmmu/kvm_mmu_set_spte", "tp_spte_set");
+        tp("spte_changed", "kvmmmu:kvm_tdp_mmu_spte_changed (counted)", "kvmmmu/kvm_tdp_mmu_spte_changed",
+           "tp_spte_changed");
+        tp("lock_contention_begin", "lock:contention_begin (counted, timed)", "lock/contention_begin",
+           "tp_lock_begin");
+        tp("lock_contention_end", "lock:contention_end", "lock/contention_end", "tp_lock_end");
+        return p;
+    }();
+    return points;
+}
+
+const AttachPointDef* find_attach_point(const std::string& name) {
+    for (const auto& p : attach_points())
+        if (p.name == name)
+            return &p;
+    return nullptr;
+}
+
+// ---------------------------------------------------------------------------
+std::string ensure_tracefs(std::string* err) {
+    for (const char* dir : {"/sys/kernel/tracing", "/sys/kernel/debug/tracing"}) {
+        struct stat st {};
+        if (::stat(fmt::format("{}/events", dir).c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+            return dir;
+    }
+    if (::mount("nodev", "/sys/kernel/tracing", "tracefs", 0, nullptr) == 0)
+        return "/sys/kernel/tracing";
+    if (err)
+        *err = fmt::format("tracefs not mounted and mount -t tracefs /sys/kernel/tracing failed: {}",
+                           errno_name(errno));
+    return "";
+}
+
+struct KernelTargets::Btfs {
+    struct btf* vmlinux = nullptr;
+    std::vector<std::pair<std::string, struct btf*>> modules;
+    ~Btfs() {
+        for (auto& [n, b] : modules)
+            btf__free(b);
+        btf__free(vmlinux);
+    }
+};
+
+KernelTargets::KernelTargets() : btfs_(std::make_unique<Btfs>()) {
+    btfs_->vmlinux = btf__load_vmlinux_btf();
+    btf_ok_ = btfs_->vmlinux != nullptr;
+    if (btf_ok_) {
+        // KVM is usually a module: its functions live in module BTF.
+        if (DIR* d = ::opendir("/sys/kernel/btf")) {
+            while (auto* ent = ::readdir(d)) {
+                std::string n = ent->d_name;
+                if (n.rfind("kvm", 0) != 0)
+                    continue;
+                if (auto* b = btf__load_module_btf(n.c_str(), btfs_->vmlinux))
+                    btfs_->modules.emplace_back(n, b);
+            }
+            ::closedir(d);
+        }
+    }
+    tracefs_ = ensure_tracefs(&tracefs_error_);
+    // kprobe-able functions: ftrace's list is exact (no notrace, no inlined
+    // copies); without it (lockdown), kallsyms' text symbols.
+    if (!tracefs_.empty()) {
+        std::ifstream in(tracefs_ + "/available_filter_functions");
+        std::string line;
+        while (in && std::getline(in, line)) {
+            auto sp = line.find_first_of(" \t");
+            ftrace_funcs_.insert(line.substr(0, sp));
+        }
+        if (!ftrace_funcs_.empty())
+            kprobe_source_ = "available_filter_functions";
+    }
+    if (ftrace_funcs_.empty()) {
+        std::ifstream in("/proc/kallsyms");
+        std::string addr, type, name;
+        while (in >> addr >> type) {
+            std::getline(in, name);
+            auto b = name.find_first_not_of(" \t");
+            name = b == std::string::npos ? "" : name.substr(b);
+            auto sp = name.find_first_of(" \t");
+            if (sp != std::string::npos)
+                name.resize(sp);
+            if (type == "t" || type == "T")
+                ftrace_funcs_.insert(name);
+        }
+        if (!ftrace_funcs_.empty())
+            kprobe_source_ = "kallsyms";
+    }
+}
+
+KernelTargets::~KernelTargets() = default;
+
+std::optional<int> KernelTargets::btf_func_args(const std::string& fn) const {
+    auto lookup = [&fn](struct btf* b) -> std::optional<int> {
+        int id = btf__find_by_name_kind(b, fn.c_str(), BTF_KIND_FUNC);
+        if (id <= 0)
+            return std::nullopt;
+        const struct btf_type* t = btf__type_by_id(b, id);
+        const struct btf_type* proto = t ? btf__type_by_id(b, t->type) : nullptr;
+        if (!proto || !btf_is_func_proto(proto))
+            return std::nullopt;
+        return btf_vlen(proto);
+    };
+    if (!btf_ok_)
+        return std::nullopt;
+    if (auto n = lookup(btfs_->vmlinux))
+        return n;
+    for (const auto& [name, b] : btfs_->modules)
+        if (auto n = lookup(b))
+            return n;
+    return std::nullopt;
+}
+
+std::string KernelTargets::btf_func_module(const std::string& fn) const {
+    if (!btf_ok_)
+        return "";
+    for (const auto& [name, b] : btfs_->modules)
+        if (btf__find_by_name_kind(b, fn.c_str(), BTF_KIND_FUNC) > 0 &&
+            btf__find_by_name_kind(btfs_->vmlinux, fn.c_str(), BTF_KIND_FUNC) <= 0)
+            return name;
+    return "";
+}
+
+bool KernelTargets::kprobe_target(const std::string& fn) const { return ftrace_funcs_.count(fn) != 0; }
+
+bool KernelTargets::tracepoint_exists(const std::string& cat_name) const {
+    if (tracefs_.empty())
+        return false;
+    struct stat st {};
+    return ::stat(fmt::format("{}/events/{}", tracefs_, cat_name).c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+} // namespace gms::probes

@@ -1,0 +1,73 @@
+// The attach points the probes know, their variants per attach method, and
+// how to tell whether the running kernel has each target.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace gms::probes {
+
+enum class Backend { fentry, kprobe, tracepoint };
+std::string to_string(Backend b);
+std::optional<Backend> backend_from_string(const std::string& s);
+
+struct AttachPointDef {
+    std::string name; // "pc_add", "dm_invalid", ... (Coverage keys)
+    std::string what; // one line for describe()
+    // Kernel functions, first one present wins (empty for tracepoints).
+    std::vector<std::string> functions;
+    std::string tracepoint; // "category/name" (empty for function probes)
+    // Programs in gmem.bpf.c (empty: no such variant).
+    std::vector<std::string> fentry_progs; // fentry and/or fexit
+    std::string kprobe_prog;
+    std::string kretprobe_prog;
+    std::string tp_prog;
+    int nargs = -1; // the programs assume this many arguments (-1: any)
+    // Missing on kernels without the feature (NO_DIRECT_MAP series, SNP/TDX
+    // populate): reported, never an error.
+    bool where_present = false;
+};
+
+const std::vector<AttachPointDef>& attach_points();
+const AttachPointDef* find_attach_point(const std::string& name);
+
+// What the running kernel offers as targets. Reads BTF (vmlinux + KVM
+// modules), available_filter_functions (or kallsyms) and tracefs.
+class KernelTargets {
+  public:
+    KernelTargets();
+    ~KernelTargets();
+    KernelTargets(const KernelTargets&) = delete;
+    KernelTargets& operator=(const KernelTargets&) = delete;
+
+    bool btf_available() const { return btf_ok_; }
+    // Number of arguments of a BTF function, nullopt if not in BTF.
+    std::optional<int> btf_func_args(const std::string& fn) const;
+    // Kernel module that holds the function's BTF ("" = vmlinux).
+    std::string btf_func_module(const std::string& fn) const;
+    // kprobe-able: in available_filter_functions (or kallsyms text symbols).
+    bool kprobe_target(const std::string& fn) const;
+    std::string kprobe_source() const { return kprobe_source_; }
+    bool tracepoint_exists(const std::string& cat_name) const;
+    std::string tracefs() const { return tracefs_; }
+    std::string tracefs_error() const { return tracefs_error_; }
+
+  private:
+    struct Btfs;
+    std::unique_ptr<Btfs> btfs_;
+    bool btf_ok_ = false;
+    std::set<std::string> ftrace_funcs_;
+    std::string kprobe_source_;
+    std::string tracefs_;
+    std::string tracefs_error_;
+};
+
+// Mounts tracefs at /sys/kernel/tracing when nothing is there; returns the
+// directory holding events/ or "" (and the reason in *err).
+std::string ensure_tracefs(std::string* err);
+
+} // namespace gms::probes

@@ -1,0 +1,896 @@
+// SPDX-License-Identifier: GPL-2.0
+/* gmemstress: observation of guest_memfd page-cache, direct-map and
+ * hand-out events. CO-RE; loaded through the skeleton generated at build time.
+ *
+ * Every attach point has up to three variants (fentry/fexit, kprobe/kretprobe,
+ * tracepoint). All programs are opened with autoload off; the loader enables
+ * the one variant it picked per attach point (see probes/attach_points.cpp).
+ * Programs named tp_* use only their tracepoint context: they load under
+ * lockdown=confidentiality, where bpf_probe_read_kernel is refused.
+ */
+#include "vmlinux_min.h"
+
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "../events.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* ---- maps ---------------------------------------------------------- */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* resized by the loader */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, GMS_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* guest_memfd inodes of this run (or of the watched process). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct gms_inode_key);
+	__type(value, __u32);
+} watched SEC(".maps");
+
+/* Addresses of watched mappings' invalidate_lock (learned on fallocate). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u32);
+} gmem_locks SEC(".maps");
+
+struct lock_wait {
+	__u64 ts;
+	__u64 lock;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct lock_wait);
+} lock_start SEC(".maps");
+
+/* kprobe entry -> kretprobe: the arguments of the call in flight. */
+struct stash_key {
+	__u64 pid_tgid;
+	__u32 point;
+	__u32 pad;
+};
+struct stash_val {
+	__u64 a[4];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct stash_key);
+	__type(value, struct stash_val);
+} stash SEC(".maps");
+
+/* ---- configuration written by the loader through the skeleton ------ */
+volatile __u32 cfg_all_gmem = 0;   /* observe every inode on cfg_gmem_dev */
+volatile __u32 cfg_gmem_dev = 0;   /* kernel dev_t of the guest_memfd superblock */
+volatile __u32 cfg_filter_tgid = 0; /* counters/lock contention: this tgid (0: all) */
+volatile __u64 cfg_vmemmap_base = 0; /* 0: use the vmemmap_base symbol or the default */
+
+__u64 seq = 0;
+
+extern const void vmemmap_base __ksym __weak;
+
+/* ---- helpers ------------------------------------------------------- */
+static __always_inline void count(__u32 idx, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	if (v)
+		*v += n;
+}
+
+static __always_inline bool tgid_selected(void)
+{
+	__u32 want = cfg_filter_tgid;
+	return !want || (bpf_get_current_pid_tgid() >> 32) == want;
+}
+
+static __always_inline bool inode_selected(__u32 dev, __u64 ino, __u16 *flags)
+{
+	struct gms_inode_key k = {.dev = dev, .pad = 0, .ino = ino};
+
+	if (bpf_map_lookup_elem(&watched, &k)) {
+		*flags |= GMS_F_WATCHED;
+		return true;
+	}
+	return cfg_all_gmem && cfg_gmem_dev && dev == cfg_gmem_dev;
+}
+
+static __always_inline void *reserve(__u32 size, __u32 type, __u16 src, __u16 flags)
+{
+	struct gms_ev_hdr *h = bpf_ringbuf_reserve(&events, size, 0);
+
+	if (!h) {
+		count(GMS_CNT_RB_DROPS, 1);
+		return 0;
+	}
+	h->type = type;
+	h->src = src;
+	h->flags = flags;
+	h->ts_ns = bpf_ktime_get_ns();
+	h->seq = __sync_fetch_and_add(&seq, 1);
+	h->cpu = bpf_get_smp_processor_id();
+	h->tgid = bpf_get_current_pid_tgid() >> 32;
+	return h;
+}
+
+static __always_inline void submit(void *rec)
+{
+	bpf_ringbuf_submit(rec, 0);
+	count(GMS_CNT_EVENTS, 1);
+}
+
+/* struct page pointer -> pfn (SPARSEMEM_VMEMMAP, x86-64). */
+static __always_inline __u64 page_to_pfn(const void *page)
+{
+	__u64 base = cfg_vmemmap_base;
+
+	if (!base && bpf_ksym_exists(&vmemmap_base))
+		bpf_probe_read_kernel(&base, sizeof(base), &vmemmap_base);
+	if (!base)
+		base = 0xffffea0000000000ULL; /* __VMEMMAP_BASE_L4 without KASLR */
+	return ((__u64)page - base) / bpf_core_type_size(struct page);
+}
+
+static __always_inline unsigned long page_flags(const void *page)
+{
+	unsigned long f = 0;
+
+	bpf_probe_read_kernel(&f, sizeof(f), page); /* flags: first word */
+	return f;
+}
+
+static __always_inline const void *compound_head_of(struct page *page)
+{
+	unsigned long ch = BPF_CORE_READ(page, compound_head);
+
+	return (ch & 1) ? (const void *)(ch - 1) : (const void *)page;
+}
+
+static __always_inline __u32 folio_order_of(struct folio *folio, __u16 *flags)
+{
+	if (!bpf_core_enum_value_exists(enum pageflags, PG_head)) {
+		*flags |= GMS_F_NO_ORDER;
+		return 0;
+	}
+	if (!(page_flags(folio) & (1UL << bpf_core_enum_value(enum pageflags, PG_head))))
+		return 0;
+	if (bpf_core_field_exists(folio->_flags_1))
+		return BPF_CORE_READ(folio, _flags_1) & 0xff;
+	if (bpf_core_field_exists(((struct folio___old *)folio)->_folio_order))
+		return BPF_CORE_READ((struct folio___old *)folio, _folio_order);
+	*flags |= GMS_F_NO_ORDER;
+	return 0;
+}
+
+static __always_inline bool folio_uptodate(const void *head)
+{
+	if (!bpf_core_enum_value_exists(enum pageflags, PG_uptodate))
+		return false;
+	return page_flags(head) & (1UL << bpf_core_enum_value(enum pageflags, PG_uptodate));
+}
+
+/* dev/ino of the file a page-cache folio belongs to. false: no file mapping. */
+static __always_inline bool mapping_ident(struct address_space *m, __u32 *dev, __u64 *ino)
+{
+	struct inode *host;
+
+	if (!m || ((unsigned long)m & 3)) /* NULL, anon or movable_ops */
+		return false;
+	host = BPF_CORE_READ(m, host);
+	if (!host)
+		return false;
+	*ino = BPF_CORE_READ(host, i_ino);
+	*dev = BPF_CORE_READ(host, i_sb, s_dev);
+	return true;
+}
+
+static __always_inline bool inode_ident(struct inode *inode, __u32 *dev, __u64 *ino)
+{
+	if (!inode)
+		return false;
+	*ino = BPF_CORE_READ(inode, i_ino);
+	*dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	return true;
+}
+
+static __always_inline void stash_put(__u32 point, __u64 a0, __u64 a1, __u64 a2, __u64 a3)
+{
+	struct stash_key k = {.pid_tgid = bpf_get_current_pid_tgid(), .point = point, .pad = 0};
+	struct stash_val v = {.a = {a0, a1, a2, a3}};
+
+	if (bpf_map_update_elem(&stash, &k, &v, BPF_ANY))
+		count(GMS_CNT_ARG_STASH_FULL, 1);
+}
+
+static __always_inline bool stash_take(__u32 point, struct stash_val *out)
+{
+	struct stash_key k = {.pid_tgid = bpf_get_current_pid_tgid(), .point = point, .pad = 0};
+	struct stash_val *v = bpf_map_lookup_elem(&stash, &k);
+
+	if (!v)
+		return false;
+	*out = *v;
+	bpf_map_delete_elem(&stash, &k);
+	return true;
+}
+
+/* ---- emitters shared by the fentry and kprobe variants -------------- */
+static __always_inline void emit_folio(__u32 type, __u16 src, __u16 flags, struct folio *folio,
+				       struct address_space *m, __s64 ret)
+{
+	struct gms_ev_folio *e;
+	__u32 dev = 0;
+	__u64 ino = 0;
+
+	if (!m)
+		m = BPF_CORE_READ(folio, mapping);
+	if (!mapping_ident(m, &dev, &ino) || !inode_selected(dev, ino, &flags))
+		return;
+	e = reserve(sizeof(*e), type, src, flags | GMS_F_PTR_PFN);
+	if (!e)
+		return;
+	e->pfn = page_to_pfn(folio);
+	e->ino = ino;
+	e->dev = dev;
+	e->index = BPF_CORE_READ(folio, index);
+	e->order = folio_order_of(folio, &e->hdr.flags);
+	e->ret = ret;
+	submit(e);
+}
+
+/* Direct-map changes are emitted for every page: they are rare, and the
+ * checker correlates them with watched folios by pfn in userspace. */
+static __always_inline void emit_direct_map(__u16 src, __u16 flags, const void *page, __u64 nr,
+					    __s64 ret)
+{
+	struct gms_ev_direct_map *e = reserve(sizeof(*e), GMS_EV_DIRECT_MAP, src, flags | GMS_F_PTR_PFN);
+
+	count(GMS_CNT_DM_FOREIGN, 1);
+	if (!e)
+		return;
+	e->pfn = page_to_pfn(page);
+	e->nr = nr;
+	e->ret = ret;
+	submit(e);
+}
+
+static __always_inline __u64 folio_nr_pages_of(struct folio *folio)
+{
+	__u16 f = 0;
+
+	return 1ULL << folio_order_of(folio, &f);
+}
+
+static __always_inline void emit_handout(__u32 type, __u16 src, struct page *page, __u64 pfn,
+					 __s64 ret, bool have_pfn)
+{
+	struct gms_ev_handout *e;
+	const void *head;
+	__u16 flags = GMS_F_RETURN;
+	__u32 dev = 0;
+	__u64 ino = 0;
+
+	if (!page)
+		return;
+	head = compound_head_of(page);
+	if (!mapping_ident(BPF_CORE_READ((struct folio *)head, mapping), &dev, &ino)) {
+		flags |= GMS_F_NO_INODE;
+	} else if (!inode_selected(dev, ino, &flags)) {
+		return;
+	}
+	if (folio_uptodate(head))
+		flags |= GMS_F_UPTODATE;
+	if (!have_pfn)
+		flags |= GMS_F_PTR_PFN;
+	e = reserve(sizeof(*e), type, src, flags);
+	if (!e)
+		return;
+	e->pfn = have_pfn ? pfn : page_to_pfn(page);
+	e->ino = ino;
+	e->dev = dev;
+	e->index = BPF_CORE_READ((struct folio *)head, index) +
+		   (((__u64)page - (__u64)head) / bpf_core_type_size(struct page));
+	e->order = folio_order_of((struct folio *)head, &e->hdr.flags);
+	e->ret = ret;
+	submit(e);
+}
+
+static __always_inline void emit_file_op(__u32 type, __u16 src, struct inode *inode, __u32 mode,
+					 __u64 offset, __u64 len, __s64 ret, bool need_inode)
+{
+	struct gms_ev_file_op *e;
+	__u16 flags = GMS_F_RETURN;
+	__u32 dev = 0;
+	__u64 ino = 0;
+
+	if (inode_ident(inode, &dev, &ino)) {
+		if (!inode_selected(dev, ino, &flags))
+			return;
+	} else if (need_inode) {
+		return;
+	} else {
+		flags |= GMS_F_NO_INODE;
+	}
+	e = reserve(sizeof(*e), type, src, flags);
+	if (!e)
+		return;
+	e->ino = ino;
+	e->dev = dev;
+	e->mode = mode;
+	e->offset = offset;
+	e->len = len;
+	e->ret = ret;
+	submit(e);
+}
+
+/* Remember the watched file's invalidate_lock so contention on it is told
+ * apart from other locks. */
+static __always_inline void learn_gmem_lock(struct inode *inode)
+{
+	struct address_space *m = BPF_CORE_READ(inode, i_mapping);
+	__u64 addr = (__u64)&m->invalidate_lock; /* CO-RE relocated offset */
+	__u32 one = 1;
+
+	if (m)
+		bpf_map_update_elem(&gmem_locks, &addr, &one, BPF_ANY);
+}
+
+/* Stash slots for the kprobe variants. */
+enum {
+	ST_ADD_FOLIO = 1,
+	ST_ADD_FOLIO_RAW,
+	ST_FILEMAP_FREE,
+	ST_GMEM_FREE,
+	ST_GET_PFN,
+	ST_USER_FAULT,
+	ST_FALLOCATE,
+	ST_POPULATE,
+	ST_SPLIT,
+	ST_FOLIO_ZAP,
+	ST_FOLIO_RESTORE,
+};
+
+/* ==== tracepoints (ctx only: load under every lockdown level) ========== */
+static __always_inline int pc_tp(struct trace_event_raw_mm_filemap_op_page_cache *ctx, __u32 type,
+				 __u16 src)
+{
+	struct gms_ev_folio *e;
+	__u16 flags = 0;
+	__u32 dev = ctx->s_dev;
+	__u64 ino = ctx->i_ino;
+
+	if (!inode_selected(dev, ino, &flags)) {
+		count(GMS_CNT_PC_FILTERED_OUT, 1);
+		return 0;
+	}
+	e = reserve(sizeof(*e), type, src, flags);
+	if (!e)
+		return 0;
+	e->pfn = ctx->pfn;
+	e->ino = ino;
+	e->dev = dev;
+	e->index = ctx->index;
+	if (bpf_core_field_exists(ctx->order)) {
+		e->order = ctx->order;
+	} else {
+		e->order = 0;
+		e->hdr.flags |= GMS_F_NO_ORDER;
+	}
+	e->ret = 0;
+	submit(e);
+	return 0;
+}
+
+SEC("tp/filemap/mm_filemap_add_to_page_cache")
+int tp_pc_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+{
+	return pc_tp(ctx, GMS_EV_PC_ADD, GMS_SRC_TP_PC_ADD);
+}
+
+SEC("tp/filemap/mm_filemap_delete_from_page_cache")
+int tp_pc_del(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+{
+	return pc_tp(ctx, GMS_EV_PC_DEL, GMS_SRC_TP_PC_DEL);
+}
+
+SEC("tp/kvm/kvm_page_fault")
+int tp_kvm_page_fault(void *ctx)
+{
+	if (tgid_selected())
+		count(GMS_CNT_KVM_PAGE_FAULT, 1);
+	return 0;
+}
+
+SEC("tp/kvmmmu/kvm_mmu_set_spte")
+int tp_spte_set(void *ctx)
+{
+	if (tgid_selected())
+		count(GMS_CNT_SPTE_SET, 1);
+	return 0;
+}
+
+SEC("tp/kvmmmu/kvm_tdp_mmu_spte_changed")
+int tp_spte_changed(void *ctx)
+{
+	if (tgid_selected())
+		count(GMS_CNT_SPTE_CHANGED, 1);
+	return 0;
+}
+
+SEC("tp/lock/contention_begin")
+int tp_lock_begin(struct trace_event_raw_contention_begin *ctx)
+{
+	struct lock_wait w;
+	__u64 id = bpf_get_current_pid_tgid();
+
+	if (!tgid_selected())
+		return 0;
+	w.ts = bpf_ktime_get_ns();
+	w.lock = (__u64)ctx->lock_addr;
+	bpf_map_update_elem(&lock_start, &id, &w, BPF_ANY);
+	count(GMS_CNT_LOCK_CONTENDED, 1);
+	if (bpf_map_lookup_elem(&gmem_locks, &w.lock))
+		count(GMS_CNT_GMEM_LOCK_CONTENDED, 1);
+	return 0;
+}
+
+SEC("tp/lock/contention_end")
+int tp_lock_end(struct trace_event_raw_contention_end *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct lock_wait *w = bpf_map_lookup_elem(&lock_start, &id);
+	__u64 d;
+
+	if (!w)
+		return 0;
+	d = bpf_ktime_get_ns() - w->ts;
+	count(GMS_CNT_LOCK_WAIT_NS, d);
+	if (bpf_map_lookup_elem(&gmem_locks, &w->lock))
+		count(GMS_CNT_GMEM_LOCK_WAIT_NS, d);
+	bpf_map_delete_elem(&lock_start, &id);
+	return 0;
+}
+
+/* ==== page cache insert/remove/free (function probes) ================= */
+SEC("fexit/filemap_add_folio")
+int BPF_PROG(fe_add_folio, struct address_space *mapping, struct folio *folio, pgoff_t index,
+	     unsigned int gfp, int ret)
+{
+	emit_folio(GMS_EV_ADD_FOLIO, GMS_SRC_FILEMAP_ADD_FOLIO, GMS_F_RETURN, folio, mapping, ret);
+	return 0;
+}
+
+SEC("kprobe/filemap_add_folio")
+int BPF_KPROBE(kp_add_folio, struct address_space *mapping, struct folio *folio)
+{
+	stash_put(ST_ADD_FOLIO, (__u64)mapping, (__u64)folio, 0, 0);
+	return 0;
+}
+
+SEC("kretprobe/filemap_add_folio")
+int BPF_KRETPROBE(kr_add_folio, int ret)
+{
+	struct stash_val v;
+
+	if (stash_take(ST_ADD_FOLIO, &v))
+		emit_folio(GMS_EV_ADD_FOLIO, GMS_SRC_FILEMAP_ADD_FOLIO, GMS_F_RETURN,
+			   (struct folio *)v.a[1], (struct address_space *)v.a[0], ret);
+	return 0;
+}
+
+SEC("fexit/__filemap_add_folio")
+int BPF_PROG(fe_add_folio_raw, struct address_space *mapping, struct folio *folio, pgoff_t index,
+	     unsigned int gfp, void **shadowp, int ret)
+{
+	emit_folio(GMS_EV_ADD_FOLIO, GMS_SRC___FILEMAP_ADD_FOLIO, GMS_F_RETURN, folio, mapping, ret);
+	return 0;
+}
+
+SEC("kprobe/__filemap_add_folio")
+int BPF_KPROBE(kp_add_folio_raw, struct address_space *mapping, struct folio *folio)
+{
+	stash_put(ST_ADD_FOLIO_RAW, (__u64)mapping, (__u64)folio, 0, 0);
+	return 0;
+}
+
+SEC("kretprobe/__filemap_add_folio")
+int BPF_KRETPROBE(kr_add_folio_raw, int ret)
+{
+	struct stash_val v;
+
+	if (stash_take(ST_ADD_FOLIO_RAW, &v))
+		emit_folio(GMS_EV_ADD_FOLIO, GMS_SRC___FILEMAP_ADD_FOLIO, GMS_F_RETURN,
+			   (struct folio *)v.a[1], (struct address_space *)v.a[0], ret);
+	return 0;
+}
+
+SEC("fentry/__filemap_remove_folio")
+int BPF_PROG(fe_remove_folio, struct folio *folio)
+{
+	emit_folio(GMS_EV_REMOVE_FOLIO, GMS_SRC___FILEMAP_REMOVE_FOLIO, 0, folio, 0, 0);
+	return 0;
+}
+
+SEC("kprobe/__filemap_remove_folio")
+int BPF_KPROBE(kp_remove_folio, struct folio *folio)
+{
+	emit_folio(GMS_EV_REMOVE_FOLIO, GMS_SRC___FILEMAP_REMOVE_FOLIO, 0, folio, 0, 0);
+	return 0;
+}
+
+/* filemap_free_folio(mapping, folio): the folio left the page cache and its
+ * a_ops->free_folio ran (where the NO_DIRECT_MAP series restores the direct
+ * map). On return every page must be back in the direct map. */
+SEC("fexit/filemap_free_folio")
+int BPF_PROG(fe_filemap_free, struct address_space *mapping, struct folio *folio)
+{
+	emit_folio(GMS_EV_FREE_FOLIO, GMS_SRC_FILEMAP_FREE_FOLIO, GMS_F_RETURN, folio, mapping, 0);
+	return 0;
+}
+
+SEC("kprobe/filemap_free_folio")
+int BPF_KPROBE(kp_filemap_free, struct address_space *mapping, struct folio *folio)
+{
+	stash_put(ST_FILEMAP_FREE, (__u64)mapping, (__u64)folio, 0, 0);
+	return 0;
+}
+
+SEC("kretprobe/filemap_free_folio")
+int BPF_KRETPROBE(kr_filemap_free)
+{
+	struct stash_val v;
+
+	if (stash_take(ST_FILEMAP_FREE, &v))
+		emit_folio(GMS_EV_FREE_FOLIO, GMS_SRC_FILEMAP_FREE_FOLIO, GMS_F_RETURN,
+			   (struct folio *)v.a[1], (struct address_space *)v.a[0], 0);
+	return 0;
+}
+
+/* kvm_gmem_free_folio(folio): folio->mapping is already NULL here, so the
+ * inode is unknown; the checker matches the pfn. Emitted for every call. */
+static __always_inline void emit_gmem_free(struct folio *folio)
+{
+	struct gms_ev_folio *e = reserve(sizeof(*e), GMS_EV_FREE_FOLIO, GMS_SRC_KVM_GMEM_FREE_FOLIO,
+					 GMS_F_RETURN | GMS_F_NO_INODE | GMS_F_PTR_PFN);
+
+	if (!e)
+		return;
+	e->pfn = page_to_pfn(folio);
+	e->ino = 0;
+	e->dev = 0;
+	e->index = 0;
+	e->order = folio_order_of(folio, &e->hdr.flags);
+	e->ret = 0;
+	submit(e);
+}
+
+SEC("fexit/kvm_gmem_free_folio")
+int BPF_PROG(fe_gmem_free, struct folio *folio)
+{
+	emit_gmem_free(folio);
+	return 0;
+}
+
+SEC("kprobe/kvm_gmem_free_folio")
+int BPF_KPROBE(kp_gmem_free, struct folio *folio)
+{
+	stash_put(ST_GMEM_FREE, (__u64)folio, 0, 0, 0);
+	return 0;
+}
+
+SEC("kretprobe/kvm_gmem_free_folio")
+int BPF_KRETPROBE(kr_gmem_free)
+{
+	struct stash_val v;
+
+	if (stash_take(ST_GMEM_FREE, &v))
+		emit_gmem_free((struct folio *)v.a[0]);
+	return 0;
+}
+
+/* ==== direct map ======================================================= */
+SEC("fexit/set_direct_map_invalid_noflush")
+int BPF_PROG(fe_dm_invalid, struct page *page, int ret)
+{
+	emit_direct_map(GMS_SRC_SET_DM_INVALID, GMS_F_RETURN, page, 1, ret);
+	return 0;
+}
+
+SEC("kprobe/set_direct_map_invalid_noflush")
+int BPF_KPROBE(kp_dm_invalid, struct page *page)
+{
+	emit_direct_map(GMS_SRC_SET_DM_INVALID, 0, page, 1, 0);
+	return 0;
+}
+
+SEC("fexit/set_direct_map_default_noflush")
+int BPF_PROG(fe_dm_default, struct page *page, int ret)
+{
+	emit_direct_map(GMS_SRC_SET_DM_DEFAULT, GMS_F_RETURN | GMS_F_VALID, page, 1, ret);
+	return 0;
+}
+
+SEC("kprobe/set_direct_map_default_noflush")
+int BPF_KPROBE(kp_dm_default, struct page *page)
+{
+	emit_direct_map(GMS_SRC_SET_DM_DEFAULT, GMS_F_VALID, page, 1, 0);
+	return 0;
+}
+
+SEC("fexit/set_direct_map_valid_noflush")
+int BPF_PROG(fe_dm_valid, struct page *page, unsigned int nr, bool valid, int ret)
+{
+	emit_direct_map(GMS_SRC_SET_DM_VALID, GMS_F_RETURN | (valid ? GMS_F_VALID : 0), page, nr, ret);
+	return 0;
+}
+
+SEC("kprobe/set_direct_map_valid_noflush")
+int BPF_KPROBE(kp_dm_valid, struct page *page, unsigned int nr, bool valid)
+{
+	emit_direct_map(GMS_SRC_SET_DM_VALID, valid ? GMS_F_VALID : 0, page, nr, 0);
+	return 0;
+}
+
+/* folio_zap_direct_map / folio_restore_direct_map (NO_DIRECT_MAP series):
+ * folio-granular markers; the page-level change is seen above as well. */
+SEC("fexit/folio_zap_direct_map")
+int BPF_PROG(fe_folio_zap, struct folio *folio)
+{
+	long ret = 0;
+
+	bpf_get_func_ret(ctx, (__u64 *)&ret);
+	emit_direct_map(GMS_SRC_FOLIO_ZAP, GMS_F_RETURN, folio, folio_nr_pages_of(folio), ret);
+	return 0;
+}
+
+SEC("kprobe/folio_zap_direct_map")
+int BPF_KPROBE(kp_folio_zap, struct folio *folio)
+{
+	emit_direct_map(GMS_SRC_FOLIO_ZAP, 0, folio, folio_nr_pages_of(folio), 0);
+	return 0;
+}
+
+SEC("fexit/folio_restore_direct_map")
+int BPF_PROG(fe_folio_restore, struct folio *folio)
+{
+	emit_direct_map(GMS_SRC_FOLIO_RESTORE, GMS_F_RETURN | GMS_F_VALID, folio,
+			folio_nr_pages_of(folio), 0);
+	return 0;
+}
+
+SEC("kprobe/folio_restore_direct_map")
+int BPF_KPROBE(kp_folio_restore, struct folio *folio)
+{
+	emit_direct_map(GMS_SRC_FOLIO_RESTORE, GMS_F_VALID, folio, folio_nr_pages_of(folio), 0);
+	return 0;
+}
+
+/* ==== hand-outs ========================================================= */
+/* kvm_gmem_get_pfn(kvm, slot, gfn, kvm_pfn_t *pfn, struct page **page, int *max_order) */
+static __always_inline void get_pfn_done(__u64 pfnp, __u64 pagep, __s64 ret)
+{
+	kvm_pfn_t pfn = 0;
+	struct page *page = 0;
+
+	if (ret)
+		return; /* failed lookups hand nothing out */
+	bpf_probe_read_kernel(&pfn, sizeof(pfn), (void *)pfnp);
+	bpf_probe_read_kernel(&page, sizeof(page), (void *)pagep);
+	emit_handout(GMS_EV_GET_PFN, GMS_SRC_KVM_GMEM_GET_PFN, page, pfn, ret, true);
+}
+
+SEC("fexit/kvm_gmem_get_pfn")
+int BPF_PROG(fe_get_pfn)
+{
+	__u64 pfnp = 0, pagep = 0;
+	long ret = 0;
+
+	bpf_get_func_arg(ctx, 3, &pfnp);
+	bpf_get_func_arg(ctx, 4, &pagep);
+	bpf_get_func_ret(ctx, (__u64 *)&ret);
+	get_pfn_done(pfnp, pagep, (int)ret);
+	return 0;
+}
+
+SEC("kprobe/kvm_gmem_get_pfn")
+int BPF_KPROBE(kp_get_pfn, void *kvm, void *slot, gfn_t gfn, kvm_pfn_t *pfn, struct page **page)
+{
+	stash_put(ST_GET_PFN, (__u64)pfn, (__u64)page, 0, 0);
+	return 0;
+}
+
+SEC("kretprobe/kvm_gmem_get_pfn")
+int BPF_KRETPROBE(kr_get_pfn, int ret)
+{
+	struct stash_val v;
+
+	if (stash_take(ST_GET_PFN, &v))
+		get_pfn_done(v.a[0], v.a[1], ret);
+	return 0;
+}
+
+/* kvm_gmem_fault_user_mapping(vmf): VM_FAULT_LOCKED (0x200) with vmf->page set. */
+static __always_inline void user_fault_done(struct vm_fault *vmf, __s64 ret)
+{
+	if (ret & ~0x200LL) /* any error bit: nothing handed out */
+		return;
+	emit_handout(GMS_EV_USER_FAULT, GMS_SRC_KVM_GMEM_FAULT_USER, BPF_CORE_READ(vmf, page), 0, ret,
+		     false);
+}
+
+SEC("fexit/kvm_gmem_fault_user_mapping")
+int BPF_PROG(fe_user_fault, struct vm_fault *vmf)
+{
+	long ret = 0;
+
+	bpf_get_func_ret(ctx, (__u64 *)&ret);
+	user_fault_done(vmf, (__u32)ret);
+	return 0;
+}
+
+SEC("kprobe/kvm_gmem_fault_user_mapping")
+int BPF_KPROBE(kp_user_fault, struct vm_fault *vmf)
+{
+	stash_put(ST_USER_FAULT, (__u64)vmf, 0, 0, 0);
+	return 0;
+}
+
+SEC("kretprobe/kvm_gmem_fault_user_mapping")
+int BPF_KRETPROBE(kr_user_fault, unsigned int ret)
+{
+	struct stash_val v;
+
+	if (stash_take(ST_USER_FAULT, &v))
+		user_fault_done((struct vm_fault *)v.a[0], ret);
+	return 0;
+}
+
+/* ==== file operations =================================================== */
+static __always_inline void fallocate_done(struct file *file, int mode, __u64 offset, __u64 len,
+					   __s64 ret)
+{
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	__u16 f = 0;
+	__u32 dev = 0;
+	__u64 ino = 0;
+
+	if (inode_ident(inode, &dev, &ino) && inode_selected(dev, ino, &f))
+		learn_gmem_lock(inode);
+	emit_file_op(GMS_EV_FALLOCATE, GMS_SRC_KVM_GMEM_FALLOCATE, inode, mode, offset, len, ret, true);
+}
+
+SEC("fexit/kvm_gmem_fallocate")
+int BPF_PROG(fe_fallocate, struct file *file, int mode, long long offset, long long len, long ret)
+{
+	fallocate_done(file, mode, offset, len, ret);
+	return 0;
+}
+
+SEC("kprobe/kvm_gmem_fallocate")
+int BPF_KPROBE(kp_fallocate, struct file *file, int mode, long long offset, long long len)
+{
+	stash_put(ST_FALLOCATE, (__u64)file, mode, offset, len);
+	return 0;
+}
+
+SEC("kretprobe/kvm_gmem_fallocate")
+int BPF_KRETPROBE(kr_fallocate, long ret)
+{
+	struct stash_val v;
+
+	if (stash_take(ST_FALLOCATE, &v))
+		fallocate_done((struct file *)v.a[0], v.a[1], v.a[2], v.a[3], ret);
+	return 0;
+}
+
+/* kvm_gmem_populate(kvm, start_gfn, src, npages, post_populate, opaque):
+ * returns pages populated or -errno. The file is not among the arguments. */
+SEC("fexit/kvm_gmem_populate")
+int BPF_PROG(fe_populate)
+{
+	__u64 gfn = 0, npages = 0;
+	long ret = 0;
+
+	bpf_get_func_arg(ctx, 1, &gfn);
+	bpf_get_func_arg(ctx, 3, &npages);
+	bpf_get_func_ret(ctx, (__u64 *)&ret);
+	if (tgid_selected())
+		emit_file_op(GMS_EV_POPULATE, GMS_SRC_KVM_GMEM_POPULATE, 0, 0, gfn, npages, ret, false);
+	return 0;
+}
+
+SEC("kprobe/kvm_gmem_populate")
+int BPF_KPROBE(kp_populate, void *kvm, gfn_t gfn, void *src, long npages)
+{
+	stash_put(ST_POPULATE, gfn, npages, 0, 0);
+	return 0;
+}
+
+SEC("kretprobe/kvm_gmem_populate")
+int BPF_KRETPROBE(kr_populate, long ret)
+{
+	struct stash_val v;
+
+	if (stash_take(ST_POPULATE, &v) && tgid_selected())
+		emit_file_op(GMS_EV_POPULATE, GMS_SRC_KVM_GMEM_POPULATE, 0, 0, v.a[0], v.a[1], ret, false);
+	return 0;
+}
+
+/* kvm_gmem_release(inode, file): the guest_memfd file's last reference. */
+SEC("fentry/kvm_gmem_release")
+int BPF_PROG(fe_release, struct inode *inode)
+{
+	emit_file_op(GMS_EV_RELEASE, GMS_SRC_KVM_GMEM_RELEASE, inode, 0, 0, 0, 0, true);
+	return 0;
+}
+
+SEC("kprobe/kvm_gmem_release")
+int BPF_KPROBE(kp_release, struct inode *inode)
+{
+	emit_file_op(GMS_EV_RELEASE, GMS_SRC_KVM_GMEM_RELEASE, inode, 0, 0, 0, 0, true);
+	return 0;
+}
+
+/* ==== folio split (target picked at load: __folio_split or
+ * split_huge_page_to_list_to_order; first argument is the folio/head page) == */
+static __always_inline void split_event(struct folio *folio, __u16 flags, __s64 ret)
+{
+	emit_folio(GMS_EV_SPLIT, GMS_SRC_FOLIO_SPLIT, flags, folio, 0, ret);
+}
+
+SEC("fentry/__folio_split")
+int BPF_PROG(fe_split_enter)
+{
+	__u64 folio = 0;
+
+	bpf_get_func_arg(ctx, 0, &folio);
+	count(GMS_CNT_SPLIT_CALLS, 1);
+	split_event((struct folio *)folio, 0, 0);
+	return 0;
+}
+
+SEC("fexit/__folio_split")
+int BPF_PROG(fe_split_return)
+{
+	__u64 folio = 0;
+	long ret = 0;
+
+	bpf_get_func_arg(ctx, 0, &folio);
+	bpf_get_func_ret(ctx, (__u64 *)&ret);
+	split_event((struct folio *)folio, GMS_F_RETURN, (int)ret);
+	return 0;
+}
+
+SEC("kprobe/__folio_split")
+int BPF_KPROBE(kp_split_enter, struct folio *folio)
+{
+	count(GMS_CNT_SPLIT_CALLS, 1);
+	stash_put(ST_SPLIT, (__u64)folio, 0, 0, 0);
+	split_event(folio, 0, 0);
+	return 0;
+}
+
+SEC("kretprobe/__folio_split")
+int BPF_KRETPROBE(kr_split_return, int ret)
+{
+	struct stash_val v;
+
+	if (stash_take(ST_SPLIT, &v))
+		split_event((struct folio *)v.a[0], GMS_F_RETURN, ret);
+	return 0;
+}

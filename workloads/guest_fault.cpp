@@ -1,0 +1,440 @@
+// guest-fault: vCPUs fault guest_memfd pages in from the guest side.
+//
+// Per VM: one guest_memfd (MMAP|INIT_SHARED) bound as a memslot whose
+// userspace_addr is the guest_memfd's own mapping (as the selftests do for
+// shared guest_memfd); each vCPU owns a disjoint region of it and runs on its
+// own thread. A round: the host pre-fills some pages of the next batch with a
+// seed-derived pattern through the mapping; the guest (guest_pages.S) checks
+// every page of the batch (host pattern, its own earlier pattern, or zero for
+// never-touched pages), reports mismatches through an OUT port, writes its
+// pattern (seed, VM, vCPU, page, round) and HLTs; the host then verifies what
+// the guest wrote through the mapping.
+#include "core/error.h"
+#include "workloads/guest_common.h"
+#include "workloads/host_common.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fmt/format.h>
+#include <memory>
+#include <sys/mman.h>
+
+namespace gms::workloads {
+
+namespace {
+
+using namespace guest;
+
+constexpr uint32_t kDataSlot = 1;
+constexpr uint32_t kTagHost = 1, kTagGuest = 2;
+
+struct Params {
+    uint32_t batch = 64;
+    unsigned prefill_pct = 25;
+    unsigned write_pct = 90;
+    unsigned stride_shift = 6; // the guest touches every 64th word
+    double run_timeout_s = 10;
+    double stop_grace_s = 0.5;
+};
+
+Params read_params(const profile::WorkloadSpec& s) {
+    Params p;
+    p.batch = static_cast<uint32_t>(int_param(s, "batch_pages", p.batch));
+    p.prefill_pct = static_cast<unsigned>(int_param(s, "prefill_percent", p.prefill_pct));
+    p.write_pct = static_cast<unsigned>(int_param(s, "write_percent", p.write_pct));
+    p.run_timeout_s = num_param(s, "run_timeout", p.run_timeout_s);
+    int64_t stride = int_param(s, "guest_stride", 64);
+    if (stride < 1 || stride > 1024 || (stride & (stride - 1)))
+        throw UsageError(fmt::format("guest-fault: guest_stride must be a power of two in [1, 1024], got {}", stride));
+    p.stride_shift = static_cast<unsigned>(__builtin_ctzll(uint64_t(stride)));
+    if (p.batch == 0 || p.batch > kMaxDescs)
+        throw UsageError(fmt::format("guest-fault: batch_pages must be in [1, {}], got {}", kMaxDescs, p.batch));
+    if (p.prefill_pct > 100 || p.write_pct > 100)
+        throw UsageError("guest-fault: prefill_percent and write_percent must be in [0, 100]");
+    return p;
+}
+
+uint64_t threads_total(const profile::Profile& p) { return uint64_t(p.vm_count) * p.vcpus; }
+
+std::optional<std::string> skip_reason(const Caps& caps, const profile::Profile& p,
+                                       const profile::WorkloadSpec&) {
+    if (auto r = host::gmem_skip_reason(caps, p, p.gmem_flags | host::kMmapFlags))
+        return r;
+    if (p.vm_type != uapi::kX86DefaultVm && p.vm_type != uapi::kX86SwProtectedVm)
+        return fmt::format("VM type {} needs a confidential-computing guest; guest-fault runs plain "
+                           "guest code (default or sw_protected VMs only)",
+                           p.vm_type_name);
+    if (p.gmem_size > kMaxDataSize)
+        return fmt::format("gmem_size {} exceeds what 32-bit guest code addresses ({})",
+                           format_size(p.gmem_size), format_size(kMaxDataSize));
+    if (p.gmem_size / kPage < p.vcpus)
+        return fmt::format("gmem_size {} gives less than one page per vCPU ({} vCPUs)",
+                           format_size(p.gmem_size), p.vcpus);
+    return std::nullopt;
+}
+
+// One VM: guest code slot, guest_memfd, its mapping, its memslot. Teardown:
+// VM (vCPUs, memslots, VM fd), mappings, guest_memfd fd; then the observer
+// hears of the release, no reference being left.
+struct VmInstance {
+    std::unique_ptr<GuestVm> gvm;
+    kvm::GuestMemfd gmem;
+    kvm::Mapping map;
+    kvm::Mapping fallback_hva; // only if KVM refused the mapping as userspace_addr
+    uint64_t entry = 0;
+    GmemObserver* observer = nullptr;
+    kvm::InodeId inode;
+    bool notified = false;
+
+    ~VmInstance() { release(); }
+    void release() {
+        if (gvm)
+            gvm->destroy();
+        gvm.reset();
+        map.reset();
+        fallback_hva.reset();
+        gmem.close();
+        if (notified && observer) {
+            notified = false;
+            observer->on_released(inode);
+        }
+    }
+};
+
+// Sets up VM `index`; returns a skip reason if this kernel cannot, throws on tool errors.
+std::optional<std::string> setup_vm(Context& ctx, VmInstance& in, unsigned index,
+                                    std::vector<std::string>& notes) {
+    const auto& p = ctx.profile;
+    in.gvm = std::make_unique<GuestVm>(ctx.kvm, p.vm_type, p.vcpus);
+    kvm::Vm& vm = in.gvm->vm();
+    in.entry = in.gvm->load(pages_program());
+
+    uint64_t flags = p.gmem_flags | host::kMmapFlags;
+    long vm_flags = vm.check_extension(uapi::kCapGuestMemfdFlags);
+    if (vm_flags < 0 || (uint64_t(vm_flags) & flags) != flags)
+        return fmt::format("guest_memfd flags {} not supported on a {} VM (KVM_CAP_GUEST_MEMFD_FLAGS={:#x})",
+                           host::flag_names(flags, p.bits), p.vm_type_name, vm_flags);
+    int fd = vm.try_create_guest_memfd_raw(p.gmem_size, flags);
+    if (fd < 0)
+        throw SysError("ioctl",
+                       fmt::format("KVM_CREATE_GUEST_MEMFD size={:#x}, flags={:#x}", p.gmem_size, flags), -fd);
+    in.gmem = kvm::GuestMemfd(UniqueFd(fd), p.gmem_size, flags);
+    in.observer = &ctx.observer;
+    in.inode = in.gmem.inode();
+    ctx.observer.on_created(in.gmem);
+    in.notified = true;
+    in.map = in.gmem.map_shared();
+
+    kvm::Memslot m;
+    m.slot = kDataSlot;
+    m.flags = uapi::kMemGuestMemfd;
+    m.gpa = kDataGpa;
+    m.size = p.gmem_size;
+    m.userspace_addr = reinterpret_cast<uint64_t>(in.map.data());
+    m.gmem_fd = in.gmem.fd();
+    m.gmem_offset = 0;
+    if (int e = vm.try_add_memslot(m)) {
+        // Older shared-guest_memfd kernels wanted an ordinary userspace_addr;
+        // the guest still faults from the guest_memfd, the host still checks
+        // through the guest_memfd mapping.
+        in.fallback_hva = kvm::Mapping::anonymous(p.gmem_size);
+        m.userspace_addr = reinterpret_cast<uint64_t>(in.fallback_hva.data());
+        if (int e2 = vm.try_add_memslot(m))
+            return fmt::format("KVM refused the guest_memfd memslot (KVM_SET_USER_MEMORY_REGION2 "
+                               "KVM_MEM_GUEST_MEMFD): {} with userspace_addr = the guest_memfd "
+                               "mapping, {} with anonymous memory",
+                               errno_name(e), errno_name(e2));
+        if (index == 0)
+            notes.push_back(fmt::format("KVM refused userspace_addr = the guest_memfd mapping ({}); "
+                                        "using anonymous memory as userspace_addr",
+                                        errno_name(e)));
+    }
+    for (unsigned v = 0; v < p.vcpus; ++v)
+        in.gvm->add_vcpu(v, ctx.kvm);
+    return std::nullopt;
+}
+
+// What each page of a vCPU's region holds, as far as the host knows.
+struct PageState {
+    uint32_t base = 0;    // last host pre-fill (whole page); 0: zero
+    uint32_t guest = 0;   // last guest write (strided words) since; 0: none
+    bool touched = false; // in the guest_memfd's page cache
+    uint32_t guest_view() const { return guest ? guest : base; }
+};
+
+struct VcpuJob {
+    unsigned vm = 0, vcpu = 0;
+    VmInstance* in = nullptr;
+    uint64_t first_page = 0, pages = 0; // region, in guest_memfd pages
+    uint64_t ops_limit = 0;             // pages to process; 0 = until stop
+    host::WorkerResult out;
+    uint64_t pages_touched = 0;
+    bool exact = true; // every batch ran to its end: pages_touched is exact
+    uint64_t rounds = 0;
+};
+
+std::string key_str(uint32_t key) {
+    return key ? fmt::format("pattern {:#010x}", key) : std::string("zero");
+}
+
+void run_vcpu_job(Context& ctx, const Params& prm, VcpuJob& job, RunSlot& slot,
+                  std::atomic<bool>& abort, double run_timeout_s) {
+    GuestVm& gvm = *job.in->gvm;
+    kvm::Vcpu& vcpu = *gvm.vm().vcpus().at(job.vcpu);
+    uint8_t* region = job.in->map.data() + job.first_page * kPage;
+    const uint64_t region_off = job.first_page * kPage;
+    Rng rng(Rng::derive(ctx.seed, uint64_t(job.vm) << 32 | job.vcpu));
+    std::vector<PageState> st(job.pages);
+    const auto& hooks = guest_fault_hooks();
+    auto& w = job.out;
+    uint64_t cursor = 0, done = 0;
+    std::vector<uint64_t> batch;
+    PageDesc* descs = gvm.descs(job.vcpu);
+
+    while (!ctx.should_stop() && !abort.load()) {
+        if (job.ops_limit && done >= job.ops_limit)
+            break;
+        uint64_t n = std::min<uint64_t>(prm.batch, job.pages);
+        if (job.ops_limit)
+            n = std::min(n, job.ops_limit - done);
+        const uint64_t round = job.rounds;
+
+        // Plan the batch; pre-fill some pages through the mapping.
+        batch.clear();
+        host::Timer tp;
+        uint64_t prefilled = 0;
+        for (uint64_t k = 0; k < n; ++k) {
+            uint64_t pg = (cursor + k) % job.pages;
+            batch.push_back(pg);
+            PageDesc d{};
+            d.gpa = static_cast<uint32_t>(kDataGpa + region_off + pg * kPage);
+            if (rng.below(100) < prm.prefill_pct) {
+                uint32_t key = page_key(ctx.seed, kTagHost, job.vm, job.vcpu, (round << 32) | pg);
+                fill_page(region + pg * kPage, key);
+                st[pg] = PageState{key, 0, st[pg].touched};
+                ++prefilled;
+            }
+            d.flags = stride_flags(prm.stride_shift);
+            if (uint32_t k = st[pg].guest_view()) {
+                d.flags |= kExpectPattern;
+                d.expect_key = k;
+            }
+            if (rng.below(100) < prm.write_pct) {
+                d.flags |= kWrite;
+                d.write_key = page_key(ctx.seed, kTagGuest, job.vm, job.vcpu, (round << 32) | pg);
+            }
+            descs[k] = d;
+        }
+        if (prefilled)
+            w.ops["host_prefill"].record(tp.ns(), prefilled * kPage);
+        // Every batch page is touched now (pre-fill) or by the guest below.
+        for (uint64_t pg : batch)
+            if (!st[pg].touched) {
+                st[pg].touched = true;
+                ++job.pages_touched;
+            }
+        if (hooks.before_guest_run)
+            hooks.before_guest_run(job.vm, job.vcpu, round, region, batch);
+
+        // The guest checks and writes the batch.
+        GuestCall call;
+        call.rip = job.in->entry;
+        call.rsp = gvm.stack_top(job.vcpu);
+        call.rsi = gvm.descs_gpa(job.vcpu);
+        call.rcx = n;
+        enter(vcpu, call);
+        auto on_exit = [&](kvm::Vcpu& v, kvm_run& run) -> std::string {
+            if (run.exit_reason != KVM_EXIT_IO || run.io.port != kPortMismatch ||
+                run.io.direction != KVM_EXIT_IO_OUT || run.io.size != 4 || run.io.count != 1)
+                return "unexpected " + describe_exit(v);
+            uint32_t gpa;
+            std::memcpy(&gpa, reinterpret_cast<uint8_t*>(&run) + run.io.data_offset, 4);
+            kvm_regs r = v.regs();
+            uint64_t off = uint64_t(gpa) - kDataGpa; // guest_memfd offset
+            uint64_t pg = off / kPage - job.first_page;
+            w.verification.mismatch(fmt::format(
+                "vm{} vcpu{} round {}: guest read {:#010x} at guest_memfd offset {:#x} (page {}, word {}), "
+                "expected {:#010x} ({})",
+                job.vm, job.vcpu, round, uint32_t(r.rcx), off, off / kPage, (off % kPage) / 4,
+                uint32_t(r.rbx), pg < job.pages ? key_str(st[pg].guest_view()) : "outside the vCPU's region"));
+            return "";
+        };
+        host::Timer tr;
+        RunResult rr = run_vcpu(vcpu, slot, w.ops["KVM_RUN"], on_exit, run_timeout_s);
+        if (rr.kind == RunResult::stopped) {
+            job.exact = false; // cut short: which pages it touched is unknown
+            break;
+        }
+        if (rr.kind == RunResult::failed) {
+            job.exact = false;
+            w.fail(fmt::format("vm{} {} (round {})", job.vm, rr.failure, round));
+            abort.store(true);
+            break;
+        }
+        w.ops["guest_round"].record(tr.ns(), n * kPage);
+        w.verification.pages_checked += n;
+
+        if (hooks.before_host_verify)
+            hooks.before_host_verify(job.vm, job.vcpu, round, region, batch);
+
+        // The host checks what the guest left, through the mapping.
+        host::Timer tv;
+        for (uint64_t k = 0; k < n; ++k) {
+            uint64_t pg = batch[k];
+            const PageDesc& d = descs[k];
+            PageState want = st[pg];
+            if (d.flags & kWrite)
+                want.guest = d.write_key;
+            const uint8_t* page = region + pg * kPage;
+            host::compiler_barrier();
+            long bad = first_bad_word_mixed(page, want.base, want.guest, prm.stride_shift);
+            if (bad >= 0) {
+                uint32_t got;
+                std::memcpy(&got, page + bad * 4, 4);
+                bool guest_word = want.guest && (uint32_t(bad) & ((1u << prm.stride_shift) - 1)) == 0;
+                w.verification.mismatch(fmt::format(
+                    "vm{} vcpu{} round {}: host read {:#010x} through the mapping at guest_memfd "
+                    "offset {:#x} (page {}, word {}), expected {:#010x} ({} {})",
+                    job.vm, job.vcpu, round, got, region_off + pg * kPage + bad * 4,
+                    job.first_page + pg, bad, mixed_word(want.base, want.guest, prm.stride_shift, uint32_t(bad)),
+                    guest_word ? "guest wrote" : want.base ? "host pre-filled" : "never written:",
+                    key_str(guest_word ? want.guest : want.base)));
+            }
+            st[pg] = want;
+        }
+        w.ops["host_verify"].record(tv.ns(), n * kPage);
+        w.verification.pages_checked += n;
+
+        done += n;
+        cursor = (cursor + n) % job.pages;
+        ++job.rounds;
+        w.progress(ctx, n, n * kPage);
+    }
+    w.flush_progress(ctx);
+}
+
+report::WorkloadResult run(Context& ctx) {
+    const uint64_t t0 = now_ns();
+    const auto& p = ctx.profile;
+    report::WorkloadResult r = host::start_result(ctx, "guest-fault");
+    Params prm = read_params(ctx.spec);
+    double run_timeout_s = prm.run_timeout_s;
+
+    std::vector<std::string> notes;
+    std::vector<std::unique_ptr<VmInstance>> vms;
+    for (unsigned i = 0; i < p.vm_count; ++i) {
+        vms.push_back(std::make_unique<VmInstance>());
+        if (auto why = setup_vm(ctx, *vms.back(), i, notes)) {
+            r.outcome = report::Outcome::skip;
+            r.reason = *why;
+            r.counters["gmem_files"] = vms.size();
+            vms.clear();
+            r.duration_s = double(now_ns() - t0) / 1e9;
+            return r;
+        }
+    }
+
+    const uint64_t pages_per_vcpu = p.gmem_size / kPage / p.vcpus;
+    const unsigned nthreads = static_cast<unsigned>(threads_total(p));
+    const uint64_t total_ops = static_cast<uint64_t>(int_param(ctx.spec, "ops", 0));
+    std::vector<VcpuJob> jobs(nthreads);
+    for (unsigned i = 0; i < p.vm_count; ++i)
+        for (unsigned v = 0; v < p.vcpus; ++v) {
+            unsigned t = i * p.vcpus + v;
+            VcpuJob& j = jobs[t];
+            j.vm = i;
+            j.vcpu = v;
+            j.in = vms[i].get();
+            j.first_page = v * pages_per_vcpu;
+            j.pages = pages_per_vcpu;
+            j.ops_limit = host::ops_share(total_ops, nthreads, t); // 0 with ops: nothing to do
+        }
+
+    std::atomic<bool> abort{false};
+    {
+        VcpuThreads threads(run_timeout_s, prm.stop_grace_s);
+        for (auto& j : jobs) {
+            if (total_ops && !j.ops_limit)
+                continue;
+            VcpuJob* jp = &j;
+            threads.spawn([&ctx, &prm, jp, &abort, run_timeout_s](RunSlot& slot) {
+                try {
+                    run_vcpu_job(ctx, prm, *jp, slot, abort, run_timeout_s);
+                } catch (const std::exception& e) {
+                    jp->out.error = e.what();
+                    jp->exact = false;
+                    abort.store(true);
+                }
+            });
+        }
+        threads.supervise([&] { return ctx.should_stop() || abort.load(); });
+    }
+
+    uint64_t touched = 0, rounds = 0;
+    bool exact = true;
+    std::vector<host::WorkerResult> outs;
+    for (auto& j : jobs) {
+        touched += j.pages_touched;
+        rounds += j.rounds;
+        exact &= j.exact;
+        outs.push_back(std::move(j.out));
+    }
+    r.counters["gmem_files"] = p.vm_count;
+    r.counters["guest_rounds"] = rounds;
+    r.counters["pages_touched"] = touched;
+    // Released below: every page the run brought in leaves with the file.
+    if (exact) {
+        r.counters["expected_pages_added"] = touched;
+        r.counters["expected_pages_removed"] = touched;
+    }
+    r.params["batch_pages"] = prm.batch;
+    r.params["prefill_percent"] = prm.prefill_pct;
+    r.params["write_percent"] = prm.write_pct;
+    r.params["guest_stride"] = 1u << prm.stride_shift;
+    r.params["run_timeout"] = prm.run_timeout_s;
+    r.params["cpu_vendor"] = to_string(cpu_vendor());
+    if (!notes.empty())
+        r.params["notes"] = notes;
+
+    vms.clear(); // teardown and on_released() before the result is final
+    host::finish_result(r, outs, t0);
+    if (r.outcome == report::Outcome::pass && rounds == 0) {
+        r.outcome = report::Outcome::skip;
+        r.reason = "stopped before the first guest batch (no time left in the run)";
+    }
+    return r;
+}
+
+} // namespace
+
+WorkloadInfo guest_fault_workload() {
+    using profile::ParamType;
+    WorkloadInfo w;
+    w.name = "guest-fault";
+    w.description = "vCPUs (one thread each) check and write guest_memfd pages from guest code; the "
+                    "host pre-fills some pages and verifies what the guest wrote through the mapping";
+    w.needs = "KVM_CAP_GUEST_MEMFD with GUEST_MEMFD_FLAG_MMAP|INIT_SHARED, x86 vCPUs in protected mode";
+    w.params = {
+        {"batch_pages", ParamType::integer, int64_t(64), "pages per guest batch (one KVM_RUN to HLT)", 1,
+         double(kMaxDescs)},
+        {"prefill_percent", ParamType::integer, int64_t(25),
+         "share of batch pages the host fills through the mapping before the guest checks them", 0, 100},
+        {"write_percent", ParamType::integer, int64_t(90),
+         "share of batch pages the guest writes after checking them (the rest it only reads)", 0, 100},
+        {"guest_stride", ParamType::integer, int64_t(64),
+         "the guest checks and writes every Nth 32-bit word of a page (power of two; 1 = every word); "
+         "the host always checks whole pages",
+         1, 1024},
+        {"run_timeout", ParamType::duration, 10.0, "a single KVM_RUN longer than this is a failure", 0.1,
+         3600},
+    };
+    w.skip_reason = skip_reason;
+    w.memory_estimate = [](const profile::Profile& p, const profile::WorkloadSpec&) {
+        return uint64_t(p.vm_count) * (p.gmem_size + GuestVm::code_slot_size(p.vcpus));
+    };
+    w.run = run;
+    return w;
+}
+
+} // namespace gms::workloads

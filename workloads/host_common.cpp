@@ -1,0 +1,472 @@
+#include "workloads/host_common.h"
+
+#include "core/error.h"
+
+#include <algorithm>
+#include <cctype>
+#include <csignal>
+#include <fmt/format.h>
+#include <linux/falloc.h>
+#include <thread>
+
+namespace gms::workloads::host {
+
+int allocate(kvm::GuestMemfd& g, uint64_t offset, uint64_t len) {
+    return g.try_fallocate(FALLOC_FL_KEEP_SIZE, offset, len);
+}
+
+// ---- skip reasons ------------------------------------------------------------
+
+std::string flag_names(uint64_t flags, const kvm::FlagBits& bits) {
+    std::string s = kvm::flags_to_string(flags, bits);
+    for (auto& c : s)
+        c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return s;
+}
+
+std::optional<std::string> gmem_skip_reason(const Caps& caps, const profile::Profile& p,
+                                            uint64_t flags) {
+    if (!caps.kvm_accessible)
+        return fmt::format("/dev/kvm is not usable: {}", caps.kvm_error);
+    if (!caps.guest_memfd)
+        return std::string("KVM_CAP_GUEST_MEMFD is not supported by this kernel");
+    if (!caps.vm_type_supported(p.vm_type))
+        return fmt::format(
+            "VM type {} ({}) is not supported by this kernel (KVM_CAP_VM_TYPES={:#x})",
+            p.vm_type_name, p.vm_type, caps.vm_types);
+    if (uint64_t missing = flags & ~caps.guest_memfd_flags)
+        return fmt::format(
+            "guest_memfd flags {} not supported by this kernel (KVM_CAP_GUEST_MEMFD_FLAGS={:#x})",
+            flag_names(missing, p.bits), caps.guest_memfd_flags);
+    return std::nullopt;
+}
+
+// ---- data pattern ------------------------------------------------------------
+
+namespace {
+uint64_t mix(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+uint64_t page_key(uint64_t seed, unsigned file, uint64_t page_off, uint32_t gen) {
+    return mix(seed ^ mix(page_off + (uint64_t(file) << 48)) ^
+               (uint64_t(gen) * 0x9e3779b97f4a7c15ull));
+}
+uint64_t word_of(uint64_t key, unsigned word) {
+    uint64_t w = key + uint64_t(word) * 0xd1b54a32d192ed03ull;
+    w ^= w >> 29;
+    return w ? w : 1; // never 0, so a zero page never passes as data
+}
+} // namespace
+
+uint64_t pattern_word(uint64_t seed, unsigned file, uint64_t page_off, unsigned word,
+                      uint32_t gen) {
+    return word_of(page_key(seed, file, page_off, gen), word);
+}
+
+void fill_page(uint8_t* page, uint64_t seed, unsigned file, uint64_t page_off, uint32_t gen,
+               unsigned first_word) {
+    uint64_t key = page_key(seed, file, page_off, gen);
+    auto* w = reinterpret_cast<uint64_t*>(page);
+    for (unsigned i = first_word; i < kWordsPerPage; ++i)
+        w[i] = word_of(key, i);
+    compiler_barrier();
+}
+
+std::optional<PageMismatch> check_page(const uint8_t* page, uint64_t seed, unsigned file,
+                                       uint64_t page_off, uint32_t gen, unsigned first_word) {
+    compiler_barrier();
+    const auto* w = reinterpret_cast<const uint64_t*>(page);
+    if (gen == 0) {
+        uint64_t acc = 0;
+        for (unsigned i = first_word; i < kWordsPerPage; ++i)
+            acc |= w[i];
+        if (acc == 0)
+            return std::nullopt;
+        for (unsigned i = first_word; i < kWordsPerPage; ++i)
+            if (w[i])
+                return PageMismatch{i * 8ull, 0, w[i]};
+        return std::nullopt; // changed under us: the second read saw zeros
+    }
+    uint64_t key = page_key(seed, file, page_off, gen);
+    for (unsigned i = first_word; i < kWordsPerPage; ++i) {
+        uint64_t e = word_of(key, i);
+        if (w[i] != e)
+            return PageMismatch{i * 8ull, e, w[i]};
+    }
+    return std::nullopt;
+}
+
+std::optional<PageMismatch> check_page_zero_or(const uint8_t* page, uint64_t seed, unsigned file,
+                                               uint64_t page_off, uint32_t gen) {
+    compiler_barrier();
+    const auto* w = reinterpret_cast<const uint64_t*>(page);
+    uint64_t key = page_key(seed, file, page_off, gen);
+    for (unsigned i = 0; i < kWordsPerPage; ++i) {
+        uint64_t v = w[i];
+        if (v != 0) {
+            uint64_t e = word_of(key, i);
+            if (v != e)
+                return PageMismatch{i * 8ull, e, v};
+        }
+    }
+    return std::nullopt;
+}
+
+std::string describe(unsigned file, uint64_t page_off, const PageMismatch& m,
+                     const std::string& when) {
+    return fmt::format("file {} offset {:#x} (+{:#x}): expected {:#018x} got {:#018x} ({})", file,
+                       page_off + m.byte, m.byte, m.expected, m.got, when);
+}
+
+// ---- SIGBUS guard --------------------------------------------------------------
+
+namespace {
+thread_local sigjmp_buf* tl_jmp = nullptr;
+thread_local void* tl_addr = nullptr;
+thread_local bool tl_chaining = false;
+struct sigaction g_previous {};
+std::mutex g_install_mu;
+
+void on_sigbus(int sig, siginfo_t* si, void* uc) {
+    if (sigjmp_buf* jb = tl_jmp) {
+        tl_jmp = nullptr;
+        tl_addr = si->si_addr;
+        siglongjmp(*jb, 1);
+    }
+    // Not a guarded access: hand over to whoever had SIGBUS before (another
+    // guard, or the default action, which the re-executed access triggers).
+    // tl_chaining breaks a cycle when that other guard chains back to us.
+    if (!tl_chaining) {
+        tl_chaining = true;
+        if ((g_previous.sa_flags & SA_SIGINFO) && g_previous.sa_sigaction) {
+            g_previous.sa_sigaction(sig, si, uc);
+            tl_chaining = false;
+            return;
+        }
+        if (!(g_previous.sa_flags & SA_SIGINFO) && g_previous.sa_handler != SIG_DFL &&
+            g_previous.sa_handler != SIG_IGN) {
+            g_previous.sa_handler(sig);
+            tl_chaining = false;
+            return;
+        }
+        tl_chaining = false;
+    }
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    sigaction(SIGBUS, &dfl, nullptr);
+}
+} // namespace
+
+void install_sigbus_handler() {
+    std::lock_guard lock(g_install_mu);
+    struct sigaction cur {};
+    sigaction(SIGBUS, nullptr, &cur);
+    // Re-checked on every call: another guard (the conformance workload's)
+    // may have replaced ours and restored something else since.
+    if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == on_sigbus)
+        return;
+    struct sigaction sa {};
+    sa.sa_sigaction = on_sigbus;
+    sigemptyset(&sa.sa_mask);
+    // NODEFER: we leave the handler by siglongjmp without restoring the
+    // mask (sigsetjmp(.., 0) avoids a syscall per access), so SIGBUS must
+    // not be blocked while it runs.
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    if (sigaction(SIGBUS, &sa, &g_previous) != 0)
+        throw SysError("sigaction", "SIGBUS", errno);
+}
+
+namespace detail {
+void arm(sigjmp_buf* jb) {
+    tl_jmp = jb;
+    compiler_barrier();
+}
+void disarm() {
+    compiler_barrier();
+    tl_jmp = nullptr;
+}
+void* fault_address() {
+    return tl_addr;
+}
+} // namespace detail
+
+// ---- page bookkeeping ------------------------------------------------------------
+
+uint64_t PageBook::present() const {
+    return static_cast<uint64_t>(
+        std::count_if(state.begin(), state.end(), [](uint32_t s) { return s != kAbsent; }));
+}
+
+// ---- threads -------------------------------------------------------------------
+
+std::vector<std::vector<Region>> partition(unsigned files, uint64_t pages, unsigned threads) {
+    std::vector<std::vector<Region>> out(threads);
+    if (threads == 0 || files == 0 || pages == 0)
+        return out;
+    if (threads <= files) {
+        for (unsigned f = 0; f < files; ++f)
+            out[f % threads].push_back(Region{f, 0, pages});
+        return out;
+    }
+    // Threads t, t+files, t+2*files... share file t % files.
+    for (unsigned f = 0; f < files; ++f) {
+        std::vector<unsigned> mine;
+        for (unsigned t = f; t < threads; t += files)
+            mine.push_back(t);
+        uint64_t n = mine.size();
+        for (uint64_t i = 0; i < n; ++i) {
+            uint64_t lo = pages * i / n, hi = pages * (i + 1) / n;
+            if (hi > lo)
+                out[mine[i]].push_back(Region{f, lo, hi - lo});
+        }
+    }
+    return out;
+}
+
+Range pick_range(Rng& rng, const Region& r, uint64_t max_pages, uint64_t align) {
+    uint64_t a = std::max<uint64_t>(1, align);
+    uint64_t end = r.first_page + r.pages;
+    uint64_t lo = (r.first_page + a - 1) / a * a;
+    if (lo >= end || end - lo < a)
+        a = 1, lo = r.first_page;
+    uint64_t room = end - lo;
+    uint64_t max_units = std::max<uint64_t>(1, std::min(max_pages, room) / a);
+    uint64_t len = a * (1 + rng.below(max_units));
+    uint64_t starts = (room - len) / a + 1;
+    return Range{r.file, lo + a * rng.below(starts), len};
+}
+
+std::string range_str(const Range& r) {
+    return fmt::format("file {} [{:#x}, {:#x})", r.file, r.offset(), r.offset() + r.bytes());
+}
+
+void book_allocate(PageBook& b, PageCounts& pc, const Range& r) {
+    for (uint64_t pg = r.first; pg < r.first + r.pages; ++pg)
+        if (b.state[pg] == PageBook::kAbsent) {
+            b.state[pg] = PageBook::kZero;
+            ++pc.added;
+        }
+}
+
+void book_punch(PageBook& b, PageCounts& pc, const Range& r) {
+    for (uint64_t pg = r.first; pg < r.first + r.pages; ++pg)
+        if (b.state[pg] != PageBook::kAbsent) {
+            b.state[pg] = PageBook::kAbsent;
+            ++pc.removed;
+        }
+}
+
+bool verify_page(WorkerResult& w, PageBook& b, const uint8_t* page, unsigned file, uint64_t pg,
+                 uint64_t seed, const std::string& when) {
+    uint32_t& st = b.state[pg];
+    uint32_t gen = st >= 2 ? st : 0;
+    std::optional<PageMismatch> bad;
+    void* addr = nullptr;
+    Timer t;
+    bool ok = sigbus_guarded([&] { bad = check_page(page, seed, file, pg * kPage, gen); }, &addr);
+    auto& op = w.ops["verify"];
+    op.record(t.ns(), kPage);
+    if (!ok) {
+        op.errors["SIGBUS"]++;
+        w.fail(fmt::format("SIGBUS reading file {} offset {:#x} ({}), address {}", file, pg * kPage,
+                           when, addr));
+        return false;
+    }
+    ++w.verification.pages_checked;
+    if (bad)
+        w.verification.mismatch(describe(file, pg * kPage, *bad, when));
+    if (st == PageBook::kAbsent) {
+        st = PageBook::kZero;
+        ++w.pages.added;
+    }
+    return true;
+}
+
+uint64_t ops_share(uint64_t total, unsigned threads, unsigned t) {
+    if (total == 0 || threads == 0)
+        return 0;
+    return total / threads + (t < total % threads ? 1 : 0);
+}
+
+void WorkerResult::progress(Context& ctx, uint64_t nops, uint64_t nbytes) {
+    pending_ops += nops;
+    pending_bytes += nbytes;
+    if (pending_ops >= 64)
+        flush_progress(ctx);
+}
+
+void WorkerResult::flush_progress(Context& ctx) {
+    ctx.progress.ops.fetch_add(pending_ops, std::memory_order_relaxed);
+    ctx.progress.bytes.fetch_add(pending_bytes, std::memory_order_relaxed);
+    pending_ops = pending_bytes = 0;
+}
+
+void WorkerResult::fail(std::string what) {
+    if (failures.size() < 8)
+        failures.push_back(std::move(what));
+    else if (failures.size() == 8)
+        failures.push_back("(more failures not listed)");
+}
+
+namespace {
+nlohmann::json to_json(const profile::ParamValue& v) {
+    return std::visit([](auto&& x) { return nlohmann::json(x); }, v);
+}
+} // namespace
+
+report::WorkloadResult start_result(const Context& ctx, const std::string& name) {
+    report::WorkloadResult r;
+    r.name = name;
+    r.label = ctx.spec.label.empty() ? name : ctx.spec.label;
+    for (const auto& [k, v] : ctx.spec.params)
+        r.params[k] = to_json(v);
+    return r;
+}
+
+void finish_result(report::WorkloadResult& r, std::vector<WorkerResult>& workers, uint64_t t0_ns) {
+    std::vector<std::string> failures, errors;
+    for (auto& w : workers) {
+        for (auto& [k, s] : w.ops)
+            r.ops[k].merge(s);
+        r.verification.pages_checked += w.verification.pages_checked;
+        r.verification.mismatches += w.verification.mismatches;
+        for (auto& m : w.verification.first_mismatches)
+            if (r.verification.first_mismatches.size() < 8)
+                r.verification.first_mismatches.push_back(m);
+        failures.insert(failures.end(), w.failures.begin(), w.failures.end());
+        if (!w.error.empty())
+            errors.push_back(w.error);
+    }
+    r.duration_s = double(now_ns() - t0_ns) / 1e9;
+    if (!errors.empty()) {
+        r.outcome = report::Outcome::error;
+        r.reason = errors.front();
+        if (errors.size() > 1)
+            r.reason += fmt::format(" (and {} more thread errors)", errors.size() - 1);
+        return;
+    }
+    for (const auto& c : r.checks)
+        if (c.outcome == report::Outcome::fail)
+            failures.push_back(fmt::format("check '{}' failed: {}", c.name,
+                                           c.reason.empty() ? c.observed : c.reason));
+    if (r.verification.mismatches) {
+        r.outcome = report::Outcome::fail;
+        r.reason = fmt::format("{} verification mismatch(es); first: {}", r.verification.mismatches,
+                               r.verification.first_mismatches.empty()
+                                   ? "?"
+                                   : r.verification.first_mismatches.front());
+    } else if (!failures.empty()) {
+        r.outcome = report::Outcome::fail;
+        r.reason = failures.front();
+        if (failures.size() > 1)
+            r.reason += fmt::format(" (and {} more)", failures.size() - 1);
+    } else if (r.outcome != report::Outcome::skip) {
+        r.outcome = report::Outcome::pass;
+    }
+}
+
+void run_threads(unsigned threads, std::vector<WorkerResult>& workers, std::atomic<bool>& abort,
+                 const std::function<void(unsigned)>& body) {
+    auto guarded = [&](unsigned t) {
+        try {
+            body(t);
+        } catch (const std::exception& e) {
+            workers[t].error = e.what();
+            abort.store(true);
+        }
+    };
+    if (threads == 1) {
+        guarded(0);
+        return;
+    }
+    std::vector<std::thread> pool;
+    pool.reserve(threads);
+    try {
+        for (unsigned t = 0; t < threads; ++t)
+            pool.emplace_back(guarded, t);
+    } catch (const std::exception& e) {
+        // Could not start every thread: stop the ones that run, then report.
+        abort.store(true);
+        for (auto& th : pool)
+            th.join();
+        throw;
+    }
+    for (auto& th : pool)
+        th.join();
+}
+
+// ---- VM + guest_memfd + mapping ----------------------------------------------------
+
+namespace {
+// Workers create and release files concurrently; observers need not be thread-safe.
+std::mutex g_observer_mu;
+} // namespace
+
+void notify_created(GmemObserver& o, const kvm::GuestMemfd& g) {
+    std::lock_guard lock(g_observer_mu);
+    o.on_created(g);
+}
+
+void notify_released(GmemObserver& o, kvm::InodeId id) {
+    std::lock_guard lock(g_observer_mu);
+    o.on_released(id);
+}
+
+kvm::GuestMemfd create_gmem(Context& ctx, kvm::Vm& vm, uint64_t size, uint64_t flags) {
+    kvm::GuestMemfd g = vm.create_guest_memfd(size, flags);
+    notify_created(ctx.observer, g);
+    return g;
+}
+
+Instance Instance::create(Context& ctx, uint64_t size, uint64_t flags, bool mapped,
+                          std::map<std::string, report::OpStats>* ops) {
+    Instance in;
+    Timer t;
+    in.vm = kvm::Vm::create(ctx.kvm, ctx.profile.vm_type);
+    if (ops)
+        (*ops)["create_vm"].record(t.ns());
+    t = Timer();
+    in.gmem = create_gmem(ctx, in.vm, size, flags);
+    if (ops)
+        (*ops)["create_gmem"].record(t.ns(), size);
+    in.observer_ = &ctx.observer;
+    in.inode_ = in.gmem.inode();
+    in.live_ = true;
+    if (mapped) {
+        t = Timer();
+        in.map = in.gmem.map_shared();
+        if (ops)
+            (*ops)["mmap"].record(t.ns(), size);
+    }
+    return in;
+}
+
+Instance::Instance(Instance&& o) noexcept
+    : vm(std::move(o.vm)), gmem(std::move(o.gmem)), map(std::move(o.map)), observer_(o.observer_),
+      inode_(o.inode_), live_(std::exchange(o.live_, false)) {}
+
+Instance& Instance::operator=(Instance&& o) noexcept {
+    if (this != &o) {
+        release();
+        vm = std::move(o.vm);
+        gmem = std::move(o.gmem);
+        map = std::move(o.map);
+        observer_ = o.observer_;
+        inode_ = o.inode_;
+        live_ = std::exchange(o.live_, false);
+    }
+    return *this;
+}
+
+void Instance::release() {
+    vm.destroy();
+    map.reset();
+    gmem.close();
+    if (live_ && observer_)
+        notify_released(*observer_, inode_);
+    live_ = false;
+}
+
+} // namespace gms::workloads::host
