@@ -35,24 +35,38 @@ struct RunOptions {
     bool no_progress = false;
 };
 
+// A TOML basic string holding `s` (quotes and backslashes escaped).
+std::string toml_string(const std::string& s) {
+    std::string out = "\"";
+    for (char c : s) {
+        if (c == '"' || c == '\\')
+            out += '\\';
+        out += c;
+    }
+    return out + "\"";
+}
+
 // Shorthand flags become overrides that name the flag in any error.
 std::vector<profile::Override> overrides_from(const RunOptions& o) {
     std::vector<profile::Override> out;
-    auto add = [&](const std::string& key, const std::string& value, const std::string& flag) {
-        out.push_back({key, value, fmt::format("{} {}", flag, value)});
+    // `value` is TOML; `shown` is what the user typed, for messages.
+    auto add = [&](const std::string& key, const std::string& value, const std::string& flag,
+                   const std::optional<std::string>& shown = std::nullopt) {
+        out.push_back({key, value, fmt::format("{} {}", flag, shown.value_or(value))});
     };
+    auto quoted = [](const std::string& s) { return toml_string(s); };
     if (o.seed)
         add("seed", std::to_string(*o.seed), "--seed");
     if (o.duration)
-        add("duration", fmt::format("\"{}\"", *o.duration), "--duration");
+        add("duration", quoted(*o.duration), "--duration", *o.duration);
     if (o.vms)
         add("vm.count", std::to_string(*o.vms), "--vms");
     if (o.vcpus)
         add("vm.vcpus", std::to_string(*o.vcpus), "--vcpus");
     if (o.vm_type)
-        add("vm.type", fmt::format("\"{}\"", *o.vm_type), "--vm-type");
+        add("vm.type", quoted(*o.vm_type), "--vm-type", *o.vm_type);
     if (o.gmem_size)
-        add("guest_memfd.size", fmt::format("\"{}\"", *o.gmem_size), "--gmem-size");
+        add("guest_memfd.size", quoted(*o.gmem_size), "--gmem-size", *o.gmem_size);
     if (o.gmem_flags) {
         std::string arr = "[";
         std::string s = *o.gmem_flags;
@@ -61,7 +75,7 @@ std::vector<profile::Override> overrides_from(const RunOptions& o) {
             size_t comma = s.find(',', start);
             std::string f = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
             if (!f.empty())
-                arr += fmt::format("{}\"{}\"", arr.size() > 1 ? ", " : "", f);
+                arr += (arr.size() > 1 ? ", " : "") + toml_string(f);
             if (comma == std::string::npos)
                 break;
             start = comma + 1;
@@ -73,9 +87,9 @@ std::vector<profile::Override> overrides_from(const RunOptions& o) {
     if (o.ops)
         add("workload.*.ops", std::to_string(*o.ops), "--ops");
     if (o.probes_mode)
-        add("probes.mode", fmt::format("\"{}\"", *o.probes_mode), "--probes");
+        add("probes.mode", quoted(*o.probes_mode), "--probes", *o.probes_mode);
     if (o.probe_backend)
-        add("probes.backend", fmt::format("\"{}\"", *o.probe_backend), "--probe-backend");
+        add("probes.backend", quoted(*o.probe_backend), "--probe-backend", *o.probe_backend);
     if (o.all_guest_memfds)
         add("probes.all", "true", "--all-guest-memfds");
     for (const auto& fb : o.flag_bits) {

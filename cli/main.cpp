@@ -4,7 +4,9 @@
 #include "core/error.h"
 #include "core/run_control.h"
 
+#include <algorithm>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <version.h>
 
 int main(int argc, char** argv) {
@@ -19,6 +21,15 @@ int main(int argc, char** argv) {
     cli::add_watch_command(app, action);
     cli::add_lab_command(app, action);
 
+    // CLI11 would only say "A subcommand is required" for a misspelt command.
+    std::vector<std::string> names;
+    for (const auto* sub : app.get_subcommands({}))
+        names.push_back(sub->get_name());
+    if (argc > 1 && argv[1][0] != '-' && std::find(names.begin(), names.end(), argv[1]) == names.end()) {
+        fmt::print(stderr, "gmemstress: error: unknown command '{}' (commands: {})\n", argv[1],
+                   fmt::join(names, ", "));
+        return cli::kExitUsage;
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

@@ -41,7 +41,7 @@ double RunControl::remaining_s() const {
 
 std::string RunControl::stop_reason() const {
     if (int s = signal())
-        return fmt::format("signal {} ({})", s, sigabbrev_np(s) ? sigabbrev_np(s) : "?");
+        return fmt::format("SIG{} (signal {})", sigabbrev_np(s) ? sigabbrev_np(s) : "?", s);
     if (deadline_passed())
         return "duration reached";
     return "";
