@@ -22,10 +22,14 @@ struct LabCli {
 
 int exit_code_for(lab::Failure f) {
     switch (f) {
-    case lab::Failure::none: return kExitPass;
-    case lab::Failure::interrupted: return kExitInterrupted;
-    case lab::Failure::transport: return kExitToolError;
-    default: return kExitEnvironment;
+    case lab::Failure::none:
+        return kExitPass;
+    case lab::Failure::interrupted:
+        return kExitInterrupted;
+    case lab::Failure::transport:
+        return kExitToolError;
+    default:
+        return kExitEnvironment;
     }
 }
 
@@ -36,7 +40,8 @@ int run_lab_command(LabCli& c) {
     c.o.memory = *mem;
     auto t = parse_duration(c.timeout);
     if (!t || *t <= 0)
-        throw UsageError(fmt::format("--timeout {}: expected a duration like 300s or 10m", c.timeout));
+        throw UsageError(
+            fmt::format("--timeout {}: expected a duration like 300s or 10m", c.timeout));
     c.o.timeout_s = *t;
 
     lab::Result r = lab::run_lab(c.o);
@@ -49,8 +54,9 @@ int run_lab_command(LabCli& c) {
     std::fflush(stdout);
 
     if (r.failure != lab::Failure::none) {
-        fmt::print(stderr, "gmemstress lab: {} failure: {}\n", lab::to_string(r.failure), r.message);
-        if (!r.console_tail.empty())
+        fmt::print(stderr, "gmemstress lab: {} failure: {}\n", lab::to_string(r.failure),
+                   r.message);
+        if (!r.console_tail.empty() && r.failure != lab::Failure::interrupted)
             fmt::print(stderr, "gmemstress lab: last console lines:\n{}", r.console_tail);
         if (!c.o.console_path.empty())
             fmt::print(stderr, "gmemstress lab: full console in {}\n", c.o.console_path);
@@ -62,8 +68,9 @@ int run_lab_command(LabCli& c) {
             if (!c.o.quiet)
                 fmt::print(stderr, "lab: report written to {}\n", c.o.report_path);
         } else {
-            fmt::print(stderr, "gmemstress lab: the guest's gmemstress run wrote no report (exit "
-                               "status {})\n",
+            fmt::print(stderr,
+                       "gmemstress lab: the guest's gmemstress run wrote no report (exit "
+                       "status {})\n",
                        status);
             if (status == kExitPass)
                 return kExitToolError;
@@ -84,10 +91,11 @@ void add_lab_command(CLI::App& app, Action& action) {
                                     "the kernel's modules (a lib/modules/<release> tree); default: "
                                     "next to the kernel, else /lib/modules/<release>");
     cmd->add_option("--kernel-deb", c.o.kernel_debs,
-                       "linux-modules (and linux-binary/linux-image) .deb files to take modules "
-                       "(and the kernel) from")
+                    "linux-modules (and linux-binary/linux-image) .deb files to take modules "
+                    "(and the kernel) from")
         ->excludes(modules);
-    cmd->add_option("-p,--profile", c.o.profile, "profile for gmemstress run in the guest (name or file)");
+    cmd->add_option("-p,--profile", c.o.profile,
+                    "profile for gmemstress run in the guest (name or file)");
     cmd->add_option("--cpus", c.o.cpus, "virtual CPUs (default 2)");
     cmd->add_option("--memory", c.memory, "guest memory (default 2G)");
     cmd->add_option("--timeout", c.timeout,
@@ -103,6 +111,8 @@ void add_lab_command(CLI::App& app, Action& action) {
         ->check(CLI::IsMember({"auto", "kvm", "tcg"}));
     cmd->add_option("--guest-command", c.o.guest_command,
                     "gmemstress subcommand to run in the guest instead of run (e.g. caps)");
+    cmd->add_option("--append", c.o.append,
+                    "more kernel command line, e.g. loglevel=7 (default: quiet loglevel=4)");
     cmd->add_option("--qemu", c.o.qemu, "QEMU binary (default qemu-system-x86_64)");
     cmd->add_option("--busybox", c.o.busybox, "static busybox for the initramfs");
     cmd->add_flag("--keep-workdir", c.o.keep_workdir, "keep the initramfs and shares (debugging)");

@@ -254,15 +254,13 @@ int write_reports(const report::Report& rep, const std::string& json_path, const
     }
     if (rep.interrupted)
         return kExitInterrupted;
-    bool any_ran = std::any_of(rep.workloads.begin(), rep.workloads.end(),
-                               [](const auto& w) { return w.outcome != report::Outcome::skip; });
     switch (rep.verdict()) {
     case report::Outcome::fail: return kExitFailures;
     case report::Outcome::error: return kExitToolError;
-    default: break;
+    case report::Outcome::skip: return kExitEnvironment; // every workload skipped
+    case report::Outcome::pass: return kExitPass;
     }
-    // Every workload skipped: the machine cannot run this profile.
-    return any_ran ? kExitPass : kExitEnvironment;
+    return kExitToolError;
 }
 
 } // namespace gms::cli

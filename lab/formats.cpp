@@ -60,7 +60,8 @@ BzImageInfo read_bzimage(const std::string& path) {
     return info;
 }
 
-std::multimap<std::string, std::string> parse_modinfo(const std::string& e, const std::string& what) {
+std::multimap<std::string, std::string> parse_modinfo(const std::string& e,
+                                                      const std::string& what) {
     Elf64_Ehdr eh{};
     if (!load(e, 0, eh) || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
         eh.e_ident[EI_CLASS] != ELFCLASS64)
@@ -110,7 +111,8 @@ std::string normalize_module_name(const std::string& name) {
 std::map<std::string, ModuleFile> index_modules(const std::string& dir) {
     std::map<std::string, ModuleFile> out;
     std::error_code ec;
-    fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end;
+    fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec),
+        end;
     if (ec)
         throw EnvError(fmt::format("cannot read the modules directory {}: {}", dir, ec.message()));
     for (; it != end; it.increment(ec)) {
@@ -163,8 +165,8 @@ bool is_static_elf(const std::string& path) {
 
 // ---- cpio (newc) ----------------------------------------------------------------
 
-void CpioWriter::add(const std::string& path, uint32_t mode, const std::string& data,
-                     uint32_t rmaj, uint32_t rmin) {
+void CpioWriter::add(const std::string& path, uint32_t mode, const std::string& data, uint32_t rmaj,
+                     uint32_t rmin) {
     std::string name = path;
     while (!name.empty() && name.front() == '/')
         name.erase(0, 1);
@@ -181,7 +183,9 @@ void CpioWriter::add(const std::string& path, uint32_t mode, const std::string& 
     out_.append((4 - out_.size() % 4) % 4, '\0');
 }
 
-void CpioWriter::add_dir(const std::string& path, uint32_t mode) { add(path, 0040000 | mode, ""); }
+void CpioWriter::add_dir(const std::string& path, uint32_t mode) {
+    add(path, 0040000 | mode, "");
+}
 
 void CpioWriter::add_file(const std::string& path, const std::string& data, uint32_t mode) {
     if (data.size() > 0xffffffffull)

@@ -18,7 +18,9 @@ std::string words(const std::vector<std::string>& v) {
 
 } // namespace
 
-std::string guest_out_dir(const GuestPlan& p) { return p.scratch + "/gms-lab/out"; }
+std::string guest_out_dir(const GuestPlan& p) {
+    return p.scratch + "/gms-lab/out";
+}
 
 std::string make_init_script(const GuestPlan& p) {
     std::string s = R"SH(#!/bin/busybox sh
@@ -56,7 +58,8 @@ elif grep -qw vmx /proc/cpuinfo; then
 fi
 )SH",
                      words(p.amd_modules), words(p.intel_modules));
-    s += R"SH([ -c /dev/kvm ] || fail kvm "no /dev/kvm in the guest: the virtual CPU has no svm/vmx or the kernel's kvm modules are missing (pass --modules or --kernel-deb)"
+    s +=
+        R"SH([ -c /dev/kvm ] || fail kvm "no /dev/kvm in the guest: the virtual CPU has no svm/vmx or the kernel's kvm modules are missing (pass --modules or --kernel-deb)"
 
 grep -qw 9p /proc/filesystems || fail mount "the guest kernel has no 9p filesystem (pass its modules with --modules or --kernel-deb)"
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose gmshost /host ||

@@ -29,24 +29,33 @@ namespace gms::lab {
 
 std::string to_string(Failure f) {
     switch (f) {
-    case Failure::none: return "none";
-    case Failure::boot: return "boot";
-    case Failure::setup: return "setup";
-    case Failure::panic: return "panic";
-    case Failure::timeout: return "timeout";
-    case Failure::interrupted: return "interrupted";
-    case Failure::transport: return "transport";
+    case Failure::none:
+        return "none";
+    case Failure::boot:
+        return "boot";
+    case Failure::setup:
+        return "setup";
+    case Failure::panic:
+        return "panic";
+    case Failure::timeout:
+        return "timeout";
+    case Failure::interrupted:
+        return "interrupted";
+    case Failure::transport:
+        return "transport";
     }
     return "?";
 }
 
 namespace {
 
-constexpr double kKvmProbeSeconds = 20;  // KVM boots reach init in ~2 s
+constexpr double kKvmProbeSeconds = 20; // KVM boots reach init in ~2 s
 constexpr size_t kTailLines = 40;
 constexpr const char* kTcgCpu = "EPYC-Milan,+svm"; // TCG emulates SVM: nested KVM in the guest
 
-double seconds_since(uint64_t t0) { return double(now_ns() - t0) / 1e9; }
+double seconds_since(uint64_t t0) {
+    return double(now_ns() - t0) / 1e9;
+}
 
 std::string slurp(const std::string& path) {
     std::ifstream f(path, std::ios::binary);
@@ -126,21 +135,21 @@ std::string module_bytes(const ModuleFile& m, const std::string& scratch) {
     std::string out = scratch + "/" + m.name + ".ko";
     CaptureResult r = run_capture(argv, 120, out);
     if (r.status != 0)
-        throw EnvError(fmt::format("{} {} failed (status {}): {}", argv[0], m.path, r.status,
-                                   r.output));
+        throw EnvError(
+            fmt::format("{} {} failed (status {}): {}", argv[0], m.path, r.status, r.output));
     std::string data = slurp(out);
     fs::remove(out);
     return data;
 }
 
 struct ModuleSet {
-    std::string dir;                                // where they came from ("" if none)
+    std::string dir; // where they came from ("" if none)
     std::map<std::string, ModuleFile> index;
     std::set<std::string> builtin;
     bool has_builtin_list = false;
-    std::map<std::string, std::string> contents;    // name -> decompressed .ko
-    std::vector<std::string> missing;               // wanted, neither a file nor known built in
-    std::string release;                            // of the kernel they must match
+    std::map<std::string, std::string> contents; // name -> decompressed .ko
+    std::vector<std::string> missing;            // wanted, neither a file nor known built in
+    std::string release;                         // of the kernel they must match
     std::string scratch;
 
     // Appends name and its dependencies (first) to order. Modules neither in
@@ -180,7 +189,7 @@ struct ModuleSet {
                     if (!dep.empty())
                         resolve(dep, order, seen);
             }
-        } 
+        }
         order.push_back(name);
     }
 };
@@ -202,8 +211,8 @@ DebContents unpack_debs(const std::vector<std::string>& debs, const std::string&
             throw UsageError(fmt::format("--kernel-deb {}: no such file", deb));
         CaptureResult r = run_capture({"dpkg-deb", "-x", deb, into}, 600);
         if (r.status != 0)
-            throw EnvError(fmt::format("dpkg-deb -x {} failed (status {}): {}", deb, r.status,
-                                       r.output));
+            throw EnvError(
+                fmt::format("dpkg-deb -x {} failed (status {}): {}", deb, r.status, r.output));
     }
     DebContents out;
     std::vector<fs::path> releases;
@@ -248,19 +257,30 @@ struct Console {
     std::optional<int> done_status;
     std::string fail_stage, fail_message;
     std::string guest_release;
-    std::string panic_line;  // "Kernel panic - not syncing: ..."
-    std::string halt_line;   // the boot stub's "-- System halted"
-    bool kvm_error = false;  // QEMU says KVM cannot run this guest
+    std::string panic_line; // "Kernel panic - not syncing: ..."
+    std::string halt_line;  // the boot stub's "-- System halted"
+    bool kvm_error = false; // QEMU says KVM cannot run this guest
     uint64_t serial_lines = 0;
-    uint64_t init_ns = 0, ready_ns = 0, done_ns = 0;
+    uint64_t file_bytes = 0;
+    uint64_t first_output_ns = 0, init_ns = 0, ready_ns = 0, done_ns = 0;
+    std::string guest_uptime_init, guest_uptime_ready; // the guest's own clock
 
     void feed_stdout(const char* p, size_t n) {
-        file.write(p, std::streamsize(n));
+        write(p, n);
         split(partial_out, p, n, false);
     }
-    void feed_stderr(const char* p, size_t n) {
-        split(partial_err, p, n, true);
+    // Bounded: a kernel printing in a loop for the whole --timeout must not
+    // fill the disk. Markers are still followed past the cap.
+    void write(const char* p, size_t n) {
+        constexpr uint64_t kMaxFile = 64ull << 20;
+        if (file_bytes >= kMaxFile)
+            return;
+        file.write(p, std::streamsize(n));
+        file_bytes += n;
+        if (file_bytes >= kMaxFile)
+            file << "\n[lab] console file truncated at 64 MiB\n";
     }
+    void feed_stderr(const char* p, size_t n) { split(partial_err, p, n, true); }
     void flush() {
         if (!partial_out.empty())
             line(partial_out, false);
@@ -298,7 +318,8 @@ struct Console {
             l.pop_back();
         l.erase(std::remove(l.begin(), l.end(), '\r'), l.end());
         if (err) {
-            file << "[qemu] " << l << "\n";
+            std::string q = "[qemu] " + l + "\n";
+            write(q.data(), q.size());
             if (l.find("KVM internal error") != std::string::npos ||
                 l.find("emulation failure") != std::string::npos ||
                 l.find("kvm run failed") != std::string::npos ||
@@ -312,7 +333,8 @@ struct Console {
                 qemu_errors += l + "\n";
             l = "[qemu] " + l;
         } else {
-            ++serial_lines;
+            if (!serial_lines++)
+                first_output_ns = now_ns();
             marker(l);
         }
         tail.push_back(std::move(l));
@@ -345,9 +367,11 @@ struct Console {
             saw_init = true;
             init_ns = now_ns();
             guest_release = field(1);
+            guest_uptime_init = field(2);
         } else if (kind == "ready") {
             saw_ready = true;
             ready_ns = now_ns();
+            guest_uptime_ready = field(1);
         } else if (kind == "fail" && fail_stage.empty()) {
             fail_stage = field(1);
             size_t m = rest.find(':', rest.find(':') + 1);
@@ -387,8 +411,8 @@ struct Boot {
 };
 
 std::vector<std::string> qemu_argv(const BootPlan& p, const std::string& accel) {
-    std::vector<std::string> a = {p.qemu, "-nodefaults", "-no-user-config", "-display", "none",
-                                  "-no-reboot", "-machine", "q35"};
+    std::vector<std::string> a = {p.qemu, "-nodefaults", "-no-user-config", "-display",
+                                  "none", "-no-reboot",  "-machine",        "q35"};
     if (accel == "kvm") {
         a.insert(a.end(), {"-accel", "kvm", "-cpu", "host"});
     } else {
@@ -424,7 +448,7 @@ Boot boot_once(const BootPlan& plan, const std::string& accel, bool kvm_probe, C
             qemu.terminate();
             con.flush();
             b.failure = Failure::interrupted;
-            b.message = fmt::format("interrupted ({}); QEMU stopped", control.stop_reason());
+            b.message = fmt::format("stopped by {}; QEMU killed", control.stop_reason());
             return b;
         }
         uint64_t now = now_ns();
@@ -457,7 +481,7 @@ Boot boot_once(const BootPlan& plan, const std::string& accel, bool kvm_probe, C
         if (!wind_down_ns && (con.saw_done || !con.fail_stage.empty()))
             wind_down_ns = now + 15'000'000'000ull; // poweroff takes well under a second
         if (!wind_down_ns && (!con.panic_line.empty() || !con.halt_line.empty()))
-            wind_down_ns = now + 3'000'000'000ull;  // panic=-1 reboots, -no-reboot exits
+            wind_down_ns = now + 3'000'000'000ull; // panic=-1 reboots, -no-reboot exits
         if (wind_down_ns && now >= wind_down_ns) {
             qemu.terminate();
             b.qemu_status = qemu.poll();
@@ -503,7 +527,8 @@ Boot boot_once(const BootPlan& plan, const std::string& accel, bool kvm_probe, C
         std::string last = con.qemu_errors;
         while (!last.empty() && last.back() == '\n')
             last.pop_back();
-        qemu_said = "; QEMU: " + last.substr(last.rfind('\n') == std::string::npos ? 0 : last.rfind('\n') + 1);
+        qemu_said = "; QEMU: " +
+                    last.substr(last.rfind('\n') == std::string::npos ? 0 : last.rfind('\n') + 1);
     }
     if (kvm_probe && !con.saw_init) {
         b.end = BootEnd::kvm_unusable;
@@ -516,13 +541,15 @@ Boot boot_once(const BootPlan& plan, const std::string& accel, bool kvm_probe, C
         b.message = fmt::format("guest setup failed ({}): {}", con.fail_stage, con.fail_message);
     } else if (!con.panic_line.empty()) {
         b.failure = con.saw_init ? Failure::panic : Failure::boot;
-        b.message = fmt::format("{}: {}", con.saw_ready ? "the guest kernel panicked during the run"
-                                          : con.saw_init ? "the guest kernel panicked during setup"
-                                                         : "the kernel panicked while booting",
+        b.message = fmt::format("{}: {}",
+                                con.saw_ready  ? "the guest kernel panicked during the run"
+                                : con.saw_init ? "the guest kernel panicked during setup"
+                                               : "the kernel panicked while booting",
                                 con.panic_line);
     } else if (!con.halt_line.empty()) {
         b.failure = Failure::boot;
-        b.message = "the kernel's boot stub halted (corrupt or truncated bzImage?): " + con.halt_line;
+        b.message =
+            "the kernel's boot stub halted (corrupt or truncated bzImage?): " + con.halt_line;
     } else if (!con.saw_init) {
         b.failure = Failure::boot;
         std::string how =
@@ -530,9 +557,9 @@ Boot boot_once(const BootPlan& plan, const std::string& accel, bool kvm_probe, C
                 ? "the guest reset or powered off (with -no-reboot a triple fault ends QEMU with "
                   "status 0)"
                 : fmt::format("QEMU exit status {}", b.qemu_status.value_or(-1));
-        b.message = fmt::format("the kernel did not boot to the lab's init: {}{}{}", how,
-                                con.serial_lines ? "" : ", nothing on the serial console",
-                                qemu_said);
+        b.message =
+            fmt::format("the kernel did not boot to the lab's init: {}{}{}", how,
+                        con.serial_lines ? "" : ", nothing on the serial console", qemu_said);
     } else {
         b.failure = Failure::panic;
         b.message = fmt::format("the guest stopped (QEMU exit status {}) before gmemstress {} "
@@ -540,6 +567,10 @@ Boot boot_once(const BootPlan& plan, const std::string& accel, bool kvm_probe, C
                                 b.qemu_status.value_or(-1), opts.guest_command, qemu_said);
     }
     return b;
+}
+
+std::string release_or(const std::string& release, const std::string& fallback) {
+    return release.empty() ? fallback : release;
 }
 
 bool kvm_usable_on_host() {
@@ -586,8 +617,8 @@ Result run_lab(const Options& opts) {
     if (opts.cpus < 1 || opts.cpus > 64)
         throw UsageError(fmt::format("--cpus {}: expected 1..64", opts.cpus));
     if (opts.memory < (512ull << 20))
-        throw UsageError(fmt::format("--memory {}: the lab needs at least 512MiB",
-                                     format_size(opts.memory)));
+        throw UsageError(
+            fmt::format("--memory {}: the lab needs at least 512MiB", format_size(opts.memory)));
     if (!(opts.timeout_s > 0))
         throw UsageError("--timeout must be positive");
     if (opts.accel != "auto" && opts.accel != "kvm" && opts.accel != "tcg")
@@ -606,17 +637,17 @@ Result run_lab(const Options& opts) {
     if (opts.kernel.empty() && opts.kernel_debs.empty())
         throw UsageError("--kernel BZIMAGE is required (or --kernel-deb with the kernel image "
                          "package); scripts/fetch-lab-kernel.sh fetches Debian's newest");
-    for (const auto& [path, what] : {std::pair{opts.report_path, "--report"},
-                                     std::pair{opts.junit_path, "--junit"},
-                                     std::pair{opts.console_path, "--keep-console"},
-                                     std::pair{opts.dmesg_path, "--keep-dmesg"}}) {
+    for (const auto& [path, what] :
+         {std::pair{opts.report_path, "--report"}, std::pair{opts.junit_path, "--junit"},
+          std::pair{opts.console_path, "--keep-console"},
+          std::pair{opts.dmesg_path, "--keep-dmesg"}}) {
         if (path.empty())
             continue;
         fs::path parent = fs::absolute(path).parent_path();
         std::error_code ec;
         if (!fs::is_directory(parent, ec))
-            throw UsageError(fmt::format("{} {}: directory {} does not exist", what, path,
-                                         parent.string()));
+            throw UsageError(
+                fmt::format("{} {}: directory {} does not exist", what, path, parent.string()));
     }
 
     auto qemu = find_program(opts.qemu);
@@ -693,6 +724,11 @@ Result run_lab(const Options& opts) {
             throw UsageError(fmt::format("--modules {}: no such directory", modules_dir));
     }
 
+    if (modules_dir.empty())
+        progress(opts, fmt::format("warning: no modules found for {} (looked next to the kernel "
+                                   "and in /lib/modules/{}); KVM and 9p must be built in, else "
+                                   "pass --modules or --kernel-deb",
+                                   release_or(bz.release, kernel), bz.release));
     ModuleSet mods;
     mods.release = bz.release;
     mods.scratch = scratch;
@@ -704,8 +740,8 @@ Result run_lab(const Options& opts) {
             mods.builtin.insert(n);
         mods.has_builtin_list = fs::exists(mods.dir + "/modules.builtin");
         if (mods.index.empty())
-            throw UsageError(fmt::format("--modules {}: no kernel modules (*.ko*) found there",
-                                         mods.dir));
+            throw UsageError(
+                fmt::format("--modules {}: no kernel modules (*.ko*) found there", mods.dir));
     }
     GuestPlan plan;
     plan.token = random_token();
@@ -768,6 +804,8 @@ Result run_lab(const Options& opts) {
     // panic=-1 + -no-reboot: a panic ends QEMU at once instead of hanging.
     bp.append = "console=ttyS0 earlyprintk=serial,ttyS0,115200 quiet loglevel=4 panic=-1 "
                 "rdinit=/init";
+    if (!opts.append.empty())
+        bp.append += " " + opts.append;
 
     std::string qemu_version;
     if (auto v = run_capture({*qemu, "-version"}, 10); v.status == 0)
@@ -776,10 +814,18 @@ Result run_lab(const Options& opts) {
     Result res;
     nlohmann::json& lab = res.lab;
     lab["kernel"] = kernel;
+    if (!opts.kernel_debs.empty()) {
+        std::vector<std::string> debs;
+        for (const auto& d : opts.kernel_debs)
+            debs.push_back(fs::absolute(d).lexically_normal().string());
+        lab["kernel_debs"] = debs; // "kernel" then names the unpacked (temporary) image
+    }
     lab["kernel_release"] = bz.release;
     lab["kernel_version"] = bz.version;
     lab["modules"] = mods.dir.empty() ? nlohmann::json(nullptr) : nlohmann::json(mods.dir);
-    lab["modules_missing"] = mods.missing;
+    // Wanted but not found as files: built into the kernel, or absent (then
+    // the guest's setup says what it lacks).
+    lab["modules_not_found"] = mods.missing;
     lab["qemu"] = *qemu;
     lab["qemu_version"] = qemu_version;
     lab["cpus"] = opts.cpus;
@@ -828,12 +874,37 @@ Result run_lab(const Options& opts) {
         lab["boot_s"] = double(con.ready_ns - boot.start_ns) / 1e9;
     if (con.saw_done && con.saw_ready)
         lab["run_s"] = double(con.done_ns - con.ready_ns) / 1e9;
+    // Where boot time goes: host seconds since QEMU started, and the guest's uptime.
+    nlohmann::json tl = nlohmann::json::object();
+    auto since_start = [&](uint64_t ns) {
+        return ns ? nlohmann::json(double(ns - boot.start_ns) / 1e9) : nlohmann::json(nullptr);
+    };
+    tl["first_console_output_s"] = since_start(con.first_output_ns);
+    tl["init_s"] = since_start(con.init_ns);
+    tl["ready_s"] = since_start(con.ready_ns);
+    tl["done_s"] = since_start(con.done_ns);
+    tl["guest_uptime_at_init_s"] = con.guest_uptime_init.empty()
+                                       ? nlohmann::json(nullptr)
+                                       : nlohmann::json(std::atof(con.guest_uptime_init.c_str()));
+    tl["guest_uptime_at_ready_s"] = con.guest_uptime_ready.empty()
+                                        ? nlohmann::json(nullptr)
+                                        : nlohmann::json(std::atof(con.guest_uptime_ready.c_str()));
+    lab["timeline"] = tl;
     lab["total_s"] = seconds_since(t0);
 
     copy_out(console_file, opts.console_path, "console");
     copy_out(out_dir + "/dmesg.txt", opts.dmesg_path, "guest kernel log");
     res.guest_stdout = slurp_if_exists(out_dir + "/stdout").value_or("");
     res.guest_stderr = slurp_if_exists(out_dir + "/stderr").value_or("");
+    // The guest names its own paths; say where the files are on the host.
+    auto rename = [&](const std::string& guest_path, const std::string& host_path) {
+        std::string repl = host_path.empty() ? "(not kept: pass it to gmemstress lab)" : host_path;
+        for (std::string* t : {&res.guest_stdout, &res.guest_stderr})
+            for (size_t at; (at = t->find(guest_path)) != std::string::npos;)
+                t->replace(at, guest_path.size(), repl);
+    };
+    rename(guest_out + "/report.json", opts.report_path);
+    rename(guest_out + "/junit.xml", opts.junit_path);
 
     if (boot.end != BootEnd::done) {
         res.failure = boot.failure;
@@ -847,12 +918,13 @@ Result run_lab(const Options& opts) {
     res.guest_status = con.done_status;
     if (auto st = slurp_if_exists(out_dir + "/status"); st && !res.guest_status)
         res.guest_status = std::atoi(st->c_str());
-    lab["guest_exit_status"] = res.guest_status ? nlohmann::json(*res.guest_status) : nlohmann::json(nullptr);
-    progress(opts, fmt::format("guest finished: gmemstress {} exited with status {} (boot {:.1f} s, "
-                               "run {:.1f} s, total {:.1f} s)",
-                               opts.guest_command, res.guest_status.value_or(-1),
-                               lab.value("boot_s", 0.0), lab.value("run_s", 0.0),
-                               seconds_since(t0)));
+    lab["guest_exit_status"] =
+        res.guest_status ? nlohmann::json(*res.guest_status) : nlohmann::json(nullptr);
+    progress(opts,
+             fmt::format("guest finished: gmemstress {} exited with status {} (boot {:.1f} s, "
+                         "run {:.1f} s, total {:.1f} s)",
+                         opts.guest_command, res.guest_status.value_or(-1),
+                         lab.value("boot_s", 0.0), lab.value("run_s", 0.0), seconds_since(t0)));
     if (opts.guest_command == "run") {
         if (auto text = slurp_if_exists(out_dir + "/report.json")) {
             nlohmann::json rep;

@@ -16,24 +16,25 @@ namespace gms::lab {
 // ---- Inputs -----------------------------------------------------------------
 
 struct Options {
-    std::string kernel;                    // bzImage (may come from kernel_debs)
-    std::string modules_dir;               // a lib/modules/<release> tree (any layout below)
-    std::vector<std::string> kernel_debs;  // linux-modules / linux-binary .deb files
-    std::string profile = "smoke";         // built-in name or a host path
+    std::string kernel;                   // bzImage (may come from kernel_debs)
+    std::string modules_dir;              // a lib/modules/<release> tree (any layout below)
+    std::vector<std::string> kernel_debs; // linux-modules / linux-binary .deb files
+    std::string profile = "smoke";        // built-in name or a host path
     unsigned cpus = 2;
     uint64_t memory = 2ull << 30;
-    double timeout_s = 600;                // boot + run + shutdown
-    std::string report_path;               // the guest's report + "lab", written atomically
-    std::string junit_path;                // the guest's JUnit XML, copied
-    std::string console_path;              // full serial console (+ QEMU's stderr)
-    std::string dmesg_path;                // the guest's dmesg at the end of the run
-    std::string accel = "auto";            // auto | kvm | tcg
-    std::string guest_command = "run";     // gmemstress subcommand run in the guest
-    std::vector<std::string> guest_args;   // after `--`
+    double timeout_s = 600;              // boot + run + shutdown
+    std::string report_path;             // the guest's report + "lab", written atomically
+    std::string junit_path;              // the guest's JUnit XML, copied
+    std::string console_path;            // full serial console (+ QEMU's stderr)
+    std::string dmesg_path;              // the guest's dmesg at the end of the run
+    std::string accel = "auto";          // auto | kvm | tcg
+    std::string guest_command = "run";   // gmemstress subcommand run in the guest
+    std::vector<std::string> guest_args; // after `--`
+    std::string append;                  // more kernel command line (e.g. loglevel=7)
     std::string qemu = "qemu-system-x86_64";
-    std::string busybox;                   // static busybox; default: found on the host
-    bool keep_workdir = false;             // debugging: leave the initramfs etc. behind
-    bool quiet = false;                    // no progress lines on stderr
+    std::string busybox;       // static busybox; default: found on the host
+    bool keep_workdir = false; // debugging: leave the initramfs etc. behind
+    bool quiet = false;        // no progress lines on stderr
 };
 
 // ---- Outcome ----------------------------------------------------------------
@@ -51,8 +52,8 @@ std::string to_string(Failure f);
 
 struct Result {
     Failure failure = Failure::none;
-    std::string message;      // what went wrong, in words (empty on success)
-    std::string console_tail; // last lines of the console (for failures)
+    std::string message;             // what went wrong, in words (empty on success)
+    std::string console_tail;        // last lines of the console (for failures)
     std::optional<int> guest_status; // exit status of gmemstress in the guest
     std::string guest_stdout, guest_stderr;
     std::optional<nlohmann::json> report; // the guest's report with "lab" added
@@ -69,9 +70,9 @@ Result run_lab(const Options& opts);
 // The x86 boot header of a bzImage. Throws EnvError naming the file when it
 // is not one.
 struct BzImageInfo {
-    uint16_t protocol = 0;     // boot protocol version, e.g. 0x020f
-    std::string version;       // "7.3.4+deb13-amd64 (debian-kernel@...) #1 SMP ..."
-    std::string release;       // first word of version (uname -r)
+    uint16_t protocol = 0; // boot protocol version, e.g. 0x020f
+    std::string version;   // "7.3.4+deb13-amd64 (debian-kernel@...) #1 SMP ..."
+    std::string release;   // first word of version (uname -r)
 };
 BzImageInfo read_bzimage(const std::string& path);
 
@@ -84,8 +85,8 @@ std::multimap<std::string, std::string> parse_modinfo(const std::string& elf_byt
 std::string normalize_module_name(const std::string& name);
 
 struct ModuleFile {
-    std::string name;          // normalized
-    std::string path;          // .ko / .ko.xz / .ko.zst / .ko.gz
+    std::string name; // normalized
+    std::string path; // .ko / .ko.xz / .ko.zst / .ko.gz
 };
 // Every module below dir, by normalized name.
 std::map<std::string, ModuleFile> index_modules(const std::string& dir);
@@ -119,11 +120,11 @@ struct GuestPlan {
     std::vector<std::string> base_modules; // ordered: dependencies first
     std::vector<std::string> amd_modules;  // kvm-amd and what it needs beyond base
     std::vector<std::string> intel_modules;
-    std::string host_cwd = "/";            // the guest command runs here (read-only)
+    std::string host_cwd = "/"; // the guest command runs here (read-only)
     // The guest's writable tmpfs: /tmp, or /run when the binary itself lives
     // under the host's /tmp (a tmpfs there would hide it).
     std::string scratch = "/tmp";
-    std::vector<std::string> command;      // absolute gmemstress path + args (guest view)
+    std::vector<std::string> command; // absolute gmemstress path + args (guest view)
 };
 std::string make_init_script(const GuestPlan& plan);
 // Where the results share is mounted, as the guest command sees it.

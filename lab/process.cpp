@@ -1,8 +1,10 @@
 #include "lab/process.h"
 
 #include "core/error.h"
+#include "core/run_control.h"
 #include "core/util.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
@@ -40,7 +42,8 @@ std::optional<std::string> find_program(const std::string& name) {
     size_t start = 0;
     while (start <= dirs.size()) {
         size_t colon = dirs.find(':', start);
-        std::string dir = dirs.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+        std::string dir =
+            dirs.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
         if (!dir.empty() && executable(dir + "/" + name))
             return dir + "/" + name;
         if (colon == std::string::npos)
@@ -156,7 +159,9 @@ Child& Child::operator=(Child&& o) noexcept {
     return *this;
 }
 
-Child::~Child() { terminate(); }
+Child::~Child() {
+    terminate();
+}
 
 std::optional<int> Child::poll() {
     if (pid_ <= 0 || status_)
@@ -219,12 +224,16 @@ CaptureResult run_capture(const std::vector<std::string>& argv, double timeout_s
             if (fd >= 0)
                 fds[nfds++] = {fd, POLLIN, 0};
         uint64_t now = now_ns();
+        if (RunControl::global().interrupted()) {
+            c.terminate(0.5);
+            throw Interrupted();
+        }
         if (now >= deadline) {
             c.terminate(0.5);
             res.status = -1;
             return res;
         }
-        int r = ::poll(fds, nfds, int((deadline - now) / 1000000) + 1);
+        int r = ::poll(fds, nfds, std::min(100, int((deadline - now) / 1000000) + 1));
         if (r < 0 && errno != EINTR)
             throw SysError("poll", argv[0], errno);
         for (int i = 0; i < nfds && r > 0; ++i) {

@@ -16,9 +16,9 @@ namespace gms::lab {
 class Child {
   public:
     struct Io {
-        bool pipe_stdout = false;  // else stdout goes to stdout_file or /dev/null
-        bool pipe_stderr = false;  // else stderr goes to /dev/null
-        std::string stdout_file;   // truncated and written by the child
+        bool pipe_stdout = false; // else stdout goes to stdout_file or /dev/null
+        bool pipe_stderr = false; // else stderr goes to /dev/null
+        std::string stdout_file;  // truncated and written by the child
     };
 
     // Forks and execs argv[0] (PATH lookup) in a new process group, stdin on
@@ -56,8 +56,8 @@ class Child {
 int decode_wait_status(int status);
 
 struct CaptureResult {
-    int status = -1;       // exit code (128+signal), -1 if it timed out
-    std::string output;    // stdout (unless redirected to a file) + stderr, bounded
+    int status = -1;    // exit code (128+signal), -1 if it timed out
+    std::string output; // stdout (unless redirected to a file) + stderr, bounded
 };
 
 // Runs a short helper to completion (bounded by timeout_s, then killed).

@@ -59,6 +59,27 @@ std::string log_tail(const std::string& log, size_t lines) {
     return out;
 }
 
+std::string verifier_error(const std::string& log, size_t lines) {
+    auto b = log.find("-- BEGIN PROG LOAD LOG --");
+    auto e = log.find("-- END PROG LOAD LOG --");
+    if (b == std::string::npos || e == std::string::npos || e < b)
+        return log_tail(log, lines);
+    std::istringstream in(log.substr(b, e - b));
+    std::vector<std::string> v;
+    std::string l;
+    std::getline(in, l); // the BEGIN marker
+    while (std::getline(in, l)) {
+        if (l.empty() || l.rfind("processed ", 0) == 0 || l.rfind("verification time", 0) == 0 ||
+            l.rfind("stack depth", 0) == 0)
+            continue;
+        v.push_back(l);
+    }
+    std::string out;
+    for (size_t i = v.size() > lines ? v.size() - lines : 0; i < v.size(); ++i)
+        out += (out.empty() ? "" : " | ") + v[i];
+    return out;
+}
+
 std::string lockdown_state() {
     auto s = read_file("/sys/kernel/security/lockdown");
     if (!s)

@@ -14,6 +14,9 @@ namespace gms::probes {
 void install_libbpf_log();
 // Returns and clears what libbpf printed since the last call.
 std::string take_libbpf_log();
+// The verifier's verdict inside a libbpf log ("-- BEGIN PROG LOAD LOG --"
+// block): its last lines without the statistics; else the log's tail.
+std::string verifier_error(const std::string& log, size_t lines = 2);
 // Last few lines of a libbpf/verifier log, for messages.
 std::string log_tail(const std::string& log, size_t lines = 3);
 

@@ -375,11 +375,13 @@ class PageCacheBalance final : public Checker {
         r.backend = summarize_backends(cov, need);
 
         Violations v = violations_;
-        uint64_t files = 0, announced = 0, released = 0, open = 0, live_folios = 0;
+        uint64_t files = 0, announced = 0, released = 0, open = 0, live_folios = 0, late = 0;
         uint64_t pages_added = 0, pages_removed = 0, folios_added = 0, folios_removed = 0;
         uint64_t unmatched = 0;
         for (const auto& [k, f] : files_) {
             ++files;
+            if (f.preexisting || !f.announced)
+                ++late;
             if (f.announced && !f.preexisting) {
                 ++announced;
                 pages_added += f.pages_added;
@@ -420,6 +422,7 @@ class PageCacheBalance final : public Checker {
                       {"files_announced", announced},
                       {"files_released", released},
                       {"files_open_at_end", open},
+                      {"files_joined_late", late},
                       {"folios_added", folios_added},
                       {"folios_removed", folios_removed},
                       {"pages_added", pages_added},
@@ -453,6 +456,11 @@ class PageCacheBalance final : public Checker {
             r.reason = fmt::format("{} of {} guest_memfd files were still open when observation ended: "
                                    "their balance cannot be closed",
                                    open, files);
+        } else if (late) {
+            r.verdict = report::Verdict::incomplete;
+            r.reason = fmt::format("{} of {} guest_memfd files existed before observation began (or were not "
+                                   "announced): folios added earlier were not seen",
+                                   late, files);
         } else {
             r.verdict = report::Verdict::verified;
             r.reason = fmt::format("{} files released; {} pages added and {} removed", files,
@@ -874,8 +882,9 @@ class Uptodate final : public Checker {
             r.reason = fmt::format("{} violation(s)", v.total);
         } else if (!cov.has_any(need)) {
             r.verdict = report::Verdict::unverifiable;
-            r.reason = "hand-out points not attached: " + cov.why_missing(need) +
-                       fmt::format("; the workloads read back {} fresh pages as zero", exp.pages_verified);
+            r.reason = "hand-out points not attached: " + cov.why_missing(need);
+            if (exp.pages_verified)
+                r.reason += fmt::format("; the workloads read back {} fresh pages as zero", exp.pages_verified);
         } else if (cov.losses()) {
             r.verdict = report::Verdict::incomplete;
             r.reason = loss_reason(cov);

@@ -52,6 +52,7 @@ struct PointState {
     std::vector<std::string> progs;
     bool attached = false;
     std::string reason; // why not chosen / not attached
+    std::vector<std::string> rejected; // better variants that could not be used
     std::vector<bpf_link*> links;
 };
 
@@ -356,6 +357,7 @@ struct Session::Impl {
             }
             ps.chosen = b;
             ps.target = found;
+            ps.rejected = why;
             if (b == Backend::fentry) {
                 ps.progs = def.fentry_progs;
             } else {
@@ -398,8 +400,11 @@ struct Session::Impl {
         std::istringstream in(*log);
         std::string line;
         while (std::getline(in, line)) {
+            // Other programs' warnings also name them: only a load failure counts.
+            bool failure = line.find("load failed") != std::string::npos ||
+                           line.find("failed to load") != std::string::npos;
             std::smatch m;
-            if (std::regex_search(line, m, prog_re)) {
+            if (failure && std::regex_search(line, m, prog_re)) {
                 *failed_prog = m[1];
                 break;
             }
@@ -425,7 +430,7 @@ struct Session::Impl {
                 throw EnvError(fmt::format("BPF: loading the probes failed ({}): {}", errno_name(-r),
                                            log_tail(log, 4)));
             excluded[{culprit->def->name, *culprit->chosen}] =
-                fmt::format("load of {} failed: {}: {}", failed, errno_name(-r), log_tail(log, 2));
+                fmt::format("load of {} failed: {}: {}", failed, errno_name(-r), verifier_error(log, 2));
         }
         throw EnvError("BPF: loading the probes failed after too many attempts");
     }
@@ -820,6 +825,8 @@ nlohmann::json Session::describe() const {
             e["reason"] = p.reason;
         if (p.def->where_present)
             e["optional"] = true;
+        if (!p.rejected.empty())
+            e["rejected"] = p.rejected;
         if (p.attached)
             used.insert(to_string(*p.chosen));
         pts.push_back(e);

@@ -2,6 +2,8 @@
 
 #include "core/util.h"
 
+#include <algorithm>
+
 namespace gms::report {
 
 std::string to_string(Outcome o) {
@@ -57,6 +59,12 @@ Outcome Report::verdict() const {
         return Outcome::fail;
     if (errored)
         return Outcome::error;
+    // Nothing ran (every workload skipped): that is not a pass.
+    bool ran = workloads.empty() ? !conformance.empty()
+                                 : std::any_of(workloads.begin(), workloads.end(),
+                                               [](const auto& w) { return w.outcome != Outcome::skip; });
+    if (!ran && command != "watch")
+        return Outcome::skip;
     return Outcome::pass;
 }
 

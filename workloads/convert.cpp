@@ -50,21 +50,31 @@ constexpr uint32_t kTagHost = 11, kTagGuest = 12;
 enum class Mode { attributes, hypercall, in_place };
 const char* mode_name(Mode m) {
     switch (m) {
-    case Mode::attributes: return "attributes";
-    case Mode::hypercall: return "hypercall";
-    default: return "in_place";
+    case Mode::attributes:
+        return "attributes";
+    case Mode::hypercall:
+        return "hypercall";
+    default:
+        return "in_place";
     }
 }
 
 const char* vm_type_name(unsigned long t) {
     switch (t) {
-    case uapi::kX86DefaultVm: return "default";
-    case uapi::kX86SwProtectedVm: return "sw_protected";
-    case uapi::kX86SevVm: return "sev";
-    case uapi::kX86SevEsVm: return "sev_es";
-    case uapi::kX86SnpVm: return "sev_snp";
-    case uapi::kX86TdxVm: return "tdx";
-    default: return "?";
+    case uapi::kX86DefaultVm:
+        return "default";
+    case uapi::kX86SwProtectedVm:
+        return "sw_protected";
+    case uapi::kX86SevVm:
+        return "sev";
+    case uapi::kX86SevEsVm:
+        return "sev_es";
+    case uapi::kX86SnpVm:
+        return "sev_snp";
+    case uapi::kX86TdxVm:
+        return "tdx";
+    default:
+        return "?";
     }
 }
 
@@ -72,9 +82,9 @@ const char* vm_type_name(unsigned long t) {
 
 struct Plan {
     bool runnable = false;
-    std::string reason;      // why not
+    std::string reason; // why not
     unsigned long vm_type = 0;
-    bool in_place = false;   // shared pages live in the guest_memfd (MMAP)
+    bool in_place = false; // shared pages live in the guest_memfd (MMAP)
     uint64_t gmem_flags = 0;
     Mode converter = Mode::attributes; // hypercall: who applies the conversion
 };
@@ -106,13 +116,15 @@ Plan plan_attributes(const Context& ctx) {
     for (unsigned long t : vm_candidates(ctx.caps, ctx.profile)) {
         kvm::Vm vm;
         if (int e = kvm::Vm::try_create(vm, ctx.kvm, t)) {
-            seen.push_back(fmt::format("KVM_CREATE_VM({}) failed: {}", vm_type_name(t), errno_name(e)));
+            seen.push_back(
+                fmt::format("KVM_CREATE_VM({}) failed: {}", vm_type_name(t), errno_name(e)));
             continue;
         }
         long attrs = vm.check_extension(uapi::kCapMemoryAttributes);
         if (attrs < 0 || !(uint64_t(attrs) & uapi::kMemoryAttributePrivate)) {
-            seen.push_back(fmt::format("KVM_CAP_MEMORY_ATTRIBUTES={:#x} on a {} VM (no PRIVATE bit)",
-                                       attrs, vm_type_name(t)));
+            seen.push_back(
+                fmt::format("KVM_CAP_MEMORY_ATTRIBUTES={:#x} on a {} VM (no PRIVATE bit)", attrs,
+                            vm_type_name(t)));
             continue;
         }
         long gflags = vm.check_extension(uapi::kCapGuestMemfdFlags);
@@ -135,25 +147,29 @@ Plan plan_in_place(const Context& ctx) {
     for (unsigned long t : vm_candidates(ctx.caps, ctx.profile)) {
         kvm::Vm vm;
         if (int e = kvm::Vm::try_create(vm, ctx.kvm, t)) {
-            seen.push_back(fmt::format("KVM_CREATE_VM({}) failed: {}", vm_type_name(t), errno_name(e)));
+            seen.push_back(
+                fmt::format("KVM_CREATE_VM({}) failed: {}", vm_type_name(t), errno_name(e)));
             continue;
         }
         long c2 = vm.check_extension(cap);
         if (c2 <= 0) {
-            seen.push_back(fmt::format("KVM_CAP_MEMORY_ATTRIBUTES2 (cap {}, patch series) = {} on a {} VM",
-                                       cap, c2, vm_type_name(t)));
+            seen.push_back(
+                fmt::format("KVM_CAP_MEMORY_ATTRIBUTES2 (cap {}, patch series) = {} on a {} VM",
+                            cap, c2, vm_type_name(t)));
             continue;
         }
         if (c2 > 0 && !(uint64_t(c2) & uapi::kMemoryAttributePrivate)) {
-            seen.push_back(fmt::format("KVM_CAP_MEMORY_ATTRIBUTES2 (cap {}) = {:#x} on a {} VM: no PRIVATE bit",
-                                       cap, c2, vm_type_name(t)));
+            seen.push_back(fmt::format(
+                "KVM_CAP_MEMORY_ATTRIBUTES2 (cap {}) = {:#x} on a {} VM: no PRIVATE bit", cap, c2,
+                vm_type_name(t)));
             continue;
         }
         long gflags = vm.check_extension(uapi::kCapGuestMemfdFlags);
         if (gflags < 0 || (uint64_t(gflags) & host::kMmapFlags) != host::kMmapFlags) {
-            seen.push_back(fmt::format("in-place conversion needs guest_memfd MMAP|INIT_SHARED on a {} VM "
-                                       "(KVM_CAP_GUEST_MEMFD_FLAGS={:#x})",
-                                       vm_type_name(t), gflags));
+            seen.push_back(
+                fmt::format("in-place conversion needs guest_memfd MMAP|INIT_SHARED on a {} VM "
+                            "(KVM_CAP_GUEST_MEMFD_FLAGS={:#x})",
+                            vm_type_name(t), gflags));
             continue;
         }
         pl.runnable = true;
@@ -172,13 +188,15 @@ Plan plan_hypercall(const Context& ctx, const Plan& attrs, const Plan& in_place)
     Plan pl;
     const Plan* base = attrs.runnable ? &attrs : in_place.runnable ? &in_place : nullptr;
     if (!base) {
-        pl.reason = "no conversion mechanism to apply the guest's request (attributes: " + attrs.reason +
-                    "; in_place: " + in_place.reason + ")";
+        pl.reason =
+            "no conversion mechanism to apply the guest's request (attributes: " + attrs.reason +
+            "; in_place: " + in_place.reason + ")";
         return pl;
     }
     kvm::Vm vm;
     if (int e = kvm::Vm::try_create(vm, ctx.kvm, base->vm_type)) {
-        pl.reason = fmt::format("KVM_CREATE_VM({}) failed: {}", vm_type_name(base->vm_type), errno_name(e));
+        pl.reason =
+            fmt::format("KVM_CREATE_VM({}) failed: {}", vm_type_name(base->vm_type), errno_name(e));
         return pl;
     }
     long mask = vm.check_extension(uapi::kCapExitHypercall);
@@ -234,7 +252,8 @@ struct ConvVm {
     uint64_t gpa(uint64_t page) const { return kDataGpa + page * kPage; }
 };
 
-void setup(Context& ctx, ConvVm& cv, const Plan& pl, const Params& prm, Mode mode, uint64_t& gmem_files) {
+void setup(Context& ctx, ConvVm& cv, const Plan& pl, const Params& prm, Mode mode,
+           uint64_t& gmem_files) {
     cv.gvm = std::make_unique<GuestVm>(ctx.kvm, pl.vm_type, 1);
     cv.pages_entry = cv.gvm->load(pages_program());
     cv.hc_entry = cv.gvm->load(hypercall_program(cpu_vendor()));
@@ -258,14 +277,16 @@ void setup(Context& ctx, ConvVm& cv, const Plan& pl, const Params& prm, Mode mod
         cv.gmem_map = cv.gmem.map_shared();
         cv.shared_view = cv.gmem_map.data();
     } else {
-        cv.shared_mem = kvm::Mapping::map(-1, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS);
+        cv.shared_mem =
+            kvm::Mapping::map(-1, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS);
         cv.shared_view = cv.shared_mem.data();
     }
     m.userspace_addr = reinterpret_cast<uint64_t>(cv.shared_view);
     vm.add_memslot(m);
     if (mode == Mode::hypercall) {
         if (int e = vm.try_enable_cap(uapi::kCapExitHypercall, 1ull << uapi::kHcMapGpaRange))
-            throw SysError("ioctl", "KVM_ENABLE_CAP KVM_CAP_EXIT_HYPERCALL 1<<KVM_HC_MAP_GPA_RANGE", e);
+            throw SysError("ioctl", "KVM_ENABLE_CAP KVM_CAP_EXIT_HYPERCALL 1<<KVM_HC_MAP_GPA_RANGE",
+                           e);
     }
     cv.vcpu = &cv.gvm->add_vcpu(0, ctx.kvm);
 }
@@ -309,12 +330,13 @@ struct Runner {
         enter(*cv.vcpu, c);
         std::vector<GuestMismatch> out;
         auto on_exit = [&](kvm::Vcpu& v, kvm_run& run) -> std::string {
-            if (run.exit_reason == KVM_EXIT_IO && run.io.port == kPortMismatch && run.io.size == 4 &&
-                run.io.direction == KVM_EXIT_IO_OUT) {
+            if (run.exit_reason == KVM_EXIT_IO && run.io.port == kPortMismatch &&
+                run.io.size == 4 && run.io.direction == KVM_EXIT_IO_OUT) {
                 uint32_t gpa;
                 std::memcpy(&gpa, reinterpret_cast<uint8_t*>(&run) + run.io.data_offset, 4);
                 kvm_regs r = v.regs();
-                out.push_back({(uint64_t(gpa) - kDataGpa) / kPage, uint32_t(r.rbx), uint32_t(r.rcx)});
+                out.push_back(
+                    {(uint64_t(gpa) - kDataGpa) / kPage, uint32_t(r.rbx), uint32_t(r.rcx)});
                 return "";
             }
             return "unexpected " + describe_exit(v);
@@ -330,7 +352,8 @@ struct Runner {
         return out;
     }
 
-    // The guest checks pages [first, first+n) against `expect` (0 = zero) and writes `write` (0 = no).
+    // The guest checks pages [first, first+n) against `expect` (0 = zero) and writes `write` (0 =
+    // no).
     void guest_expect(const std::string& step, uint64_t first, uint64_t n,
                       const std::function<uint32_t(uint64_t)>& expect,
                       const std::function<uint32_t(uint64_t)>& write) {
@@ -349,10 +372,10 @@ struct Runner {
             d.push_back(x);
         }
         for (const auto& m : guest(step, d))
-            w.verification.mismatch(fmt::format("{} iteration {} step '{}': guest read {:#010x} in page {} "
-                                                "(gpa {:#x}), expected {:#010x}",
-                                                mode_name(mode), iteration, step, m.got, m.page,
-                                                cv.gpa(m.page), m.expected));
+            w.verification.mismatch(fmt::format(
+                "{} iteration {} step '{}': guest read {:#010x} in page {} "
+                "(gpa {:#x}), expected {:#010x}",
+                mode_name(mode), iteration, step, m.got, m.page, cv.gpa(m.page), m.expected));
     }
 
     // The guest writes pages [first, first+n) without checking them first.
@@ -362,9 +385,10 @@ struct Runner {
         for (uint64_t pg = first; pg < first + n; ++pg)
             d.push_back({static_cast<uint32_t>(cv.gpa(pg)), kNoCheck | kWrite, 0, write(pg)});
         for (const auto& m : guest(step, d))
-            w.verification.mismatch(fmt::format("{} iteration {} step '{}': unexpected mismatch report "
-                                                "for page {} from a write-only batch",
-                                                mode_name(mode), iteration, step, m.page));
+            w.verification.mismatch(
+                fmt::format("{} iteration {} step '{}': unexpected mismatch report "
+                            "for page {} from a write-only batch",
+                            mode_name(mode), iteration, step, m.page));
     }
 
     // In place, data across a conversion is either kept or zeroed (a policy
@@ -386,12 +410,13 @@ struct Runner {
             note_policy("zeroed");
             return;
         }
-        w.verification.mismatch(fmt::format(
-            "{} iteration {} step '{}': after in-place conversion {} of {} pages lost their data and {} "
-            "are not zero either (first: page {} read {:#010x})",
-            mode_name(mode), iteration, step, kept_bad.size(), n, zero_bad.size(),
-            zero_bad.empty() ? kept_bad.front().page : zero_bad.front().page,
-            zero_bad.empty() ? kept_bad.front().got : zero_bad.front().got));
+        w.verification.mismatch(
+            fmt::format("{} iteration {} step '{}': after in-place conversion {} of {} pages lost "
+                        "their data and {} "
+                        "are not zero either (first: page {} read {:#010x})",
+                        mode_name(mode), iteration, step, kept_bad.size(), n, zero_bad.size(),
+                        zero_bad.empty() ? kept_bad.front().page : zero_bad.front().page,
+                        zero_bad.empty() ? kept_bad.front().got : zero_bad.front().got));
     }
 
     void note_policy(const std::string& p) {
@@ -413,10 +438,11 @@ struct Runner {
             if (bad >= 0) {
                 uint32_t got;
                 std::memcpy(&got, page + bad * 4, 4);
-                w.verification.mismatch(fmt::format(
-                    "{} iteration {} step '{}': host read {:#010x} at page {} word {} of the shared "
-                    "view, expected {:#010x}",
-                    mode_name(mode), iteration, step, got, pg, bad, k ? pattern_word(k, uint32_t(bad)) : 0u));
+                w.verification.mismatch(fmt::format("{} iteration {} step '{}': host read {:#010x} "
+                                                    "at page {} word {} of the shared "
+                                                    "view, expected {:#010x}",
+                                                    mode_name(mode), iteration, step, got, pg, bad,
+                                                    k ? pattern_word(k, uint32_t(bad)) : 0u));
             }
         }
         w.ops["host_verify"].record(t.ns(), n * kPage);
@@ -441,9 +467,10 @@ struct Runner {
             if (private_) {
                 bool wf = guard.write_faults(p, 0xa5);
                 if (!wf)
-                    fail(step, fmt::format("host write to private page {} through the guest_memfd mapping "
-                                           "succeeded (expected SIGBUS)",
-                                           pg));
+                    fail(step, fmt::format(
+                                   "host write to private page {} through the guest_memfd mapping "
+                                   "succeeded (expected SIGBUS)",
+                                   pg));
             }
         }
     }
@@ -461,12 +488,13 @@ struct Runner {
         return e;
     }
 
-    int apply(Mode how, uint64_t first, uint64_t n, bool to_private, uint64_t* error_offset = nullptr) {
+    int apply(Mode how, uint64_t first, uint64_t n, bool to_private,
+              uint64_t* error_offset = nullptr) {
         host::Timer t;
         int e;
         if (how == Mode::attributes)
-            e = cv.gvm->vm().try_set_memory_attributes(cv.gpa(first), n * kPage,
-                                                       to_private ? uapi::kMemoryAttributePrivate : 0);
+            e = cv.gvm->vm().try_set_memory_attributes(
+                cv.gpa(first), n * kPage, to_private ? uapi::kMemoryAttributePrivate : 0);
         else
             e = attrs2(first, n, to_private, error_offset);
         auto& s = w.ops[to_private ? "to_private" : "to_shared"];
@@ -485,7 +513,8 @@ struct Runner {
                 fail(step, fmt::format("{} [{}, {}) to {} failed: {}",
                                        mode == Mode::attributes ? "KVM_SET_MEMORY_ATTRIBUTES"
                                                                 : "KVM_SET_MEMORY_ATTRIBUTES2",
-                                       first, first + n, to_private ? "private" : "shared", errno_name(e)));
+                                       first, first + n, to_private ? "private" : "shared",
+                                       errno_name(e)));
             return;
         }
         // The guest asks; we apply it on the hypercall exit and return the result.
@@ -504,12 +533,14 @@ struct Runner {
             if (run.exit_reason == KVM_EXIT_HYPERCALL) {
                 ++exits;
                 ++hypercalls;
-                if (run.hypercall.nr != uapi::kHcMapGpaRange || run.hypercall.args[0] != cv.gpa(first) ||
-                    run.hypercall.args[1] != n || run.hypercall.args[2] != attrs)
-                    return fmt::format("KVM_EXIT_HYPERCALL carries nr {} args {:#x} {} {:#x}; the guest "
-                                       "asked nr {} args {:#x} {} {:#x}",
-                                       run.hypercall.nr, run.hypercall.args[0], run.hypercall.args[1],
-                                       run.hypercall.args[2], uapi::kHcMapGpaRange, cv.gpa(first), n, attrs);
+                if (run.hypercall.nr != uapi::kHcMapGpaRange ||
+                    run.hypercall.args[0] != cv.gpa(first) || run.hypercall.args[1] != n ||
+                    run.hypercall.args[2] != attrs)
+                    return fmt::format(
+                        "KVM_EXIT_HYPERCALL carries nr {} args {:#x} {} {:#x}; the guest "
+                        "asked nr {} args {:#x} {} {:#x}",
+                        run.hypercall.nr, run.hypercall.args[0], run.hypercall.args[1],
+                        run.hypercall.args[2], uapi::kHcMapGpaRange, cv.gpa(first), n, attrs);
                 applied = apply(converter, first, n, to_private);
                 run.hypercall.ret = applied ? uint64_t(-int64_t(applied)) : 0;
                 return "";
@@ -531,13 +562,17 @@ struct Runner {
             fail(step, "hypercall " + rr.failure);
         w.ops["hypercall_round"].record(t.ns());
         if (exits != 1)
-            fail(step, fmt::format("{} KVM_EXIT_HYPERCALL exits for one KVM_HC_MAP_GPA_RANGE", exits));
+            fail(step,
+                 fmt::format("{} KVM_EXIT_HYPERCALL exits for one KVM_HC_MAP_GPA_RANGE", exits));
         if (applied != 0)
-            fail(step, fmt::format("applying the guest's request [{}, {}) to {} failed: {}", first, first + n,
-                                   to_private ? "private" : "shared", errno_name(applied)));
+            fail(step,
+                 fmt::format("applying the guest's request [{}, {}) to {} failed: {}", first,
+                             first + n, to_private ? "private" : "shared", errno_name(applied)));
         if (!guest_ret || *guest_ret != 0)
-            fail(step, guest_ret ? fmt::format("the guest got {:#x} back from the hypercall, expected 0", *guest_ret)
-                                 : std::string("the guest never reported the hypercall's result"));
+            fail(step, guest_ret
+                           ? fmt::format("the guest got {:#x} back from the hypercall, expected 0",
+                                         *guest_ret)
+                           : std::string("the guest never reported the hypercall's result"));
     }
 
     uint32_t key(uint32_t tag, uint64_t step, uint64_t pg) const {
@@ -547,7 +582,9 @@ struct Runner {
     void iterate() {
         const uint64_t n = cv.npages, half = n / 2;
         auto H = [&](uint64_t pg) { return key(kTagHost, 0, pg); };
-        auto G = [&](uint64_t s) { return [this, s](uint64_t pg) { return key(kTagGuest, s, pg); }; };
+        auto G = [&](uint64_t s) {
+            return [this, s](uint64_t pg) { return key(kTagGuest, s, pg); };
+        };
         auto zero = [](uint64_t) { return 0u; };
 
         // 0: all shared.
@@ -578,7 +615,8 @@ struct Runner {
         } else {
             guest_expect("P shared again: guest reads the shared copy", 0, half, G(0), nullptr);
             if (int e = cv.gmem.try_punch_hole(0, half * kPage))
-                fail("P shared again: discard private copies", fmt::format("PUNCH_HOLE failed: {}", errno_name(e)));
+                fail("P shared again: discard private copies",
+                     fmt::format("PUNCH_HOLE failed: {}", errno_name(e)));
         }
         guest_write("P shared again: guest writes P", 0, half, G(2));
         host_expect("P shared again: host checks P", 0, half, G(2));
@@ -599,9 +637,10 @@ struct Runner {
         report::Check c;
         c.name = "convert.in_place.eagain";
         const uint64_t half = cv.npages / 2, pin = half / 2;
-        c.expected = fmt::format("KVM_SET_MEMORY_ATTRIBUTES2 [0, {}) to private fails with EAGAIN and "
-                                 "error_offset {:#x} while page {} is pinned; succeeds after the pin is gone",
-                                 half * kPage, pin * kPage, pin);
+        c.expected = fmt::format(
+            "KVM_SET_MEMORY_ATTRIBUTES2 [0, {}) to private fails with EAGAIN and "
+            "error_offset {:#x} while page {} is pinned; succeeds after the pin is gone",
+            half * kPage, pin * kPage, pin);
         int pipefd[2];
         if (::pipe2(pipefd, O_CLOEXEC) != 0)
             throw SysError("pipe2", "", errno);
@@ -616,7 +655,8 @@ struct Runner {
         }
         uint64_t err_off = ~0ull;
         int e = apply(Mode::in_place, 0, half, true, &err_off);
-        c.observed = e ? fmt::format("{}, error_offset {:#x}", errno_name(e), err_off) : "success while pinned";
+        c.observed = e ? fmt::format("{}, error_offset {:#x}", errno_name(e), err_off)
+                       : "success while pinned";
         bool ok = e == EAGAIN && err_off == pin * kPage;
         rd.reset();
         wr.reset(); // the pipe's page references go away with it
@@ -626,8 +666,9 @@ struct Runner {
                                   e2 ? errno_name(e2) : "ok", e3 ? errno_name(e3) : "ok");
         c.outcome = ok && !e2 && !e3 ? report::Outcome::pass : report::Outcome::fail;
         if (c.outcome == report::Outcome::fail)
-            c.reason = !ok ? "the pinned page did not make the conversion fail with EAGAIN at its offset"
-                           : "conversion still failed after the pin was released";
+            c.reason =
+                !ok ? "the pinned page did not make the conversion fail with EAGAIN at its offset"
+                    : "conversion still failed after the pin was released";
         return c;
     }
 };
@@ -643,12 +684,13 @@ struct ModeWorker {
 };
 
 void run_mode(Context& ctx, Mode mode, const Plan& pl, const Params& prm, uint64_t deadline_ns,
-                       uint64_t iterations_limit, report::WorkloadResult& r, uint64_t& gmem_files,
-                       std::vector<host::WorkerResult>& outs) {
+              uint64_t iterations_limit, report::WorkloadResult& r, uint64_t& gmem_files,
+              std::vector<host::WorkerResult>& outs) {
     report::Check c;
     c.name = std::string("convert.") + mode_name(mode);
     c.expected = "data and SIGBUS expectations hold across every private<->shared conversion";
-    const unsigned nworkers = static_cast<unsigned>(std::max<int64_t>(1, int_param(ctx.spec, "threads", 1)));
+    const unsigned nworkers =
+        static_cast<unsigned>(std::max<int64_t>(1, int_param(ctx.spec, "threads", 1)));
     std::vector<ModeWorker> ws(nworkers);
     std::vector<std::unique_ptr<ConvVm>> vms;
     for (unsigned i = 0; i < nworkers; ++i) {
@@ -662,7 +704,8 @@ void run_mode(Context& ctx, Mode mode, const Plan& pl, const Params& prm, uint64
             ModeWorker* mw = &ws[i];
             ConvVm* cv = vms[i].get();
             threads.spawn([&, mw, cv, i](RunSlot& slot) {
-                Runner run{ctx, *cv, slot, mw->out, prm, mode, pl.converter, ctx.profile.attrs2_ioctl_nr};
+                Runner run{ctx, *cv,  slot,         mw->out,
+                           prm, mode, pl.converter, ctx.profile.attrs2_ioctl_nr};
                 try {
                     do {
                         run.iterate();
@@ -710,13 +753,16 @@ void run_mode(Context& ctx, Mode mode, const Plan& pl, const Params& prm, uint64
             extra.push_back(*mw.eagain);
         outs.push_back(std::move(mw.out));
     }
-    c.observed = fmt::format("{} VM(s) on a {} VM type, shared memory {}: {} iterations, {} conversions", nworkers,
-                             vm_type_name(pl.vm_type),
-                             pl.in_place ? "in the guest_memfd (MMAP)" : "separate (anonymous) with private "
-                                                                         "copies in the guest_memfd",
-                             iters, convs);
+    c.observed =
+        fmt::format("{} VM(s) on a {} VM type, shared memory {}: {} iterations, {} conversions",
+                    nworkers, vm_type_name(pl.vm_type),
+                    pl.in_place ? "in the guest_memfd (MMAP)"
+                                : "separate (anonymous) with private "
+                                  "copies in the guest_memfd",
+                    iters, convs);
     if (mode == Mode::hypercall)
-        c.observed += fmt::format(", {} KVM_EXIT_HYPERCALL exits (applied with {})", hcs, mode_name(pl.converter));
+        c.observed += fmt::format(", {} KVM_EXIT_HYPERCALL exits (applied with {})", hcs,
+                                  mode_name(pl.converter));
     if (pl.in_place)
         c.observed += fmt::format(", {} SIGBUS checks; data across in-place conversion: {}", sig,
                                   policy.empty() ? "not seen" : policy);
@@ -728,7 +774,8 @@ void run_mode(Context& ctx, Mode mode, const Plan& pl, const Params& prm, uint64
         c.reason = !failure.empty() ? failure : fmt::format("{} data mismatch(es)", mism);
     } else if (iters == 0) {
         c.outcome = report::Outcome::skip;
-        c.reason = interrupted ? "stopped before the first iteration finished" : "no time left for this mode";
+        c.reason = interrupted ? "stopped before the first iteration finished"
+                               : "no time left for this mode";
     } else if (policy.find(" and ") != std::string::npos) {
         c.outcome = report::Outcome::fail;
         c.reason = "in-place conversion kept data in some steps and zeroed it in others: " + policy;
@@ -744,7 +791,8 @@ report::WorkloadResult run(Context& ctx) {
     prm.pages = static_cast<uint64_t>(int_param(ctx.spec, "pages", int64_t(prm.pages)));
     prm.run_timeout_s = num_param(ctx.spec, "run_timeout", prm.run_timeout_s);
     if (prm.pages < 2 || prm.pages % 2 || prm.pages > kMaxDescs)
-        throw UsageError(fmt::format("convert: pages must be even and in [2, {}], got {}", kMaxDescs, prm.pages));
+        throw UsageError(fmt::format("convert: pages must be even and in [2, {}], got {}",
+                                     kMaxDescs, prm.pages));
 
     Plan attrs = plan_attributes(ctx);
     Plan in_place = plan_in_place(ctx);
@@ -787,7 +835,8 @@ report::WorkloadResult run(Context& ctx) {
         std::vector<std::string> why;
         for (const auto& c : r.checks)
             why.push_back(c.name + ": " + c.reason);
-        r.reason = "no conversion mode can run here (" + fmt::format("{}", fmt::join(why, " | ")) + ")";
+        r.reason =
+            "no conversion mode can run here (" + fmt::format("{}", fmt::join(why, " | ")) + ")";
         r.duration_s = double(now_ns() - t0) / 1e9;
         return r;
     }
@@ -815,15 +864,19 @@ WorkloadInfo convert_workload() {
     using profile::ParamType;
     WorkloadInfo w;
     w.name = "convert";
-    w.description = "private<->shared conversion: KVM_SET_MEMORY_ATTRIBUTES, guest KVM_HC_MAP_GPA_RANGE "
-                    "hypercalls, in-place KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd; data and SIGBUS "
-                    "checked after every conversion";
-    w.needs = "KVM_CAP_MEMORY_ATTRIBUTES with PRIVATE (e.g. sw_protected VMs), KVM_CAP_EXIT_HYPERCALL, or "
-              "the in-place conversion series (KVM_CAP_MEMORY_ATTRIBUTES2); each mode skips on its own";
+    w.description =
+        "private<->shared conversion: KVM_SET_MEMORY_ATTRIBUTES, guest KVM_HC_MAP_GPA_RANGE "
+        "hypercalls, in-place KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd; data and SIGBUS "
+        "checked after every conversion";
+    w.needs =
+        "KVM_CAP_MEMORY_ATTRIBUTES with PRIVATE (e.g. sw_protected VMs), KVM_CAP_EXIT_HYPERCALL, "
+        "or "
+        "the in-place conversion series (KVM_CAP_MEMORY_ATTRIBUTES2); each mode skips on its own";
     w.params = {
-        {"pages", ParamType::integer, int64_t(32), "pages converted back and forth per VM (even)", 2,
-         double(kMaxDescs)},
-        {"run_timeout", ParamType::duration, 5.0, "a single KVM_RUN longer than this is a failure", 0.1, 3600},
+        {"pages", ParamType::integer, int64_t(32), "pages converted back and forth per VM (even)",
+         2, double(kMaxDescs)},
+        {"run_timeout", ParamType::duration, 5.0, "a single KVM_RUN longer than this is a failure",
+         0.1, 3600},
     };
     w.skip_reason = [](const Caps& caps, const profile::Profile&,
                        const profile::WorkloadSpec&) -> std::optional<std::string> {

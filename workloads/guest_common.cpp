@@ -21,7 +21,9 @@ namespace gms::workloads::guest {
 
 // ---- programs ------------------------------------------------------------------
 
-Program pages_program() { return {gms_guest_pages_start, gms_guest_pages_end}; }
+Program pages_program() {
+    return {gms_guest_pages_start, gms_guest_pages_end};
+}
 
 CpuVendor cpu_vendor() {
     unsigned a = 0, b = 0, c = 0, d = 0;
@@ -40,9 +42,12 @@ CpuVendor cpu_vendor() {
 
 std::string to_string(CpuVendor v) {
     switch (v) {
-    case CpuVendor::intel: return "intel";
-    case CpuVendor::amd: return "amd";
-    default: return "other";
+    case CpuVendor::intel:
+        return "intel";
+    case CpuVendor::amd:
+        return "amd";
+    default:
+        return "other";
     }
 }
 
@@ -68,7 +73,8 @@ long first_bad_word(const uint8_t* page, bool pattern, uint32_t key) {
     return -1;
 }
 
-long first_bad_word_mixed(const uint8_t* page, uint32_t base_key, uint32_t guest_key, unsigned shift) {
+long first_bad_word_mixed(const uint8_t* page, uint32_t base_key, uint32_t guest_key,
+                          unsigned shift) {
     const auto* w = reinterpret_cast<const volatile uint32_t*>(page);
     for (uint32_t i = 0; i < kWordsPerPage; ++i)
         if (w[i] != mixed_word(base_key, guest_key, shift, i))
@@ -110,7 +116,8 @@ uint64_t GuestVm::load(const Program& p) {
 
 kvm::Vcpu& GuestVm::add_vcpu(unsigned id, const kvm::Kvm& kvm) {
     if (id >= nvcpus_)
-        throw Error(fmt::format("vCPU id {} beyond the {} the guest layout has room for", id, nvcpus_));
+        throw Error(
+            fmt::format("vCPU id {} beyond the {} the guest layout has room for", id, nvcpus_));
     kvm::Vcpu& v = vm_.add_vcpu(id, kvm);
     kvm::setup_flat_protected_mode(v, 0, stack_top(id));
     return v;
@@ -139,8 +146,9 @@ std::string describe_exit(kvm::Vcpu& v) {
     std::string what = "exit " + kvm::exit_reason_name(run.exit_reason);
     switch (run.exit_reason) {
     case KVM_EXIT_IO:
-        what += fmt::format(" {} port {:#x} size {}", run.io.direction == KVM_EXIT_IO_OUT ? "out" : "in",
-                            run.io.port, run.io.size);
+        what += fmt::format(" {} port {:#x} size {}",
+                            run.io.direction == KVM_EXIT_IO_OUT ? "out" : "in", run.io.port,
+                            run.io.size);
         break;
     case KVM_EXIT_MMIO:
         what += fmt::format(" {} gpa {:#x} len {}", run.mmio.is_write ? "write" : "read",
@@ -159,8 +167,8 @@ std::string describe_exit(kvm::Vcpu& v) {
         what += fmt::format(" hardware_exit_reason {:#x}", run.hw.hardware_exit_reason);
         break;
     case KVM_EXIT_HYPERCALL:
-        what += fmt::format(" nr {} args {:#x} {:#x} {:#x}", run.hypercall.nr, run.hypercall.args[0],
-                            run.hypercall.args[1], run.hypercall.args[2]);
+        what += fmt::format(" nr {} args {:#x} {:#x} {:#x}", run.hypercall.nr,
+                            run.hypercall.args[0], run.hypercall.args[1], run.hypercall.args[2]);
         break;
     case uapi::kExitMemoryFault: {
         uapi::kvm_memory_fault_exit mf{};
@@ -169,13 +177,15 @@ std::string describe_exit(kvm::Vcpu& v) {
                             (mf.flags & (1ull << 3)) ? " (private)" : "");
         break;
     }
-    default: break;
+    default:
+        break;
     }
     try {
         kvm_regs r = v.regs();
-        what += fmt::format("; rip={:#x} rsp={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} "
-                            "rdi={:#x} rflags={:#x}",
-                            r.rip, r.rsp, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rflags);
+        what +=
+            fmt::format("; rip={:#x} rsp={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} "
+                        "rdi={:#x} rflags={:#x}",
+                        r.rip, r.rsp, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rflags);
         kvm_sregs s = v.sregs();
         what += fmt::format(" cr0={:#x} cs.base={:#x}", s.cr0, s.cs.base);
     } catch (const Error& e) {
@@ -195,8 +205,8 @@ RunResult run_vcpu(kvm::Vcpu& v, RunSlot& slot, report::OpStats& kvm_run_stats,
         if (int k = slot.kick.load()) {
             if (k == RunSlot::timeout)
                 return {RunResult::failed,
-                        fmt::format("vcpu{}: KVM_RUN did not return within {}s; {}", v.id(), run_timeout_s,
-                                    describe_exit(v))};
+                        fmt::format("vcpu{}: KVM_RUN did not return within {}s; {}", v.id(),
+                                    run_timeout_s, describe_exit(v))};
             return {RunResult::stopped, {}};
         }
         // The supervisor sets immediate_exit before each kick; it is only ever
@@ -242,8 +252,8 @@ void ensure_kick_handler() {
     struct sigaction old {};
     if (::sigaction(SIGUSR1, nullptr, &old) != 0)
         throw SysError("sigaction", "SIGUSR1 (query)", errno);
-    bool is_default = !(old.sa_flags & SA_SIGINFO) &&
-                      (old.sa_handler == SIG_DFL || old.sa_handler == SIG_IGN);
+    bool is_default =
+        !(old.sa_flags & SA_SIGINFO) && (old.sa_handler == SIG_DFL || old.sa_handler == SIG_IGN);
     if (!is_default)
         return; // RunControl's (or a test's) handler is in place
     struct sigaction sa {};
@@ -259,7 +269,9 @@ VcpuThreads::VcpuThreads(double run_timeout_s, double stop_grace_s)
     ensure_kick_handler();
 }
 
-VcpuThreads::~VcpuThreads() { stop_all(); }
+VcpuThreads::~VcpuThreads() {
+    stop_all();
+}
 
 void VcpuThreads::spawn(std::function<void(RunSlot&)> body) {
     slots_.push_back(std::make_unique<RunSlot>());
@@ -370,7 +382,11 @@ namespace {
 GuestFaultHooks g_hooks;
 }
 
-void set_guest_fault_hooks(GuestFaultHooks h) { g_hooks = std::move(h); }
-const GuestFaultHooks& guest_fault_hooks() { return g_hooks; }
+void set_guest_fault_hooks(GuestFaultHooks h) {
+    g_hooks = std::move(h);
+}
+const GuestFaultHooks& guest_fault_hooks() {
+    return g_hooks;
+}
 
 } // namespace gms::workloads::guest

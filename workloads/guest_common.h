@@ -66,12 +66,16 @@ inline constexpr uint32_t kNoCheck = 1u << 2;       // skip the check (write onl
 // i with i % (1 << shift) == 0 (instructions are costly where KVM emulates them).
 inline constexpr unsigned kStrideShiftBit = 8;
 inline constexpr unsigned kMaxStrideShift = 10;
-inline uint32_t stride_flags(unsigned shift) { return shift << kStrideShiftBit; }
+inline uint32_t stride_flags(unsigned shift) {
+    return shift << kStrideShiftBit;
+}
 
 // ---- data pattern (same formula as guest_pages.S) ---------------------------------
 
 // Word i of pattern(key) = key ^ (i * 0x9e3779b1).
-inline uint32_t pattern_word(uint32_t key, uint32_t i) { return key ^ (i * 0x9e3779b1u); }
+inline uint32_t pattern_word(uint32_t key, uint32_t i) {
+    return key ^ (i * 0x9e3779b1u);
+}
 void fill_page(uint8_t* page, uint32_t key);
 // Index of the first word that is not pattern(key) (or zero when !pattern); -1 if none.
 long first_bad_word(const uint8_t* page, bool pattern, uint32_t key);
@@ -81,7 +85,8 @@ inline uint32_t mixed_word(uint32_t base_key, uint32_t guest_key, unsigned shift
     uint32_t k = (guest_key && (i & ((1u << shift) - 1)) == 0) ? guest_key : base_key;
     return k ? pattern_word(k, i) : 0u;
 }
-long first_bad_word_mixed(const uint8_t* page, uint32_t base_key, uint32_t guest_key, unsigned shift);
+long first_bad_word_mixed(const uint8_t* page, uint32_t base_key, uint32_t guest_key,
+                          unsigned shift);
 // A key that depends on every argument and is never 0 (0 would read as "zero page").
 uint32_t page_key(uint64_t seed, uint32_t tag, uint64_t a, uint64_t b, uint64_t c);
 
@@ -117,7 +122,10 @@ class GuestVm {
     uint64_t stack_top(unsigned vcpu) const { return kProgramArea + (vcpu + 1) * kVcpuArea; }
     static uint64_t code_slot_size(unsigned nvcpus) { return kProgramArea + nvcpus * kVcpuArea; }
 
-    void destroy() { vm_.destroy(); code_.reset(); }
+    void destroy() {
+        vm_.destroy();
+        code_.reset();
+    }
 
   private:
     kvm::Mapping code_; // declared first: outlives vm_ on destruction

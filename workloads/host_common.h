@@ -178,10 +178,7 @@ bool verify_page(WorkerResult& w, PageBook& b, const uint8_t* page, unsigned fil
                  uint64_t seed, const std::string& when);
 
 // Elapsed-time helper: `auto t = Timer(); ... stats.record(t.ns())`.
-struct Timer {
-    uint64_t t0 = now_ns();
-    uint64_t ns() const { return now_ns() - t0; }
-};
+using Timer = LatencyTimer;
 
 // Uniform double in [0, 1).
 inline double unit(Rng& r) {

@@ -88,10 +88,19 @@ struct Shared {
     std::atomic<bool> abort{false};
 };
 
+// A worker's stats of the hot path, looked up once (not per touch).
+struct TouchOps {
+    explicit TouchOps(WorkerResult& w)
+        : fault_read(w.ops["fault_read"]), fault_write(w.ops["fault_write"]), verify(w.ops["verify"]) {}
+    report::OpStats& fault_read;
+    report::OpStats& fault_write;
+    report::OpStats& verify;
+};
+
 // One access to one page: a read or an exchanging write as the first access
 // (so that access is the fault), then a check of the whole page against what
 // the book says it holds. Returns false on SIGBUS.
-bool touch(Shared& s, WorkerResult& w, unsigned f, uint64_t pg, bool write) {
+bool touch(Shared& s, WorkerResult& w, TouchOps& ops, unsigned f, uint64_t pg, bool write) {
     uint8_t* p = s.inst[f].page(pg);
     uint32_t& st = s.books[f].state[pg];
     const uint32_t g = st;
@@ -111,9 +120,9 @@ bool touch(Shared& s, WorkerResult& w, unsigned f, uint64_t pg, bool write) {
                 old = __atomic_exchange_n(reinterpret_cast<uint64_t*>(p), nw0, __ATOMIC_RELAXED);
             },
             &addr);
-        w.ops["fault_write"].record(t.ns(), kPage);
+        ops.fault_write.record(t.ns(), kPage);
         if (!ok) {
-            w.ops["fault_write"].errors["SIGBUS"]++;
+            ops.fault_write.errors["SIGBUS"]++;
             w.fail(fmt::format("SIGBUS on write fault, file {} offset {:#x} ({}), address {}", f,
                                off, when, addr));
             return false;
@@ -130,7 +139,7 @@ bool touch(Shared& s, WorkerResult& w, unsigned f, uint64_t pg, bool write) {
                 fill_page(p, s.cfg.seed, f, off, ng, 1);
             },
             &addr);
-        w.ops["verify"].record(tv.ns(), kPage);
+        ops.verify.record(tv.ns(), kPage);
         if (!ok2) {
             w.fail(fmt::format("SIGBUS after a write fault, file {} offset {:#x}", f, off));
             return false;
@@ -139,9 +148,9 @@ bool touch(Shared& s, WorkerResult& w, unsigned f, uint64_t pg, bool write) {
     } else {
         Timer t;
         bool ok = sigbus_guarded([&] { (void)*reinterpret_cast<volatile uint64_t*>(p); }, &addr);
-        w.ops["fault_read"].record(t.ns(), kPage);
+        ops.fault_read.record(t.ns(), kPage);
         if (!ok) {
-            w.ops["fault_read"].errors["SIGBUS"]++;
+            ops.fault_read.errors["SIGBUS"]++;
             w.fail(fmt::format("SIGBUS on read fault, file {} offset {:#x} ({}), address {}", f,
                                off, when, addr));
             return false;
@@ -149,7 +158,7 @@ bool touch(Shared& s, WorkerResult& w, unsigned f, uint64_t pg, bool write) {
         Timer tv;
         bool ok2 =
             sigbus_guarded([&] { bad = check_page(p, s.cfg.seed, f, off, data_gen); }, &addr);
-        w.ops["verify"].record(tv.ns(), kPage);
+        ops.verify.record(tv.ns(), kPage);
         if (!ok2) {
             w.fail(fmt::format("SIGBUS after a read fault, file {} offset {:#x}", f, off));
             return false;
@@ -194,6 +203,7 @@ void worker(Shared& s, WorkerResult& w, const Space& space, uint64_t ops_limit, 
         s.cfg.write_ratio >= 1 ? UINT64_MAX : uint64_t(s.cfg.write_ratio * 0x1p64);
     bool zap_enabled = s.cfg.zap;
     uint64_t done = 0;
+    TouchOps ops(w);
     for (;;) {
         order.restart();
         for (uint64_t k = 0; k < n; ++k) {
@@ -203,7 +213,7 @@ void worker(Shared& s, WorkerResult& w, const Space& space, uint64_t ops_limit, 
                 return;
             auto [f, pg] = space.at(order.next());
             bool write = s.cfg.write_ratio > 0 && rng.next() < write_threshold;
-            if (!touch(s, w, f, pg, write))
+            if (!touch(s, w, ops, f, pg, write))
                 return;
             ++done;
             w.progress(s.ctx, 1, kPage);

@@ -1,8 +1,9 @@
 // punch-hole: fallocate / FALLOC_FL_PUNCH_HOLE cycles on random aligned
 // ranges of a mapped guest_memfd, alone (race = none) or while host threads
-// fault the same file through the mapping (race = host) or a vCPU reads it
-// through a guest_memfd memslot (race = guest). A punched range must read
-// zero afterwards; data next to it must survive.
+// fault the same file through the mapping (race = host), a vCPU reads it
+// through a guest_memfd memslot (race = guest), or both. A punched range must
+// read zero afterwards; data next to it must survive. Racing host writers only
+// ever store one pattern, so every word they can see is 0 or that pattern.
 #include "core/error.h"
 #include "workloads/host_common.h"
 
@@ -505,7 +506,8 @@ WorkloadInfo punch_hole_workload() {
         "zero and their neighbours keep their data.";
     w.needs =
         "KVM_CREATE_GUEST_MEMFD with GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED (Linux "
-        "6.18+); race = guest also binds a KVM_MEM_GUEST_MEMFD memslot and runs a vCPU";
+        "6.18+); race = guest or both also binds a KVM_MEM_GUEST_MEMFD memslot and runs a vCPU per "
+        "VM";
     w.params = {
         {"race",
          ParamType::choice,

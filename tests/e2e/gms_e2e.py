@@ -80,6 +80,9 @@ def validate_report(path):
         assert rep["verdict"] == "fail", "verdict hides a failure"
     elif "error" in outcomes or rep["errors"]:
         assert rep["verdict"] == "error"
+    elif rep["command"] != "watch" and all(o == "skip" for o in
+                                           [w["outcome"] for w in rep["workloads"]]):
+        assert rep["verdict"] == "skip", "nothing ran, yet the verdict is not skip"
     else:
         assert rep["verdict"] == "pass"
     return rep

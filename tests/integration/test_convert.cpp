@@ -4,7 +4,6 @@
 // profile makes a mode run for real up to its first conversion and fail:
 // that shows the mode's code runs guest code and reports failures, not only skips.
 #include "host_test_util.h"
-
 #include "workloads/guest_common.h"
 
 #include <catch2/catch_test_macros.hpp>
@@ -18,10 +17,11 @@ namespace {
 
 profile::Profile convert_profile(const std::string& params, const std::string& extra = "",
                                  const std::string& vm_type = "default") {
-    std::string text = fmt::format("name = \"test\"\nseed = 3\nduration = \"30s\"\n{}\n"
-                                   "[vm]\ncount = 1\nvcpus = 1\ntype = \"{}\"\n[guest_memfd]\nsize = \"1MiB\"\n"
-                                   "flags = [\"mmap\", \"init_shared\"]\n[[workload]]\nkind = \"convert\"\n{}\n",
-                                   extra, vm_type, params);
+    std::string text =
+        fmt::format("name = \"test\"\nseed = 3\nduration = \"30s\"\n{}\n"
+                    "[vm]\ncount = 1\nvcpus = 1\ntype = \"{}\"\n[guest_memfd]\nsize = \"1MiB\"\n"
+                    "flags = [\"mmap\", \"init_shared\"]\n[[workload]]\nkind = \"convert\"\n{}\n",
+                    extra, vm_type, params);
     return profile::parse_profile(text, "test", {}, schemas());
 }
 
@@ -36,7 +36,8 @@ const report::Check* find_check(const report::WorkloadResult& r, const std::stri
 // KVM here is a paravirtual module that emulates guest code.
 bool hardware_virt() {
     auto info = read_file("/proc/cpuinfo");
-    return info && (info->find(" vmx") != std::string::npos || info->find(" svm") != std::string::npos);
+    return info &&
+           (info->find(" vmx") != std::string::npos || info->find(" svm") != std::string::npos);
 }
 
 } // namespace
@@ -89,8 +90,9 @@ TEST_CASE("convert: a mode that cannot convert fails with the step and errno", "
     // conversion look available: step 0 (host fills, guest checks and writes,
     // host checks, all through the shared guest_memfd) runs for real, then the
     // conversion ioctl, absent from this kernel, must fail the mode.
-    auto p = convert_profile("ops = 1\npages = 4\nrun_timeout = \"1s\"",
-                             "[abi]\ncap_memory_attributes2 = 10\nset_memory_attributes2_nr = 0xd6");
+    auto p =
+        convert_profile("ops = 1\npages = 4\nrun_timeout = \"1s\"",
+                        "[abi]\ncap_memory_attributes2 = 10\nset_memory_attributes2_nr = 0xd6");
     if (auto why = skip_reason(p))
         SKIP(*why);
     kvm::Kvm k = kvm::Kvm::open();
@@ -152,8 +154,8 @@ TEST_CASE("convert: KVM_HC_MAP_GPA_RANGE reaches userspace as KVM_EXIT_HYPERCALL
     auto on_exit = [&](kvm::Vcpu& vc, kvm_run& run) -> std::string {
         if (run.exit_reason == KVM_EXIT_HYPERCALL) {
             ++exits;
-            args = fmt::format("{} {:#x} {} {:#x}", run.hypercall.nr, run.hypercall.args[0], run.hypercall.args[1],
-                               run.hypercall.args[2]);
+            args = fmt::format("{} {:#x} {} {:#x}", run.hypercall.nr, run.hypercall.args[0],
+                               run.hypercall.args[1], run.hypercall.args[2]);
             run.hypercall.ret = 0x1234; // handed back to the guest in RAX
             return "";
         }
@@ -175,9 +177,10 @@ TEST_CASE("convert: KVM_HC_MAP_GPA_RANGE reaches userspace as KVM_EXIT_HYPERCALL
     INFO(rr.failure);
     if (rr.kind == guest::RunResult::failed && exits == 0 && !hardware_virt() &&
         rr.failure.find("did not return within") != std::string::npos)
-        SKIP(fmt::format("{} never exits to userspace on this KVM without VMX/SVM (KVM_CAP_EXIT_HYPERCALL={:#x} "
-                         "is advertised and enabled): {}",
-                         vendor == guest::CpuVendor::amd ? "VMMCALL" : "VMCALL", mask, rr.failure));
+        SKIP(fmt::format(
+            "{} never exits to userspace on this KVM without VMX/SVM (KVM_CAP_EXIT_HYPERCALL={:#x} "
+            "is advertised and enabled): {}",
+            vendor == guest::CpuVendor::amd ? "VMMCALL" : "VMCALL", mask, rr.failure));
     REQUIRE(rr.kind == guest::RunResult::halted);
     CHECK(exits == 1);
     CHECK(args == fmt::format("12 0x10002000 3 {:#x}", uapi::kMapGpaRangeEncrypted));

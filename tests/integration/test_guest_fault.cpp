@@ -3,7 +3,6 @@
 // corruption (a byte flipped through the mapping at the right moment) and the
 // page counts are cross-checked with mincore() on the guest_memfd mapping.
 #include "host_test_util.h"
-
 #include "workloads/guest_common.h"
 
 #include <catch2/catch_test_macros.hpp>
@@ -19,10 +18,11 @@ namespace {
 
 profile::Profile guest_profile(const std::string& params, unsigned vm_count, unsigned vcpus,
                                const std::string& size = "1MiB", uint64_t seed = 7) {
-    std::string text = fmt::format("name = \"test\"\nseed = {}\nduration = \"30s\"\n"
-                                   "[vm]\ncount = {}\nvcpus = {}\n[guest_memfd]\nsize = \"{}\"\n"
-                                   "flags = [\"mmap\", \"init_shared\"]\n[[workload]]\nkind = \"guest-fault\"\n{}\n",
-                                   seed, vm_count, vcpus, size, params);
+    std::string text = fmt::format(
+        "name = \"test\"\nseed = {}\nduration = \"30s\"\n"
+        "[vm]\ncount = {}\nvcpus = {}\n[guest_memfd]\nsize = \"{}\"\n"
+        "flags = [\"mmap\", \"init_shared\"]\n[[workload]]\nkind = \"guest-fault\"\n{}\n",
+        seed, vm_count, vcpus, size, params);
     return profile::parse_profile(text, "test", {}, schemas());
 }
 
@@ -64,8 +64,9 @@ TEST_CASE("guest-fault: vCPUs on several VMs check and write their regions", "[g
         t.insert(batch.begin(), batch.end());
         uint64_t res = resident_pages(region, 128 * 4096);
         if (res != t.size())
-            count_errors.push_back(fmt::format("vm{} vcpu{} round {}: mincore {} pages, expected {}", vm, vcpu,
-                                               round, res, t.size()));
+            count_errors.push_back(
+                fmt::format("vm{} vcpu{} round {}: mincore {} pages, expected {}", vm, vcpu, round,
+                            res, t.size()));
     };
     HookScope hooks(h);
     auto o = run(p, obs);
@@ -101,7 +102,8 @@ TEST_CASE("guest-fault: a partial first pass predicts exactly the pages touched"
     RecordingObserver obs;
     uint64_t last_resident = 0;
     guest::GuestFaultHooks h;
-    h.before_host_verify = [&](unsigned, unsigned, uint64_t, uint8_t* region, const std::vector<uint64_t>&) {
+    h.before_host_verify = [&](unsigned, unsigned, uint64_t, uint8_t* region,
+                               const std::vector<uint64_t>&) {
         last_resident = resident_pages(region, 256 * 4096);
     };
     HookScope hooks(h);
@@ -135,19 +137,22 @@ TEST_CASE("guest-fault: a byte flipped after the guest wrote is a host mismatch"
     REQUIRE(r.verification.first_mismatches.size() == 1);
     const std::string& m = r.verification.first_mismatches[0];
     CHECK_THAT(m, Catch::Matchers::ContainsSubstring("host read"));
-    CHECK_THAT(m, Catch::Matchers::ContainsSubstring(fmt::format("offset {:#x}", flipped_off & ~3ull)));
+    CHECK_THAT(
+        m, Catch::Matchers::ContainsSubstring(fmt::format("offset {:#x}", flipped_off & ~3ull)));
     CHECK_THAT(r.reason, Catch::Matchers::ContainsSubstring("mismatch"));
     CHECK(obs.released == 1);
 }
 
-TEST_CASE("guest-fault: corruption before the guest runs is reported by the guest", "[guest-fault]") {
+TEST_CASE("guest-fault: corruption before the guest runs is reported by the guest",
+          "[guest-fault]") {
     for (std::string what : {"zero page", "host pattern"}) {
         DYNAMIC_SECTION(what) {
             // prefill 0%: round 0's pages are never-touched and must read zero;
             // prefill 100%: they hold the host's pattern.
-            auto p = guest_profile(fmt::format("ops = 48\nbatch_pages = 16\nwrite_percent = 100\nprefill_percent = {}",
-                                               what == "zero page" ? 0 : 100),
-                                   1, 1);
+            auto p = guest_profile(
+                fmt::format("ops = 48\nbatch_pages = 16\nwrite_percent = 100\nprefill_percent = {}",
+                            what == "zero page" ? 0 : 100),
+                1, 1);
             if (auto why = skip_reason(p))
                 SKIP(*why);
             RecordingObserver obs;
@@ -169,7 +174,8 @@ TEST_CASE("guest-fault: corruption before the guest runs is reported by the gues
             const std::string& m = r.verification.first_mismatches[0];
             CHECK_THAT(m, Catch::Matchers::ContainsSubstring("guest read"));
             CHECK_THAT(m, Catch::Matchers::ContainsSubstring(fmt::format("offset {:#x}", off)));
-            CHECK_THAT(m, Catch::Matchers::ContainsSubstring(what == "zero page" ? "(zero)" : "(pattern"));
+            CHECK_THAT(
+                m, Catch::Matchers::ContainsSubstring(what == "zero page" ? "(zero)" : "(pattern"));
             // The guest's own write then overwrites the page: the host finds no more.
             CHECK(r.verification.mismatches == 1);
         }
@@ -211,7 +217,8 @@ struct SpinVm {
 
 } // namespace
 
-TEST_CASE("watchdog: a stuck KVM_RUN is a timeout failure with registers", "[guest-fault][watchdog]") {
+TEST_CASE("watchdog: a stuck KVM_RUN is a timeout failure with registers",
+          "[guest-fault][watchdog]") {
     if (auto why = kvm_missing())
         SKIP(*why);
     SpinVm s;
@@ -220,7 +227,8 @@ TEST_CASE("watchdog: a stuck KVM_RUN is a timeout failure with registers", "[gue
     uint64_t t0 = now_ns();
     {
         guest::VcpuThreads th(0.3, 0.1);
-        th.spawn([&](guest::RunSlot& slot) { rr = guest::run_vcpu(*s.v, slot, stats, nullptr, 0.3); });
+        th.spawn(
+            [&](guest::RunSlot& slot) { rr = guest::run_vcpu(*s.v, slot, stats, nullptr, 0.3); });
         th.supervise([] { return false; });
     }
     double dt = double(now_ns() - t0) / 1e9;
@@ -240,7 +248,8 @@ TEST_CASE("watchdog: a stop request kicks a vCPU out of KVM_RUN", "[guest-fault]
     uint64_t t0 = now_ns();
     {
         guest::VcpuThreads th(60, 0.05);
-        th.spawn([&](guest::RunSlot& slot) { rr = guest::run_vcpu(*s.v, slot, stats, nullptr, 60); });
+        th.spawn(
+            [&](guest::RunSlot& slot) { rr = guest::run_vcpu(*s.v, slot, stats, nullptr, 60); });
         th.supervise([&] { return now_ns() - t0 > 200'000'000; });
     }
     double dt = double(now_ns() - t0) / 1e9;
@@ -258,7 +267,8 @@ TEST_CASE("watchdog: the destructor stops threads still in KVM_RUN", "[guest-fau
     uint64_t t0 = now_ns();
     {
         guest::VcpuThreads th(60, 60);
-        th.spawn([&](guest::RunSlot& slot) { rr = guest::run_vcpu(*s.v, slot, stats, nullptr, 60); });
+        th.spawn(
+            [&](guest::RunSlot& slot) { rr = guest::run_vcpu(*s.v, slot, stats, nullptr, 60); });
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
         // No supervise(): as on an exception path.
     }

@@ -42,11 +42,21 @@ duration = "1s"
                        kind, extra);
 }
 
+profile::WorkloadSchemas schemas() {
+    profile::WorkloadSchemas out;
+    for (const auto& w : workloads::registry()) {
+        auto params = workloads::common_params();
+        params.insert(params.end(), w.params.begin(), w.params.end());
+        out[w.name] = params;
+    }
+    return out;
+}
+
 // Runs one workload with a probes Session attached; SKIPs when it cannot.
 Ran run_observed(const std::string& kind, const std::string& extra = "", const char* capture_name = nullptr) {
     if (::geteuid() != 0)
         SKIP("probes need root");
-    auto prof = profile::parse_profile(profile_text(kind, extra), "test:" + kind, {});
+    auto prof = profile::parse_profile(profile_text(kind, extra), "test:" + kind, {}, schemas());
     REQUIRE(prof.workloads.size() == 1);
     const auto& spec = prof.workloads[0];
     Caps caps = detect_caps(prof.bits, prof.cap_memory_attributes2);
@@ -143,9 +153,16 @@ TEST_CASE("probes+workloads: punch-hole page-cache balance", "[probes][workloads
 // Records real streams for tests/data (run by hand):
 //   GMS_CAPTURE_DIR=tests/data build/tests/gms_integration_tests "[.capture]"
 TEST_CASE("probes+workloads: capture recorded streams", "[.capture]") {
-    for (const char* kind : {"host-fault", "guest-fault", "punch-hole"}) {
+    // Bounded so the files stay small (a few hundred KiB).
+    const std::vector<std::pair<std::string, std::string>> runs = {
+        {"host-fault", "threads = 2\nops = 3000"},
+        {"guest-fault", ""},
+        {"punch-hole", "threads = 2\nops = 40"},
+    };
+    for (const auto& [kind, extra] : runs) {
         std::string name = fmt::format("stream-{}", kind);
-        auto ran = run_observed(kind, "", name.c_str());
+        auto ran = run_observed(kind, extra, name.c_str());
+        CHECK(ran.describe["drops"]["recording_dropped"] == 0);
         auto pc = invariant(ran, "page_cache_balance");
         INFO(dump(pc));
         CHECK(pc.verdict == Verdict::verified);

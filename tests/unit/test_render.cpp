@@ -42,6 +42,9 @@ TEST_CASE("verdict: any failure, violation or kernel finding fails", "[report]")
     r.kernel_log.clear();
     r.workloads[0].outcome = Outcome::error;
     CHECK(r.verdict() == Outcome::error);
+    r.workloads[0].outcome = Outcome::skip; // nothing ran: not a pass
+    r.workloads[0].checks.clear();
+    CHECK(r.verdict() == Outcome::skip);
 }
 
 TEST_CASE("JSON rendering carries ops, errors and percentiles", "[report]") {

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""gmemstress vs. minimal C baselines, side by side in one run.
+
+For each benchmark, runs the C baseline and gmemstress alternately REPS times
+(so drift on the machine hits both alike) doing the same work for the same
+time, and reports throughput and the gmemstress/baseline ratio (median).
+
+Usage: bench/run_bench.py [--build build] [--reps 5] [--seconds 3] [--only host|guest|probes]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def gms_throughput(gms, profile, seconds, ops_keys, extra=()):
+    with tempfile.TemporaryDirectory() as d:
+        rep = os.path.join(d, "r.json")
+        subprocess.run([gms, "run", "--profile", profile, "--set", f"workload.0.duration={seconds}",
+                        "--report", rep, "--quiet", *extra], check=False, capture_output=True)
+        with open(rep) as f:
+            r = json.load(f)
+    w = r["workloads"][0]
+    if w["outcome"] not in ("pass",):
+        sys.exit(f"gmemstress {profile}: workload {w['outcome']}: {w['reason']}")
+    n = sum(w["ops"].get(k, {}).get("count", 0) for k in ops_keys)
+    return n / w["duration_s"]
+
+
+def baseline_throughput(exe, args, key):
+    p = subprocess.run([exe, *args], capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"{exe} failed ({p.returncode}): {p.stderr}{p.stdout}")
+    r = json.loads(p.stdout)
+    return r[key] / r["seconds"]
+
+
+def compare(name, unit, reps, run_a, run_b, label_a="baseline", label_b="gmemstress"):
+    a, b = [], []
+    for i in range(reps):
+        a.append(run_a())
+        b.append(run_b())
+        print(f"  {name} rep {i + 1}: {label_a} {a[-1]:,.0f} {unit}, {label_b} {b[-1]:,.0f} {unit}",
+              file=sys.stderr)
+    ratios = [y / x for x, y in zip(a, b)]
+    ma, mb, mr = statistics.median(a), statistics.median(b), statistics.median(ratios)
+    print(f"| {name} | {ma:,.0f} {unit} | {mb:,.0f} {unit} | {mr:.3f} "
+          f"(min {min(ratios):.3f}, max {max(ratios):.3f}) |")
+    return mr
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=3)
+    ap.add_argument("--only", choices=["host", "guest", "probes"])
+    a = ap.parse_args()
+    gms = os.path.join(a.build, "cli", "gmemstress")
+    print(f"| benchmark | {'baseline' if a.only != 'probes' else 'probes off'} (median) | "
+          f"{'gmemstress' if a.only != 'probes' else 'probes on'} (median) | ratio (median of {a.reps}) |")
+    print("| --- | --- | --- | --- |")
+    if a.only in (None, "host"):
+        compare("host-fault, 2 threads, 16 MiB", "touches/s", a.reps,
+                lambda: baseline_throughput(os.path.join(a.build, "bench", "baseline_host_fault"),
+                                            ["16", "2", str(a.seconds)], "touches"),
+                lambda: gms_throughput(gms, os.path.join(HERE, "host-fault.toml"), a.seconds,
+                                       ["fault_read", "fault_write"]))
+    if a.only in (None, "guest"):
+        guest = os.path.join(a.build, "bench", "baseline_guest_fault")
+        if os.path.exists(guest):
+            compare("guest-fault, 1 vCPU, 16 MiB", "pages/s", a.reps,
+                    lambda: baseline_throughput(guest, ["16", str(a.seconds)], "pages"),
+                    lambda: gms_throughput(gms, os.path.join(HERE, "guest-fault.toml"), a.seconds,
+                                           ["guest_pages"]))
+    if a.only in (None, "probes"):
+        prof = os.path.join(HERE, "host-fault.toml")
+        compare("host-fault, probes off vs on", "touches/s", a.reps,
+                lambda: gms_throughput(gms, prof, a.seconds, ["fault_read", "fault_write"],
+                                       ["--probes", "off"]),
+                lambda: gms_throughput(gms, prof, a.seconds, ["fault_read", "fault_write"],
+                                       ["--probes", "on"]),
+                "probes off", "probes on")
+
+
+if __name__ == "__main__":
+    main()

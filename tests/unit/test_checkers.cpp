@@ -1,0 +1,352 @@
+// Invariant checkers fed recorded real streams (tests/data/host-tp-*.jsonl,
+// captured on the host with the tracepoint backend) and deliberately broken
+// streams (tests/data/synthetic-*.jsonl and mutations of the recordings).
+#include "probes/checkers.h"
+#include "probes/decode.h"
+#include "probes/events.h"
+
+#include <algorithm>
+#include <catch2/catch_test_macros.hpp>
+#include <cstring>
+#include <filesystem>
+#include <fmt/format.h>
+#include <fstream>
+#include <sys/sysmacros.h>
+
+using namespace gms::probes;
+using gms::report::InvariantResult;
+using gms::report::Verdict;
+
+namespace {
+
+std::string data(const std::string& name) { return std::string(GMS_TEST_DATA) + "/" + name; }
+
+std::vector<InvariantResult> run(const RecordedStream& s) {
+    CheckerSet c;
+    for (const auto& e : s.events)
+        c.feed(e);
+    return c.results(s.coverage, s.expect);
+}
+
+InvariantResult get(const std::vector<InvariantResult>& v, const std::string& name) {
+    for (const auto& r : v)
+        if (r.name == name)
+            return r;
+    FAIL("no invariant " << name);
+    return {};
+}
+
+std::string dump(const InvariantResult& r) {
+    std::string s = fmt::format("{}: {} ({})\n", r.name, gms::report::to_string(r.verdict), r.reason);
+    for (const auto& [k, v] : r.evidence)
+        s += fmt::format("  {}={}\n", k, v);
+    for (const auto& v : r.violations)
+        s += "  violation: " + v + "\n";
+    return s;
+}
+
+bool any_violation(const InvariantResult& r, const std::string& needle) {
+    return std::any_of(r.violations.begin(), r.violations.end(),
+                       [&](const std::string& v) { return v.find(needle) != std::string::npos; });
+}
+
+InvariantResult check_file(const std::string& file, const std::string& invariant) {
+    auto s = load_stream(data(file));
+    auto r = get(run(s), invariant);
+    INFO(file << "\n" << dump(r));
+    return r;
+}
+
+} // namespace
+
+// ---------------------------------------------------------------------------
+// Recorded real streams (host, tracepoint backend)
+// ---------------------------------------------------------------------------
+TEST_CASE("checkers: recorded host streams balance", "[checkers]") {
+    for (const char* f : {"host-tp-host-fault.jsonl", "host-tp-guest-fault.jsonl", "host-tp-punch-hole.jsonl"}) {
+        auto s = load_stream(data(f));
+        REQUIRE(s.events.size() > 100);
+        REQUIRE(s.meta.value("recording_dropped", 1) == 0);
+        auto res = run(s);
+        auto pc = get(res, "page_cache_balance");
+        INFO(f << "\n" << dump(pc));
+        CHECK(pc.verdict == Verdict::verified);
+        CHECK(pc.evidence.at("pages_added") == pc.evidence.at("pages_removed"));
+        CHECK(pc.evidence.at("pages_added") > 0);
+        if (s.expect.pages_added)
+            CHECK(pc.evidence.at("pages_added") == *s.expect.pages_added);
+        // Recorded under lockdown: nothing can be said about the direct map
+        // or hand-outs, and the checkers must say so instead of passing.
+        auto dm = get(res, "direct_map");
+        INFO(dump(dm));
+        CHECK(dm.verdict == Verdict::unverifiable);
+        CHECK(dm.reason.find("lockdown") != std::string::npos);
+        auto up = get(res, "uptodate");
+        INFO(dump(up));
+        CHECK(up.verdict == Verdict::unverifiable);
+    }
+}
+
+TEST_CASE("checkers: a leaked folio in a recorded stream is found", "[checkers]") {
+    auto s = load_stream(data("host-tp-host-fault.jsonl"));
+    auto it = std::find_if(s.events.begin() + s.events.size() / 2, s.events.end(),
+                           [](const Event& e) { return e.type == EventType::pc_del; });
+    REQUIRE(it != s.events.end());
+    Event dropped = *it;
+    s.events.erase(it);
+    auto pc = get(run(s), "page_cache_balance");
+    INFO(dump(pc));
+    CHECK(pc.verdict == Verdict::violated);
+    CHECK(any_violation(pc, "leaked folio"));
+    CHECK(any_violation(pc, fmt::format("pfn={:#x}", dropped.pfn)));
+    CHECK(any_violation(pc, fmt::format("index={}", dropped.index)));
+    // The workload's own count no longer matches either.
+    CHECK(any_violation(pc, "pages removed from the page cache"));
+}
+
+TEST_CASE("checkers: lost events make a recorded stream incomplete", "[checkers]") {
+    auto s = load_stream(data("host-tp-guest-fault.jsonl"));
+    s.coverage.lost_events = 1;
+    auto pc = get(run(s), "page_cache_balance");
+    INFO(dump(pc));
+    CHECK(pc.verdict == Verdict::incomplete);
+    CHECK(pc.reason.find("lost") != std::string::npos);
+    // Host-side undecodable records count as losses too.
+    s.coverage.lost_events = 0;
+    s.coverage.parse_errors = 2;
+    CHECK(get(run(s), "page_cache_balance").verdict == Verdict::incomplete);
+}
+
+TEST_CASE("checkers: a removal without its add is a violation", "[checkers]") {
+    auto s = load_stream(data("host-tp-punch-hole.jsonl"));
+    auto it = std::find_if(s.events.begin(), s.events.end(), [](const Event& e) { return e.type == EventType::pc_add; });
+    REQUIRE(it != s.events.end());
+    s.events.erase(it);
+    auto pc = get(run(s), "page_cache_balance");
+    INFO(dump(pc));
+    CHECK(pc.verdict == Verdict::violated);
+    CHECK(any_violation(pc, "never added"));
+}
+
+TEST_CASE("checkers: an add recorded after its racing removal still balances", "[checkers]") {
+    auto s = load_stream(data("host-tp-host-fault.jsonl"));
+    // Move the first pc_del right before its pc_add (tracepoint order race).
+    auto del = std::find_if(s.events.begin(), s.events.end(), [](const Event& e) { return e.type == EventType::pc_del; });
+    REQUIRE(del != s.events.end());
+    Event d = *del;
+    s.events.erase(del);
+    auto add = std::find_if(s.events.begin(), s.events.end(), [&](const Event& e) {
+        return e.type == EventType::pc_add && e.pfn == d.pfn && e.index == d.index;
+    });
+    REQUIRE(add != s.events.end());
+    s.events.insert(add, d);
+    auto pc = get(run(s), "page_cache_balance");
+    INFO(dump(pc));
+    CHECK(pc.verdict == Verdict::verified);
+}
+
+TEST_CASE("checkers: counts that differ from the workload's are violations", "[checkers]") {
+    auto s = load_stream(data("host-tp-host-fault.jsonl"));
+    REQUIRE(s.expect.pages_added);
+    *s.expect.pages_added += 1;
+    auto pc = get(run(s), "page_cache_balance");
+    CHECK(pc.verdict == Verdict::violated);
+    CHECK(any_violation(pc, "expected"));
+    s = load_stream(data("host-tp-host-fault.jsonl"));
+    s.expect.gmem_files = 2;
+    CHECK(any_violation(get(run(s), "page_cache_balance"), "guest_memfd files"));
+}
+
+TEST_CASE("checkers: a file never released cannot be verified", "[checkers]") {
+    auto s = load_stream(data("host-tp-guest-fault.jsonl"));
+    s.events.erase(std::remove_if(s.events.begin(), s.events.end(),
+                                  [](const Event& e) { return e.type == EventType::gmem_released; }),
+                   s.events.end());
+    CHECK(get(run(s), "page_cache_balance").verdict == Verdict::incomplete);
+}
+
+TEST_CASE("checkers: missing page-cache tracepoints make balance unverifiable", "[checkers]") {
+    auto s = load_stream(data("host-tp-host-fault.jsonl"));
+    s.coverage.attached.erase("pc_del");
+    s.coverage.missing["pc_del"] = "tracepoint filemap/mm_filemap_delete_from_page_cache not in this kernel";
+    auto pc = get(run(s), "page_cache_balance");
+    CHECK(pc.verdict == Verdict::unverifiable);
+    CHECK(pc.reason.find("mm_filemap_delete_from_page_cache") != std::string::npos);
+}
+
+// ---------------------------------------------------------------------------
+// Direct map (synthetic: no released kernel has NO_DIRECT_MAP)
+// ---------------------------------------------------------------------------
+TEST_CASE("checkers: good NO_DIRECT_MAP stream is verified by all checkers", "[checkers]") {
+    auto s = load_stream(data("synthetic-ndm-good.jsonl"));
+    auto res = run(s);
+    for (const auto& r : res) {
+        INFO(dump(r));
+        CHECK(r.verdict == Verdict::verified);
+    }
+    auto dm = get(res, "direct_map");
+    CHECK(dm.evidence.at("folios_no_direct_map") == 2);
+    CHECK(dm.evidence.at("direct_map_changes_foreign") == 2); // the unrelated page
+    CHECK(dm.evidence.at("handouts_checked") == 2);
+}
+
+TEST_CASE("checkers: broken direct-map streams give the right violation", "[checkers]") {
+    struct Case {
+        const char* file;
+        const char* needle;
+    };
+    for (const auto& c : std::vector<Case>{
+             {"synthetic-ndm-missing-restore.jsonl", "freed while still out of the direct map"},
+             {"synthetic-ndm-double-zap.jsonl", "double zap of pfn 0x1000"},
+             {"synthetic-ndm-restore-without-zap.jsonl", "restore without zap of pfn 0x1000"},
+             {"synthetic-ndm-never-zapped.jsonl", "never removed from the direct map"},
+             {"synthetic-ndm-handout-before-zap.jsonl", "handed out (get_pfn) while still in the direct map"},
+             {"synthetic-ndm-granularity.jsonl", "different granularity"},
+             {"synthetic-plain-zapped.jsonl", "without NO_DIRECT_MAP"},
+         }) {
+        auto r = check_file(c.file, "direct_map");
+        CHECK(r.verdict == Verdict::violated);
+        CHECK(any_violation(r, c.needle));
+        // The page-cache side of these streams is fine.
+        CHECK(check_file(c.file, "page_cache_balance").verdict == Verdict::verified);
+    }
+    auto plain = check_file("synthetic-plain-good.jsonl", "direct_map");
+    CHECK(plain.verdict == Verdict::verified);
+    CHECK(plain.evidence.at("folios_watched") == 2);
+}
+
+TEST_CASE("checkers: missing restore is found at the end when no free is probed", "[checkers]") {
+    auto s = load_stream(data("synthetic-ndm-missing-restore.jsonl"));
+    s.coverage.attached.erase("kvm_gmem_free_folio");
+    s.coverage.attached.erase("filemap_free_folio");
+    s.events.erase(std::remove_if(s.events.begin(), s.events.end(),
+                                  [](const Event& e) { return e.type == EventType::free_folio; }),
+                   s.events.end());
+    auto dm = get(run(s), "direct_map");
+    INFO(dump(dm));
+    CHECK(dm.verdict == Verdict::violated);
+    CHECK(any_violation(dm, "never restored"));
+    CHECK(any_violation(dm, "pfn=0x2000"));
+}
+
+TEST_CASE("checkers: direct-map verdicts need probes, calibration and no loss", "[checkers]") {
+    auto lost = check_file("synthetic-ndm-lost-events.jsonl", "direct_map");
+    CHECK(lost.verdict == Verdict::incomplete);
+    CHECK(check_file("synthetic-ndm-lost-events.jsonl", "page_cache_balance").verdict == Verdict::incomplete);
+    CHECK(check_file("synthetic-ndm-lost-events.jsonl", "uptodate").verdict == Verdict::incomplete);
+
+    auto s = load_stream(data("synthetic-ndm-good.jsonl"));
+    s.coverage.calibration_ok = false;
+    s.coverage.calibration_reason = "secretmem: 4 of 4 page-cache insertions, 0 zaps and 0 restores matched";
+    auto uncal = get(run(s), "direct_map");
+    CHECK(uncal.verdict == Verdict::unverifiable);
+    CHECK(uncal.reason.find("calibration") != std::string::npos);
+
+    s = load_stream(data("synthetic-ndm-good.jsonl"));
+    for (const char* p : {"dm_invalid", "dm_default", "dm_valid", "folio_zap", "folio_restore"}) {
+        s.coverage.attached.erase(p);
+        s.coverage.missing[p] = "fentry unusable here: load failed: EPERM";
+    }
+    s.coverage.lockdown = "confidentiality";
+    auto noprobe = get(run(s), "direct_map");
+    CHECK(noprobe.verdict == Verdict::unverifiable);
+    CHECK(noprobe.reason.find("lockdown=confidentiality") != std::string::npos);
+    CHECK(noprobe.reason.find("EPERM") != std::string::npos);
+}
+
+// ---------------------------------------------------------------------------
+// Uptodate
+// ---------------------------------------------------------------------------
+TEST_CASE("checkers: a non-uptodate folio handed out is a violation", "[checkers]") {
+    auto r = check_file("synthetic-not-uptodate.jsonl", "uptodate");
+    CHECK(r.verdict == Verdict::violated);
+    CHECK(any_violation(r, "not uptodate"));
+    CHECK(any_violation(r, "pfn=0x1000"));
+    CHECK(r.evidence.at("handed_to_guest") == 1);
+    CHECK(r.evidence.at("handed_to_user") == 1);
+}
+
+TEST_CASE("checkers: workloads reading non-zero fresh memory violate uptodate", "[checkers]") {
+    auto s = load_stream(data("host-tp-host-fault.jsonl"));
+    s.expect.verify_mismatches = 3;
+    s.expect.mismatch_examples = {"host-fault: page 7 offset 0: read 0xaa, expected 0"};
+    auto r = get(run(s), "uptodate");
+    INFO(dump(r));
+    CHECK(r.verdict == Verdict::violated); // conclusive without any probe
+    CHECK(any_violation(r, "page 7"));
+    CHECK(r.evidence.at("violations") == 3);
+}
+
+TEST_CASE("checkers: hand-outs without probes are unverifiable", "[checkers]") {
+    auto s = load_stream(data("synthetic-ndm-good.jsonl"));
+    s.coverage.attached.erase("get_pfn");
+    s.coverage.attached.erase("user_fault");
+    CHECK(get(run(s), "uptodate").verdict == Verdict::unverifiable);
+}
+
+// ---------------------------------------------------------------------------
+// Formats
+// ---------------------------------------------------------------------------
+TEST_CASE("checkers: events round-trip through JSON", "[checkers]") {
+    Event e;
+    e.type = EventType::get_pfn;
+    e.seq = 7;
+    e.ts_ns = 123;
+    e.src = GMS_SRC_KVM_GMEM_GET_PFN;
+    e.flags = GMS_F_UPTODATE | GMS_F_RETURN;
+    e.pfn = 0xabc;
+    e.dev = 15;
+    e.ino = 99;
+    e.index = 4;
+    e.ret = -14;
+    auto j = to_json(e);
+    CHECK(j["src"] == "kvm_gmem_get_pfn");
+    auto back = event_from_json(j);
+    CHECK(back.type == e.type);
+    CHECK(back.src == e.src);
+    CHECK(back.flags == e.flags);
+    CHECK(back.pfn == e.pfn);
+    CHECK(back.ret == -14);
+    CHECK_THROWS_AS(event_from_json(nlohmann::json{{"type", "bogus"}}), std::invalid_argument);
+    CHECK_THROWS_AS(event_from_json(nlohmann::json{{"type", "pc_add"}, {"pfn", "x"}}), std::invalid_argument);
+}
+
+TEST_CASE("checkers: a bad stream file is named with its line", "[checkers]") {
+    auto path = std::filesystem::temp_directory_path() / "gms-bad-stream.jsonl";
+    {
+        std::ofstream out(path);
+        out << R"({"meta": {}})" << "\n" << R"({"type": "pc_add", "pfn": 1})" << "\n" << "{not json\n";
+    }
+    try {
+        load_stream(path.string());
+        FAIL("no error");
+    } catch (const std::runtime_error& e) {
+        CHECK(std::string(e.what()).find("gms-bad-stream.jsonl:3") != std::string::npos);
+    }
+    std::filesystem::remove(path);
+}
+
+TEST_CASE("checkers: ring-buffer records decode; short and unknown ones are counted", "[checkers]") {
+    gms_ev_folio r{};
+    r.hdr.type = GMS_EV_PC_ADD;
+    r.hdr.src = GMS_SRC_TP_PC_ADD;
+    r.hdr.seq = 5;
+    r.pfn = 0x1234;
+    r.ino = 77;
+    r.dev = (0u << 20) | 15;
+    r.index = 3;
+    r.order = 2;
+    DecodeError err;
+    auto e = decode_record(&r, sizeof(r), &err);
+    REQUIRE(e);
+    CHECK(e->type == EventType::pc_add);
+    CHECK(e->pfn == 0x1234);
+    CHECK(e->pages() == 4);
+    CHECK(!decode_record(&r, sizeof(r) - 1, &err));
+    CHECK(err == DecodeError::short_record);
+    r.hdr.type = 999;
+    CHECK(!decode_record(&r, sizeof(r), &err));
+    CHECK(err == DecodeError::unknown_type);
+    CHECK(kernel_dev(makedev(8, 1)) == ((8u << 20) | 1));
+    CHECK(kernel_dev(makedev(0, 300)) == 300);
+}
