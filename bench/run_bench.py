@@ -18,7 +18,9 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def gms_throughput(gms, profile, seconds, ops_keys, extra=()):
+def gms_throughput(gms, profile, seconds, ops_keys, extra=(), per_bytes=None):
+    """Ops/s of the first workload: the summed `count` of ops_keys, or with
+    per_bytes their summed `bytes` / per_bytes (e.g. pages of guest_round)."""
     with tempfile.TemporaryDirectory() as d:
         rep = os.path.join(d, "r.json")
         subprocess.run([gms, "run", "--profile", profile, "--set", f"workload.0.duration={seconds}",
@@ -28,7 +30,13 @@ def gms_throughput(gms, profile, seconds, ops_keys, extra=()):
     w = r["workloads"][0]
     if w["outcome"] not in ("pass",):
         sys.exit(f"gmemstress {profile}: workload {w['outcome']}: {w['reason']}")
-    n = sum(w["ops"].get(k, {}).get("count", 0) for k in ops_keys)
+    missing = [k for k in ops_keys if k not in w["ops"]]
+    if missing:
+        sys.exit(f"gmemstress {profile}: report has no op {missing} (ops: {sorted(w['ops'])})")
+    if per_bytes:
+        n = sum(w["ops"][k]["bytes"] for k in ops_keys) / per_bytes
+    else:
+        n = sum(w["ops"][k]["count"] for k in ops_keys)
     return n / w["duration_s"]
 
 
@@ -62,6 +70,12 @@ def main():
     ap.add_argument("--only", choices=["host", "guest", "probes"])
     a = ap.parse_args()
     gms = os.path.join(a.build, "cli", "gmemstress")
+    need = [gms] + [os.path.join(a.build, "bench", f"baseline_{b}_fault") for b in ("host", "guest")
+                    if a.only in (None, b)]
+    missing = [p for p in need if not os.access(p, os.X_OK)]
+    if missing:
+        sys.exit(f"not built: {', '.join(missing)} (ninja -C {a.build} gmemstress "
+                 "baseline_host_fault baseline_guest_fault)")
     print(f"| benchmark | {'baseline' if a.only != 'probes' else 'probes off'} (median) | "
           f"{'gmemstress' if a.only != 'probes' else 'probes on'} (median) | ratio (median of {a.reps}) |")
     print("| --- | --- | --- | --- |")
@@ -72,12 +86,13 @@ def main():
                 lambda: gms_throughput(gms, os.path.join(HERE, "host-fault.toml"), a.seconds,
                                        ["fault_read", "fault_write"]))
     if a.only in (None, "guest"):
-        guest = os.path.join(a.build, "bench", "baseline_guest_fault")
-        if os.path.exists(guest):
-            compare("guest-fault, 1 vCPU, 16 MiB", "pages/s", a.reps,
-                    lambda: baseline_throughput(guest, ["16", str(a.seconds)], "pages"),
-                    lambda: gms_throughput(gms, os.path.join(HERE, "guest-fault.toml"), a.seconds,
-                                           ["guest_pages"]))
+        # Pages of completed guest batches on both sides: gmemstress records one
+        # guest_round op per batch with bytes = pages * 4096.
+        compare("guest-fault, 1 VM, 1 vCPU, 16 MiB", "pages/s", a.reps,
+                lambda: baseline_throughput(os.path.join(a.build, "bench", "baseline_guest_fault"),
+                                            ["16", str(a.seconds)], "pages"),
+                lambda: gms_throughput(gms, os.path.join(HERE, "guest-fault.toml"), a.seconds,
+                                       ["guest_round"], per_bytes=4096))
     if a.only in (None, "probes"):
         prof = os.path.join(HERE, "host-fault.toml")
         compare("host-fault, probes off vs on", "touches/s", a.reps,
