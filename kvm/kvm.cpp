@@ -17,6 +17,19 @@ namespace {
 
 int errno_of(int rc) { return rc < 0 ? errno : 0; }
 
+// The ioctl argument for a memslot; size 0 deletes it.
+uapi::kvm_userspace_memory_region2 region_of(const Memslot& m, uint64_t size) {
+    uapi::kvm_userspace_memory_region2 r{};
+    r.slot = m.slot;
+    r.flags = m.flags;
+    r.guest_phys_addr = m.gpa;
+    r.memory_size = size;
+    r.userspace_addr = m.userspace_addr;
+    r.guest_memfd = static_cast<uint32_t>(m.gmem_fd);
+    r.guest_memfd_offset = m.gmem_offset;
+    return r;
+}
+
 } // namespace
 
 // ---- flags ---------------------------------------------------------------
@@ -287,14 +300,7 @@ void Vm::destroy() {
     if (fd_.valid()) {
         // Unbind before closing so guest_memfd bindings go away in a known order.
         for (auto& [slot, m] : memslots_) {
-            uapi::kvm_userspace_memory_region2 r{};
-            r.slot = slot;
-            r.flags = m.flags;
-            r.guest_phys_addr = m.gpa;
-            r.memory_size = 0;
-            r.userspace_addr = m.userspace_addr;
-            r.guest_memfd = static_cast<uint32_t>(m.gmem_fd);
-            r.guest_memfd_offset = m.gmem_offset;
+            auto r = region_of(m, 0);
             ::ioctl(fd_.get(), uapi::kSetUserMemoryRegion2, &r);
         }
     }
@@ -328,15 +334,7 @@ int Vm::try_set_region_raw(const uapi::kvm_userspace_memory_region2& r) {
 }
 
 int Vm::try_add_memslot(const Memslot& m) {
-    uapi::kvm_userspace_memory_region2 r{};
-    r.slot = m.slot;
-    r.flags = m.flags;
-    r.guest_phys_addr = m.gpa;
-    r.memory_size = m.size;
-    r.userspace_addr = m.userspace_addr;
-    r.guest_memfd = static_cast<uint32_t>(m.gmem_fd);
-    r.guest_memfd_offset = m.gmem_offset;
-    if (int e = try_set_region_raw(r))
+    if (int e = try_set_region_raw(region_of(m, m.size)))
         return e;
     memslots_[m.slot] = m;
     return 0;
@@ -357,16 +355,7 @@ int Vm::try_remove_memslot(uint32_t slot) {
     auto it = memslots_.find(slot);
     if (it == memslots_.end())
         return ENOENT;
-    Memslot m = it->second;
-    uapi::kvm_userspace_memory_region2 r{};
-    r.slot = slot;
-    r.flags = m.flags;
-    r.guest_phys_addr = m.gpa;
-    r.memory_size = 0;
-    r.userspace_addr = m.userspace_addr;
-    r.guest_memfd = static_cast<uint32_t>(m.gmem_fd);
-    r.guest_memfd_offset = m.gmem_offset;
-    if (int e = try_set_region_raw(r))
+    if (int e = try_set_region_raw(region_of(it->second, 0)))
         return e;
     memslots_.erase(it);
     return 0;

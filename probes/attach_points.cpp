@@ -93,8 +93,8 @@ const std::vector<AttachPointDef>& attach_points() {
            {"kvm_gmem_fault_user_mapping"}, {"fe_user_fault"}, "kp_user_fault", "kr_user_fault", 1);
         fn("fallocate", "kvm_gmem_fallocate() (allocate / punch hole)", {"kvm_gmem_fallocate"},
            {"fe_fallocate"}, "kp_fallocate", "kr_fallocate", 4);
-        fn("populate", "kvm_gmem_populate() (SNP/TDX only)", {"kvm_gmem_populate"}, {"fe_populate"},
-           "kp_populate", "kr_populate", 6, true);
+        fn("populate", "kvm_gmem_populate() result (SNP/TDX only)", {"kvm_gmem_populate"}, {"fe_populate"},
+           "", "kr_populate", -1, true);
         fn("release", "kvm_gmem_release(): the file's last reference", {"kvm_gmem_release"},
            {"fe_release"}, "kp_release", "", 2);
         fn("split", "folio split entry and return", {"__folio_split", "split_huge_page_to_list_to_order"},

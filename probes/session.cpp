@@ -103,6 +103,7 @@ struct Session::Impl {
     bool finished = false;
     std::vector<PointState> points;
     std::map<std::pair<std::string, Backend>, std::string> excluded; // failed at load
+    nlohmann::json load_failures = nlohmann::json::array();           // libbpf logs of failed loads
     int load_attempts = 0;
     uint32_t filter_tgid = 0;
     std::string gmem_dev_source;
@@ -361,9 +362,10 @@ struct Session::Impl {
             if (b == Backend::fentry) {
                 ps.progs = def.fentry_progs;
             } else {
-                ps.progs = {def.kprobe_prog};
-                if (!def.kretprobe_prog.empty())
-                    ps.progs.push_back(def.kretprobe_prog);
+                ps.progs.clear();
+                for (const auto& n : {def.kprobe_prog, def.kretprobe_prog})
+                    if (!n.empty())
+                        ps.progs.push_back(n);
             }
             return;
         }
@@ -426,6 +428,8 @@ struct Session::Impl {
                 for (const auto& n : ps.progs)
                     if (ps.chosen && n == failed)
                         culprit = &ps;
+            if (load_failures.size() < 16)
+                load_failures.push_back({{"program", failed}, {"error", errno_name(-r)}, {"log", log.size() > 3000 ? log.substr(log.size() - 3000) : log}});
             if (!culprit)
                 throw EnvError(fmt::format("BPF: loading the probes failed ({}): {}", errno_name(-r),
                                            log_tail(log, 4)));
@@ -811,6 +815,8 @@ nlohmann::json Session::describe() const {
     j["tracefs"] = im.tracefs;
     j["kprobe_targets_from"] = im.kprobe_source;
     j["load_attempts"] = im.load_attempts;
+    if (!im.load_failures.empty())
+        j["load_failures"] = im.load_failures;
     j["ringbuf_size"] = im.opts.ringbuf_size;
     auto pts = nlohmann::json::array();
     std::set<std::string> used;

@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
     --dest) dest=${2:?--dest needs a directory}; shift 2 ;;
     --offline) offline=1; shift ;;
     --suites) suites=${2:?--suites needs a list}; shift 2 ;;
-    -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
@@ -60,7 +60,9 @@ exec 9>"$dest/.lock"
 flock -w 900 9 || die "timed out waiting for the lock on $dest/.lock"
 
 emit() { # release dir version
-  [ -s "$2/vmlinuz" ] && [ -d "$2/modules" ] || die "cached kernel in $2 is incomplete"
+  if [ ! -s "$2/vmlinuz" ] || [ ! -d "$2/modules" ]; then
+    die "cached kernel in $2 is incomplete"
+  fi
   echo "release=$1"
   echo "version=$3"
   echo "kernel=$2/vmlinuz"
@@ -72,7 +74,9 @@ newest_cached() {
   local best_dir="" best_ver="" d v
   for d in "$dest"/*/; do
     d=${d%/}
-    [ -s "$d/vmlinuz" ] && [ -s "$d/VERSION" ] && [ -d "$d/modules" ] || continue
+    if [ ! -s "$d/vmlinuz" ] || [ ! -s "$d/VERSION" ] || [ ! -d "$d/modules" ]; then
+      continue
+    fi
     v=$(cat "$d/VERSION")
     if [ -z "$best_ver" ] || dpkg --compare-versions "$v" gt "$best_ver"; then
       best_ver=$v

@@ -7,6 +7,26 @@
 
 namespace gms::workloads {
 
+namespace {
+
+// Passes notifications on and counts the guest_memfds the checks create, so
+// the page-cache checker knows how many files to expect released.
+class CountingObserver : public GmemObserver {
+  public:
+    explicit CountingObserver(GmemObserver& next) : next_(next) {}
+    void on_created(const kvm::GuestMemfd& g) override {
+        ++created;
+        next_.on_created(g);
+    }
+    void on_released(kvm::InodeId id) override { next_.on_released(id); }
+    uint64_t created = 0;
+
+  private:
+    GmemObserver& next_;
+};
+
+} // namespace
+
 WorkloadInfo conformance_workload() {
     WorkloadInfo w;
     w.name = "conformance";
@@ -44,7 +64,8 @@ WorkloadInfo conformance_workload() {
         conformance::Options opt;
         opt.vm_type = ctx.profile.vm_type;
         opt.bits = ctx.profile.bits;
-        opt.observer = &ctx.observer;
+        CountingObserver files(ctx.observer);
+        opt.observer = &files;
         // Only a real stop (signal, run deadline) cuts the checks short: they are
         // a fixed, quick set, and a share of the time budget is not a reason to drop some.
         bool stopped = false;
@@ -59,6 +80,7 @@ WorkloadInfo conformance_workload() {
                                  res.checks.size(), n[0], n[1], n[2], n[3]);
         if (stopped)
             res.reason += " (stopped before every group ran)";
+        res.counters["gmem_files"] = files.created;
         res.counters["checks"] = res.checks.size();
         res.counters["checks_failed"] = n[static_cast<int>(report::Outcome::fail)];
         res.counters["checks_skipped"] = n[static_cast<int>(report::Outcome::skip)];

@@ -156,9 +156,22 @@ static __always_inline unsigned long page_flags(const void *page)
 
 static __always_inline const void *compound_head_of(struct page *page)
 {
-	unsigned long ch = BPF_CORE_READ(page, compound_head);
+	unsigned long p = (unsigned long)page, info;
 
-	return (ch & 1) ? (const void *)(ch - 1) : (const void *)page;
+	if (bpf_core_field_exists(page->compound_head)) {
+		info = BPF_CORE_READ(page, compound_head);
+		return (info & 1) ? (const void *)(info - 1) : (const void *)page;
+	}
+	if (!bpf_core_field_exists(((struct page___ci *)page)->compound_info))
+		return page; /* unknown layout: treat as a head (order-0 folios) */
+	info = BPF_CORE_READ((struct page___ci *)page, compound_info);
+	if (!(info & 1))
+		return page;
+	/* A head pointer lies just below the page; a mask (all high bits set)
+	 * minus one is above every struct page address. */
+	if (info - 1 <= p && p - (info - 1) < (64UL << 18))
+		return (const void *)(info - 1);
+	return (const void *)(p & info);
 }
 
 static __always_inline __u32 folio_order_of(struct folio *folio, __u16 *flags)
@@ -227,6 +240,24 @@ static __always_inline bool stash_take(__u32 point, struct stash_val *out)
 	*out = *v;
 	bpf_map_delete_elem(&stash, &k);
 	return true;
+}
+
+/* fentry/fexit arguments are typed pointers (PTR_TO_BTF_ID) on which the
+ * verifier forbids arithmetic: fetch them as plain numbers instead. */
+static __always_inline __u64 arg(void *ctx, __u32 n)
+{
+	__u64 v = 0;
+
+	bpf_get_func_arg(ctx, n, &v);
+	return v;
+}
+
+static __always_inline __s64 ret_of(void *ctx)
+{
+	__u64 v = 0;
+
+	bpf_get_func_ret(ctx, &v);
+	return (__s64)v;
 }
 
 /* ---- emitters shared by the fentry and kprobe variants -------------- */
@@ -359,7 +390,6 @@ enum {
 	ST_GET_PFN,
 	ST_USER_FAULT,
 	ST_FALLOCATE,
-	ST_POPULATE,
 	ST_SPLIT,
 	ST_FOLIO_ZAP,
 	ST_FOLIO_RESTORE,
@@ -468,10 +498,10 @@ int tp_lock_end(struct trace_event_raw_contention_end *ctx)
 
 /* ==== page cache insert/remove/free (function probes) ================= */
 SEC("fexit/filemap_add_folio")
-int BPF_PROG(fe_add_folio, struct address_space *mapping, struct folio *folio, pgoff_t index,
-	     unsigned int gfp, int ret)
+int fe_add_folio(void *ctx)
 {
-	emit_folio(GMS_EV_ADD_FOLIO, GMS_SRC_FILEMAP_ADD_FOLIO, GMS_F_RETURN, folio, mapping, ret);
+	emit_folio(GMS_EV_ADD_FOLIO, GMS_SRC_FILEMAP_ADD_FOLIO, GMS_F_RETURN, (struct folio *)arg(ctx, 1),
+		   (struct address_space *)arg(ctx, 0), (int)ret_of(ctx));
 	return 0;
 }
 
@@ -494,10 +524,10 @@ int BPF_KRETPROBE(kr_add_folio, int ret)
 }
 
 SEC("fexit/__filemap_add_folio")
-int BPF_PROG(fe_add_folio_raw, struct address_space *mapping, struct folio *folio, pgoff_t index,
-	     unsigned int gfp, void **shadowp, int ret)
+int fe_add_folio_raw(void *ctx)
 {
-	emit_folio(GMS_EV_ADD_FOLIO, GMS_SRC___FILEMAP_ADD_FOLIO, GMS_F_RETURN, folio, mapping, ret);
+	emit_folio(GMS_EV_ADD_FOLIO, GMS_SRC___FILEMAP_ADD_FOLIO, GMS_F_RETURN, (struct folio *)arg(ctx, 1),
+		   (struct address_space *)arg(ctx, 0), (int)ret_of(ctx));
 	return 0;
 }
 
@@ -520,9 +550,9 @@ int BPF_KRETPROBE(kr_add_folio_raw, int ret)
 }
 
 SEC("fentry/__filemap_remove_folio")
-int BPF_PROG(fe_remove_folio, struct folio *folio)
+int fe_remove_folio(void *ctx)
 {
-	emit_folio(GMS_EV_REMOVE_FOLIO, GMS_SRC___FILEMAP_REMOVE_FOLIO, 0, folio, 0, 0);
+	emit_folio(GMS_EV_REMOVE_FOLIO, GMS_SRC___FILEMAP_REMOVE_FOLIO, 0, (struct folio *)arg(ctx, 0), 0, 0);
 	return 0;
 }
 
@@ -537,9 +567,10 @@ int BPF_KPROBE(kp_remove_folio, struct folio *folio)
  * a_ops->free_folio ran (where the NO_DIRECT_MAP series restores the direct
  * map). On return every page must be back in the direct map. */
 SEC("fexit/filemap_free_folio")
-int BPF_PROG(fe_filemap_free, struct address_space *mapping, struct folio *folio)
+int fe_filemap_free(void *ctx)
 {
-	emit_folio(GMS_EV_FREE_FOLIO, GMS_SRC_FILEMAP_FREE_FOLIO, GMS_F_RETURN, folio, mapping, 0);
+	emit_folio(GMS_EV_FREE_FOLIO, GMS_SRC_FILEMAP_FREE_FOLIO, GMS_F_RETURN, (struct folio *)arg(ctx, 1),
+		   (struct address_space *)arg(ctx, 0), 0);
 	return 0;
 }
 
@@ -580,9 +611,9 @@ static __always_inline void emit_gmem_free(struct folio *folio)
 }
 
 SEC("fexit/kvm_gmem_free_folio")
-int BPF_PROG(fe_gmem_free, struct folio *folio)
+int fe_gmem_free(void *ctx)
 {
-	emit_gmem_free(folio);
+	emit_gmem_free((struct folio *)arg(ctx, 0));
 	return 0;
 }
 
@@ -605,9 +636,9 @@ int BPF_KRETPROBE(kr_gmem_free)
 
 /* ==== direct map ======================================================= */
 SEC("fexit/set_direct_map_invalid_noflush")
-int BPF_PROG(fe_dm_invalid, struct page *page, int ret)
+int fe_dm_invalid(void *ctx)
 {
-	emit_direct_map(GMS_SRC_SET_DM_INVALID, GMS_F_RETURN, page, 1, ret);
+	emit_direct_map(GMS_SRC_SET_DM_INVALID, GMS_F_RETURN, (void *)arg(ctx, 0), 1, (int)ret_of(ctx));
 	return 0;
 }
 
@@ -619,9 +650,10 @@ int BPF_KPROBE(kp_dm_invalid, struct page *page)
 }
 
 SEC("fexit/set_direct_map_default_noflush")
-int BPF_PROG(fe_dm_default, struct page *page, int ret)
+int fe_dm_default(void *ctx)
 {
-	emit_direct_map(GMS_SRC_SET_DM_DEFAULT, GMS_F_RETURN | GMS_F_VALID, page, 1, ret);
+	emit_direct_map(GMS_SRC_SET_DM_DEFAULT, GMS_F_RETURN | GMS_F_VALID, (void *)arg(ctx, 0), 1,
+			(int)ret_of(ctx));
 	return 0;
 }
 
@@ -633,9 +665,12 @@ int BPF_KPROBE(kp_dm_default, struct page *page)
 }
 
 SEC("fexit/set_direct_map_valid_noflush")
-int BPF_PROG(fe_dm_valid, struct page *page, unsigned int nr, bool valid, int ret)
+int fe_dm_valid(void *ctx)
 {
-	emit_direct_map(GMS_SRC_SET_DM_VALID, GMS_F_RETURN | (valid ? GMS_F_VALID : 0), page, nr, ret);
+	bool valid = (__u8)arg(ctx, 2);
+
+	emit_direct_map(GMS_SRC_SET_DM_VALID, GMS_F_RETURN | (valid ? GMS_F_VALID : 0), (void *)arg(ctx, 0),
+			(__u32)arg(ctx, 1), (int)ret_of(ctx));
 	return 0;
 }
 
@@ -649,12 +684,11 @@ int BPF_KPROBE(kp_dm_valid, struct page *page, unsigned int nr, bool valid)
 /* folio_zap_direct_map / folio_restore_direct_map (NO_DIRECT_MAP series):
  * folio-granular markers; the page-level change is seen above as well. */
 SEC("fexit/folio_zap_direct_map")
-int BPF_PROG(fe_folio_zap, struct folio *folio)
+int fe_folio_zap(void *ctx)
 {
-	long ret = 0;
+	struct folio *folio = (struct folio *)arg(ctx, 0);
 
-	bpf_get_func_ret(ctx, (__u64 *)&ret);
-	emit_direct_map(GMS_SRC_FOLIO_ZAP, GMS_F_RETURN, folio, folio_nr_pages_of(folio), ret);
+	emit_direct_map(GMS_SRC_FOLIO_ZAP, GMS_F_RETURN, folio, folio_nr_pages_of(folio), (int)ret_of(ctx));
 	return 0;
 }
 
@@ -666,10 +700,11 @@ int BPF_KPROBE(kp_folio_zap, struct folio *folio)
 }
 
 SEC("fexit/folio_restore_direct_map")
-int BPF_PROG(fe_folio_restore, struct folio *folio)
+int fe_folio_restore(void *ctx)
 {
-	emit_direct_map(GMS_SRC_FOLIO_RESTORE, GMS_F_RETURN | GMS_F_VALID, folio,
-			folio_nr_pages_of(folio), 0);
+	struct folio *folio = (struct folio *)arg(ctx, 0);
+
+	emit_direct_map(GMS_SRC_FOLIO_RESTORE, GMS_F_RETURN | GMS_F_VALID, folio, folio_nr_pages_of(folio), 0);
 	return 0;
 }
 
@@ -695,15 +730,9 @@ static __always_inline void get_pfn_done(__u64 pfnp, __u64 pagep, __s64 ret)
 }
 
 SEC("fexit/kvm_gmem_get_pfn")
-int BPF_PROG(fe_get_pfn)
+int fe_get_pfn(void *ctx)
 {
-	__u64 pfnp = 0, pagep = 0;
-	long ret = 0;
-
-	bpf_get_func_arg(ctx, 3, &pfnp);
-	bpf_get_func_arg(ctx, 4, &pagep);
-	bpf_get_func_ret(ctx, (__u64 *)&ret);
-	get_pfn_done(pfnp, pagep, (int)ret);
+	get_pfn_done(arg(ctx, 3), arg(ctx, 4), (int)ret_of(ctx));
 	return 0;
 }
 
@@ -734,12 +763,9 @@ static __always_inline void user_fault_done(struct vm_fault *vmf, __s64 ret)
 }
 
 SEC("fexit/kvm_gmem_fault_user_mapping")
-int BPF_PROG(fe_user_fault, struct vm_fault *vmf)
+int fe_user_fault(void *ctx)
 {
-	long ret = 0;
-
-	bpf_get_func_ret(ctx, (__u64 *)&ret);
-	user_fault_done(vmf, (__u32)ret);
+	user_fault_done((struct vm_fault *)arg(ctx, 0), (__u32)ret_of(ctx));
 	return 0;
 }
 
@@ -775,9 +801,9 @@ static __always_inline void fallocate_done(struct file *file, int mode, __u64 of
 }
 
 SEC("fexit/kvm_gmem_fallocate")
-int BPF_PROG(fe_fallocate, struct file *file, int mode, long long offset, long long len, long ret)
+int fe_fallocate(void *ctx)
 {
-	fallocate_done(file, mode, offset, len, ret);
+	fallocate_done((struct file *)arg(ctx, 0), (int)arg(ctx, 1), arg(ctx, 2), arg(ctx, 3), ret_of(ctx));
 	return 0;
 }
 
@@ -798,44 +824,30 @@ int BPF_KRETPROBE(kr_fallocate, long ret)
 	return 0;
 }
 
-/* kvm_gmem_populate(kvm, start_gfn, src, npages, post_populate, opaque):
- * returns pages populated or -errno. The file is not among the arguments. */
+/* kvm_gmem_populate(...): returns pages populated or -errno. Its arguments
+ * changed across versions (6 in 6.x, 7 in 7.x) and name no file: only the
+ * result is recorded. */
 SEC("fexit/kvm_gmem_populate")
-int BPF_PROG(fe_populate)
+int fe_populate(void *ctx)
 {
-	__u64 gfn = 0, npages = 0;
-	long ret = 0;
-
-	bpf_get_func_arg(ctx, 1, &gfn);
-	bpf_get_func_arg(ctx, 3, &npages);
-	bpf_get_func_ret(ctx, (__u64 *)&ret);
 	if (tgid_selected())
-		emit_file_op(GMS_EV_POPULATE, GMS_SRC_KVM_GMEM_POPULATE, 0, 0, gfn, npages, ret, false);
-	return 0;
-}
-
-SEC("kprobe/kvm_gmem_populate")
-int BPF_KPROBE(kp_populate, void *kvm, gfn_t gfn, void *src, long npages)
-{
-	stash_put(ST_POPULATE, gfn, npages, 0, 0);
+		emit_file_op(GMS_EV_POPULATE, GMS_SRC_KVM_GMEM_POPULATE, 0, 0, 0, 0, ret_of(ctx), false);
 	return 0;
 }
 
 SEC("kretprobe/kvm_gmem_populate")
 int BPF_KRETPROBE(kr_populate, long ret)
 {
-	struct stash_val v;
-
-	if (stash_take(ST_POPULATE, &v) && tgid_selected())
-		emit_file_op(GMS_EV_POPULATE, GMS_SRC_KVM_GMEM_POPULATE, 0, 0, v.a[0], v.a[1], ret, false);
+	if (tgid_selected())
+		emit_file_op(GMS_EV_POPULATE, GMS_SRC_KVM_GMEM_POPULATE, 0, 0, 0, 0, ret, false);
 	return 0;
 }
 
 /* kvm_gmem_release(inode, file): the guest_memfd file's last reference. */
 SEC("fentry/kvm_gmem_release")
-int BPF_PROG(fe_release, struct inode *inode)
+int fe_release(void *ctx)
 {
-	emit_file_op(GMS_EV_RELEASE, GMS_SRC_KVM_GMEM_RELEASE, inode, 0, 0, 0, 0, true);
+	emit_file_op(GMS_EV_RELEASE, GMS_SRC_KVM_GMEM_RELEASE, (struct inode *)arg(ctx, 0), 0, 0, 0, 0, true);
 	return 0;
 }
 
@@ -854,25 +866,17 @@ static __always_inline void split_event(struct folio *folio, __u16 flags, __s64 
 }
 
 SEC("fentry/__folio_split")
-int BPF_PROG(fe_split_enter)
+int fe_split_enter(void *ctx)
 {
-	__u64 folio = 0;
-
-	bpf_get_func_arg(ctx, 0, &folio);
 	count(GMS_CNT_SPLIT_CALLS, 1);
-	split_event((struct folio *)folio, 0, 0);
+	split_event((struct folio *)arg(ctx, 0), 0, 0);
 	return 0;
 }
 
 SEC("fexit/__folio_split")
-int BPF_PROG(fe_split_return)
+int fe_split_return(void *ctx)
 {
-	__u64 folio = 0;
-	long ret = 0;
-
-	bpf_get_func_arg(ctx, 0, &folio);
-	bpf_get_func_ret(ctx, (__u64 *)&ret);
-	split_event((struct folio *)folio, GMS_F_RETURN, (int)ret);
+	split_event((struct folio *)arg(ctx, 0), GMS_F_RETURN, (int)ret_of(ctx));
 	return 0;
 }
 

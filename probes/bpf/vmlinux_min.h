@@ -108,6 +108,12 @@ struct page {
 	unsigned long compound_head; /* bit 0 set: tail page, head = value - 1 */
 };
 
+/* 7.x: compound_head became compound_info (a head pointer + 1, or a mask
+ * that turns a tail page's address into its head's, when bit 0 is set). */
+struct page___ci {
+	unsigned long compound_info;
+};
+
 struct folio {
 	struct address_space *mapping;
 	unsigned long index;

@@ -6,6 +6,7 @@
 #include "core/run_control.h"
 #include "kvm/kvm.h"
 #include "probes/checkers.h"
+#include "probes/gmem_scan.h"
 #include "probes/session.h"
 #include "workloads/workload.h"
 
@@ -13,6 +14,8 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <sys/mman.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 using namespace gms;
@@ -216,4 +219,65 @@ TEST_CASE("probes: the session detaches everything when destroyed", "[probes]") 
         // No finish(): the destructor must detach and free on its own.
     }
     CHECK(fds() == before);
+}
+
+TEST_CASE("probes: guest_memfds of another process are found in /proc", "[probes]") {
+    if (!needs_kvm_gmem_mmap())
+        SKIP("needs /dev/kvm with guest_memfd MMAP|INIT_SHARED");
+    int up[2], down[2];
+    REQUIRE(::pipe(up) == 0);
+    REQUIRE(::pipe(down) == 0);
+    pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        // The "VMM": a guest_memfd held by an fd and by a mapping.
+        int rc = 1;
+        try {
+            auto kvm = kvm::Kvm::open();
+            auto vm = kvm::Vm::create(kvm);
+            auto g = vm.create_guest_memfd(8 * 4096, uapi::kGuestMemfdFlagMmap | uapi::kGuestMemfdFlagInitShared);
+            auto m = g.map_shared();
+            m.data()[0] = 1;
+            uint64_t ino = g.inode().ino;
+            if (::write(up[1], &ino, sizeof(ino)) == sizeof(ino)) {
+                char c;
+                rc = ::read(down[0], &c, 1) == 1 ? 0 : 1; // wait for the parent
+            }
+        } catch (...) {
+        }
+        ::_exit(rc);
+    }
+    ::close(up[1]);
+    ::close(down[0]);
+    uint64_t ino = 0;
+    REQUIRE(::read(up[0], &ino, sizeof(ino)) == sizeof(ino));
+    auto scan = probes::scan_guest_memfds(child);
+    ::close(down[1]); // let the child go
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    ::close(up[0]);
+    REQUIRE(scan.files.size() == 1);
+    const auto& [key, holders] = *scan.files.begin();
+    CHECK(key.second == ino);
+    bool by_fd = false, mapped = false;
+    for (const auto& h : holders) {
+        CHECK(h.pid == child);
+        by_fd |= h.fd >= 0;
+        mapped |= h.mapped;
+    }
+    CHECK(by_fd);
+    CHECK(mapped);
+    CHECK(WIFEXITED(status));
+    // Gone with the process.
+    CHECK(probes::scan_guest_memfds(child).files.empty());
+}
+
+TEST_CASE("probes: /proc/PID/maps lines of guest_memfds parse", "[probes]") {
+    uint64_t dev = 0, ino = 0;
+    CHECK(probes::parse_gmem_maps_line(
+        "7f7e674c5000-7f7e675c5000 rw-s 00000000 00:10 919001                     anon_inode:[kvm-gmem]", &dev,
+        &ino));
+    CHECK(dev == makedev(0, 0x10));
+    CHECK(ino == 919001);
+    CHECK_FALSE(probes::parse_gmem_maps_line("7f00-7f10 r--p 00000000 08:01 1234 /usr/lib/libc.so.6", &dev, &ino));
 }

@@ -36,6 +36,24 @@ try:
     print(f"boot-to-report: {p.elapsed:.1f} s (boot {lab_info.get('boot_s', 0):.1f} s, run "
           f"{lab_info.get('run_s', 0):.1f} s) on {lab_info.get('cpus')} cpus under "
           f"{lab_info.get('accel')}")
+
+    # smoke races punch-hole against faults, so its page-cache total cannot be
+    # predicted exactly. Once more without that race: every workload then
+    # accounts its pages and the probes' counts must match them exactly.
+    report_path = lab.path("smoke-exact.json")
+    p = lab.run(["--kernel", kernel["kernel"], "--profile", "smoke", "--timeout", "420s",
+                 "--report", report_path, "--", "--probes", "on",
+                 "--set", "workload.punch-hole.race=\"none\"", "--duration", "8s"], timeout=500)
+    check(p.returncode == 0, f"smoke without the punch-hole race passed (exit {p.returncode})")
+    report = load_json(report_path)
+    touching = [w["name"] for w in report["workloads"]
+                if w.get("outcome") != "skip" and w.get("counters", {}).get("gmem_files", 0) > 0]
+    exact = [w["name"] for w in report["workloads"]
+             if "expected_pages_added" in w.get("counters", {})]
+    check(touching and set(touching) <= set(exact),
+          f"every workload accounts its page-cache pages exactly ({exact} of {touching})")
+    check_invariants(report)
+    check_kernel_log(report)
 finally:
     lab.cleanup()
 print("PASS")

@@ -350,3 +350,36 @@ TEST_CASE("checkers: ring-buffer records decode; short and unknown ones are coun
     CHECK(kernel_dev(makedev(8, 1)) == ((8u << 20) | 1));
     CHECK(kernel_dev(makedev(0, 300)) == 300);
 }
+
+TEST_CASE("checkers: expectations are summed only when every workload knows them", "[checkers]") {
+    using gms::report::WorkloadResult;
+    WorkloadResult a, b, c;
+    a.name = "host-fault";
+    a.counters = {{"gmem_files", 1}, {"expected_pages_added", 10}, {"expected_pages_removed", 10}};
+    b.name = "guest-fault";
+    b.counters = {{"gmem_files", 2}, {"expected_pages_added", 5}, {"expected_pages_removed", 4}};
+    c.name = "punch-hole"; // racing threads: no page counts
+    c.counters = {{"gmem_files", 1}};
+    auto x = Expectations::from_workloads({a, b});
+    CHECK(x.gmem_files == 3u);
+    CHECK(x.pages_added == 15u);
+    CHECK(x.pages_removed == 14u);
+    x = Expectations::from_workloads({a, b, c});
+    CHECK(x.gmem_files == 4u);
+    CHECK(!x.pages_added);
+    CHECK(!x.pages_removed);
+    // A skipped workload that never ran does not void the sums.
+    WorkloadResult skipped;
+    skipped.name = "convert";
+    skipped.outcome = gms::report::Outcome::skip;
+    x = Expectations::from_workloads({a, skipped});
+    CHECK(x.pages_added == 10u);
+    // Verification results are summed and quoted.
+    a.verification.pages_checked = 7;
+    a.verification.mismatch("page 3: read 0xff");
+    x = Expectations::from_workloads({a});
+    CHECK(x.pages_verified == 7);
+    CHECK(x.verify_mismatches == 1);
+    REQUIRE(x.mismatch_examples.size() == 1);
+    CHECK(x.mismatch_examples[0] == "host-fault: page 3: read 0xff");
+}
