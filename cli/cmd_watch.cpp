@@ -42,9 +42,13 @@ struct WatchOptions {
 
 using FileKey = std::pair<uint64_t, uint64_t>; // st_dev, ino
 
-std::string key_str(const FileKey& k) { return fmt::format("{}:{}/{}", major(k.first), minor(k.first), k.second); }
+std::string key_str(const FileKey& k) {
+    return fmt::format("{}:{}/{}", major(k.first), minor(k.first), k.second);
+}
 
-bool process_alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
+bool process_alive(pid_t pid) {
+    return ::kill(pid, 0) == 0 || errno == EPERM;
+}
 
 // Tracks the watched files across rescans and tells the session about new
 // and released ones.
@@ -89,8 +93,9 @@ class FileTracker {
                 continue;
             Info info;
             for (const auto& h : scan.files.at(k))
-                info.holders.push_back(fmt::format("{}[{}]{}", h.comm, h.pid,
-                                                   h.fd >= 0 ? fmt::format(" fd {}", h.fd) : " mapped"));
+                info.holders.push_back(
+                    fmt::format("{}[{}]{}", h.comm, h.pid,
+                                h.fd >= 0 ? fmt::format(" fd {}", h.fd) : " mapped"));
             // With --all the s_dev filter saw later files from their creation;
             // with --pid they are added to the BPF filter only now.
             info.preexisting = first || !o_.all;
@@ -123,13 +128,14 @@ class FileTracker {
 
 int run_watch(const WatchOptions& o) {
     if (!o.pid && !o.all)
-        throw UsageError("watch: give --pid PID (one process's guest_memfds) or --all (every guest_memfd)");
+        throw UsageError(
+            "watch: give --pid PID (one process's guest_memfds) or --all (every guest_memfd)");
     double duration = 0;
     if (!o.duration.empty()) {
         auto d = parse_duration(o.duration);
         if (!d || *d <= 0)
-            throw UsageError(fmt::format("--duration '{}': expected a positive duration such as 30s or 2m",
-                                         o.duration));
+            throw UsageError(fmt::format(
+                "--duration '{}': expected a positive duration such as 30s or 2m", o.duration));
         duration = *d;
     }
     auto ringbuf = parse_size(o.ringbuf);
@@ -188,7 +194,8 @@ int run_watch(const WatchOptions& o) {
     rep.probes["watch"]["ended_by"] = end_reason;
     rep.invariants = session->check({});
     if (!o.record.empty())
-        session->save_recording(o.record, {}, {{"command", "watch"}, {"pid", o.pid}, {"all", o.all}});
+        session->save_recording(o.record, {},
+                                {{"command", "watch"}, {"pid", o.pid}, {"all", o.all}});
     session.reset(); // detach before writing anything
     collect_kernel_log(kmsg, rep);
 
@@ -215,21 +222,26 @@ int run_watch(const WatchOptions& o) {
 void add_watch_command(CLI::App& app, Action& action) {
     static WatchOptions opts;
     auto* cmd = app.add_subcommand(
-        "watch", "Attach the probes and invariant checkers to guest_memfds of VMs this tool did not create");
-    auto* pid = cmd->add_option("--pid", opts.pid, "watch the guest_memfds of this process (QEMU, crosvm, ...)")
+        "watch",
+        "Attach the probes and invariant checkers to guest_memfds of VMs this tool did not create");
+    auto* pid = cmd->add_option("--pid", opts.pid,
+                                "watch the guest_memfds of this process (QEMU, crosvm, ...)")
                     ->check(CLI::PositiveNumber);
     auto* all = cmd->add_flag("--all", opts.all, "watch every guest_memfd on the machine");
     pid->excludes(all);
-    cmd->add_option("--duration", opts.duration, "stop after this long (default: until SIGINT or the process exits)");
+    cmd->add_option("--duration", opts.duration,
+                    "stop after this long (default: until SIGINT or the process exits)");
     cmd->add_option("--report", opts.report_path, "write the JSON report here");
     cmd->add_flag("--json", opts.json, "print the JSON report instead of the summary");
     cmd->add_option("--backend", opts.backend, "attach method: auto, fentry, kprobe, tracepoint")
         ->check(CLI::IsMember({"auto", "fentry", "kprobe", "tracepoint"}));
     cmd->add_option("--ringbuf", opts.ringbuf, "BPF ring buffer size (power of two)");
-    cmd->add_flag("--no-calibrate", opts.no_calibrate, "skip the secretmem calibration (direct-map verdicts "
-                                                       "become unverifiable)");
+    cmd->add_flag("--no-calibrate", opts.no_calibrate,
+                  "skip the secretmem calibration (direct-map verdicts "
+                  "become unverifiable)");
     cmd->add_option("--record", opts.record, "also save the decoded event stream (JSON lines)");
-    cmd->add_option("--interval", opts.interval, "seconds between /proc rescans for new and released files");
+    cmd->add_option("--interval", opts.interval,
+                    "seconds between /proc rescans for new and released files");
     cmd->callback([&action] { action = [] { return run_watch(opts); }; });
 }
 

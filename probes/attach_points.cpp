@@ -41,7 +41,8 @@ std::optional<Backend> backend_from_string(const std::string& s) {
 const std::vector<AttachPointDef>& attach_points() {
     static const std::vector<AttachPointDef> points = [] {
         std::vector<AttachPointDef> p;
-        auto tp = [&p](std::string name, std::string what, std::string tracepoint, std::string prog) {
+        auto tp = [&p](std::string name, std::string what, std::string tracepoint,
+                       std::string prog) {
             AttachPointDef d;
             d.name = std::move(name);
             d.what = std::move(what);
@@ -63,16 +64,16 @@ const std::vector<AttachPointDef>& attach_points() {
             d.where_present = where_present;
             p.push_back(std::move(d));
         };
-        tp("pc_add", "folio inserted in a watched page cache", "filemap/mm_filemap_add_to_page_cache",
-           "tp_pc_add");
-        tp("pc_del", "folio deleted from a watched page cache", "filemap/mm_filemap_delete_from_page_cache",
-           "tp_pc_del");
+        tp("pc_add", "folio inserted in a watched page cache",
+           "filemap/mm_filemap_add_to_page_cache", "tp_pc_add");
+        tp("pc_del", "folio deleted from a watched page cache",
+           "filemap/mm_filemap_delete_from_page_cache", "tp_pc_del");
         fn("add_folio", "filemap_add_folio() result (races return -EEXIST)", {"filemap_add_folio"},
            {"fe_add_folio"}, "kp_add_folio", "kr_add_folio", 4);
-        fn("add_folio_raw", "__filemap_add_folio() result", {"__filemap_add_folio"}, {"fe_add_folio_raw"},
-           "kp_add_folio_raw", "kr_add_folio_raw", 5);
-        fn("remove_folio", "__filemap_remove_folio() (single-folio removal)", {"__filemap_remove_folio"},
-           {"fe_remove_folio"}, "kp_remove_folio", "", -1);
+        fn("add_folio_raw", "__filemap_add_folio() result", {"__filemap_add_folio"},
+           {"fe_add_folio_raw"}, "kp_add_folio_raw", "kr_add_folio_raw", 5);
+        fn("remove_folio", "__filemap_remove_folio() (single-folio removal)",
+           {"__filemap_remove_folio"}, {"fe_remove_folio"}, "kp_remove_folio", "", -1);
         fn("filemap_free_folio", "filemap_free_folio() returned (after a_ops->free_folio)",
            {"filemap_free_folio"}, {"fe_filemap_free"}, "kp_filemap_free", "kr_filemap_free", 2);
         fn("kvm_gmem_free_folio", "kvm_gmem_free_folio() returned (guest_memfd free_folio)",
@@ -81,10 +82,10 @@ const std::vector<AttachPointDef>& attach_points() {
            {"set_direct_map_invalid_noflush"}, {"fe_dm_invalid"}, "kp_dm_invalid", "", 1);
         fn("dm_default", "set_direct_map_default_noflush(page): page restored",
            {"set_direct_map_default_noflush"}, {"fe_dm_default"}, "kp_dm_default", "", 1);
-        fn("dm_valid", "set_direct_map_valid_noflush(page, nr, valid)", {"set_direct_map_valid_noflush"},
-           {"fe_dm_valid"}, "kp_dm_valid", "", 3, true);
-        fn("folio_zap", "folio_zap_direct_map(folio) (NO_DIRECT_MAP series)", {"folio_zap_direct_map"},
-           {"fe_folio_zap"}, "kp_folio_zap", "", -1, true);
+        fn("dm_valid", "set_direct_map_valid_noflush(page, nr, valid)",
+           {"set_direct_map_valid_noflush"}, {"fe_dm_valid"}, "kp_dm_valid", "", 3, true);
+        fn("folio_zap", "folio_zap_direct_map(folio) (NO_DIRECT_MAP series)",
+           {"folio_zap_direct_map"}, {"fe_folio_zap"}, "kp_folio_zap", "", -1, true);
         fn("folio_restore", "folio_restore_direct_map(folio) (NO_DIRECT_MAP series)",
            {"folio_restore_direct_map"}, {"fe_folio_restore"}, "kp_folio_restore", "", -1, true);
         fn("get_pfn", "kvm_gmem_get_pfn() returned: pfn handed to the guest, folio uptodate?",
@@ -93,18 +94,21 @@ const std::vector<AttachPointDef>& attach_points() {
            {"kvm_gmem_fault_user_mapping"}, {"fe_user_fault"}, "kp_user_fault", "kr_user_fault", 1);
         fn("fallocate", "kvm_gmem_fallocate() (allocate / punch hole)", {"kvm_gmem_fallocate"},
            {"fe_fallocate"}, "kp_fallocate", "kr_fallocate", 4);
-        fn("populate", "kvm_gmem_populate() result (SNP/TDX only)", {"kvm_gmem_populate"}, {"fe_populate"},
-           "", "kr_populate", -1, true);
+        fn("populate", "kvm_gmem_populate() result (SNP/TDX only)", {"kvm_gmem_populate"},
+           {"fe_populate"}, "", "kr_populate", -1, true);
         fn("release", "kvm_gmem_release(): the file's last reference", {"kvm_gmem_release"},
            {"fe_release"}, "kp_release", "", 2);
-        fn("split", "folio split entry and return", {"__folio_split", "split_huge_page_to_list_to_order"},
+        fn("split", "folio split entry and return",
+           {"__folio_split", "split_huge_page_to_list_to_order"},
            {"fe_split_enter", "fe_split_return"}, "kp_split_enter", "kr_split_return", -1, true);
-        tp("kvm_page_fault", "kvm:kvm_page_fault (counted)", "kvm/kvm_page_fault", "tp_kvm_page_fault");
-        tp("spte_set", "kvmmmu:kvm_mmu_set_spte (counted)", "kvmmmu/kvm_mmu_set_spte", "tp_spte_set");
-        tp("spte_changed", "kvmmmu:kvm_tdp_mmu_spte_changed (counted)", "kvmmmu/kvm_tdp_mmu_spte_changed",
-           "tp_spte_changed");
-        tp("lock_contention_begin", "lock:contention_begin (counted, timed)", "lock/contention_begin",
-           "tp_lock_begin");
+        tp("kvm_page_fault", "kvm:kvm_page_fault (counted)", "kvm/kvm_page_fault",
+           "tp_kvm_page_fault");
+        tp("spte_set", "kvmmmu:kvm_mmu_set_spte (counted)", "kvmmmu/kvm_mmu_set_spte",
+           "tp_spte_set");
+        tp("spte_changed", "kvmmmu:kvm_tdp_mmu_spte_changed (counted)",
+           "kvmmmu/kvm_tdp_mmu_spte_changed", "tp_spte_changed");
+        tp("lock_contention_begin", "lock:contention_begin (counted, timed)",
+           "lock/contention_begin", "tp_lock_begin");
         tp("lock_contention_end", "lock:contention_end", "lock/contention_end", "tp_lock_end");
         return p;
     }();
@@ -128,8 +132,9 @@ std::string ensure_tracefs(std::string* err) {
     if (::mount("nodev", "/sys/kernel/tracing", "tracefs", 0, nullptr) == 0)
         return "/sys/kernel/tracing";
     if (err)
-        *err = fmt::format("tracefs not mounted and mount -t tracefs /sys/kernel/tracing failed: {}",
-                           errno_name(errno));
+        *err =
+            fmt::format("tracefs not mounted and mount -t tracefs /sys/kernel/tracing failed: {}",
+                        errno_name(errno));
     return "";
 }
 
@@ -223,13 +228,16 @@ std::string KernelTargets::btf_func_module(const std::string& fn) const {
     return "";
 }
 
-bool KernelTargets::kprobe_target(const std::string& fn) const { return ftrace_funcs_.count(fn) != 0; }
+bool KernelTargets::kprobe_target(const std::string& fn) const {
+    return ftrace_funcs_.count(fn) != 0;
+}
 
 bool KernelTargets::tracepoint_exists(const std::string& cat_name) const {
     if (tracefs_.empty())
         return false;
     struct stat st {};
-    return ::stat(fmt::format("{}/events/{}", tracefs_, cat_name).c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+    return ::stat(fmt::format("{}/events/{}", tracefs_, cat_name).c_str(), &st) == 0 &&
+           S_ISDIR(st.st_mode);
 }
 
 } // namespace gms::probes

@@ -1,9 +1,8 @@
 #include "probes/bpf_util.h"
 
 #include "core/util.h"
-#include "probes/session.h"
-
 #include "detect.skel.h"
+#include "probes/session.h"
 
 #include <bpf/libbpf.h>
 #include <cerrno>
@@ -92,7 +91,9 @@ std::string lockdown_state() {
 
 namespace {
 
-bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+bool exists(const std::string& path) {
+    return ::access(path.c_str(), F_OK) == 0;
+}
 
 std::string explain(int err, const std::string& step, Backend b) {
     std::string lock = lockdown_state();
@@ -100,7 +101,8 @@ std::string explain(int err, const std::string& step, Backend b) {
     if (err == EPERM && lock != "none" && lock != "unknown")
         why += fmt::format(" (kernel lockdown={})", lock);
     if (b == Backend::kprobe && !exists("/sys/bus/event_source/devices/kprobe") &&
-        !exists("/sys/kernel/tracing/kprobe_events") && !exists("/sys/kernel/debug/tracing/kprobe_events"))
+        !exists("/sys/kernel/tracing/kprobe_events") &&
+        !exists("/sys/kernel/debug/tracing/kprobe_events"))
         why += " (no kprobe PMU and no kprobe_events: kernel built without kprobe events)";
     return why;
 }

@@ -25,9 +25,9 @@ std::string lockdown_state();
 
 struct BackendStatus {
     bool usable = false;
-    int err = 0;         // errno of the failing step (0 if usable)
-    std::string step;    // "load" or "attach"
-    std::string reason;  // human readable
+    int err = 0;        // errno of the failing step (0 if usable)
+    std::string step;   // "load" or "attach"
+    std::string reason; // human readable
 };
 
 // Loads and attaches a trivial program with each method (once per process;

@@ -63,15 +63,21 @@ const std::vector<std::string>& src_names() {
     return names;
 }
 
-std::string dev_str(uint32_t dev) { return fmt::format("{}:{}", dev >> 20, dev & 0xfffff); }
+std::string dev_str(uint32_t dev) {
+    return fmt::format("{}:{}", dev >> 20, dev & 0xfffff);
+}
 
 struct Key {
     uint32_t dev = 0;
     uint64_t ino = 0;
     auto operator<=>(const Key&) const = default;
 };
-Key key_of(const Event& e) { return Key{e.dev, e.ino}; }
-std::string key_str(const Key& k) { return fmt::format("dev={} ino={}", dev_str(k.dev), k.ino); }
+Key key_of(const Event& e) {
+    return Key{e.dev, e.ino};
+}
+std::string key_str(const Key& k) {
+    return fmt::format("dev={} ino={}", dev_str(k.dev), k.ino);
+}
 
 // Bounded list of violations plus the total.
 struct Violations {
@@ -109,7 +115,8 @@ std::string loss_reason(const Coverage& cov) {
 }
 
 bool is_direct_map_page_level(uint16_t src) {
-    return src == GMS_SRC_SET_DM_INVALID || src == GMS_SRC_SET_DM_DEFAULT || src == GMS_SRC_SET_DM_VALID;
+    return src == GMS_SRC_SET_DM_INVALID || src == GMS_SRC_SET_DM_DEFAULT ||
+           src == GMS_SRC_SET_DM_VALID;
 }
 
 const std::vector<std::string> kPageLevelDm = {"dm_invalid", "dm_default", "dm_valid"};
@@ -144,8 +151,8 @@ std::optional<uint16_t> src_from_name(std::string_view s) {
 }
 
 std::string describe_folio(const Event& e) {
-    return fmt::format("pfn={:#x} {} index={} order={} seq={}", e.pfn,
-                       key_str(Key{e.dev, e.ino}), e.index, e.order, e.seq);
+    return fmt::format("pfn={:#x} {} index={} order={} seq={}", e.pfn, key_str(Key{e.dev, e.ino}),
+                       e.index, e.order, e.seq);
 }
 
 // ---------------------------------------------------------------------------
@@ -244,7 +251,8 @@ std::string Coverage::why_missing(const std::vector<std::string>& points) const 
             continue;
         auto it = missing.find(p);
         std::string why = it == missing.end() ? "not attached" : it->second;
-        auto g = std::find_if(groups.begin(), groups.end(), [&why](const auto& x) { return x.first == why; });
+        auto g = std::find_if(groups.begin(), groups.end(),
+                              [&why](const auto& x) { return x.first == why; });
         if (g == groups.end())
             groups.push_back({why, {p}});
         else
@@ -257,7 +265,8 @@ std::string Coverage::why_missing(const std::vector<std::string>& points) const 
             names += (names.empty() ? "" : ", ") + p;
         s += fmt::format("{}{}: {}", s.empty() ? "" : "; ", names, why);
     }
-    if (!lockdown.empty() && lockdown != "none" && lockdown != "unknown" && s.find("lockdown") == std::string::npos)
+    if (!lockdown.empty() && lockdown != "none" && lockdown != "unknown" &&
+        s.find("lockdown") == std::string::npos)
         s += fmt::format(" (kernel lockdown={})", lockdown);
     return s;
 }
@@ -315,7 +324,8 @@ Expectations Expectations::from_workloads(const std::vector<report::WorkloadResu
         x.verify_mismatches += r.verification.mismatches;
         for (const auto& m : r.verification.first_mismatches)
             if (x.mismatch_examples.size() < kMaxViolations)
-                x.mismatch_examples.push_back(fmt::format("{}: {}", r.label.empty() ? r.name : r.label, m));
+                x.mismatch_examples.push_back(
+                    fmt::format("{}: {}", r.label.empty() ? r.name : r.label, m));
     }
     if (!files_known)
         x.gmem_files.reset();
@@ -419,20 +429,24 @@ class PageCacheBalance final : public Checker {
             for (const auto& [idx, pd] : f.pending_del) {
                 ++unmatched;
                 if (!f.preexisting && f.announced)
-                    v.add(fmt::format("folio removed that was never added: {}", describe_folio(pd)));
+                    v.add(
+                        fmt::format("folio removed that was never added: {}", describe_folio(pd)));
             }
         }
         if (exp.gmem_files && *exp.gmem_files != announced)
-            v.add(fmt::format("the workloads created {} guest_memfd files but {} were announced to the "
-                              "probes",
-                              *exp.gmem_files, announced));
+            v.add(fmt::format(
+                "the workloads created {} guest_memfd files but {} were announced to the "
+                "probes",
+                *exp.gmem_files, announced));
         if (exp.pages_added && *exp.pages_added != pages_added)
-            v.add(fmt::format("the workloads expected {} pages added to the page cache, the probes saw {}",
-                              *exp.pages_added, pages_added));
+            v.add(fmt::format(
+                "the workloads expected {} pages added to the page cache, the probes saw {}",
+                *exp.pages_added, pages_added));
         if (exp.pages_removed && *exp.pages_removed != pages_removed)
-            v.add(fmt::format("the workloads expected {} pages removed from the page cache, the probes "
-                              "saw {}",
-                              *exp.pages_removed, pages_removed));
+            v.add(fmt::format(
+                "the workloads expected {} pages removed from the page cache, the probes "
+                "saw {}",
+                *exp.pages_removed, pages_removed));
 
         r.evidence = {{"files", files},
                       {"files_announced", announced},
@@ -459,8 +473,9 @@ class PageCacheBalance final : public Checker {
             r.reason = "page-cache tracepoints not attached: " + cov.why_missing(need);
         } else if (cov.losses()) {
             r.verdict = report::Verdict::incomplete;
-            r.reason = loss_reason(cov) +
-                       (v.total ? fmt::format("; {} findings may be caused by the loss", v.total) : "");
+            r.reason =
+                loss_reason(cov) +
+                (v.total ? fmt::format("; {} findings may be caused by the loss", v.total) : "");
         } else if (v.total) {
             r.verdict = report::Verdict::violated;
             r.reason = fmt::format("{} violation(s)", v.total);
@@ -469,14 +484,16 @@ class PageCacheBalance final : public Checker {
             r.reason = "no guest_memfd was observed";
         } else if (open) {
             r.verdict = report::Verdict::incomplete;
-            r.reason = fmt::format("{} of {} guest_memfd files were still open when observation ended: "
-                                   "their balance cannot be closed",
-                                   open, files);
+            r.reason =
+                fmt::format("{} of {} guest_memfd files were still open when observation ended: "
+                            "their balance cannot be closed",
+                            open, files);
         } else if (late) {
             r.verdict = report::Verdict::incomplete;
-            r.reason = fmt::format("{} of {} guest_memfd files existed before observation began (or were not "
-                                   "announced): folios added earlier were not seen",
-                                   late, files);
+            r.reason = fmt::format(
+                "{} of {} guest_memfd files existed before observation began (or were not "
+                "announced): folios added earlier were not seen",
+                late, files);
         } else {
             r.verdict = report::Verdict::verified;
             r.reason = fmt::format("{} files released; {} pages added and {} removed", files,
@@ -496,7 +513,7 @@ class PageCacheBalance final : public Checker {
         bool released = false;
         uint64_t pages_added = 0, pages_removed = 0;
         uint64_t folios_added = 0, folios_removed = 0;
-        std::map<uint64_t, LiveFolio> live;  // first index -> folio
+        std::map<uint64_t, LiveFolio> live;    // first index -> folio
         std::map<uint64_t, Event> pending_del; // deletes seen before their add
     };
 
@@ -515,8 +532,9 @@ class PageCacheBalance final : public Checker {
         }
         auto it = f.live.find(e.index);
         if (it != f.live.end())
-            violations_.add(fmt::format("folio added at an index already populated: {} (present: {})",
-                                        describe_folio(e), describe_folio(it->second.ev)));
+            violations_.add(
+                fmt::format("folio added at an index already populated: {} (present: {})",
+                            describe_folio(e), describe_folio(it->second.ev)));
         f.live[e.index] = LiveFolio{e, e.pages()};
         ++f.folios_added;
         f.pages_added += e.pages();
@@ -639,7 +657,8 @@ class DirectMap final : public Checker {
 
         if (!cov.has("pc_add") || !cov.has("pc_del")) {
             r.verdict = report::Verdict::unverifiable;
-            r.reason = "page-cache tracepoints not attached: " + cov.why_missing({"pc_add", "pc_del"});
+            r.reason =
+                "page-cache tracepoints not attached: " + cov.why_missing({"pc_add", "pc_del"});
         } else if (!cov.has_any(dm_points)) {
             r.verdict = report::Verdict::unverifiable;
             r.reason = "no direct-map change can be observed (there is no tracepoint for it; needs "
@@ -647,8 +666,9 @@ class DirectMap final : public Checker {
                        cov.why_missing(dm_points);
         } else if (!cov.calibration_ok) {
             r.verdict = report::Verdict::unverifiable;
-            r.reason = "secretmem calibration did not prove that direct-map changes are seen: " +
-                       (cov.calibration_reason.empty() ? std::string("not run") : cov.calibration_reason);
+            r.reason =
+                "secretmem calibration did not prove that direct-map changes are seen: " +
+                (cov.calibration_reason.empty() ? std::string("not run") : cov.calibration_reason);
         } else if (cov.losses()) {
             r.verdict = report::Verdict::incomplete;
             r.reason = loss_reason(cov);
@@ -660,9 +680,10 @@ class DirectMap final : public Checker {
             r.reason = "no guest_memfd folio was observed";
         } else {
             r.verdict = report::Verdict::verified;
-            r.reason = fmt::format("{} folios ({} of NO_DIRECT_MAP files) checked against {} direct-map "
-                                   "changes",
-                                   folios_watched_, folios_ndm_, dm_total_);
+            r.reason =
+                fmt::format("{} folios ({} of NO_DIRECT_MAP files) checked against {} direct-map "
+                            "changes",
+                            folios_watched_, folios_ndm_, dm_total_);
         }
         return r;
     }
@@ -673,7 +694,7 @@ class DirectMap final : public Checker {
         bool no_direct_map = false;
     };
     struct Owned {
-        Event ev;      // the pc_add
+        Event ev; // the pc_add
         bool ndm = false;
         bool flags_known = false;
         bool zapped = false;  // left the direct map at some point while owned
@@ -711,9 +732,10 @@ class DirectMap final : public Checker {
         }
         o.zapped = all_invalid(e.pfn, e.pages());
         if (!o.ndm && o.flags_known && o.zapped)
-            violations_.add(fmt::format("folio added to a file without NO_DIRECT_MAP while out of the "
-                                        "direct map: {}",
-                                        describe_folio(e)));
+            violations_.add(
+                fmt::format("folio added to a file without NO_DIRECT_MAP while out of the "
+                            "direct map: {}",
+                            describe_folio(e)));
         ++folios_watched_;
         if (o.ndm)
             ++folios_ndm_;
@@ -745,9 +767,10 @@ class DirectMap final : public Checker {
             return;
         const Owned& o = it->second;
         if (o.ndm && !all_valid(o.ev.pfn, o.ev.pages()))
-            violations_.add(fmt::format("folio freed while still out of the direct map (not restored "
-                                        "before free, seen at {}): {}",
-                                        src_name(e.src), describe_folio(o.ev)));
+            violations_.add(
+                fmt::format("folio freed while still out of the direct map (not restored "
+                            "before free, seen at {}): {}",
+                            src_name(e.src), describe_folio(o.ev)));
         owned_.erase(it);
     }
 
@@ -764,9 +787,10 @@ class DirectMap final : public Checker {
             return;
         ++handouts_checked_;
         if (!invalid_.count(e.pfn))
-            violations_.add(fmt::format("folio of a NO_DIRECT_MAP file handed out ({}) while still in "
-                                        "the direct map: {}",
-                                        to_string(e.type), describe_folio(o->ev)));
+            violations_.add(
+                fmt::format("folio of a NO_DIRECT_MAP file handed out ({}) while still in "
+                            "the direct map: {}",
+                            to_string(e.type), describe_folio(o->ev)));
     }
 
     void on_direct_map(const Event& e) {
@@ -794,41 +818,45 @@ class DirectMap final : public Checker {
             auto z = invalid_.find(pfn);
             if (!valid) {
                 if (z != invalid_.end() && o)
-                    violations_.add(fmt::format("double zap of pfn {:#x} (first zap seq={}, again seq={} "
-                                                "by {}): {}",
-                                                pfn, z->second.seq, e.seq, src_name(e.src),
-                                                describe_folio(o->ev)));
+                    violations_.add(fmt::format(
+                        "double zap of pfn {:#x} (first zap seq={}, again seq={} "
+                        "by {}): {}",
+                        pfn, z->second.seq, e.seq, src_name(e.src), describe_folio(o->ev)));
                 invalid_[pfn] = Zap{e.pfn, nr, e.seq};
                 if (o) {
                     o->zapped = true;
                     if (o->flags_known && !o->ndm && i == 0)
-                        violations_.add(fmt::format("direct map changed (zap by {}, seq={}) for a folio "
-                                                    "of a file without NO_DIRECT_MAP: {}",
-                                                    src_name(e.src), e.seq, describe_folio(o->ev)));
+                        violations_.add(
+                            fmt::format("direct map changed (zap by {}, seq={}) for a folio "
+                                        "of a file without NO_DIRECT_MAP: {}",
+                                        src_name(e.src), e.seq, describe_folio(o->ev)));
                 }
             } else {
                 if (z == invalid_.end()) {
                     if (o)
-                        violations_.add(fmt::format("restore without zap of pfn {:#x} (seq={} by {}): {}",
-                                                    pfn, e.seq, src_name(e.src), describe_folio(o->ev)));
+                        violations_.add(
+                            fmt::format("restore without zap of pfn {:#x} (seq={} by {}): {}", pfn,
+                                        e.seq, src_name(e.src), describe_folio(o->ev)));
                 } else {
                     if (o && (z->second.start != e.pfn || z->second.nr != nr) && i == 0)
-                        violations_.add(fmt::format("zap and restore at different granularity for pfn "
-                                                    "{:#x}: zapped {} page(s) from {:#x}, restored {} "
-                                                    "page(s) from {:#x}: {}",
-                                                    pfn, z->second.nr, z->second.start, nr, e.pfn,
-                                                    describe_folio(o->ev)));
+                        violations_.add(fmt::format(
+                            "zap and restore at different granularity for pfn "
+                            "{:#x}: zapped {} page(s) from {:#x}, restored {} "
+                            "page(s) from {:#x}: {}",
+                            pfn, z->second.nr, z->second.start, nr, e.pfn, describe_folio(o->ev)));
                     invalid_.erase(z);
                 }
                 if (o) {
                     if (o->ndm && !o->removed && i == 0)
-                        violations_.add(fmt::format("folio of a NO_DIRECT_MAP file restored to the direct "
-                                                    "map while still in the page cache (seq={}): {}",
-                                                    e.seq, describe_folio(o->ev)));
+                        violations_.add(
+                            fmt::format("folio of a NO_DIRECT_MAP file restored to the direct "
+                                        "map while still in the page cache (seq={}): {}",
+                                        e.seq, describe_folio(o->ev)));
                     if (o->flags_known && !o->ndm && i == 0)
-                        violations_.add(fmt::format("direct map changed (restore by {}, seq={}) for a "
-                                                    "folio of a file without NO_DIRECT_MAP: {}",
-                                                    src_name(e.src), e.seq, describe_folio(o->ev)));
+                        violations_.add(
+                            fmt::format("direct map changed (restore by {}, seq={}) for a "
+                                        "folio of a file without NO_DIRECT_MAP: {}",
+                                        src_name(e.src), e.seq, describe_folio(o->ev)));
                 }
             }
         }
@@ -845,8 +873,9 @@ class DirectMap final : public Checker {
         if (!o)
             return;
         if (e.pfn != o->ev.pfn || e.nr != o->ev.pages())
-            violations_.add(fmt::format("{} covered {} page(s) from pfn {:#x}, not the whole folio: {}",
-                                        src_name(e.src), e.nr, e.pfn, describe_folio(o->ev)));
+            violations_.add(
+                fmt::format("{} covered {} page(s) from pfn {:#x}, not the whole folio: {}",
+                            src_name(e.src), e.nr, e.pfn, describe_folio(o->ev)));
     }
 
     std::map<Key, File> files_;
@@ -869,8 +898,9 @@ class Uptodate final : public Checker {
         (e.type == EventType::get_pfn ? to_guest_ : to_user_)++;
         if (!e.has(GMS_F_UPTODATE))
             violations_.add(fmt::format("folio handed out by {} while not uptodate: {}",
-                                        e.type == EventType::get_pfn ? "kvm_gmem_get_pfn (to the guest)"
-                                                                      : "the user fault (to host userspace)",
+                                        e.type == EventType::get_pfn
+                                            ? "kvm_gmem_get_pfn (to the guest)"
+                                            : "the user fault (to host userspace)",
                                         describe_folio(e)));
     }
 
@@ -900,7 +930,8 @@ class Uptodate final : public Checker {
             r.verdict = report::Verdict::unverifiable;
             r.reason = "hand-out points not attached: " + cov.why_missing(need);
             if (exp.pages_verified)
-                r.reason += fmt::format("; the workloads read back {} fresh pages as zero", exp.pages_verified);
+                r.reason += fmt::format("; the workloads read back {} fresh pages as zero",
+                                        exp.pages_verified);
         } else if (cov.losses()) {
             r.verdict = report::Verdict::incomplete;
             r.reason = loss_reason(cov);
@@ -912,8 +943,9 @@ class Uptodate final : public Checker {
             r.reason = "no folio was handed out while observed";
         } else {
             r.verdict = report::Verdict::verified;
-            r.reason = fmt::format("{} hand-outs to the guest and {} to host userspace were uptodate",
-                                   to_guest_, to_user_);
+            r.reason =
+                fmt::format("{} hand-outs to the guest and {} to host userspace were uptodate",
+                            to_guest_, to_user_);
             if (!cov.has_any({"get_pfn"}) || !cov.has_any({"user_fault"}))
                 r.reason += "; only partly observed: " + cov.why_missing(need);
         }
@@ -927,9 +959,15 @@ class Uptodate final : public Checker {
 
 } // namespace
 
-std::unique_ptr<Checker> make_page_cache_balance_checker() { return std::make_unique<PageCacheBalance>(); }
-std::unique_ptr<Checker> make_direct_map_checker() { return std::make_unique<DirectMap>(); }
-std::unique_ptr<Checker> make_uptodate_checker() { return std::make_unique<Uptodate>(); }
+std::unique_ptr<Checker> make_page_cache_balance_checker() {
+    return std::make_unique<PageCacheBalance>();
+}
+std::unique_ptr<Checker> make_direct_map_checker() {
+    return std::make_unique<DirectMap>();
+}
+std::unique_ptr<Checker> make_uptodate_checker() {
+    return std::make_unique<Uptodate>();
+}
 
 CheckerSet::CheckerSet() {
     checkers_.push_back(make_page_cache_balance_checker());
@@ -944,7 +982,8 @@ void CheckerSet::feed(const Event& e) {
         c->feed(e);
 }
 
-std::vector<report::InvariantResult> CheckerSet::results(const Coverage& cov, const Expectations& exp) const {
+std::vector<report::InvariantResult> CheckerSet::results(const Coverage& cov,
+                                                         const Expectations& exp) const {
     std::vector<report::InvariantResult> out;
     for (const auto& c : checkers_)
         out.push_back(c->result(cov, exp));

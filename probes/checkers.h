@@ -66,7 +66,7 @@ struct Event {
     uint64_t len = 0;    // fallocate length / populate npages
     // gmem_created only:
     uint64_t gmem_flags = 0;
-    bool flags_known = true;   // false for files of other processes
+    bool flags_known = true;    // false for files of other processes
     bool no_direct_map = false; // the file was created with NO_DIRECT_MAP
     bool preexisting = false;   // existed before observation began
 
@@ -86,13 +86,13 @@ std::string describe_folio(const Event& e);
 struct Coverage {
     std::map<std::string, std::string> attached; // point -> backend
     std::map<std::string, std::string> missing;  // point -> why not attached
-    uint64_t lost_events = 0;  // BPF ring buffer reserve failures
-    uint64_t parse_errors = 0; // host: short records, unknown types
-    uint64_t stash_lost = 0;   // kprobe entry->return pairs lost
+    uint64_t lost_events = 0;                    // BPF ring buffer reserve failures
+    uint64_t parse_errors = 0;                   // host: short records, unknown types
+    uint64_t stash_lost = 0;                     // kprobe entry->return pairs lost
     bool calibration_ran = false;
     bool calibration_ok = false;
     std::string calibration_reason;
-    std::string lockdown; // none | integrity | confidentiality | unknown
+    std::string lockdown;       // none | integrity | confidentiality | unknown
     int64_t pfn_correction = 0; // added to pointer-derived pfns (learned by calibration)
 
     bool has(const std::string& point) const { return attached.count(point) != 0; }
@@ -110,8 +110,8 @@ struct Expectations {
     std::optional<uint64_t> gmem_files;
     std::optional<uint64_t> pages_added;
     std::optional<uint64_t> pages_removed;
-    uint64_t pages_verified = 0;     // fresh pages the workloads read back
-    uint64_t verify_mismatches = 0;  // of those, not as expected (non-zero)
+    uint64_t pages_verified = 0;    // fresh pages the workloads read back
+    uint64_t verify_mismatches = 0; // of those, not as expected (non-zero)
     std::vector<std::string> mismatch_examples;
 
     static Expectations from_workloads(const std::vector<report::WorkloadResult>& w);
@@ -144,7 +144,8 @@ class CheckerSet {
   public:
     CheckerSet();
     void feed(const Event& e);
-    std::vector<report::InvariantResult> results(const Coverage& cov, const Expectations& exp) const;
+    std::vector<report::InvariantResult> results(const Coverage& cov,
+                                                 const Expectations& exp) const;
     const std::map<std::string, uint64_t>& counts() const { return counts_; }
     uint64_t fed() const { return fed_; }
 

@@ -17,8 +17,7 @@ static_assert(sizeof(gms_inode_key) == 16);
 
 namespace {
 
-template <typename T>
-bool copy_rec(const void* data, size_t size, T& out) {
+template <typename T> bool copy_rec(const void* data, size_t size, T& out) {
     if (size < sizeof(T))
         return false;
     std::memcpy(&out, data, sizeof(T));

@@ -20,128 +20,128 @@
 
 /* Record types (gms_ev_hdr.type). */
 enum gms_ev_type {
-	GMS_EV_PC_ADD = 1,      /* folio inserted in a page cache (tracepoint) */
-	GMS_EV_PC_DEL = 2,      /* folio deleted from a page cache (tracepoint) */
-	GMS_EV_ADD_FOLIO = 3,   /* filemap_add_folio / __filemap_add_folio returned */
-	GMS_EV_REMOVE_FOLIO = 4,/* __filemap_remove_folio entered */
-	GMS_EV_FREE_FOLIO = 5,  /* filemap_free_folio / kvm_gmem_free_folio returned */
-	GMS_EV_DIRECT_MAP = 6,  /* direct map change (set_direct_map_*, folio_zap/restore) */
-	GMS_EV_GET_PFN = 7,     /* kvm_gmem_get_pfn returned (pfn handed to the guest) */
-	GMS_EV_USER_FAULT = 8,  /* kvm_gmem_fault_user_mapping returned (page to userspace) */
-	GMS_EV_FALLOCATE = 9,   /* kvm_gmem_fallocate returned */
-	GMS_EV_POPULATE = 10,   /* kvm_gmem_populate returned */
-	GMS_EV_RELEASE = 11,    /* kvm_gmem_release (the file's last reference) */
-	GMS_EV_SPLIT = 12,      /* folio split entered (flags: GMS_F_RETURN on return) */
-	GMS_EV_TYPE_MAX = 13,
+    GMS_EV_PC_ADD = 1,       /* folio inserted in a page cache (tracepoint) */
+    GMS_EV_PC_DEL = 2,       /* folio deleted from a page cache (tracepoint) */
+    GMS_EV_ADD_FOLIO = 3,    /* filemap_add_folio / __filemap_add_folio returned */
+    GMS_EV_REMOVE_FOLIO = 4, /* __filemap_remove_folio entered */
+    GMS_EV_FREE_FOLIO = 5,   /* filemap_free_folio / kvm_gmem_free_folio returned */
+    GMS_EV_DIRECT_MAP = 6,   /* direct map change (set_direct_map_*, folio_zap/restore) */
+    GMS_EV_GET_PFN = 7,      /* kvm_gmem_get_pfn returned (pfn handed to the guest) */
+    GMS_EV_USER_FAULT = 8,   /* kvm_gmem_fault_user_mapping returned (page to userspace) */
+    GMS_EV_FALLOCATE = 9,    /* kvm_gmem_fallocate returned */
+    GMS_EV_POPULATE = 10,    /* kvm_gmem_populate returned */
+    GMS_EV_RELEASE = 11,     /* kvm_gmem_release (the file's last reference) */
+    GMS_EV_SPLIT = 12,       /* folio split entered (flags: GMS_F_RETURN on return) */
+    GMS_EV_TYPE_MAX = 13,
 };
 
 /* Which attach point produced a record (gms_ev_hdr.src). */
 enum gms_src {
-	GMS_SRC_UNKNOWN = 0,
-	GMS_SRC_TP_PC_ADD = 1,
-	GMS_SRC_TP_PC_DEL = 2,
-	GMS_SRC_FILEMAP_ADD_FOLIO = 3,
-	GMS_SRC___FILEMAP_ADD_FOLIO = 4,
-	GMS_SRC___FILEMAP_REMOVE_FOLIO = 5,
-	GMS_SRC_FILEMAP_FREE_FOLIO = 6,
-	GMS_SRC_KVM_GMEM_FREE_FOLIO = 7,
-	GMS_SRC_SET_DM_INVALID = 8,  /* set_direct_map_invalid_noflush(page) */
-	GMS_SRC_SET_DM_DEFAULT = 9,  /* set_direct_map_default_noflush(page) */
-	GMS_SRC_SET_DM_VALID = 10,   /* set_direct_map_valid_noflush(page, nr, valid) */
-	GMS_SRC_FOLIO_ZAP = 11,      /* folio_zap_direct_map(folio) */
-	GMS_SRC_FOLIO_RESTORE = 12,  /* folio_restore_direct_map(folio) */
-	GMS_SRC_KVM_GMEM_GET_PFN = 13,
-	GMS_SRC_KVM_GMEM_FAULT_USER = 14,
-	GMS_SRC_KVM_GMEM_FALLOCATE = 15,
-	GMS_SRC_KVM_GMEM_POPULATE = 16,
-	GMS_SRC_KVM_GMEM_RELEASE = 17,
-	GMS_SRC_FOLIO_SPLIT = 18,
-	GMS_SRC_MAX = 19,
+    GMS_SRC_UNKNOWN = 0,
+    GMS_SRC_TP_PC_ADD = 1,
+    GMS_SRC_TP_PC_DEL = 2,
+    GMS_SRC_FILEMAP_ADD_FOLIO = 3,
+    GMS_SRC___FILEMAP_ADD_FOLIO = 4,
+    GMS_SRC___FILEMAP_REMOVE_FOLIO = 5,
+    GMS_SRC_FILEMAP_FREE_FOLIO = 6,
+    GMS_SRC_KVM_GMEM_FREE_FOLIO = 7,
+    GMS_SRC_SET_DM_INVALID = 8, /* set_direct_map_invalid_noflush(page) */
+    GMS_SRC_SET_DM_DEFAULT = 9, /* set_direct_map_default_noflush(page) */
+    GMS_SRC_SET_DM_VALID = 10,  /* set_direct_map_valid_noflush(page, nr, valid) */
+    GMS_SRC_FOLIO_ZAP = 11,     /* folio_zap_direct_map(folio) */
+    GMS_SRC_FOLIO_RESTORE = 12, /* folio_restore_direct_map(folio) */
+    GMS_SRC_KVM_GMEM_GET_PFN = 13,
+    GMS_SRC_KVM_GMEM_FAULT_USER = 14,
+    GMS_SRC_KVM_GMEM_FALLOCATE = 15,
+    GMS_SRC_KVM_GMEM_POPULATE = 16,
+    GMS_SRC_KVM_GMEM_RELEASE = 17,
+    GMS_SRC_FOLIO_SPLIT = 18,
+    GMS_SRC_MAX = 19,
 };
 
 /* gms_ev_hdr.flags */
-#define GMS_F_UPTODATE (1u << 0)   /* folio had PG_uptodate when handed out */
-#define GMS_F_VALID (1u << 1)      /* direct map: made valid (restore) */
-#define GMS_F_RETURN (1u << 2)     /* record from the function's return */
-#define GMS_F_NO_ORDER (1u << 3)   /* the kernel does not expose the order */
-#define GMS_F_NO_INODE (1u << 4)   /* page without a mapping (dev/ino unknown) */
-#define GMS_F_WATCHED (1u << 5)    /* inode was in the watched map (not only s_dev) */
-#define GMS_F_PTR_PFN (1u << 6)    /* pfn derived from a struct page pointer (vmemmap) */
+#define GMS_F_UPTODATE (1u << 0) /* folio had PG_uptodate when handed out */
+#define GMS_F_VALID (1u << 1)    /* direct map: made valid (restore) */
+#define GMS_F_RETURN (1u << 2)   /* record from the function's return */
+#define GMS_F_NO_ORDER (1u << 3) /* the kernel does not expose the order */
+#define GMS_F_NO_INODE (1u << 4) /* page without a mapping (dev/ino unknown) */
+#define GMS_F_WATCHED (1u << 5)  /* inode was in the watched map (not only s_dev) */
+#define GMS_F_PTR_PFN (1u << 6)  /* pfn derived from a struct page pointer (vmemmap) */
 
 /* Per-CPU counters (array map "counters", index = enum value). */
 enum gms_counter {
-	GMS_CNT_RB_DROPS = 0,         /* bpf_ringbuf_reserve failed: event lost */
-	GMS_CNT_EVENTS = 1,           /* records submitted */
-	GMS_CNT_KVM_PAGE_FAULT = 2,   /* kvm:kvm_page_fault */
-	GMS_CNT_SPTE_SET = 3,         /* kvmmmu:kvm_mmu_set_spte */
-	GMS_CNT_SPTE_CHANGED = 4,     /* kvmmmu:kvm_tdp_mmu_spte_changed */
-	GMS_CNT_LOCK_CONTENDED = 5,   /* lock:contention_begin (filtered by tgid) */
-	GMS_CNT_LOCK_WAIT_NS = 6,     /* summed begin->end time */
-	GMS_CNT_GMEM_LOCK_CONTENDED = 7, /* ... on a watched filemap_invalidate_lock */
-	GMS_CNT_GMEM_LOCK_WAIT_NS = 8,
-	GMS_CNT_DM_FOREIGN = 9,       /* direct-map changes (all pages; checker filters) */
-	GMS_CNT_SPLIT_CALLS = 10,     /* folio split entries on watched inodes */
-	GMS_CNT_ARG_STASH_FULL = 11,  /* kprobe entry->return stash full: pair lost */
-	GMS_CNT_PC_FILTERED_OUT = 12, /* page-cache events of other files (not emitted) */
-	GMS_CNT_MAX = 13,
+    GMS_CNT_RB_DROPS = 0,            /* bpf_ringbuf_reserve failed: event lost */
+    GMS_CNT_EVENTS = 1,              /* records submitted */
+    GMS_CNT_KVM_PAGE_FAULT = 2,      /* kvm:kvm_page_fault */
+    GMS_CNT_SPTE_SET = 3,            /* kvmmmu:kvm_mmu_set_spte */
+    GMS_CNT_SPTE_CHANGED = 4,        /* kvmmmu:kvm_tdp_mmu_spte_changed */
+    GMS_CNT_LOCK_CONTENDED = 5,      /* lock:contention_begin (filtered by tgid) */
+    GMS_CNT_LOCK_WAIT_NS = 6,        /* summed begin->end time */
+    GMS_CNT_GMEM_LOCK_CONTENDED = 7, /* ... on a watched filemap_invalidate_lock */
+    GMS_CNT_GMEM_LOCK_WAIT_NS = 8,
+    GMS_CNT_DM_FOREIGN = 9,       /* direct-map changes (all pages; checker filters) */
+    GMS_CNT_SPLIT_CALLS = 10,     /* folio split entries on watched inodes */
+    GMS_CNT_ARG_STASH_FULL = 11,  /* kprobe entry->return stash full: pair lost */
+    GMS_CNT_PC_FILTERED_OUT = 12, /* page-cache events of other files (not emitted) */
+    GMS_CNT_MAX = 13,
 };
 
 struct gms_ev_hdr {
-	__u32 type;  /* enum gms_ev_type */
-	__u16 src;   /* enum gms_src */
-	__u16 flags; /* GMS_F_* */
-	__u64 ts_ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
-	__u64 seq;   /* global submission counter (gaps = lost records) */
-	__u32 cpu;
-	__u32 tgid;
+    __u32 type;  /* enum gms_ev_type */
+    __u16 src;   /* enum gms_src */
+    __u16 flags; /* GMS_F_* */
+    __u64 ts_ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+    __u64 seq;   /* global submission counter (gaps = lost records) */
+    __u32 cpu;
+    __u32 tgid;
 };
 
 /* GMS_EV_PC_ADD, PC_DEL, ADD_FOLIO, REMOVE_FOLIO, FREE_FOLIO, SPLIT */
 struct gms_ev_folio {
-	struct gms_ev_hdr hdr;
-	__u64 pfn;
-	__u64 ino;
-	__u64 index;
-	__u32 dev;   /* kernel-internal dev_t: MAJOR << 20 | MINOR */
-	__u32 order;
-	__s64 ret;   /* return value where there is one, else 0 */
+    struct gms_ev_hdr hdr;
+    __u64 pfn;
+    __u64 ino;
+    __u64 index;
+    __u32 dev; /* kernel-internal dev_t: MAJOR << 20 | MINOR */
+    __u32 order;
+    __s64 ret; /* return value where there is one, else 0 */
 };
 
 /* GMS_EV_DIRECT_MAP */
 struct gms_ev_direct_map {
-	struct gms_ev_hdr hdr;
-	__u64 pfn;   /* first page */
-	__u64 nr;    /* pages changed */
-	__s64 ret;   /* 0 on success (entry records: 0) */
+    struct gms_ev_hdr hdr;
+    __u64 pfn; /* first page */
+    __u64 nr;  /* pages changed */
+    __s64 ret; /* 0 on success (entry records: 0) */
 };
 
 /* GMS_EV_GET_PFN, GMS_EV_USER_FAULT */
 struct gms_ev_handout {
-	struct gms_ev_hdr hdr;
-	__u64 pfn;
-	__u64 ino;
-	__u64 index; /* page index in the file (gfn-derived or vmf->pgoff) */
-	__u32 dev;
-	__u32 order; /* folio order */
-	__s64 ret;   /* get_pfn: 0 or -errno; user fault: vm_fault_t */
+    struct gms_ev_hdr hdr;
+    __u64 pfn;
+    __u64 ino;
+    __u64 index; /* page index in the file (gfn-derived or vmf->pgoff) */
+    __u32 dev;
+    __u32 order; /* folio order */
+    __s64 ret;   /* get_pfn: 0 or -errno; user fault: vm_fault_t */
 };
 
 /* GMS_EV_FALLOCATE, GMS_EV_POPULATE, GMS_EV_RELEASE */
 struct gms_ev_file_op {
-	struct gms_ev_hdr hdr;
-	__u64 ino;
-	__u32 dev;
-	__u32 mode;  /* fallocate mode */
-	__u64 offset;
-	__u64 len;   /* fallocate length; populate: npages */
-	__s64 ret;
+    struct gms_ev_hdr hdr;
+    __u64 ino;
+    __u32 dev;
+    __u32 mode; /* fallocate mode */
+    __u64 offset;
+    __u64 len; /* fallocate length; populate: npages */
+    __s64 ret;
 };
 
 /* Key of the "watched" hash map: one guest_memfd inode. */
 struct gms_inode_key {
-	__u32 dev; /* kernel-internal dev_t */
-	__u32 pad;
-	__u64 ino;
+    __u32 dev; /* kernel-internal dev_t */
+    __u32 pad;
+    __u64 ino;
 };
 
 #endif /* GMS_PROBES_EVENTS_H */

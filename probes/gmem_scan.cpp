@@ -78,7 +78,8 @@ void scan_pid(pid_t pid, GmemScan& out) {
         struct stat st {};
         if (::stat(path.c_str(), &st) != 0)
             continue;
-        out.files[{st.st_dev, st.st_ino}].push_back(GmemHolder{pid, comm, std::atoi(ent->d_name), false});
+        out.files[{st.st_dev, st.st_ino}].push_back(
+            GmemHolder{pid, comm, std::atoi(ent->d_name), false});
     }
     ::closedir(d);
     std::ifstream maps(base + "/maps");

@@ -17,7 +17,7 @@ inline constexpr const char* kGmemAnonName = "anon_inode:[kvm-gmem]";
 struct GmemHolder {
     pid_t pid = 0;
     std::string comm;
-    int fd = -1;          // -1: only mapped
+    int fd = -1; // -1: only mapped
     bool mapped = false;
 };
 

@@ -5,13 +5,12 @@
 
 #include "core/error.h"
 #include "core/util.h"
+#include "gmem.skel.h"
 #include "probes/attach_points.h"
 #include "probes/bpf_util.h"
 #include "probes/checkers.h"
 #include "probes/decode.h"
 #include "probes/events.h"
-
-#include "gmem.skel.h"
 
 #include <array>
 #include <atomic>
@@ -51,7 +50,7 @@ struct PointState {
     std::string target; // function or tracepoint
     std::vector<std::string> progs;
     bool attached = false;
-    std::string reason; // why not chosen / not attached
+    std::string reason;                // why not chosen / not attached
     std::vector<std::string> rejected; // better variants that could not be used
     std::vector<bpf_link*> links;
 };
@@ -82,9 +81,18 @@ uint64_t monotonic_ns() {
 
 std::string counter_name(int i) {
     static const char* names[GMS_CNT_MAX] = {
-        "ringbuf_reserve_failures", "events_submitted", "kvm_page_fault",   "spte_set",
-        "spte_changed",             "lock_contended",   "lock_wait_ns",     "gmem_lock_contended",
-        "gmem_lock_wait_ns",        "direct_map_calls", "split_calls",      "kprobe_stash_full",
+        "ringbuf_reserve_failures",
+        "events_submitted",
+        "kvm_page_fault",
+        "spte_set",
+        "spte_changed",
+        "lock_contended",
+        "lock_wait_ns",
+        "gmem_lock_contended",
+        "gmem_lock_wait_ns",
+        "direct_map_calls",
+        "split_calls",
+        "kprobe_stash_full",
         "page_cache_events_of_other_files",
     };
     return names[i];
@@ -103,7 +111,7 @@ struct Session::Impl {
     bool finished = false;
     std::vector<PointState> points;
     std::map<std::pair<std::string, Backend>, std::string> excluded; // failed at load
-    nlohmann::json load_failures = nlohmann::json::array();           // libbpf logs of failed loads
+    nlohmann::json load_failures = nlohmann::json::array();          // libbpf logs of failed loads
     int load_attempts = 0;
     uint32_t filter_tgid = 0;
     std::string gmem_dev_source;
@@ -184,7 +192,8 @@ struct Session::Impl {
         ++by_src[src_name(ev->src)];
         if (ev->has(GMS_F_PTR_PFN))
             ev->pfn = uint64_t(int64_t(ev->pfn) + pfn_correction);
-        if (calibrating && (ev->type == EventType::direct_map || calib_keys.count({ev->dev, ev->ino})))
+        if (calibrating &&
+            (ev->type == EventType::direct_map || calib_keys.count({ev->dev, ev->ino})))
             calib_events.push_back(*ev);
         if ((ev->dev || ev->ino) && calib_keys.count({ev->dev, ev->ino}))
             return;
@@ -228,7 +237,8 @@ struct Session::Impl {
 
     bool watch_bpf(const InodeKey& k, uint32_t what) {
         gms_inode_key key{k.first, 0, k.second};
-        int r = bpf_map__update_elem(skel->maps.watched, &key, sizeof(key), &what, sizeof(what), BPF_ANY);
+        int r = bpf_map__update_elem(skel->maps.watched, &key, sizeof(key), &what, sizeof(what),
+                                     BPF_ANY);
         return r == 0;
     }
 
@@ -292,14 +302,15 @@ struct Session::Impl {
         }
     }
 
-    void plan_tracepoint(PointState& ps, const KernelTargets& kt, const std::map<Backend, BackendStatus>& usable) {
+    void plan_tracepoint(PointState& ps, const KernelTargets& kt,
+                         const std::map<Backend, BackendStatus>& usable) {
         const auto& def = *ps.def;
         auto ex = excluded.find({def.name, Backend::tracepoint});
         if (kt.tracefs().empty())
             ps.reason = "tracefs unavailable: " + kt.tracefs_error();
         else if (!kt.tracepoint_exists(def.tracepoint))
-            ps.reason = fmt::format("tracepoint {} not in this kernel ({}/events/{} missing)", def.tracepoint,
-                                    kt.tracefs(), def.tracepoint);
+            ps.reason = fmt::format("tracepoint {} not in this kernel ({}/events/{} missing)",
+                                    def.tracepoint, kt.tracefs(), def.tracepoint);
         else if (!usable.at(Backend::tracepoint).usable)
             ps.reason = "tracepoint programs unusable: " + usable.at(Backend::tracepoint).reason;
         else if (ex != excluded.end())
@@ -311,7 +322,8 @@ struct Session::Impl {
         }
     }
 
-    void plan_function(PointState& ps, const KernelTargets& kt, const std::map<Backend, BackendStatus>& usable,
+    void plan_function(PointState& ps, const KernelTargets& kt,
+                       const std::map<Backend, BackendStatus>& usable,
                        std::optional<Backend> forced) {
         const auto& def = *ps.def;
         if (forced == Backend::tracepoint) {
@@ -319,8 +331,9 @@ struct Session::Impl {
                                     join(def.functions, "/"));
             return;
         }
-        std::vector<Backend> order = forced ? std::vector<Backend>{*forced}
-                                            : std::vector<Backend>{Backend::fentry, Backend::kprobe};
+        std::vector<Backend> order = forced
+                                         ? std::vector<Backend>{*forced}
+                                         : std::vector<Backend>{Backend::fentry, Backend::kprobe};
         std::vector<std::string> why;
         for (Backend b : order) {
             const auto& st = usable.at(b);
@@ -336,17 +349,19 @@ struct Session::Impl {
             for (const auto& fn : def.functions) {
                 auto nargs = kt.btf_func_args(fn);
                 if (b == Backend::fentry && !nargs) {
-                    fnwhy += fmt::format("{}{} not in kernel BTF (missing or inlined)", fnwhy.empty() ? "" : ", ", fn);
+                    fnwhy += fmt::format("{}{} not in kernel BTF (missing or inlined)",
+                                         fnwhy.empty() ? "" : ", ", fn);
                     continue;
                 }
                 if (b == Backend::kprobe && !kt.kprobe_target(fn)) {
-                    fnwhy += fmt::format("{}{} not in {} (missing, inlined or notrace)", fnwhy.empty() ? "" : ", ",
-                                         fn, kt.kprobe_source().empty() ? "the symbol lists" : kt.kprobe_source());
+                    fnwhy += fmt::format(
+                        "{}{} not in {} (missing, inlined or notrace)", fnwhy.empty() ? "" : ", ",
+                        fn, kt.kprobe_source().empty() ? "the symbol lists" : kt.kprobe_source());
                     continue;
                 }
                 if (nargs && def.nargs >= 0 && *nargs != def.nargs) {
-                    fnwhy += fmt::format("{}{} takes {} arguments, the program expects {}", fnwhy.empty() ? "" : ", ",
-                                         fn, *nargs, def.nargs);
+                    fnwhy += fmt::format("{}{} takes {} arguments, the program expects {}",
+                                         fnwhy.empty() ? "" : ", ", fn, *nargs, def.nargs);
                     continue;
                 }
                 found = fn;
@@ -376,7 +391,8 @@ struct Session::Impl {
     int try_load(std::string* failed_prog, std::string* log) {
         skel = gmem_bpf__open();
         if (!skel)
-            throw EnvError(fmt::format("BPF: cannot open the probes' BPF object: {}", errno_name(errno)));
+            throw EnvError(
+                fmt::format("BPF: cannot open the probes' BPF object: {}", errno_name(errno)));
         bpf_program* p;
         bpf_object__for_each_program(p, skel->obj) bpf_program__set_autoload(p, false);
         for (const auto& ps : points) {
@@ -385,14 +401,18 @@ struct Session::Impl {
             for (const auto& name : ps.progs) {
                 bpf_program* prog = bpf_object__find_program_by_name(skel->obj, name.c_str());
                 if (!prog)
-                    throw Error(fmt::format("probes: program {} missing from the BPF object", name));
+                    throw Error(
+                        fmt::format("probes: program {} missing from the BPF object", name));
                 bpf_program__set_autoload(prog, true);
                 if (*ps.chosen == Backend::fentry && ps.target != ps.def->functions.front())
                     bpf_program__set_attach_target(prog, 0, ps.target.c_str());
             }
         }
-        if (int r = bpf_map__set_max_entries(skel->maps.events, static_cast<uint32_t>(opts.ringbuf_size)); r)
-            throw UsageError(fmt::format("probes: ring buffer size {}: {}", opts.ringbuf_size, errno_name(-r)));
+        if (int r = bpf_map__set_max_entries(skel->maps.events,
+                                             static_cast<uint32_t>(opts.ringbuf_size));
+            r)
+            throw UsageError(
+                fmt::format("probes: ring buffer size {}: {}", opts.ringbuf_size, errno_name(-r)));
         take_libbpf_log();
         int r = gmem_bpf__load(skel);
         if (r == 0)
@@ -416,7 +436,8 @@ struct Session::Impl {
         return r;
     }
 
-    void load(const KernelTargets& kt, const std::map<Backend, BackendStatus>& usable, std::optional<Backend> forced) {
+    void load(const KernelTargets& kt, const std::map<Backend, BackendStatus>& usable,
+              std::optional<Backend> forced) {
         for (load_attempts = 1; load_attempts <= 64; ++load_attempts) {
             plan(kt, usable, forced);
             std::string failed, log;
@@ -429,12 +450,15 @@ struct Session::Impl {
                     if (ps.chosen && n == failed)
                         culprit = &ps;
             if (load_failures.size() < 16)
-                load_failures.push_back({{"program", failed}, {"error", errno_name(-r)}, {"log", log.size() > 3000 ? log.substr(log.size() - 3000) : log}});
+                load_failures.push_back(
+                    {{"program", failed},
+                     {"error", errno_name(-r)},
+                     {"log", log.size() > 3000 ? log.substr(log.size() - 3000) : log}});
             if (!culprit)
-                throw EnvError(fmt::format("BPF: loading the probes failed ({}): {}", errno_name(-r),
-                                           log_tail(log, 4)));
-            excluded[{culprit->def->name, *culprit->chosen}] =
-                fmt::format("load of {} failed: {}: {}", failed, errno_name(-r), verifier_error(log, 2));
+                throw EnvError(fmt::format("BPF: loading the probes failed ({}): {}",
+                                           errno_name(-r), log_tail(log, 4)));
+            excluded[{culprit->def->name, *culprit->chosen}] = fmt::format(
+                "load of {} failed: {}: {}", failed, errno_name(-r), verifier_error(log, 2));
         }
         throw EnvError("BPF: loading the probes failed after too many attempts");
     }
@@ -452,7 +476,8 @@ struct Session::Impl {
                     l = bpf_program__attach(prog);
                     break;
                 case Backend::kprobe:
-                    l = bpf_program__attach_kprobe(prog, name == ps.def->kretprobe_prog, ps.target.c_str());
+                    l = bpf_program__attach_kprobe(prog, name == ps.def->kretprobe_prog,
+                                                   ps.target.c_str());
                     break;
                 case Backend::tracepoint: {
                     auto slash = ps.target.find('/');
@@ -463,8 +488,8 @@ struct Session::Impl {
                 }
                 if (!l) {
                     int err = errno;
-                    ps.reason = fmt::format("{} {} attach failed: {}{}", to_string(*ps.chosen), ps.target,
-                                            errno_name(err),
+                    ps.reason = fmt::format("{} {} attach failed: {}{}", to_string(*ps.chosen),
+                                            ps.target, errno_name(err),
                                             err == EPERM && lockdown != "none"
                                                 ? fmt::format(" (kernel lockdown={})", lockdown)
                                                 : std::string());
@@ -532,7 +557,8 @@ struct Session::Impl {
 
     // ---- secretmem calibration ---------------------------------------
     void calibrate() {
-        std::vector<std::string> dm = {"dm_invalid", "dm_default", "dm_valid", "folio_zap", "folio_restore"};
+        std::vector<std::string> dm = {"dm_invalid", "dm_default", "dm_valid", "folio_zap",
+                                       "folio_restore"};
         bool any_dm = false;
         for (const auto& n : dm)
             any_dm |= attached(n);
@@ -546,19 +572,22 @@ struct Session::Impl {
             return set(false, false, "calibration disabled");
         if (!any_dm) {
             auto* p = point("dm_invalid");
-            return set(false, false, "no direct-map probe attached (dm_invalid: " + (p ? p->reason : "?") + ")");
+            return set(false, false,
+                       "no direct-map probe attached (dm_invalid: " + (p ? p->reason : "?") + ")");
         }
         if (!attached("pc_add"))
             return set(false, false, "page-cache tracepoint not attached");
 
         int fd = static_cast<int>(::syscall(kSysMemfdSecret, O_CLOEXEC));
         if (fd < 0)
-            return set(false, false, fmt::format("memfd_secret failed: {}{}", errno_name(errno),
-                                                 errno == ENOSYS ? " (secretmem disabled or not built)" : ""));
+            return set(false, false,
+                       fmt::format("memfd_secret failed: {}{}", errno_name(errno),
+                                   errno == ENOSYS ? " (secretmem disabled or not built)" : ""));
         UniqueFd sfd(fd);
         struct stat st {};
         if (::fstat(fd, &st) != 0)
-            return set(false, false, fmt::format("fstat(memfd_secret) failed: {}", errno_name(errno)));
+            return set(false, false,
+                       fmt::format("fstat(memfd_secret) failed: {}", errno_name(errno)));
         InodeKey key{kernel_dev(st.st_dev), st.st_ino};
         {
             std::lock_guard lk(mu);
@@ -651,11 +680,13 @@ struct Session::Impl {
         bool ok = added.size() == kCalibrationPages && zap_match == kCalibrationPages &&
                   restore_match == kCalibrationPages;
         if (ok)
-            *reason = fmt::format("observed {} zap/restore pairs on secretmem pages{}", kCalibrationPages,
-                                  corr ? fmt::format(" (pfn correction {})", corr) : std::string());
+            *reason =
+                fmt::format("observed {} zap/restore pairs on secretmem pages{}", kCalibrationPages,
+                            corr ? fmt::format(" (pfn correction {})", corr) : std::string());
         else
-            *reason = fmt::format("secretmem: {} of {} page-cache insertions, {} zaps and {} restores matched",
-                                  added.size(), kCalibrationPages, zap_match, restore_match);
+            *reason = fmt::format(
+                "secretmem: {} of {} page-cache insertions, {} zaps and {} restores matched",
+                added.size(), kCalibrationPages, zap_match, restore_match);
         (*out)["ok"] = ok;
         (*out)["reason"] = *reason;
         return ok;
@@ -671,13 +702,13 @@ std::unique_ptr<Session> Session::attach(const Options& opts, const Caps& caps) 
     if (opts.backend != "auto") {
         forced = backend_from_string(opts.backend);
         if (!forced)
-            throw UsageError(fmt::format("probes backend '{}': expected auto, fentry, kprobe or tracepoint",
-                                         opts.backend));
+            throw UsageError(fmt::format(
+                "probes backend '{}': expected auto, fentry, kprobe or tracepoint", opts.backend));
     }
     uint64_t rs = opts.ringbuf_size;
     if (rs < 4096 || (rs & (rs - 1)) || rs > (1ull << 30))
-        throw UsageError(fmt::format("probes ring buffer size {}: must be a power of two between 4 KiB and 1 GiB",
-                                     rs));
+        throw UsageError(fmt::format(
+            "probes ring buffer size {}: must be a power of two between 4 KiB and 1 GiB", rs));
     install_libbpf_log();
     std::unique_ptr<Session> s(new Session());
     auto& im = *s->impl_;
@@ -685,14 +716,16 @@ std::unique_ptr<Session> Session::attach(const Options& opts, const Caps& caps) 
     im.lockdown = caps.lockdown.empty() ? lockdown_state() : caps.lockdown;
     im.no_direct_map_bit = caps.bits.no_direct_map;
     im.started_ns = monotonic_ns();
-    im.filter_tgid = opts.filter_pid < 0 ? static_cast<uint32_t>(::getpid()) : static_cast<uint32_t>(opts.filter_pid);
+    im.filter_tgid = opts.filter_pid < 0 ? static_cast<uint32_t>(::getpid())
+                                         : static_cast<uint32_t>(opts.filter_pid);
 
     const auto& usable = probe_backends();
     if (!usable.at(Backend::tracepoint).usable && !usable.at(Backend::kprobe).usable &&
         !usable.at(Backend::fentry).usable)
-        throw EnvError("BPF is unusable here: tracepoint: " + usable.at(Backend::tracepoint).reason +
-                       "; kprobe: " + usable.at(Backend::kprobe).reason +
-                       "; fentry: " + usable.at(Backend::fentry).reason);
+        throw EnvError(
+            "BPF is unusable here: tracepoint: " + usable.at(Backend::tracepoint).reason +
+            "; kprobe: " + usable.at(Backend::kprobe).reason +
+            "; fentry: " + usable.at(Backend::fentry).reason);
     KernelTargets kt;
     im.tracefs = kt.tracefs();
     im.kprobe_source = kt.kprobe_source();
@@ -779,7 +812,9 @@ void Session::on_released(kvm::InodeId id) {
     im.unwatch_queue.emplace_back(m.ts_ns + 1000000000ull, key);
 }
 
-void Session::set_gmem_dev(uint64_t st_dev) { impl_->set_gmem_kdev(kernel_dev(st_dev)); }
+void Session::set_gmem_dev(uint64_t st_dev) {
+    impl_->set_gmem_kdev(kernel_dev(st_dev));
+}
 
 std::optional<uint64_t> Session::gmem_dev() const {
     std::lock_guard lk(impl_->mu);
@@ -859,7 +894,8 @@ nlohmann::json Session::describe() const {
                    {"files_watched", im.watched.size()},
                    {"counters_tgid", im.filter_tgid}};
     if (im.gmem_kdev)
-        j["filter"]["gmem_dev"] = fmt::format("{}:{}", *im.gmem_kdev >> 20, *im.gmem_kdev & 0xfffff);
+        j["filter"]["gmem_dev"] =
+            fmt::format("{}:{}", *im.gmem_kdev >> 20, *im.gmem_kdev & 0xfffff);
     if (!im.gmem_dev_source.empty())
         j["filter"]["gmem_dev_source"] = im.gmem_dev_source;
     nlohmann::json cal = im.calibration.is_object() ? im.calibration : nlohmann::json::object();
@@ -873,7 +909,8 @@ nlohmann::json Session::describe() const {
     return j;
 }
 
-std::vector<report::InvariantResult> Session::check(const std::vector<report::WorkloadResult>& w) const {
+std::vector<report::InvariantResult>
+Session::check(const std::vector<report::WorkloadResult>& w) const {
     auto cov = impl_->coverage();
     auto exp = Expectations::from_workloads(w);
     std::lock_guard lk(impl_->mu);

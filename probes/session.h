@@ -16,8 +16,8 @@
 namespace gms::probes {
 
 struct Options {
-    std::string backend = "auto"; // auto | fentry | kprobe | tracepoint
-    bool all_guest_memfds = false;  // observe every guest_memfd, not only ours
+    std::string backend = "auto";  // auto | fentry | kprobe | tracepoint
+    bool all_guest_memfds = false; // observe every guest_memfd, not only ours
     uint64_t ringbuf_size = 8ull << 20;
     bool calibrate = true; // secretmem calibration before direct-map verdicts
     // Counters (KVM faults, SPTEs, lock contention) count this process only:

@@ -40,7 +40,8 @@ std::unique_ptr<probes::Session> attach_or_skip(probes::Options o = {}) {
     return nullptr;
 }
 
-report::InvariantResult find(const std::vector<report::InvariantResult>& v, const std::string& name) {
+report::InvariantResult find(const std::vector<report::InvariantResult>& v,
+                             const std::string& name) {
     for (const auto& r : v)
         if (r.name == name)
             return r;
@@ -49,7 +50,8 @@ report::InvariantResult find(const std::vector<report::InvariantResult>& v, cons
 }
 
 std::string dump(const report::InvariantResult& r) {
-    std::string s = fmt::format("{}: {} ({}) backend={}\n", r.name, report::to_string(r.verdict), r.reason, r.backend);
+    std::string s = fmt::format("{}: {} ({}) backend={}\n", r.name, report::to_string(r.verdict),
+                                r.reason, r.backend);
     for (const auto& [k, v] : r.evidence)
         s += fmt::format("  {}={}\n", k, v);
     for (const auto& v : r.violations)
@@ -68,7 +70,8 @@ bool needs_kvm_gmem_mmap() {
 void fault_and_release(probes::Session& s, uint64_t pages) {
     auto kvm = kvm::Kvm::open();
     auto vm = kvm::Vm::create(kvm);
-    auto g = vm.create_guest_memfd(pages * 4096 * 2, uapi::kGuestMemfdFlagMmap | uapi::kGuestMemfdFlagInitShared);
+    auto g = vm.create_guest_memfd(pages * 4096 * 2,
+                                   uapi::kGuestMemfdFlagMmap | uapi::kGuestMemfdFlagInitShared);
     s.on_created(g);
     auto id = g.inode();
     {
@@ -127,7 +130,8 @@ TEST_CASE("probes: a file still open at the end is incomplete, not verified", "[
     auto s = attach_or_skip();
     auto kvm = kvm::Kvm::open();
     auto vm = kvm::Vm::create(kvm);
-    auto g = vm.create_guest_memfd(64 * 4096, uapi::kGuestMemfdFlagMmap | uapi::kGuestMemfdFlagInitShared);
+    auto g = vm.create_guest_memfd(64 * 4096,
+                                   uapi::kGuestMemfdFlagMmap | uapi::kGuestMemfdFlagInitShared);
     s->on_created(g);
     auto m = g.map_shared();
     for (int i = 0; i < 8; ++i)
@@ -165,7 +169,8 @@ TEST_CASE("probes: other files are filtered out in BPF", "[probes]") {
     {
         auto kvm = kvm::Kvm::open();
         auto vm = kvm::Vm::create(kvm);
-        auto g = vm.create_guest_memfd(16 * 4096, uapi::kGuestMemfdFlagMmap | uapi::kGuestMemfdFlagInitShared);
+        auto g = vm.create_guest_memfd(16 * 4096,
+                                       uapi::kGuestMemfdFlagMmap | uapi::kGuestMemfdFlagInitShared);
         auto m = g.map_shared();
         for (int i = 0; i < 16; ++i)
             m.data()[i * 4096] = 1;
@@ -188,7 +193,8 @@ TEST_CASE("probes: all_guest_memfds observes files we did not announce", "[probe
     {
         auto kvm = kvm::Kvm::open();
         auto vm = kvm::Vm::create(kvm);
-        auto g = vm.create_guest_memfd(16 * 4096, uapi::kGuestMemfdFlagMmap | uapi::kGuestMemfdFlagInitShared);
+        auto g = vm.create_guest_memfd(16 * 4096,
+                                       uapi::kGuestMemfdFlagMmap | uapi::kGuestMemfdFlagInitShared);
         CHECK(g.inode().dev == *s->gmem_dev());
         auto m = g.map_shared();
         for (int i = 0; i < 5; ++i)
@@ -231,11 +237,14 @@ TEST_CASE("probes: guest_memfds of another process are found in /proc", "[probes
     REQUIRE(child >= 0);
     if (child == 0) {
         // The "VMM": a guest_memfd held by an fd and by a mapping.
+        ::close(up[0]);
+        ::close(down[1]); // else the parent's close never reaches EOF here
         int rc = 1;
         try {
             auto kvm = kvm::Kvm::open();
             auto vm = kvm::Vm::create(kvm);
-            auto g = vm.create_guest_memfd(8 * 4096, uapi::kGuestMemfdFlagMmap | uapi::kGuestMemfdFlagInitShared);
+            auto g = vm.create_guest_memfd(8 * 4096, uapi::kGuestMemfdFlagMmap |
+                                                         uapi::kGuestMemfdFlagInitShared);
             auto m = g.map_shared();
             m.data()[0] = 1;
             uint64_t ino = g.inode().ino;
@@ -274,10 +283,11 @@ TEST_CASE("probes: guest_memfds of another process are found in /proc", "[probes
 
 TEST_CASE("probes: /proc/PID/maps lines of guest_memfds parse", "[probes]") {
     uint64_t dev = 0, ino = 0;
-    CHECK(probes::parse_gmem_maps_line(
-        "7f7e674c5000-7f7e675c5000 rw-s 00000000 00:10 919001                     anon_inode:[kvm-gmem]", &dev,
-        &ino));
+    CHECK(probes::parse_gmem_maps_line("7f7e674c5000-7f7e675c5000 rw-s 00000000 00:10 919001       "
+                                       "              anon_inode:[kvm-gmem]",
+                                       &dev, &ino));
     CHECK(dev == makedev(0, 0x10));
     CHECK(ino == 919001);
-    CHECK_FALSE(probes::parse_gmem_maps_line("7f00-7f10 r--p 00000000 08:01 1234 /usr/lib/libc.so.6", &dev, &ino));
+    CHECK_FALSE(probes::parse_gmem_maps_line(
+        "7f00-7f10 r--p 00000000 08:01 1234 /usr/lib/libc.so.6", &dev, &ino));
 }

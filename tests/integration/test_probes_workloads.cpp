@@ -53,7 +53,8 @@ profile::WorkloadSchemas schemas() {
 }
 
 // Runs one workload with a probes Session attached; SKIPs when it cannot.
-Ran run_observed(const std::string& kind, const std::string& extra = "", const char* capture_name = nullptr) {
+Ran run_observed(const std::string& kind, const std::string& extra = "",
+                 const char* capture_name = nullptr) {
     if (::geteuid() != 0)
         SKIP("probes need root");
     auto prof = profile::parse_profile(profile_text(kind, extra), "test:" + kind, {}, schemas());
@@ -87,10 +88,11 @@ Ran run_observed(const std::string& kind, const std::string& extra = "", const c
     ran.describe = s->describe();
     if (capture_name) {
         if (const char* dir = std::getenv("GMS_CAPTURE_DIR")) {
-            nlohmann::json notes = {{"workload", kind},
-                                    {"kernel", caps.kernel_release},
-                                    {"lockdown", caps.lockdown},
-                                    {"captured_by", "tests/integration/test_probes_workloads.cpp [.capture]"}};
+            nlohmann::json notes = {
+                {"workload", kind},
+                {"kernel", caps.kernel_release},
+                {"lockdown", caps.lockdown},
+                {"captured_by", "tests/integration/test_probes_workloads.cpp [.capture]"}};
             s->save_recording(fmt::format("{}/{}.jsonl", dir, capture_name), {ran.result}, notes);
         }
     }
@@ -115,8 +117,8 @@ std::string dump(const report::InvariantResult& r) {
 }
 
 void expect_balanced(const Ran& ran) {
-    INFO("workload: " << ran.result.name << " outcome=" << report::to_string(ran.result.outcome) << " "
-                      << ran.result.reason);
+    INFO("workload: " << ran.result.name << " outcome=" << report::to_string(ran.result.outcome)
+                      << " " << ran.result.reason);
     if (ran.result.outcome == report::Outcome::skip)
         SKIP("workload skipped: " + ran.result.reason);
     REQUIRE(ran.result.outcome == report::Outcome::pass);

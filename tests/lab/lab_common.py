@@ -205,9 +205,12 @@ def invariant(report, name):
     fail(f"the report has no '{name}' invariant ({[i.get('name') for i in report.get('invariants', [])]})")
 
 
-def check_invariants(report):
+def check_invariants(report, require_exact_pages=True):
     """uptodate and page-cache invariants verified, with event counts that match
-    what the workloads say they did (recomputed here from the workloads)."""
+    what the workloads say they did (recomputed here from the workloads).
+    require_exact_pages=False: the profile's workloads predict files, not pages
+    (conformance: 62 checks touch pages in ways not worth modelling); the file
+    count must still match and every page added must have been removed."""
     for inv in report.get("invariants", []):
         check(inv.get("verdict") != "violated",
               f"invariant {inv.get('name')} not violated ({inv.get('violations')})")
@@ -240,8 +243,9 @@ def check_invariants(report):
               f"page-cache adds/removes seen by the probes ({ev.get('pages_added')}/"
               f"{ev.get('pages_removed')}) == the workloads' ({added}/{removed})")
     else:
-        check(exact, f"some workloads account their page-cache pages exactly "
-                     f"({[w['name'] for w in exact]})")
+        if require_exact_pages:
+            check(exact, f"some workloads account their page-cache pages exactly "
+                         f"({[w['name'] for w in exact]})")
         check(ev.get("pages_added") >= added and ev.get("pages_removed") >= removed,
               f"page-cache adds/removes seen by the probes ({ev.get('pages_added')}/"
               f"{ev.get('pages_removed')}) include the exactly accounted workloads' ({added}/"

@@ -19,7 +19,9 @@ using gms::report::Verdict;
 
 namespace {
 
-std::string data(const std::string& name) { return std::string(GMS_TEST_DATA) + "/" + name; }
+std::string data(const std::string& name) {
+    return std::string(GMS_TEST_DATA) + "/" + name;
+}
 
 std::vector<InvariantResult> run(const RecordedStream& s) {
     CheckerSet c;
@@ -37,7 +39,8 @@ InvariantResult get(const std::vector<InvariantResult>& v, const std::string& na
 }
 
 std::string dump(const InvariantResult& r) {
-    std::string s = fmt::format("{}: {} ({})\n", r.name, gms::report::to_string(r.verdict), r.reason);
+    std::string s =
+        fmt::format("{}: {} ({})\n", r.name, gms::report::to_string(r.verdict), r.reason);
     for (const auto& [k, v] : r.evidence)
         s += fmt::format("  {}={}\n", k, v);
     for (const auto& v : r.violations)
@@ -63,7 +66,8 @@ InvariantResult check_file(const std::string& file, const std::string& invariant
 // Recorded real streams (host, tracepoint backend)
 // ---------------------------------------------------------------------------
 TEST_CASE("checkers: recorded host streams balance", "[checkers]") {
-    for (const char* f : {"host-tp-host-fault.jsonl", "host-tp-guest-fault.jsonl", "host-tp-punch-hole.jsonl"}) {
+    for (const char* f :
+         {"host-tp-host-fault.jsonl", "host-tp-guest-fault.jsonl", "host-tp-punch-hole.jsonl"}) {
         auto s = load_stream(data(f));
         REQUIRE(s.events.size() > 100);
         REQUIRE(s.meta.value("recording_dropped", 1) == 0);
@@ -119,7 +123,8 @@ TEST_CASE("checkers: lost events make a recorded stream incomplete", "[checkers]
 
 TEST_CASE("checkers: a removal without its add is a violation", "[checkers]") {
     auto s = load_stream(data("host-tp-punch-hole.jsonl"));
-    auto it = std::find_if(s.events.begin(), s.events.end(), [](const Event& e) { return e.type == EventType::pc_add; });
+    auto it = std::find_if(s.events.begin(), s.events.end(),
+                           [](const Event& e) { return e.type == EventType::pc_add; });
     REQUIRE(it != s.events.end());
     s.events.erase(it);
     auto pc = get(run(s), "page_cache_balance");
@@ -131,7 +136,8 @@ TEST_CASE("checkers: a removal without its add is a violation", "[checkers]") {
 TEST_CASE("checkers: an add recorded after its racing removal still balances", "[checkers]") {
     auto s = load_stream(data("host-tp-host-fault.jsonl"));
     // Move the first pc_del right before its pc_add (tracepoint order race).
-    auto del = std::find_if(s.events.begin(), s.events.end(), [](const Event& e) { return e.type == EventType::pc_del; });
+    auto del = std::find_if(s.events.begin(), s.events.end(),
+                            [](const Event& e) { return e.type == EventType::pc_del; });
     REQUIRE(del != s.events.end());
     Event d = *del;
     s.events.erase(del);
@@ -159,16 +165,18 @@ TEST_CASE("checkers: counts that differ from the workload's are violations", "[c
 
 TEST_CASE("checkers: a file never released cannot be verified", "[checkers]") {
     auto s = load_stream(data("host-tp-guest-fault.jsonl"));
-    s.events.erase(std::remove_if(s.events.begin(), s.events.end(),
-                                  [](const Event& e) { return e.type == EventType::gmem_released; }),
-                   s.events.end());
+    s.events.erase(
+        std::remove_if(s.events.begin(), s.events.end(),
+                       [](const Event& e) { return e.type == EventType::gmem_released; }),
+        s.events.end());
     CHECK(get(run(s), "page_cache_balance").verdict == Verdict::incomplete);
 }
 
 TEST_CASE("checkers: missing page-cache tracepoints make balance unverifiable", "[checkers]") {
     auto s = load_stream(data("host-tp-host-fault.jsonl"));
     s.coverage.attached.erase("pc_del");
-    s.coverage.missing["pc_del"] = "tracepoint filemap/mm_filemap_delete_from_page_cache not in this kernel";
+    s.coverage.missing["pc_del"] =
+        "tracepoint filemap/mm_filemap_delete_from_page_cache not in this kernel";
     auto pc = get(run(s), "page_cache_balance");
     CHECK(pc.verdict == Verdict::unverifiable);
     CHECK(pc.reason.find("mm_filemap_delete_from_page_cache") != std::string::npos);
@@ -200,7 +208,8 @@ TEST_CASE("checkers: broken direct-map streams give the right violation", "[chec
              {"synthetic-ndm-double-zap.jsonl", "double zap of pfn 0x1000"},
              {"synthetic-ndm-restore-without-zap.jsonl", "restore without zap of pfn 0x1000"},
              {"synthetic-ndm-never-zapped.jsonl", "never removed from the direct map"},
-             {"synthetic-ndm-handout-before-zap.jsonl", "handed out (get_pfn) while still in the direct map"},
+             {"synthetic-ndm-handout-before-zap.jsonl",
+              "handed out (get_pfn) while still in the direct map"},
              {"synthetic-ndm-granularity.jsonl", "different granularity"},
              {"synthetic-plain-zapped.jsonl", "without NO_DIRECT_MAP"},
          }) {
@@ -232,12 +241,14 @@ TEST_CASE("checkers: missing restore is found at the end when no free is probed"
 TEST_CASE("checkers: direct-map verdicts need probes, calibration and no loss", "[checkers]") {
     auto lost = check_file("synthetic-ndm-lost-events.jsonl", "direct_map");
     CHECK(lost.verdict == Verdict::incomplete);
-    CHECK(check_file("synthetic-ndm-lost-events.jsonl", "page_cache_balance").verdict == Verdict::incomplete);
+    CHECK(check_file("synthetic-ndm-lost-events.jsonl", "page_cache_balance").verdict ==
+          Verdict::incomplete);
     CHECK(check_file("synthetic-ndm-lost-events.jsonl", "uptodate").verdict == Verdict::incomplete);
 
     auto s = load_stream(data("synthetic-ndm-good.jsonl"));
     s.coverage.calibration_ok = false;
-    s.coverage.calibration_reason = "secretmem: 4 of 4 page-cache insertions, 0 zaps and 0 restores matched";
+    s.coverage.calibration_reason =
+        "secretmem: 4 of 4 page-cache insertions, 0 zaps and 0 restores matched";
     auto uncal = get(run(s), "direct_map");
     CHECK(uncal.verdict == Verdict::unverifiable);
     CHECK(uncal.reason.find("calibration") != std::string::npos);
@@ -308,14 +319,19 @@ TEST_CASE("checkers: events round-trip through JSON", "[checkers]") {
     CHECK(back.pfn == e.pfn);
     CHECK(back.ret == -14);
     CHECK_THROWS_AS(event_from_json(nlohmann::json{{"type", "bogus"}}), std::invalid_argument);
-    CHECK_THROWS_AS(event_from_json(nlohmann::json{{"type", "pc_add"}, {"pfn", "x"}}), std::invalid_argument);
+    CHECK_THROWS_AS(event_from_json(nlohmann::json{{"type", "pc_add"}, {"pfn", "x"}}),
+                    std::invalid_argument);
 }
 
 TEST_CASE("checkers: a bad stream file is named with its line", "[checkers]") {
     auto path = std::filesystem::temp_directory_path() / "gms-bad-stream.jsonl";
     {
         std::ofstream out(path);
-        out << R"({"meta": {}})" << "\n" << R"({"type": "pc_add", "pfn": 1})" << "\n" << "{not json\n";
+        out << R"({"meta": {}})"
+            << "\n"
+            << R"({"type": "pc_add", "pfn": 1})"
+            << "\n"
+            << "{not json\n";
     }
     try {
         load_stream(path.string());
@@ -326,7 +342,8 @@ TEST_CASE("checkers: a bad stream file is named with its line", "[checkers]") {
     std::filesystem::remove(path);
 }
 
-TEST_CASE("checkers: ring-buffer records decode; short and unknown ones are counted", "[checkers]") {
+TEST_CASE("checkers: ring-buffer records decode; short and unknown ones are counted",
+          "[checkers]") {
     gms_ev_folio r{};
     r.hdr.type = GMS_EV_PC_ADD;
     r.hdr.src = GMS_SRC_TP_PC_ADD;
