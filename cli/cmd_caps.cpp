@@ -23,32 +23,42 @@ std::vector<Item> items(const Caps& c) {
         {"/dev/kvm", c.kvm_accessible, c.kvm_accessible ? "accessible" : c.kvm_error,
          "every workload needs it"},
         {"KVM API version", c.api_version == 12, std::to_string(c.api_version), "must be 12"},
-        {"VM types", true, fmt::format("{:#x}", c.vm_types), "private-memory VM types enable conversion"},
-        {"guest_memfd", c.guest_memfd, yes(c.guest_memfd), "KVM_CREATE_GUEST_MEMFD: every workload"},
-        {"guest_memfd flags", c.has_gmem_flag(uapi::kGuestMemfdFlagMmap | uapi::kGuestMemfdFlagInitShared),
-         fmt::format("{:#x} ({})", c.guest_memfd_flags, kvm::flags_to_string(c.guest_memfd_flags, c.bits)),
+        {"VM types", true, fmt::format("{:#x}", c.vm_types),
+         "private-memory VM types enable conversion"},
+        {"guest_memfd", c.guest_memfd, yes(c.guest_memfd),
+         "KVM_CREATE_GUEST_MEMFD: every workload"},
+        {"guest_memfd flags",
+         c.has_gmem_flag(uapi::kGuestMemfdFlagMmap | uapi::kGuestMemfdFlagInitShared),
+         fmt::format("{:#x} ({})", c.guest_memfd_flags,
+                     kvm::flags_to_string(c.guest_memfd_flags, c.bits)),
          "MMAP|INIT_SHARED: host-fault, punch-hole, guest-fault data checks"},
         {"NO_DIRECT_MAP flag", c.has_gmem_flag(1ull << c.bits.no_direct_map),
          fmt::format("bit {} {}", c.bits.no_direct_map,
-                     c.has_gmem_flag(1ull << c.bits.no_direct_map) ? "advertised" : "not advertised"),
+                     c.has_gmem_flag(1ull << c.bits.no_direct_map) ? "advertised"
+                                                                   : "not advertised"),
          "direct-map removal workloads and the direct-map invariant (patch series)"},
         {"WRITE flag", c.has_gmem_flag(1ull << c.bits.write),
-         fmt::format("bit {} {}", c.bits.write, c.has_gmem_flag(1ull << c.bits.write) ? "advertised" : "not advertised"),
+         fmt::format("bit {} {}", c.bits.write,
+                     c.has_gmem_flag(1ull << c.bits.write) ? "advertised" : "not advertised"),
          "write()/pwrite() population (patch series)"},
         {"memory attributes", c.memory_attributes & uapi::kMemoryAttributePrivate,
          fmt::format("{:#x}", c.memory_attributes), "KVM_SET_MEMORY_ATTRIBUTES conversion"},
         {"memory attributes2 (in-place)", c.memory_attributes2, yes(c.memory_attributes2),
          "in-place conversion on the guest_memfd (patch series)"},
-        {"pre-fault memory", c.pre_fault_memory, yes(c.pre_fault_memory), "KVM_PRE_FAULT_MEMORY populate path"},
+        {"pre-fault memory", c.pre_fault_memory, yes(c.pre_fault_memory),
+         "KVM_PRE_FAULT_MEMORY populate path"},
         {"memslot v2", c.user_memory2, yes(c.user_memory2), "guest_memfd memslots"},
-        {"MAP_GPA_RANGE exits", c.exit_hypercall, yes(c.exit_hypercall), "guest-initiated conversion"},
-        {"vCPUs", c.max_vcpus > 0, fmt::format("recommended {}, max {}", c.nr_vcpus, c.max_vcpus), "vcpus per VM"},
+        {"MAP_GPA_RANGE exits", c.exit_hypercall, yes(c.exit_hypercall),
+         "guest-initiated conversion"},
+        {"vCPUs", c.max_vcpus > 0, fmt::format("recommended {}, max {}", c.nr_vcpus, c.max_vcpus),
+         "vcpus per VM"},
         {"memslots", c.nr_memslots > 0, std::to_string(c.nr_memslots), "memslot binding workloads"},
         {"kernel", true, c.kernel_release, ""},
         {"lockdown", c.lockdown != "confidentiality", c.lockdown,
          "confidentiality lockdown forbids fentry/kprobe BPF and reading kernel memory"},
         {"BTF", c.btf_vmlinux, yes(c.btf_vmlinux), "CO-RE BPF programs and fentry"},
-        {"MemAvailable", c.mem_available > 0, format_size(c.mem_available), "runs are refused above it"},
+        {"MemAvailable", c.mem_available > 0, format_size(c.mem_available),
+         "runs are refused above it"},
     };
     return v;
 }
@@ -66,7 +76,8 @@ int run_caps(bool json) {
     if (c.bpf.is_object())
         for (auto& [name, b] : c.bpf.items())
             if (b.is_object())
-                fmt::print("{:<30} {:<4} {}\n", "BPF " + name, b.value("usable", false) ? "ok" : "--",
+                fmt::print("{:<30} {:<4} {}\n", "BPF " + name,
+                           b.value("usable", false) ? "ok" : "--",
                            b.value("reason", std::string()));
     return c.kvm_accessible ? kExitPass : kExitEnvironment;
 }

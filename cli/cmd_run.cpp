@@ -73,7 +73,8 @@ std::vector<profile::Override> overrides_from(const RunOptions& o) {
         size_t start = 0;
         while (start <= s.size()) {
             size_t comma = s.find(',', start);
-            std::string f = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+            std::string f =
+                s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
             if (!f.empty())
                 arr += (arr.size() > 1 ? ", " : "") + toml_string(f);
             if (comma == std::string::npos)
@@ -95,7 +96,8 @@ std::vector<profile::Override> overrides_from(const RunOptions& o) {
     for (const auto& fb : o.flag_bits) {
         auto eq = fb.find('=');
         if (eq == std::string::npos)
-            throw UsageError(fmt::format("--flag-bit {}: expected NAME=BIT (e.g. no_direct_map=2)", fb));
+            throw UsageError(
+                fmt::format("--flag-bit {}: expected NAME=BIT (e.g. no_direct_map=2)", fb));
         out.push_back({"flag_bits." + fb.substr(0, eq), fb.substr(eq + 1), "--flag-bit " + fb});
     }
     for (const auto& s : o.sets)
@@ -129,7 +131,8 @@ int run(const RunOptions& o) {
     // run
     uint64_t start = now_ns();
     {
-        ProgressPrinter progress(!o.quiet && !o.no_progress && isatty(STDERR_FILENO) && prof.duration_s > 3);
+        ProgressPrinter progress(!o.quiet && !o.no_progress && isatty(STDERR_FILENO) &&
+                                 prof.duration_s > 3);
         run_workloads(prof, caps, control, probes.observer(), progress, rep);
     }
     rep.duration_s = double(now_ns() - start) / 1e9;
@@ -151,25 +154,31 @@ int run(const RunOptions& o) {
 void add_run_command(CLI::App& app, Action& action) {
     static RunOptions o;
     auto* cmd = app.add_subcommand("run", "Run a workload profile against this machine's KVM");
-    cmd->add_option("-p,--profile", o.profile, "built-in profile name or TOML file (default: smoke)");
+    cmd->add_option("-p,--profile", o.profile,
+                    "built-in profile name or TOML file (default: smoke)");
     cmd->add_option("-r,--report", o.report_path, "JSON report path (written atomically)");
     cmd->add_option("--junit", o.junit_path, "also write JUnit XML here");
     cmd->add_option("--seed", o.seed, "seed of every random choice");
     cmd->add_option("--duration", o.duration, "hard cap on the run, e.g. 30s, 2m");
     cmd->add_option("--vms", o.vms, "VMs per workload");
     cmd->add_option("--vcpus", o.vcpus, "vCPUs per VM");
-    cmd->add_option("--vm-type", o.vm_type, "VM type: default, sw_protected, sev, snp, tdx or a number");
+    cmd->add_option("--vm-type", o.vm_type,
+                    "VM type: default, sw_protected, sev, snp, tdx or a number");
     cmd->add_option("--gmem-size", o.gmem_size, "bytes per guest_memfd, e.g. 64MiB");
-    cmd->add_option("--gmem-flags", o.gmem_flags,
-                    "comma-separated guest_memfd flags: mmap,init_shared,no_direct_map,write,hugetlb,bit:N");
+    cmd->add_option(
+        "--gmem-flags", o.gmem_flags,
+        "comma-separated guest_memfd flags: mmap,init_shared,no_direct_map,write,hugetlb,bit:N");
     cmd->add_option("--flag-bit", o.flag_bits,
                     "bit number of a patch-series flag, NAME=BIT (no_direct_map, write, hugetlb)");
     cmd->add_option("--threads", o.threads, "worker threads of every workload");
     cmd->add_option("--ops", o.ops, "operations per workload (0 = until its time budget)");
     cmd->add_option("--probes", o.probes_mode, "eBPF probes: auto, on (required), off");
     cmd->add_option("--probe-backend", o.probe_backend, "auto, fentry, kprobe, tracepoint");
-    cmd->add_flag("--all-guest-memfds", o.all_guest_memfds, "observe every guest_memfd on the machine");
-    cmd->add_option("--set", o.sets, "override any profile key: KEY=VALUE (e.g. workload.host-fault.pattern=random)");
+    cmd->add_flag("--all-guest-memfds", o.all_guest_memfds,
+                  "observe every guest_memfd on the machine");
+    cmd->add_option(
+        "--set", o.sets,
+        "override any profile key: KEY=VALUE (e.g. workload.host-fault.pattern=random)");
     cmd->add_flag("-q,--quiet", o.quiet, "no summary on stdout");
     cmd->add_flag("--no-progress", o.no_progress, "no live progress line");
     cmd->callback([&action] { action = [] { return run(o); }; });

@@ -25,7 +25,8 @@ int main(int argc, char** argv) {
     std::vector<std::string> names;
     for (const auto* sub : app.get_subcommands({}))
         names.push_back(sub->get_name());
-    if (argc > 1 && argv[1][0] != '-' && std::find(names.begin(), names.end(), argv[1]) == names.end()) {
+    if (argc > 1 && argv[1][0] != '-' &&
+        std::find(names.begin(), names.end(), argv[1]) == names.end()) {
         fmt::print(stderr, "gmemstress: error: unknown command '{}' (commands: {})\n", argv[1],
                    fmt::join(names, ", "));
         return cli::kExitUsage;

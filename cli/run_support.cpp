@@ -32,8 +32,8 @@ void check_output_paths(const std::vector<std::string>& paths) {
         if (dir.empty())
             dir = ".";
         if (::access(dir.c_str(), W_OK) != 0)
-            throw UsageError(fmt::format("cannot write {}: directory {} is not writable ({})", p, dir.string(),
-                                         errno_name(errno)));
+            throw UsageError(fmt::format("cannot write {}: directory {} is not writable ({})", p,
+                                         dir.string(), errno_name(errno)));
     }
 }
 
@@ -41,8 +41,9 @@ void require_kvm(const Caps& caps) {
     if (!caps.kvm_accessible)
         throw EnvError(caps.kvm_error);
     if (!caps.guest_memfd)
-        throw EnvError(fmt::format("kernel {} has no guest_memfd (KVM_CAP_GUEST_MEMFD=0; needs Linux 6.8+)",
-                                   caps.kernel_release));
+        throw EnvError(
+            fmt::format("kernel {} has no guest_memfd (KVM_CAP_GUEST_MEMFD=0; needs Linux 6.8+)",
+                        caps.kernel_release));
 }
 
 void check_memory(const profile::Profile& p, const Caps& caps) {
@@ -59,13 +60,15 @@ void check_memory(const profile::Profile& p, const Caps& caps) {
     // Leave headroom for the rest of the machine: at most 80% of MemAvailable.
     uint64_t allowed = caps.mem_available / 10 * 8;
     if (caps.mem_available && peak > allowed)
-        throw EnvError(fmt::format("profile {} needs up to {} (workload '{}') but only {} may be used "
-                                   "(80% of MemAvailable {}); lower guest_memfd.size, vm.count or threads",
-                                   p.name, format_size(peak), peak_label, format_size(allowed),
-                                   format_size(caps.mem_available)));
+        throw EnvError(
+            fmt::format("profile {} needs up to {} (workload '{}') but only {} may be used "
+                        "(80% of MemAvailable {}); lower guest_memfd.size, vm.count or threads",
+                        p.name, format_size(peak), peak_label, format_size(allowed),
+                        format_size(caps.mem_available)));
     if (p.memory_limit && peak > p.memory_limit)
-        throw EnvError(fmt::format("profile {} needs up to {} (workload '{}'), above its memory_limit {}", p.name,
-                                   format_size(peak), peak_label, format_size(p.memory_limit)));
+        throw EnvError(
+            fmt::format("profile {} needs up to {} (workload '{}'), above its memory_limit {}",
+                        p.name, format_size(peak), peak_label, format_size(p.memory_limit)));
 }
 
 report::Report new_report(const std::string& command, const Caps& caps) {
@@ -149,8 +152,8 @@ void ProgressPrinter::loop() {
         workloads::Progress* p = progress_;
         if (!p)
             continue;
-        fmt::print(stderr, "\r\033[K[{:5.1f}s] {}: {} ops, {}", double(now_ns() - start_ns_) / 1e9, label,
-                   p->ops.load(), format_size(p->bytes.load()));
+        fmt::print(stderr, "\r\033[K[{:5.1f}s] {}: {} ops, {}", double(now_ns() - start_ns_) / 1e9,
+                   label, p->ops.load(), format_size(p->bytes.load()));
         std::fflush(stderr);
     }
 }
@@ -177,12 +180,12 @@ nlohmann::json params_json(const profile::WorkloadSpec& spec) {
 
 report::WorkloadResult run_one(const workloads::WorkloadInfo& info, const profile::Profile& p,
                                const profile::WorkloadSpec& spec, size_t index, const Caps& caps,
-                               RunControl& control, workloads::GmemObserver& observer, double budget,
-                               ProgressPrinter& progress, const kvm::Kvm& kvm) {
+                               RunControl& control, workloads::GmemObserver& observer,
+                               double budget, ProgressPrinter& progress, const kvm::Kvm& kvm) {
     workloads::Progress prog;
     progress.set_current(spec.label, &prog);
-    workloads::Context ctx{kvm,     caps,     p,    spec, Rng::derive(p.seed, index), control,
-                           observer, prog,    budget};
+    workloads::Context ctx{kvm,     caps,     p,    spec,  Rng::derive(p.seed, index),
+                           control, observer, prog, budget};
     ctx.started_ns = now_ns();
     report::WorkloadResult r;
     try {
@@ -205,7 +208,8 @@ report::WorkloadResult run_one(const workloads::WorkloadInfo& info, const profil
 } // namespace
 
 void run_workloads(const profile::Profile& p, const Caps& caps, RunControl& control,
-                   workloads::GmemObserver& observer, ProgressPrinter& progress, report::Report& rep) {
+                   workloads::GmemObserver& observer, ProgressPrinter& progress,
+                   report::Report& rep) {
     kvm::Kvm kvm = kvm::Kvm::open();
     // Skips are decided up front so budgets go to workloads that run.
     std::vector<std::optional<std::string>> skip(p.workloads.size());
@@ -231,8 +235,8 @@ void run_workloads(const profile::Profile& p, const Caps& caps, RunControl& cont
             budget = control.remaining_s() / double(std::max<size_t>(1, runnable));
         budget = std::min(budget, control.remaining_s());
         --runnable;
-        rep.workloads.push_back(run_one(*workloads::find(spec.kind), p, spec, i, caps, control, observer,
-                                        budget, progress, kvm));
+        rep.workloads.push_back(run_one(*workloads::find(spec.kind), p, spec, i, caps, control,
+                                        observer, budget, progress, kvm));
     }
 }
 
@@ -243,8 +247,8 @@ void collect_kernel_log(KmsgWatcher& kmsg, report::Report& rep) {
     rep.kernel_log.insert(rep.kernel_log.end(), findings.begin(), findings.end());
 }
 
-int write_reports(const report::Report& rep, const std::string& json_path, const std::string& junit_path,
-                  bool quiet) {
+int write_reports(const report::Report& rep, const std::string& json_path,
+                  const std::string& junit_path, bool quiet) {
     report::write_atomically(json_path, report::to_json(rep).dump(2) + "\n");
     if (!junit_path.empty())
         report::write_atomically(junit_path, report::to_junit(rep));
@@ -255,10 +259,14 @@ int write_reports(const report::Report& rep, const std::string& json_path, const
     if (rep.interrupted)
         return kExitInterrupted;
     switch (rep.verdict()) {
-    case report::Outcome::fail: return kExitFailures;
-    case report::Outcome::error: return kExitToolError;
-    case report::Outcome::skip: return kExitEnvironment; // every workload skipped
-    case report::Outcome::pass: return kExitPass;
+    case report::Outcome::fail:
+        return kExitFailures;
+    case report::Outcome::error:
+        return kExitToolError;
+    case report::Outcome::skip:
+        return kExitEnvironment; // every workload skipped
+    case report::Outcome::pass:
+        return kExitPass;
     }
     return kExitToolError;
 }

@@ -60,12 +60,13 @@ class ProgressPrinter {
 };
 
 void run_workloads(const profile::Profile& p, const Caps& caps, RunControl& control,
-                   workloads::GmemObserver& observer, ProgressPrinter& progress, report::Report& rep);
+                   workloads::GmemObserver& observer, ProgressPrinter& progress,
+                   report::Report& rep);
 
 void collect_kernel_log(KmsgWatcher& kmsg, report::Report& rep);
 
 // Writes JSON (+ JUnit), prints the summary, returns the exit code.
-int write_reports(const report::Report& rep, const std::string& json_path, const std::string& junit_path,
-                  bool quiet);
+int write_reports(const report::Report& rep, const std::string& json_path,
+                  const std::string& junit_path, bool quiet);
 
 } // namespace gms::cli

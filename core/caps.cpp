@@ -13,7 +13,9 @@ namespace gms {
 
 namespace {
 
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+std::string first_line(const std::string& s) {
+    return s.substr(0, s.find('\n'));
+}
 
 std::string read_cpu_model() {
     auto info = read_file("/proc/cpuinfo");
@@ -57,10 +59,13 @@ std::string read_lockdown() {
 
 std::string kvm_open_advice(int err) {
     switch (err) {
-    case ENOENT: return "no /dev/kvm: load kvm-intel or kvm-amd, or enable virtualization";
+    case ENOENT:
+        return "no /dev/kvm: load kvm-intel or kvm-amd, or enable virtualization";
     case EACCES:
-    case EPERM: return "no permission on /dev/kvm: run as root or join the kvm group";
-    default: return "cannot open /dev/kvm";
+    case EPERM:
+        return "no permission on /dev/kvm: run as root or join the kvm group";
+    default:
+        return "cannot open /dev/kvm";
     }
 }
 
@@ -133,7 +138,8 @@ nlohmann::json Caps::to_json() const {
     j["nr_vcpus"] = nr_vcpus;
     j["max_vcpus"] = max_vcpus;
     j["nr_memslots"] = nr_memslots;
-    j["flag_bits"] = {{"no_direct_map", bits.no_direct_map}, {"write", bits.write}, {"hugetlb", bits.hugetlb}};
+    j["flag_bits"] = {
+        {"no_direct_map", bits.no_direct_map}, {"write", bits.write}, {"hugetlb", bits.hugetlb}};
     j["bpf"] = bpf;
     return j;
 }

@@ -24,8 +24,8 @@ struct Caps {
     int api_version = 0;
     uint64_t vm_types = 0; // bit mask from KVM_CAP_VM_TYPES (bit 0 = default)
     bool guest_memfd = false;
-    uint64_t guest_memfd_flags = 0;  // KVM_CAP_GUEST_MEMFD_FLAGS on a default VM
-    uint64_t memory_attributes = 0;  // KVM_CAP_MEMORY_ATTRIBUTES (VM)
+    uint64_t guest_memfd_flags = 0; // KVM_CAP_GUEST_MEMFD_FLAGS on a default VM
+    uint64_t memory_attributes = 0; // KVM_CAP_MEMORY_ATTRIBUTES (VM)
     bool pre_fault_memory = false;
     bool user_memory2 = false;
     bool exit_hypercall = false;

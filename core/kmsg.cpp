@@ -15,7 +15,9 @@ std::optional<std::string> classify_kernel_message(const std::string& msg) {
     static const std::vector<std::pair<std::regex, std::string>> rules = {
         {std::regex(R"(soft lockup - CPU#\d+ stuck)"), "soft_lockup"},
         {std::regex(R"(hard LOCKUP|Watchdog detected hard LOCKUP)"), "hard_lockup"},
-        {std::regex(R"(rcu: INFO: rcu_\w+ (self-)?detected stall|rcu_\w+ detected stalls|RCU stall)"), "rcu_stall"},
+        {std::regex(
+             R"(rcu: INFO: rcu_\w+ (self-)?detected stall|rcu_\w+ detected stalls|RCU stall)"),
+         "rcu_stall"},
         {std::regex(R"(task [^ ]+:\d+ blocked for more than \d+ seconds)"), "hung_task"},
         {std::regex(R"(BUG: Bad page state)"), "bad_page_state"},
         {std::regex(R"(BUG: Bad page map)"), "bad_page_map"},

@@ -19,7 +19,9 @@ namespace {
 class Origins {
   public:
     explicit Origins(std::string source) : source_(std::move(source)) {}
-    void overridden(const std::string& path, const std::string& origin) { overrides_[path] = origin; }
+    void overridden(const std::string& path, const std::string& origin) {
+        overrides_[path] = origin;
+    }
     std::string where(const std::string& path, const toml::node* node) const {
         if (auto it = overrides_.find(path); it != overrides_.end())
             return it->second;
@@ -40,26 +42,41 @@ class Origins {
 
 std::string type_name(const toml::node& n) {
     switch (n.type()) {
-    case toml::node_type::table: return "table";
-    case toml::node_type::array: return "array";
-    case toml::node_type::string: return "string";
-    case toml::node_type::integer: return "integer";
-    case toml::node_type::floating_point: return "float";
-    case toml::node_type::boolean: return "boolean";
-    default: return "date/time";
+    case toml::node_type::table:
+        return "table";
+    case toml::node_type::array:
+        return "array";
+    case toml::node_type::string:
+        return "string";
+    case toml::node_type::integer:
+        return "integer";
+    case toml::node_type::floating_point:
+        return "float";
+    case toml::node_type::boolean:
+        return "boolean";
+    default:
+        return "date/time";
     }
 }
 
 std::string type_name(ParamType t) {
     switch (t) {
-    case ParamType::boolean: return "a boolean";
-    case ParamType::integer: return "an integer";
-    case ParamType::number: return "a number";
-    case ParamType::string: return "a string";
-    case ParamType::size: return "a size (integer bytes or a string like \"16MiB\")";
-    case ParamType::duration: return "a duration (seconds or a string like \"10s\", \"500ms\")";
-    case ParamType::string_list: return "an array of strings";
-    case ParamType::choice: return "one of the listed strings";
+    case ParamType::boolean:
+        return "a boolean";
+    case ParamType::integer:
+        return "an integer";
+    case ParamType::number:
+        return "a number";
+    case ParamType::string:
+        return "a string";
+    case ParamType::size:
+        return "a size (integer bytes or a string like \"16MiB\")";
+    case ParamType::duration:
+        return "a duration (seconds or a string like \"10s\", \"500ms\")";
+    case ParamType::string_list:
+        return "an array of strings";
+    case ParamType::choice:
+        return "one of the listed strings";
     }
     return "?";
 }
@@ -68,11 +85,13 @@ std::string type_name(ParamType t) {
 ParamValue convert(const ParamSpec& spec, const toml::node& n, const std::string& where,
                    const std::string& key) {
     auto wrong = [&]() -> ParamValue {
-        fail(where, fmt::format("'{}' must be {}, got {}", key, type_name(spec.type), type_name(n)));
+        fail(where,
+             fmt::format("'{}' must be {}, got {}", key, type_name(spec.type), type_name(n)));
     };
     auto range = [&](double v) {
         if (v < spec.min || v > spec.max)
-            fail(where, fmt::format("'{}' = {} is out of range [{}, {}]", key, v, spec.min, spec.max));
+            fail(where,
+                 fmt::format("'{}' = {} is out of range [{}, {}]", key, v, spec.min, spec.max));
     };
     switch (spec.type) {
     case ParamType::boolean:
@@ -101,7 +120,8 @@ ParamValue convert(const ParamSpec& spec, const toml::node& n, const std::string
         else
             return wrong();
         if (!v)
-            fail(where, fmt::format("'{}' is not a valid size (examples: 4096, \"4KiB\", \"16MiB\")", key));
+            fail(where, fmt::format(
+                            "'{}' is not a valid size (examples: 4096, \"4KiB\", \"16MiB\")", key));
         range(double(*v));
         return int64_t(*v);
     }
@@ -114,7 +134,10 @@ ParamValue convert(const ParamSpec& spec, const toml::node& n, const std::string
         else
             return wrong();
         if (!v || *v < 0)
-            fail(where, fmt::format("'{}' is not a valid duration (examples: 30, \"10s\", \"500ms\", \"2m\")", key));
+            fail(where,
+                 fmt::format(
+                     "'{}' is not a valid duration (examples: 30, \"10s\", \"500ms\", \"2m\")",
+                     key));
         range(*v);
         return *v;
     }
@@ -127,7 +150,8 @@ ParamValue convert(const ParamSpec& spec, const toml::node& n, const std::string
             for (const auto& c : spec.choices)
                 if (c == *v)
                     return *v;
-            fail(where, fmt::format("'{}' = \"{}\" is not one of: {}", key, *v, fmt::join(spec.choices, ", ")));
+            fail(where, fmt::format("'{}' = \"{}\" is not one of: {}", key, *v,
+                                    fmt::join(spec.choices, ", ")));
         }
         return wrong();
     case ParamType::string_list:
@@ -152,8 +176,10 @@ const std::vector<ParamSpec>& top_params() {
         {"name", ParamType::string, std::string(), "profile name"},
         {"description", ParamType::string, std::string(), "what the profile is for"},
         {"seed", ParamType::integer, int64_t(1), "seed of every random choice", 0, 9.2e18},
-        {"duration", ParamType::duration, 15.0, "hard cap on the whole run (seconds)", 0.001, 86400 * 7},
-        {"memory_limit", ParamType::size, int64_t(0), "refuse runs estimated above this (0: MemAvailable only)", 0, 1e15},
+        {"duration", ParamType::duration, 15.0, "hard cap on the whole run (seconds)", 0.001,
+         86400 * 7},
+        {"memory_limit", ParamType::size, int64_t(0),
+         "refuse runs estimated above this (0: MemAvailable only)", 0, 1e15},
     };
     return p;
 }
@@ -166,7 +192,8 @@ const std::map<std::string, std::vector<ParamSpec>>& section_params() {
           {"type", ParamType::string, std::string("default"),
            "VM type: default, sw_protected, sev, sev_es, snp, tdx, or a number"}}},
         {"guest_memfd",
-         {{"size", ParamType::size, int64_t(16 << 20), "bytes per guest_memfd", 4096, double(1ull << 46)},
+         {{"size", ParamType::size, int64_t(16 << 20), "bytes per guest_memfd", 4096,
+           double(1ull << 46)},
           {"flags", ParamType::string_list, std::vector<std::string>{"mmap", "init_shared"},
            "mmap, init_shared, no_direct_map, write, hugetlb, bit:N"}}},
         {"flag_bits",
@@ -177,17 +204,30 @@ const std::map<std::string, std::vector<ParamSpec>>& section_params() {
           {"hugetlb", ParamType::integer, int64_t(uapi::kDefaultHugetlbBit),
            "bit of GUEST_MEMFD_FLAG_HUGETLB (patch series)", 0, 63}}},
         {"abi",
-         {{"set_memory_attributes2_nr", ParamType::integer, int64_t(uapi::kDefaultSetMemoryAttributes2Nr),
+         {{"set_memory_attributes2_nr", ParamType::integer,
+           int64_t(uapi::kDefaultSetMemoryAttributes2Nr),
            "ioctl number of KVM_SET_MEMORY_ATTRIBUTES2 (patch series)", 0, 255},
-          {"cap_memory_attributes2", ParamType::integer, int64_t(uapi::kDefaultCapMemoryAttributes2),
+          {"cap_memory_attributes2", ParamType::integer,
+           int64_t(uapi::kDefaultCapMemoryAttributes2),
            "capability number of KVM_CAP_MEMORY_ATTRIBUTES2 (patch series)", 0, 100000}}},
         {"probes",
-         {{"mode", ParamType::choice, std::string("auto"), "auto: attach what can be; on: required; off",
-           0, 0, {"auto", "on", "off"}},
-          {"backend", ParamType::choice, std::string("auto"), "attach method",
-           0, 0, {"auto", "fentry", "kprobe", "tracepoint"}},
+         {{"mode",
+           ParamType::choice,
+           std::string("auto"),
+           "auto: attach what can be; on: required; off",
+           0,
+           0,
+           {"auto", "on", "off"}},
+          {"backend",
+           ParamType::choice,
+           std::string("auto"),
+           "attach method",
+           0,
+           0,
+           {"auto", "fentry", "kprobe", "tracepoint"}},
           {"all", ParamType::boolean, false, "observe every guest_memfd on the machine"},
-          {"ringbuf_size", ParamType::size, int64_t(8 << 20), "BPF ring buffer bytes", 4096, double(1u << 30)}}},
+          {"ringbuf_size", ParamType::size, int64_t(8 << 20), "BPF ring buffer bytes", 4096,
+           double(1u << 30)}}},
     };
     return p;
 }
@@ -207,7 +247,8 @@ std::vector<std::string> spec_keys(const std::vector<ParamSpec>& specs) {
 }
 
 // Reads a table against specs: unknown keys and bad values are errors; missing keys get defaults.
-std::map<std::string, ParamValue> read_table(const toml::table& t, const std::vector<ParamSpec>& specs,
+std::map<std::string, ParamValue> read_table(const toml::table& t,
+                                             const std::vector<ParamSpec>& specs,
                                              const std::string& path_prefix, const Origins& origins,
                                              const std::set<std::string>& ignore = {}) {
     std::map<std::string, ParamValue> out;
@@ -220,8 +261,8 @@ std::map<std::string, ParamValue> read_table(const toml::table& t, const std::ve
         std::string path = path_prefix + key;
         const ParamSpec* spec = find_spec(specs, key);
         if (!spec)
-            fail(origins.where(path, &v),
-                 fmt::format("unknown key '{}' (known: {})", path, fmt::join(spec_keys(specs), ", ")));
+            fail(origins.where(path, &v), fmt::format("unknown key '{}' (known: {})", path,
+                                                      fmt::join(spec_keys(specs), ", ")));
         out[key] = convert(*spec, v, origins.where(path, &v), path);
     }
     return out;
@@ -313,21 +354,27 @@ unsigned long vm_type_from(const std::string& s, const std::string& where) {
     unsigned long v = std::strtoul(s.c_str(), &end, 0);
     if (!s.empty() && end && *end == '\0' && v < 64)
         return v;
-    fail(where, fmt::format("unknown VM type '{}' (default, sw_protected, sev, sev_es, snp, tdx, or 0..63)", s));
+    fail(where,
+         fmt::format(
+             "unknown VM type '{}' (default, sw_protected, sev, sev_es, snp, tdx, or 0..63)", s));
 }
 
 } // namespace
 
 // ---- WorkloadSpec accessors ------------------------------------------------
 
-int64_t WorkloadSpec::integer(const std::string& key) const { return std::get<int64_t>(params.at(key)); }
+int64_t WorkloadSpec::integer(const std::string& key) const {
+    return std::get<int64_t>(params.at(key));
+}
 double WorkloadSpec::number(const std::string& key) const {
     const auto& v = params.at(key);
     if (auto* i = std::get_if<int64_t>(&v))
         return double(*i);
     return std::get<double>(v);
 }
-bool WorkloadSpec::flag(const std::string& key) const { return std::get<bool>(params.at(key)); }
+bool WorkloadSpec::flag(const std::string& key) const {
+    return std::get<bool>(params.at(key));
+}
 const std::string& WorkloadSpec::str(const std::string& key) const {
     return std::get<std::string>(params.at(key));
 }
@@ -377,7 +424,8 @@ Profile parse_profile(const std::string& text, const std::string& source,
     p.vm_count = unsigned(get<int64_t>(sec["vm"], "count"));
     p.vcpus = unsigned(get<int64_t>(sec["vm"], "vcpus"));
     p.vm_type_name = get<std::string>(sec["vm"], "type");
-    p.vm_type = vm_type_from(p.vm_type_name, origins.where("vm.type", doc.at_path("vm.type").node()));
+    p.vm_type =
+        vm_type_from(p.vm_type_name, origins.where("vm.type", doc.at_path("vm.type").node()));
     p.bits.no_direct_map = unsigned(get<int64_t>(sec["flag_bits"], "no_direct_map"));
     p.bits.write = unsigned(get<int64_t>(sec["flag_bits"], "write"));
     p.bits.hugetlb = unsigned(get<int64_t>(sec["flag_bits"], "hugetlb"));
@@ -393,9 +441,10 @@ Profile parse_profile(const std::string& text, const std::string& source,
         auto v = kvm::flag_from_name(f, p.bits);
         if (!v)
             fail(origins.where("guest_memfd.flags", doc.at_path("guest_memfd.flags").node()),
-                 fmt::format("unknown guest_memfd flag '{}' (mmap, init_shared, no_direct_map, write, "
-                             "hugetlb, bit:N)",
-                             f));
+                 fmt::format(
+                     "unknown guest_memfd flag '{}' (mmap, init_shared, no_direct_map, write, "
+                     "hugetlb, bit:N)",
+                     f));
         p.gmem_flags |= *v;
     }
     p.probes.mode = get<std::string>(sec["probes"], "mode");
@@ -426,7 +475,8 @@ Profile parse_profile(const std::string& text, const std::string& source,
             std::vector<std::string> known;
             for (const auto& [k, _] : schemas)
                 known.push_back(k);
-            fail(where, fmt::format("unknown workload kind '{}' (known: {})", kind, fmt::join(known, ", ")));
+            fail(where, fmt::format("unknown workload kind '{}' (known: {})", kind,
+                                    fmt::join(known, ", ")));
         }
         WorkloadSpec spec;
         spec.kind = kind;
@@ -434,7 +484,8 @@ Profile parse_profile(const std::string& text, const std::string& source,
         spec.params = read_table(*t, schema->second, prefix, origins, {"kind"});
         spec.label = spec.str("label").empty() ? kind : spec.str("label");
         if (!labels.insert(spec.label).second)
-            fail(where, fmt::format("two workloads are labelled '{}'; give one a distinct 'label'", spec.label));
+            fail(where, fmt::format("two workloads are labelled '{}'; give one a distinct 'label'",
+                                    spec.label));
         p.workloads.push_back(std::move(spec));
     }
     if (p.workloads.empty())
@@ -456,8 +507,9 @@ Profile load_profile(const std::string& name_or_path, const std::vector<Override
         std::vector<std::string> names;
         for (const auto& [n, _] : builtins)
             names.push_back(n);
-        throw UsageError(fmt::format("--profile {}: not a built-in profile ({}) and not a readable file",
-                                     name_or_path, fmt::join(names, ", ")));
+        throw UsageError(
+            fmt::format("--profile {}: not a built-in profile ({}) and not a readable file",
+                        name_or_path, fmt::join(names, ", ")));
     }
     std::stringstream ss;
     ss << f.rdbuf();
@@ -480,13 +532,16 @@ nlohmann::json Profile::to_json() const {
     j["seed"] = seed;
     j["duration_s"] = duration_s;
     j["memory_limit"] = memory_limit;
-    j["vm"] = {{"count", vm_count}, {"vcpus", vcpus}, {"type", vm_type_name}, {"type_value", vm_type}};
+    j["vm"] = {
+        {"count", vm_count}, {"vcpus", vcpus}, {"type", vm_type_name}, {"type_value", vm_type}};
     j["guest_memfd"] = {{"size", gmem_size},
                         {"flags", gmem_flag_names},
                         {"flags_value", gmem_flags},
                         {"flags_decoded", kvm::flags_to_string(gmem_flags, bits)}};
-    j["flag_bits"] = {{"no_direct_map", bits.no_direct_map}, {"write", bits.write}, {"hugetlb", bits.hugetlb}};
-    j["abi"] = {{"set_memory_attributes2_nr", attrs2_ioctl_nr}, {"cap_memory_attributes2", cap_memory_attributes2}};
+    j["flag_bits"] = {
+        {"no_direct_map", bits.no_direct_map}, {"write", bits.write}, {"hugetlb", bits.hugetlb}};
+    j["abi"] = {{"set_memory_attributes2_nr", attrs2_ioctl_nr},
+                {"cap_memory_attributes2", cap_memory_attributes2}};
     j["probes"] = {{"mode", probes.mode},
                    {"backend", probes.backend},
                    {"all", probes.all_guest_memfds},

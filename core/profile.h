@@ -23,7 +23,7 @@ struct ParamSpec {
     ParamType type;
     ParamValue default_value;
     std::string help;
-    double min = 0;   // for integer/number/size/duration
+    double min = 0; // for integer/number/size/duration
     double max = 1e18;
     std::vector<std::string> choices; // for choice
 };

@@ -6,7 +6,9 @@
 namespace gms {
 
 namespace {
-void on_stop_signal(int sig) { RunControl::global().request_stop(sig); }
+void on_stop_signal(int sig) {
+    RunControl::global().request_stop(sig);
+}
 void on_kick(int) {}
 } // namespace
 

@@ -92,7 +92,9 @@ uint64_t LatencyTimer::to_ns(uint64_t ticks) {
     return c.use_tsc ? static_cast<uint64_t>(double(ticks) * c.ns_per_tick) : ticks;
 }
 
-bool LatencyTimer::uses_tsc() { return tsc_calibration().use_tsc; }
+bool LatencyTimer::uses_tsc() {
+    return tsc_calibration().use_tsc;
+}
 
 std::optional<uint64_t> parse_size(std::string_view s) {
     auto p = split_number(s);
@@ -195,7 +197,9 @@ uint64_t splitmix64(uint64_t& x) {
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
 }
-uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+uint64_t rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
 } // namespace
 
 Rng::Rng(uint64_t seed) {

@@ -13,7 +13,8 @@ using Clock = std::chrono::steady_clock;
 
 inline uint64_t now_ns() {
     return static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+            .count());
 }
 
 // Cheap elapsed-time measurement for per-operation latencies: the TSC where

@@ -15,7 +15,9 @@ namespace gms::kvm {
 
 namespace {
 
-int errno_of(int rc) { return rc < 0 ? errno : 0; }
+int errno_of(int rc) {
+    return rc < 0 ? errno : 0;
+}
 
 // The ioctl argument for a memslot; size 0 deletes it.
 uapi::kvm_userspace_memory_region2 region_of(const Memslot& m, uint64_t size) {
@@ -115,7 +117,9 @@ Mapping& Mapping::operator=(Mapping&& o) noexcept {
     return *this;
 }
 
-Mapping::~Mapping() { reset(); }
+Mapping::~Mapping() {
+    reset();
+}
 
 void Mapping::reset() {
     if (addr_)
@@ -134,7 +138,8 @@ GuestMemfd::GuestMemfd(UniqueFd fd, uint64_t size, uint64_t flags)
 }
 
 int GuestMemfd::try_fallocate(int mode, uint64_t offset, uint64_t len) {
-    return errno_of(::fallocate(fd_.get(), mode, static_cast<off_t>(offset), static_cast<off_t>(len)));
+    return errno_of(
+        ::fallocate(fd_.get(), mode, static_cast<off_t>(offset), static_cast<off_t>(len)));
 }
 
 // guest_memfd's size is fixed at creation: allocation must say KEEP_SIZE
@@ -149,17 +154,19 @@ int GuestMemfd::try_punch_hole(uint64_t offset, uint64_t len) {
 
 void GuestMemfd::allocate(uint64_t offset, uint64_t len) {
     if (int e = try_allocate(offset, len))
-        throw SysError("fallocate", fmt::format("guest_memfd={}, mode=KEEP_SIZE, offset={:#x}, len={:#x}",
-                                                fd_.get(), offset, len),
+        throw SysError("fallocate",
+                       fmt::format("guest_memfd={}, mode=KEEP_SIZE, offset={:#x}, len={:#x}",
+                                   fd_.get(), offset, len),
                        e);
 }
 
 void GuestMemfd::punch_hole(uint64_t offset, uint64_t len) {
     if (int e = try_punch_hole(offset, len))
-        throw SysError("fallocate",
-                       fmt::format("guest_memfd={}, mode=PUNCH_HOLE|KEEP_SIZE, offset={:#x}, len={:#x}",
-                                   fd_.get(), offset, len),
-                       e);
+        throw SysError(
+            "fallocate",
+            fmt::format("guest_memfd={}, mode=PUNCH_HOLE|KEEP_SIZE, offset={:#x}, len={:#x}",
+                        fd_.get(), offset, len),
+            e);
 }
 
 ssize_t GuestMemfd::try_pwrite(const void* buf, size_t len, uint64_t offset) {
@@ -188,7 +195,9 @@ Kvm Kvm::open(const char* path) {
     return k;
 }
 
-int Kvm::api_version() const { return ::ioctl(fd_.get(), KVM_GET_API_VERSION, 0); }
+int Kvm::api_version() const {
+    return ::ioctl(fd_.get(), KVM_GET_API_VERSION, 0);
+}
 
 long Kvm::check_extension(unsigned cap) const {
     int r = ::ioctl(fd_.get(), KVM_CHECK_EXTENSION, cap);
@@ -217,7 +226,9 @@ Vcpu::~Vcpu() {
         ::munmap(run_, run_size_);
 }
 
-int Vcpu::try_run() { return errno_of(::ioctl(fd_.get(), KVM_RUN, 0)); }
+int Vcpu::try_run() {
+    return errno_of(::ioctl(fd_.get(), KVM_RUN, 0));
+}
 
 void Vcpu::run() {
     if (int e = try_run())
@@ -293,7 +304,9 @@ Vm& Vm::operator=(Vm&& o) noexcept {
     return *this;
 }
 
-Vm::~Vm() { destroy(); }
+Vm::~Vm() {
+    destroy();
+}
 
 void Vm::destroy() {
     vcpus_.clear();
@@ -324,7 +337,8 @@ int Vm::try_create_guest_memfd_raw(uint64_t size, uint64_t flags) {
 GuestMemfd Vm::create_guest_memfd(uint64_t size, uint64_t flags) {
     int fd = try_create_guest_memfd_raw(size, flags);
     if (fd < 0)
-        throw SysError("ioctl", fmt::format("KVM_CREATE_GUEST_MEMFD size={:#x}, flags={:#x}", size, flags),
+        throw SysError("ioctl",
+                       fmt::format("KVM_CREATE_GUEST_MEMFD size={:#x}, flags={:#x}", size, flags),
                        -fd);
     return GuestMemfd(UniqueFd(fd), size, flags);
 }
@@ -376,10 +390,11 @@ int Vm::try_set_memory_attributes(uint64_t gpa, uint64_t size, uint64_t attribut
 
 void Vm::set_memory_attributes(uint64_t gpa, uint64_t size, uint64_t attributes) {
     if (int e = try_set_memory_attributes(gpa, size, attributes))
-        throw SysError("ioctl",
-                       fmt::format("KVM_SET_MEMORY_ATTRIBUTES gpa={:#x}, size={:#x}, attributes={:#x}",
-                                   gpa, size, attributes),
-                       e);
+        throw SysError(
+            "ioctl",
+            fmt::format("KVM_SET_MEMORY_ATTRIBUTES gpa={:#x}, size={:#x}, attributes={:#x}", gpa,
+                        size, attributes),
+            e);
 }
 
 int Vm::try_enable_cap(unsigned cap, uint64_t arg0) {
@@ -409,7 +424,7 @@ void setup_flat_protected_mode(Vcpu& vcpu, uint64_t entry, uint64_t stack) {
     seg.db = 1; // 32-bit
     seg.s = 1;  // code/data
     seg.l = 0;
-    seg.g = 1; // 4 KiB granularity
+    seg.g = 1;      // 4 KiB granularity
     seg.type = 0xb; // execute/read, accessed
     seg.selector = 0x8;
     s.cs = seg;
@@ -430,20 +445,34 @@ void setup_flat_protected_mode(Vcpu& vcpu, uint64_t entry, uint64_t stack) {
 
 std::string exit_reason_name(uint32_t reason) {
     switch (reason) {
-    case KVM_EXIT_UNKNOWN: return "UNKNOWN";
-    case KVM_EXIT_EXCEPTION: return "EXCEPTION";
-    case KVM_EXIT_IO: return "IO";
-    case KVM_EXIT_HYPERCALL: return "HYPERCALL";
-    case KVM_EXIT_DEBUG: return "DEBUG";
-    case KVM_EXIT_HLT: return "HLT";
-    case KVM_EXIT_MMIO: return "MMIO";
-    case KVM_EXIT_SHUTDOWN: return "SHUTDOWN";
-    case KVM_EXIT_FAIL_ENTRY: return "FAIL_ENTRY";
-    case KVM_EXIT_INTR: return "INTR";
-    case KVM_EXIT_INTERNAL_ERROR: return "INTERNAL_ERROR";
-    case KVM_EXIT_SYSTEM_EVENT: return "SYSTEM_EVENT";
-    case uapi::kExitMemoryFault: return "MEMORY_FAULT";
-    default: return fmt::format("exit#{}", reason);
+    case KVM_EXIT_UNKNOWN:
+        return "UNKNOWN";
+    case KVM_EXIT_EXCEPTION:
+        return "EXCEPTION";
+    case KVM_EXIT_IO:
+        return "IO";
+    case KVM_EXIT_HYPERCALL:
+        return "HYPERCALL";
+    case KVM_EXIT_DEBUG:
+        return "DEBUG";
+    case KVM_EXIT_HLT:
+        return "HLT";
+    case KVM_EXIT_MMIO:
+        return "MMIO";
+    case KVM_EXIT_SHUTDOWN:
+        return "SHUTDOWN";
+    case KVM_EXIT_FAIL_ENTRY:
+        return "FAIL_ENTRY";
+    case KVM_EXIT_INTR:
+        return "INTR";
+    case KVM_EXIT_INTERNAL_ERROR:
+        return "INTERNAL_ERROR";
+    case KVM_EXIT_SYSTEM_EVENT:
+        return "SYSTEM_EVENT";
+    case uapi::kExitMemoryFault:
+        return "MEMORY_FAULT";
+    default:
+        return fmt::format("exit#{}", reason);
     }
 }
 

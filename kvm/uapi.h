@@ -11,16 +11,16 @@
 namespace gms::uapi {
 
 // ---- Part 1: upstream include/uapi/linux/kvm.h ----------------------------
-inline constexpr unsigned kCapUserMemory2 = 231;     // KVM_CAP_USER_MEMORY2
+inline constexpr unsigned kCapUserMemory2 = 231;      // KVM_CAP_USER_MEMORY2
 inline constexpr unsigned kCapMemoryAttributes = 233; // KVM_CAP_MEMORY_ATTRIBUTES
-inline constexpr unsigned kCapGuestMemfd = 234;      // KVM_CAP_GUEST_MEMFD
-inline constexpr unsigned kCapVmTypes = 235;         // KVM_CAP_VM_TYPES
-inline constexpr unsigned kCapPreFaultMemory = 236;  // KVM_CAP_PRE_FAULT_MEMORY
-inline constexpr unsigned kCapGuestMemfdFlags = 244; // KVM_CAP_GUEST_MEMFD_FLAGS
-inline constexpr unsigned kCapNrVcpus = 9;           // KVM_CAP_NR_VCPUS
-inline constexpr unsigned kCapMaxVcpus = 66;         // KVM_CAP_MAX_VCPUS
-inline constexpr unsigned kCapNrMemslots = 10;       // KVM_CAP_NR_MEMSLOTS
-inline constexpr unsigned kCapExitHypercall = 201;   // KVM_CAP_EXIT_HYPERCALL
+inline constexpr unsigned kCapGuestMemfd = 234;       // KVM_CAP_GUEST_MEMFD
+inline constexpr unsigned kCapVmTypes = 235;          // KVM_CAP_VM_TYPES
+inline constexpr unsigned kCapPreFaultMemory = 236;   // KVM_CAP_PRE_FAULT_MEMORY
+inline constexpr unsigned kCapGuestMemfdFlags = 244;  // KVM_CAP_GUEST_MEMFD_FLAGS
+inline constexpr unsigned kCapNrVcpus = 9;            // KVM_CAP_NR_VCPUS
+inline constexpr unsigned kCapMaxVcpus = 66;          // KVM_CAP_MAX_VCPUS
+inline constexpr unsigned kCapNrMemslots = 10;        // KVM_CAP_NR_MEMSLOTS
+inline constexpr unsigned kCapExitHypercall = 201;    // KVM_CAP_EXIT_HYPERCALL
 
 inline constexpr uint32_t kMemGuestMemfd = 1u << 2; // KVM_MEM_GUEST_MEMFD
 inline constexpr uint64_t kMemoryAttributePrivate = 1ull << 3;
@@ -36,8 +36,8 @@ inline constexpr unsigned long kX86SevEsVm = 3;
 inline constexpr unsigned long kX86SnpVm = 4;
 inline constexpr unsigned long kX86TdxVm = 5;
 
-inline constexpr uint32_t kExitMemoryFault = 39; // KVM_EXIT_MEMORY_FAULT
-inline constexpr uint64_t kHcMapGpaRange = 12;   // KVM_HC_MAP_GPA_RANGE
+inline constexpr uint32_t kExitMemoryFault = 39;             // KVM_EXIT_MEMORY_FAULT
+inline constexpr uint64_t kHcMapGpaRange = 12;               // KVM_HC_MAP_GPA_RANGE
 inline constexpr uint64_t kMapGpaRangeEncrypted = 1ull << 4; // KVM_MAP_GPA_RANGE_ENCRYPTED
 
 struct kvm_userspace_memory_region2 {
@@ -81,8 +81,10 @@ struct kvm_memory_fault_exit {
 
 inline constexpr unsigned long kSetUserMemoryRegion2 =
     _IOW(KVMIO, 0x49, struct kvm_userspace_memory_region2);
-inline constexpr unsigned long kSetMemoryAttributes = _IOW(KVMIO, 0xd2, struct kvm_memory_attributes);
-inline constexpr unsigned long kCreateGuestMemfd = _IOWR(KVMIO, 0xd4, struct kvm_create_guest_memfd);
+inline constexpr unsigned long kSetMemoryAttributes =
+    _IOW(KVMIO, 0xd2, struct kvm_memory_attributes);
+inline constexpr unsigned long kCreateGuestMemfd =
+    _IOWR(KVMIO, 0xd4, struct kvm_create_guest_memfd);
 inline constexpr unsigned long kPreFaultMemory = _IOWR(KVMIO, 0xd5, struct kvm_pre_fault_memory);
 
 // ---- Part 2: patch-series defaults (never facts; see FlagBits) -----------

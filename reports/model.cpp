@@ -8,20 +8,28 @@ namespace gms::report {
 
 std::string to_string(Outcome o) {
     switch (o) {
-    case Outcome::pass: return "pass";
-    case Outcome::fail: return "fail";
-    case Outcome::skip: return "skip";
-    case Outcome::error: return "error";
+    case Outcome::pass:
+        return "pass";
+    case Outcome::fail:
+        return "fail";
+    case Outcome::skip:
+        return "skip";
+    case Outcome::error:
+        return "error";
     }
     return "error";
 }
 
 std::string to_string(Verdict v) {
     switch (v) {
-    case Verdict::verified: return "verified";
-    case Verdict::violated: return "violated";
-    case Verdict::incomplete: return "incomplete";
-    case Verdict::unverifiable: return "unverifiable";
+    case Verdict::verified:
+        return "verified";
+    case Verdict::violated:
+        return "violated";
+    case Verdict::incomplete:
+        return "incomplete";
+    case Verdict::unverifiable:
+        return "unverifiable";
     }
     return "unverifiable";
 }
@@ -60,9 +68,10 @@ Outcome Report::verdict() const {
     if (errored)
         return Outcome::error;
     // Nothing ran (every workload skipped): that is not a pass.
-    bool ran = workloads.empty() ? !conformance.empty()
-                                 : std::any_of(workloads.begin(), workloads.end(),
-                                               [](const auto& w) { return w.outcome != Outcome::skip; });
+    bool ran = workloads.empty()
+                   ? !conformance.empty()
+                   : std::any_of(workloads.begin(), workloads.end(),
+                                 [](const auto& w) { return w.outcome != Outcome::skip; });
     if (!ran && command != "watch")
         return Outcome::skip;
     return Outcome::pass;

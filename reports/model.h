@@ -55,7 +55,7 @@ struct Verification {
 };
 
 struct WorkloadResult {
-    std::string name; // registry name, e.g. "host-fault"
+    std::string name;  // registry name, e.g. "host-fault"
     std::string label; // instance label from the profile (defaults to name)
     Outcome outcome = Outcome::pass;
     std::string reason;
@@ -75,7 +75,7 @@ struct InvariantResult {
     std::string name;
     Verdict verdict = Verdict::unverifiable;
     std::string reason;
-    std::string backend; // "tracepoint", "fentry", "kprobe", ...
+    std::string backend;                      // "tracepoint", "fentry", "kprobe", ...
     std::map<std::string, uint64_t> evidence; // event counts
     std::vector<std::string> violations;      // first N
 };

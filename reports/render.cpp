@@ -58,23 +58,30 @@ json workload_json(const WorkloadResult& w) {
 }
 
 json invariant_json(const InvariantResult& i) {
-    return {{"name", i.name},
-            {"verdict", to_string(i.verdict)},
-            {"reason", i.reason},
-            {"backend", i.backend},
-            {"evidence", i.evidence},
-            {"violations", i.violations}};
+    return {{"name", i.name},         {"verdict", to_string(i.verdict)},
+            {"reason", i.reason},     {"backend", i.backend},
+            {"evidence", i.evidence}, {"violations", i.violations}};
 }
 
 std::string xml_escape(const std::string& s) {
     std::string out;
     for (char c : s) {
         switch (c) {
-        case '&': out += "&amp;"; break;
-        case '<': out += "&lt;"; break;
-        case '>': out += "&gt;"; break;
-        case '"': out += "&quot;"; break;
-        case '\'': out += "&apos;"; break;
+        case '&':
+            out += "&amp;";
+            break;
+        case '<':
+            out += "&lt;";
+            break;
+        case '>':
+            out += "&gt;";
+            break;
+        case '"':
+            out += "&quot;";
+            break;
+        case '\'':
+            out += "&apos;";
+            break;
         default:
             // XML 1.0 forbids most control characters.
             if (static_cast<unsigned char>(c) < 0x20 && c != '\n' && c != '\t' && c != '\r')
@@ -115,9 +122,8 @@ json to_json(const Report& r) {
     json klog = json::array();
     for (const auto& f : r.kernel_log)
         klog.push_back({{"kind", f.kind}, {"line", f.line}, {"timestamp_us", f.timestamp_us}});
-    j["kernel_log"] = {{"available", r.kernel_log_available},
-                       {"reason", r.kernel_log_reason},
-                       {"findings", klog}};
+    j["kernel_log"] = {
+        {"available", r.kernel_log_available}, {"reason", r.kernel_log_reason}, {"findings", klog}};
     j["errors"] = r.errors;
     j["verdict"] = to_string(r.verdict());
     return j;
@@ -153,13 +159,13 @@ std::string to_text(const Report& r, bool color) {
             pass += c.outcome == Outcome::pass;
             skip += c.outcome == Outcome::skip;
             if (c.outcome == Outcome::fail || c.outcome == Outcome::error)
-                out += fmt::format("             {} {}: expected {}, observed {}{}\n", paint(c.outcome),
-                                   c.name, c.expected, c.observed,
+                out += fmt::format("             {} {}: expected {}, observed {}{}\n",
+                                   paint(c.outcome), c.name, c.expected, c.observed,
                                    c.reason.empty() ? "" : " (" + c.reason + ")");
         }
         if (!w.checks.empty())
-            out += fmt::format("             checks: {} total, {} passed, {} skipped\n", w.checks.size(),
-                               pass, skip);
+            out += fmt::format("             checks: {} total, {} passed, {} skipped\n",
+                               w.checks.size(), pass, skip);
     }
     for (const auto& i : r.invariants) {
         out += fmt::format("  invariant {:<22} {}{}{}\n", i.name, to_string(i.verdict),
@@ -201,7 +207,7 @@ std::string to_junit(const Report& r) {
         cases.push_back({"gmemstress.conformance", c.name, c.outcome,
                          fmt::format("expected {}, observed {}", c.expected, c.observed)});
     for (const auto& i : r.invariants) {
-        Outcome o = i.verdict == Verdict::verified  ? Outcome::pass
+        Outcome o = i.verdict == Verdict::verified   ? Outcome::pass
                     : i.verdict == Verdict::violated ? Outcome::fail
                                                      : Outcome::skip;
         std::string msg = to_string(i.verdict) + (i.reason.empty() ? "" : ": " + i.reason);
@@ -226,23 +232,29 @@ std::string to_junit(const Report& r) {
     out += fmt::format("<testsuites name=\"gmemstress\" tests=\"{}\" failures=\"{}\" errors=\"{}\" "
                        "skipped=\"{}\" time=\"{:.3f}\">\n",
                        cases.size(), failures, errors, skipped, r.duration_s);
-    out += fmt::format("  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" "
-                       "timestamp=\"{}\">\n",
-                       xml_escape("gmemstress." + r.profile.value("name", std::string("run"))), cases.size(),
-                       failures, errors, skipped, xml_escape(r.timestamp));
+    out += fmt::format(
+        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" "
+        "timestamp=\"{}\">\n",
+        xml_escape("gmemstress." + r.profile.value("name", std::string("run"))), cases.size(),
+        failures, errors, skipped, xml_escape(r.timestamp));
     for (const auto& c : cases) {
-        out += fmt::format("    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3f}\"", xml_escape(c.classname),
-                           xml_escape(c.name), c.time);
+        out += fmt::format("    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3f}\"",
+                           xml_escape(c.classname), xml_escape(c.name), c.time);
         switch (c.outcome) {
-        case Outcome::pass: out += "/>\n"; break;
+        case Outcome::pass:
+            out += "/>\n";
+            break;
         case Outcome::skip:
-            out += fmt::format(">\n      <skipped message=\"{}\"/>\n    </testcase>\n", xml_escape(c.message));
+            out += fmt::format(">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                               xml_escape(c.message));
             break;
         case Outcome::fail:
-            out += fmt::format(">\n      <failure message=\"{}\"/>\n    </testcase>\n", xml_escape(c.message));
+            out += fmt::format(">\n      <failure message=\"{}\"/>\n    </testcase>\n",
+                               xml_escape(c.message));
             break;
         case Outcome::error:
-            out += fmt::format(">\n      <error message=\"{}\"/>\n    </testcase>\n", xml_escape(c.message));
+            out += fmt::format(">\n      <error message=\"{}\"/>\n    </testcase>\n",
+                               xml_escape(c.message));
             break;
         }
     }

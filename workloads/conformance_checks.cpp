@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
+#include <cstdlib>
 #include <fmt/format.h>
 #include <linux/falloc.h>
 #include <sys/ioctl.h>
@@ -1065,13 +1066,23 @@ void check_memslots(Runner& r, const Env& env) {
     };
     non_gmem("memslot.non_gmem_fd.memfd", "a memfd",
              [] { return ::memfd_create("gms-conformance", MFD_CLOEXEC); });
+    // A nameless regular file in the first writable temporary directory
+    // ($TMPDIR first: /tmp can be read-only, e.g. inside the lab's chroot).
     non_gmem("memslot.non_gmem_fd.regular_file", "a regular file", [] {
-        int fd = ::open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-        if (fd < 0) {
-            char path[] = "/tmp/gms-conformance-XXXXXX";
-            fd = ::mkostemp(path, O_CLOEXEC);
+        int fd = -1;
+        const char* tmpdir = std::getenv("TMPDIR");
+        for (const char* dir : {tmpdir, "/tmp", "/dev/shm", "/run"}) {
+            if (!dir || !*dir)
+                continue;
+            fd = ::open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
             if (fd >= 0)
-                ::unlink(path);
+                break;
+            std::string path = std::string(dir) + "/gms-conformance-XXXXXX";
+            fd = ::mkostemp(path.data(), O_CLOEXEC);
+            if (fd >= 0) {
+                ::unlink(path.c_str());
+                break;
+            }
         }
         return fd;
     });

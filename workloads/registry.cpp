@@ -11,10 +11,13 @@ bool Context::should_stop() const {
 const std::vector<profile::ParamSpec>& common_params() {
     using profile::ParamType;
     static const std::vector<profile::ParamSpec> params = {
-        {"label", ParamType::string, std::string(), "name of this instance in the report (default: kind)"},
-        {"ops", ParamType::integer, int64_t(0), "operations to perform; 0 = until the time budget", 0, 1e15},
+        {"label", ParamType::string, std::string(),
+         "name of this instance in the report (default: kind)"},
+        {"ops", ParamType::integer, int64_t(0), "operations to perform; 0 = until the time budget",
+         0, 1e15},
         {"duration", ParamType::duration, 0.0,
-         "time budget in seconds; 0 = an equal share of the run's remaining duration", 0, 86400 * 7},
+         "time budget in seconds; 0 = an equal share of the run's remaining duration", 0,
+         86400 * 7},
         {"threads", ParamType::integer, int64_t(1), "worker threads", 1, 256},
     };
     return params;
@@ -23,7 +26,7 @@ const std::vector<profile::ParamSpec>& common_params() {
 // The one registry. Order is the order `profiles` lists them in.
 const std::vector<WorkloadInfo>& registry() {
     static const std::vector<WorkloadInfo> all = {
-        host_fault_workload(), guest_fault_workload(), punch_hole_workload(), populate_workload(),
+        host_fault_workload(), guest_fault_workload(), punch_hole_workload(),  populate_workload(),
         convert_workload(),    lifecycle_workload(),   conformance_workload(),
     };
     return all;

@@ -33,7 +33,8 @@ TEST_CASE("guest_memfd create, map, fallocate, punch through the RAII layer", "[
     kvm::Vm vm = kvm::Vm::create(k);
     long flags = vm.check_extension(uapi::kCapGuestMemfdFlags);
     if (flags < 3)
-        SKIP("guest_memfd MMAP|INIT_SHARED not supported (KVM_CAP_GUEST_MEMFD_FLAGS=" + std::to_string(flags) + ")");
+        SKIP("guest_memfd MMAP|INIT_SHARED not supported (KVM_CAP_GUEST_MEMFD_FLAGS=" +
+             std::to_string(flags) + ")");
     kvm::GuestMemfd g = vm.create_guest_memfd(1 << 20, 3);
     CHECK(g.inode().ino != 0);
     kvm::Mapping m = g.map_shared();

@@ -65,10 +65,12 @@ TEST_CASE("histogram percentiles bound the true values", "[histogram]") {
 TEST_CASE("kernel log messages are classified", "[kmsg]") {
     CHECK(classify_kernel_message("watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [qemu:123]") ==
           "soft_lockup");
-    CHECK(classify_kernel_message("rcu: INFO: rcu_preempt self-detected stall on CPU") == "rcu_stall");
-    CHECK(classify_kernel_message("BUG: Bad page state in process x  pfn:12345") == "bad_page_state");
-    CHECK(classify_kernel_message("WARNING: CPU: 0 PID: 1 at virt/kvm/guest_memfd.c:100 kvm_gmem_x") ==
-          "WARNING");
+    CHECK(classify_kernel_message("rcu: INFO: rcu_preempt self-detected stall on CPU") ==
+          "rcu_stall");
+    CHECK(classify_kernel_message("BUG: Bad page state in process x  pfn:12345") ==
+          "bad_page_state");
+    CHECK(classify_kernel_message(
+              "WARNING: CPU: 0 PID: 1 at virt/kvm/guest_memfd.c:100 kvm_gmem_x") == "WARNING");
     CHECK(classify_kernel_message("kernel BUG at mm/filemap.c:1234!") == "BUG");
     CHECK(classify_kernel_message("BUG: unable to handle page fault for address") == "oops");
     CHECK_FALSE(classify_kernel_message("kvm: loaded"));
@@ -85,6 +87,7 @@ TEST_CASE("guest_memfd flag names round-trip", "[kvm]") {
     CHECK_FALSE(kvm::flag_from_name("bit:", bits));
     CHECK_FALSE(kvm::flag_from_name("nope", bits));
     bits.no_direct_map = 5;
-    CHECK(kvm::flags_to_string(3 | (1u << 5) | (1u << 9), bits) == "mmap|init_shared|no_direct_map|bit:9");
+    CHECK(kvm::flags_to_string(3 | (1u << 5) | (1u << 9), bits) ==
+          "mmap|init_shared|no_direct_map|bit:9");
     CHECK(kvm::flags_to_string(0, bits) == "0");
 }

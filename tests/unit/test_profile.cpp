@@ -18,7 +18,13 @@ WorkloadSchemas schemas() {
         {"threads", ParamType::integer, int64_t(1), "", 1, 256},
     };
     auto hf = common;
-    hf.push_back({"pattern", ParamType::choice, std::string("sequential"), "", 0, 0, {"sequential", "random"}});
+    hf.push_back({"pattern",
+                  ParamType::choice,
+                  std::string("sequential"),
+                  "",
+                  0,
+                  0,
+                  {"sequential", "random"}});
     return {{"host-fault", hf}, {"lifecycle", common}};
 }
 
@@ -66,7 +72,8 @@ TEST_CASE("a valid profile resolves every field", "[profile]") {
 }
 
 TEST_CASE("profile errors name file:line and the key", "[profile]") {
-    CHECK_THAT(error_of(std::string(kGood) + "bogus = 1\n"), ContainsSubstring("workload[1].bogus"));
+    CHECK_THAT(error_of(std::string(kGood) + "bogus = 1\n"),
+               ContainsSubstring("workload[1].bogus"));
     CHECK_THAT(error_of(std::string(kGood) + "bogus = 1\n"), ContainsSubstring("p.toml:15"));
     std::string bad_type = kGood;
     bad_type.replace(bad_type.find("threads = 3"), 11, "threads = \"x\"");
@@ -81,7 +88,8 @@ TEST_CASE("profile errors name file:line and the key", "[profile]") {
     CHECK_THAT(error_of(flag), ContainsSubstring("unknown guest_memfd flag 'shiny'"));
     CHECK_THAT(error_of("name = \n"), ContainsSubstring("p.toml:1"));
     CHECK_THAT(error_of("seed = 1\n"), ContainsSubstring("no [[workload]]"));
-    CHECK_THAT(error_of("[[workload]]\nkind = \"nope\"\n"), ContainsSubstring("unknown workload kind 'nope'"));
+    CHECK_THAT(error_of("[[workload]]\nkind = \"nope\"\n"),
+               ContainsSubstring("unknown workload kind 'nope'"));
     CHECK_THAT(error_of(std::string(kGood) + "[vm]\n"), ContainsSubstring("p.toml"));
     std::string size = kGood;
     size.replace(size.find("\"4MiB\""), 6, "\"8000\"");
@@ -103,8 +111,9 @@ TEST_CASE("overrides apply and their errors name the flag", "[profile]") {
     CHECK_THAT(error_of(kGood, {{"vm.count", "0", "--vms 0"}}), ContainsSubstring("--vms 0"));
     CHECK_THAT(error_of(kGood, {{"workload.nothere.ops", "1", "--set workload.nothere.ops=1"}}),
                ContainsSubstring("no workload in the profile matches 'nothere'"));
-    CHECK_THAT(error_of(kGood, {{"workload.0.pattern", "zigzag", "--set workload.0.pattern=zigzag"}}),
-               ContainsSubstring("--set workload.0.pattern=zigzag"));
+    CHECK_THAT(
+        error_of(kGood, {{"workload.0.pattern", "zigzag", "--set workload.0.pattern=zigzag"}}),
+        ContainsSubstring("--set workload.0.pattern=zigzag"));
     CHECK_THROWS_AS(parse_set_flag("novalue"), UsageError);
     CHECK(parse_set_flag("a.b=c=d").value == "c=d");
 }

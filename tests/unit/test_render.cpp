@@ -23,7 +23,8 @@ Report sample() {
     w.checks.push_back({"a.b", Outcome::fail, "EINVAL", "success", ""});
     w.checks.push_back({"a.c", Outcome::skip, "", "", "no <WRITE> & flag"});
     r.workloads.push_back(w);
-    r.invariants.push_back({"page_cache_balance", Verdict::verified, "", "tracepoint", {{"adds", 3}}, {}});
+    r.invariants.push_back(
+        {"page_cache_balance", Verdict::verified, "", "tracepoint", {{"adds", 3}}, {}});
     return r;
 }
 } // namespace
