@@ -303,6 +303,17 @@ void WorkerResult::flush_progress(Context& ctx) {
     pending_ops = pending_bytes = 0;
 }
 
+void publish_page_counts(report::WorkloadResult& r, uint64_t files, const PageCounts& pc,
+                         bool exact, const std::vector<WorkerResult>& workers) {
+    for (const auto& w : workers)
+        exact = exact && w.failures.empty() && w.error.empty();
+    r.counters["gmem_files"] = files;
+    if (exact) {
+        r.counters["expected_pages_added"] = pc.added;
+        r.counters["expected_pages_removed"] = pc.removed;
+    }
+}
+
 void WorkerResult::fail(std::string what) {
     if (failures.size() < 8)
         failures.push_back(std::move(what));

@@ -166,6 +166,12 @@ struct WorkerResult {
     void fail(std::string what);
 };
 
+// Counters the page-cache checker compares its events with: the file count
+// always, the page counts only when the run predicted them exactly (no race,
+// no failure). `exact` is and-ed with every worker being clean.
+void publish_page_counts(report::WorkloadResult& r, uint64_t files, const PageCounts& pc,
+                         bool exact, const std::vector<WorkerResult>& workers);
+
 // Book updates for a range: fallocate makes absent pages present (zero),
 // a punch makes present pages absent. Counted as page-cache insertions/deletions.
 void book_allocate(PageBook& b, PageCounts& pc, const Range& r);

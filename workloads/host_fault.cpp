@@ -91,7 +91,8 @@ struct Shared {
 // A worker's stats of the hot path, looked up once (not per touch).
 struct TouchOps {
     explicit TouchOps(WorkerResult& w)
-        : fault_read(w.ops["fault_read"]), fault_write(w.ops["fault_write"]), verify(w.ops["verify"]) {}
+        : fault_read(w.ops["fault_read"]), fault_write(w.ops["fault_write"]),
+          verify(w.ops["verify"]) {}
     report::OpStats& fault_read;
     report::OpStats& fault_write;
     report::OpStats& verify;
@@ -300,18 +301,11 @@ report::WorkloadResult run(Context& ctx) {
             pc.merge(w.pages);
         for (const auto& b : books)
             pc.removed += b.present();
-        bool exact = true;
-        for (const auto& w : workers)
-            exact = exact && w.failures.empty() && w.error.empty();
         for (auto& in : inst)
             in.release();
-        r.counters["gmem_files"] = files;
         r.counters["pages_first_touched"] = pc.added;
         // A failed fault leaves the page's presence unknown: no prediction then.
-        if (exact) {
-            r.counters["expected_pages_added"] = pc.added;
-            r.counters["expected_pages_removed"] = pc.removed;
-        }
+        publish_page_counts(r, files, pc, true, workers);
     } catch (const std::exception& e) {
         workers.emplace_back().error = e.what();
     }

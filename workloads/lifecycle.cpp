@@ -331,17 +331,10 @@ report::WorkloadResult run(Context& ctx) {
             files += sc.files();
             w.flush_progress(ctx);
         });
-        bool exact = true;
         PageCounts pc;
-        for (auto& w : workers) {
-            exact = exact && w.failures.empty() && w.error.empty();
+        for (auto& w : workers)
             pc.merge(w.pages);
-        }
-        r.counters["gmem_files"] = files.load();
-        if (exact) {
-            r.counters["expected_pages_added"] = pc.added;
-            r.counters["expected_pages_removed"] = pc.removed;
-        }
+        publish_page_counts(r, files.load(), pc, true, workers);
     } catch (const std::exception& e) {
         workers.emplace_back().error = e.what();
     }

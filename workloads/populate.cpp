@@ -303,9 +303,6 @@ report::WorkloadResult run(Context& ctx) {
             pc.merge(w.pages);
         for (const auto& b : books)
             pc.removed += b.present();
-        bool exact = true;
-        for (const auto& w : workers)
-            exact = exact && w.failures.empty() && w.error.empty();
         for (auto& in : inst)
             in.release();
 
@@ -351,11 +348,7 @@ report::WorkloadResult run(Context& ctx) {
         method_check("populate by KVM_PRE_FAULT_MEMORY", "pre_fault",
                      can_pre_fault && s.pre_fault_skip.empty(), pf_why);
 
-        r.counters["gmem_files"] = files;
-        if (exact) {
-            r.counters["expected_pages_added"] = pc.added;
-            r.counters["expected_pages_removed"] = pc.removed;
-        }
+        publish_page_counts(r, files, pc, true, workers);
     } catch (const std::exception& e) {
         workers.emplace_back().error = e.what();
     }

@@ -471,19 +471,12 @@ report::WorkloadResult run(Context& ctx) {
             pc.merge(w.pages);
         for (const auto& b : books)
             pc.removed += b.present();
-        bool exact = s.cfg.race == Race::none;
-        for (const auto& w : workers)
-            exact = exact && w.failures.empty() && w.error.empty();
         for (auto& in : inst)
             in.release();
-        r.counters["gmem_files"] = files;
         if (s.cfg.race != Race::none)
             r.counters["verified_punches"] = verified;
         // Only a race-free run can predict the page cache exactly.
-        if (exact) {
-            r.counters["expected_pages_added"] = pc.added;
-            r.counters["expected_pages_removed"] = pc.removed;
-        }
+        publish_page_counts(r, files, pc, s.cfg.race == Race::none, workers);
     } catch (const std::exception& e) {
         workers.emplace_back().error = e.what();
     }
