@@ -110,8 +110,9 @@ std::string summarize_backends(const Coverage& cov, const std::vector<std::strin
 
 std::string loss_reason(const Coverage& cov) {
     return fmt::format("events were lost ({} ring buffer reserve failures, {} undecodable records, "
-                       "{} kprobe entry/return pairs lost): the stream is not complete",
-                       cov.lost_events, cov.parse_errors, cov.stash_lost);
+                       "{} kprobe entry/return pairs lost, {} files unwatched because the BPF "
+                       "inode filter was full): the stream is not complete",
+                       cov.lost_events, cov.parse_errors, cov.stash_lost, cov.filter_full);
 }
 
 bool is_direct_map_page_level(uint16_t src) {
@@ -275,6 +276,7 @@ nlohmann::json Coverage::to_json() const {
     return {{"attached", attached},
             {"missing", missing},
             {"lost_events", lost_events},
+            {"filter_full", filter_full},
             {"parse_errors", parse_errors},
             {"stash_lost", stash_lost},
             {"calibration_ran", calibration_ran},
@@ -289,6 +291,7 @@ Coverage Coverage::from_json(const nlohmann::json& j) {
     c.attached = j.value("attached", std::map<std::string, std::string>{});
     c.missing = j.value("missing", std::map<std::string, std::string>{});
     c.lost_events = j.value("lost_events", uint64_t(0));
+    c.filter_full = j.value("filter_full", uint64_t(0));
     c.parse_errors = j.value("parse_errors", uint64_t(0));
     c.stash_lost = j.value("stash_lost", uint64_t(0));
     c.calibration_ran = j.value("calibration_ran", false);
@@ -977,9 +980,17 @@ CheckerSet::CheckerSet() {
 
 void CheckerSet::feed(const Event& e) {
     ++fed_;
-    ++counts_[to_string(e.type)];
+    ++counts_[std::min<size_t>(static_cast<size_t>(e.type), counts_.size() - 1)];
     for (auto& c : checkers_)
         c->feed(e);
+}
+
+std::map<std::string, uint64_t> CheckerSet::counts() const {
+    std::map<std::string, uint64_t> out;
+    for (size_t t = 0; t < counts_.size(); ++t)
+        if (counts_[t])
+            out[to_string(static_cast<EventType>(t))] = counts_[t];
+    return out;
 }
 
 std::vector<report::InvariantResult> CheckerSet::results(const Coverage& cov,

@@ -27,7 +27,6 @@
 #include <set>
 #include <sstream>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -121,7 +120,8 @@ struct Session::Impl {
 
     mutable std::mutex mu; // everything below
     CheckerSet checkers;
-    std::map<std::string, uint64_t> by_src;
+    // By raw source id: counted once per event on the hot path.
+    std::array<uint64_t, GMS_SRC_MAX + 1> by_src{};
     uint64_t decoded = 0, short_records = 0, unknown_types = 0, watch_map_full = 0;
     std::vector<Event> recorded;
     uint64_t record_dropped = 0;
@@ -190,7 +190,7 @@ struct Session::Impl {
             return;
         }
         ++decoded;
-        ++by_src[src_name(ev->src)];
+        ++by_src[std::min<size_t>(ev->src, GMS_SRC_MAX)];
         if (ev->has(GMS_F_PTR_PFN))
             ev->pfn = uint64_t(int64_t(ev->pfn) + pfn_correction);
         if (calibrating &&
@@ -212,10 +212,6 @@ struct Session::Impl {
     }
 
     void poll_loop() {
-        // The consumer competes with the workload threads for a few CPUs; at
-        // the same weight it falls behind and the ring buffer overflows.
-        // Nice -10 (root) gives it ~10x their share; failure just keeps 0.
-        ::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), -10);
         while (!stop.load()) {
             int n = ring_buffer__poll(rb, 100);
             if (n < 0 && n != -EINTR)
@@ -281,7 +277,8 @@ struct Session::Impl {
         }
         auto cnt = read_counters();
         std::lock_guard lk(mu);
-        c.lost_events = cnt[GMS_CNT_RB_DROPS] + watch_map_full;
+        c.lost_events = cnt[GMS_CNT_RB_DROPS];
+        c.filter_full = watch_map_full;
         c.parse_errors = short_records + unknown_types;
         c.stash_lost = cnt[GMS_CNT_ARG_STASH_FULL];
         c.calibration_ran = calib_ran;
@@ -893,7 +890,10 @@ nlohmann::json Session::describe() const {
                   {"watch_map_full", im.watch_map_full},
                   {"recording_dropped", im.record_dropped}};
     j["events"] = im.checkers.counts();
-    j["events_by_source"] = im.by_src;
+    j["events_by_source"] = nlohmann::json::object();
+    for (size_t src = 0; src < im.by_src.size(); ++src)
+        if (im.by_src[src])
+            j["events_by_source"][src_name(static_cast<uint16_t>(src))] = im.by_src[src];
     j["events_decoded"] = im.decoded;
     j["filter"] = {{"mode", im.opts.all_guest_memfds ? "all_guest_memfds" : "watched_inodes"},
                    {"files_watched", im.watched.size()},

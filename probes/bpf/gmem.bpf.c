@@ -31,10 +31,12 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-/* guest_memfd inodes of this run (or of the watched process). */
+/* guest_memfd inodes of this run (or of the watched process). Released
+ * files leave it a little later, so it must hold every file a burst of
+ * lifecycle churn creates meanwhile (thousands a second). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, 65536);
 	__type(key, struct gms_inode_key);
 	__type(value, __u32);
 } watched SEC(".maps");
