@@ -283,7 +283,11 @@ nlohmann::json Coverage::to_json() const {
             {"calibration_ok", calibration_ok},
             {"calibration_reason", calibration_reason},
             {"lockdown", lockdown},
-            {"pfn_correction", pfn_correction}};
+            {"pfn_correction", pfn_correction},
+            {"handouts_judged_in_bpf",
+             {{"enabled", bpf_judges_handouts},
+              {"get_pfn", judged_get_pfn},
+              {"user_fault", judged_user_fault}}}};
 }
 
 Coverage Coverage::from_json(const nlohmann::json& j) {
@@ -299,6 +303,15 @@ Coverage Coverage::from_json(const nlohmann::json& j) {
     c.calibration_reason = j.value("calibration_reason", std::string());
     c.lockdown = j.value("lockdown", std::string());
     c.pfn_correction = j.value("pfn_correction", int64_t(0));
+    // Absent in streams recorded before hand-outs were judged in BPF.
+    if (j.contains("handouts_judged_in_bpf")) {
+        const auto& h = j.at("handouts_judged_in_bpf");
+        if (!h.is_object())
+            throw std::invalid_argument("coverage.handouts_judged_in_bpf: not an object");
+        c.bpf_judges_handouts = h.value("enabled", true);
+        c.judged_get_pfn = h.value("get_pfn", uint64_t(0));
+        c.judged_user_fault = h.value("user_fault", uint64_t(0));
+    }
     return c;
 }
 
@@ -893,12 +906,20 @@ class DirectMap final : public Checker {
 // ---------------------------------------------------------------------------
 // Uptodate at hand-out
 // ---------------------------------------------------------------------------
+// The BPF side judges most hand-outs itself (Coverage::judged_*) and sends a
+// record only for the folios that were not uptodate (and for NO_DIRECT_MAP
+// files); records flagged GMS_F_COUNTED are already in those counters.
 class Uptodate final : public Checker {
   public:
     void feed(const Event& e) override {
         if (e.type != EventType::get_pfn && e.type != EventType::user_fault)
             return;
-        (e.type == EventType::get_pfn ? to_guest_ : to_user_)++;
+        bool guest = e.type == EventType::get_pfn;
+        ++records_;
+        if (e.has(GMS_F_COUNTED))
+            (guest ? counted_guest_ : counted_user_)++;
+        else
+            (guest ? to_guest_ : to_user_)++;
         if (!e.has(GMS_F_UPTODATE))
             violations_.add(fmt::format("folio handed out by {} while not uptodate: {}",
                                         e.type == EventType::get_pfn
@@ -917,8 +938,18 @@ class Uptodate final : public Checker {
             v.add("fresh memory did not read as zero: " + m);
         if (exp.verify_mismatches > exp.mismatch_examples.size())
             v.total += exp.verify_mismatches - exp.mismatch_examples.size();
-        r.evidence = {{"handed_to_guest", to_guest_},
-                      {"handed_to_user", to_user_},
+        // Judged in BPF (counters) plus judged here (records without GMS_F_COUNTED).
+        const uint64_t bpf_guest = cov.bpf_judges_handouts ? cov.judged_get_pfn : 0;
+        const uint64_t bpf_user = cov.bpf_judges_handouts ? cov.judged_user_fault : 0;
+        const uint64_t guest = bpf_guest + to_guest_, user = bpf_user + to_user_;
+        // A counted record the counters do not account for: counters unread
+        // or from another run; the totals cannot be trusted.
+        const bool inconsistent = counted_guest_ > bpf_guest || counted_user_ > bpf_user;
+        r.evidence = {{"handed_to_guest", guest},
+                      {"handed_to_user", user},
+                      {"judged_in_bpf_guest", bpf_guest},
+                      {"judged_in_bpf_user", bpf_user},
+                      {"handout_records", records_},
                       {"not_uptodate", violations_.total},
                       {"pages_verified_by_workloads", exp.pages_verified},
                       {"verify_mismatches", exp.verify_mismatches},
@@ -941,14 +972,20 @@ class Uptodate final : public Checker {
         } else if (v.total) {
             r.verdict = report::Verdict::violated;
             r.reason = fmt::format("{} violation(s)", v.total);
-        } else if (to_guest_ + to_user_ == 0) {
+        } else if (inconsistent) {
+            r.verdict = report::Verdict::incomplete;
+            r.reason = fmt::format("hand-out counters judged in BPF ({} to the guest, {} to host "
+                                   "userspace) do not cover the {} + {} counted records",
+                                   bpf_guest, bpf_user, counted_guest_, counted_user_);
+        } else if (guest + user == 0) {
             r.verdict = report::Verdict::unverifiable;
             r.reason = "no folio was handed out while observed";
         } else {
             r.verdict = report::Verdict::verified;
-            r.reason =
-                fmt::format("{} hand-outs to the guest and {} to host userspace were uptodate",
-                            to_guest_, to_user_);
+            r.reason = fmt::format(
+                "{} hand-outs to the guest and {} to host userspace were uptodate", guest, user);
+            if (bpf_guest + bpf_user)
+                r.reason += fmt::format(" ({} judged in BPF)", bpf_guest + bpf_user);
             if (!cov.has_any({"get_pfn"}) || !cov.has_any({"user_fault"}))
                 r.reason += "; only partly observed: " + cov.why_missing(need);
         }
@@ -956,7 +993,9 @@ class Uptodate final : public Checker {
     }
 
   private:
-    uint64_t to_guest_ = 0, to_user_ = 0;
+    uint64_t to_guest_ = 0, to_user_ = 0;           // records not in the BPF counters
+    uint64_t counted_guest_ = 0, counted_user_ = 0; // records also in the BPF counters
+    uint64_t records_ = 0;
     Violations violations_;
 };
 

@@ -96,6 +96,13 @@ struct Coverage {
     std::string calibration_reason;
     std::string lockdown;       // none | integrity | confidentiality | unknown
     int64_t pfn_correction = 0; // added to pointer-derived pfns (learned by calibration)
+    // Hand-outs judged uptodate-or-not inside BPF (per-CPU counters). Such a
+    // hand-out yields a record only when it was not uptodate (or its file is
+    // NO_DIRECT_MAP); those records carry GMS_F_COUNTED. Older streams: false/0,
+    // every hand-out was a record.
+    bool bpf_judges_handouts = false;
+    uint64_t judged_get_pfn = 0;
+    uint64_t judged_user_fault = 0;
 
     bool has(const std::string& point) const { return attached.count(point) != 0; }
     bool has_any(const std::vector<std::string>& points) const;

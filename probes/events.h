@@ -67,6 +67,11 @@ enum gms_src {
 #define GMS_F_NO_INODE (1u << 4) /* page without a mapping (dev/ino unknown) */
 #define GMS_F_WATCHED (1u << 5)  /* inode was in the watched map (not only s_dev) */
 #define GMS_F_PTR_PFN (1u << 6)  /* pfn derived from a struct page pointer (vmemmap) */
+/* Hand-out records only: this hand-out is also counted in the per-CPU
+ * GMS_CNT_*_JUDGED counters (the BPF side judged it); consumers must not
+ * count it a second time. Records without it (older streams, hand-outs that
+ * could not be judged in BPF) are counted from the records. */
+#define GMS_F_COUNTED (1u << 7)
 
 /* Per-CPU counters (array map "counters", index = enum value). */
 enum gms_counter {
@@ -83,8 +88,19 @@ enum gms_counter {
     GMS_CNT_SPLIT_CALLS = 10,     /* folio split entries on watched inodes */
     GMS_CNT_ARG_STASH_FULL = 11,  /* kprobe entry->return stash full: pair lost */
     GMS_CNT_PC_FILTERED_OUT = 12, /* page-cache events of other files (not emitted) */
-    GMS_CNT_MAX = 13,
+    /* Hand-outs of watched files judged in BPF (uptodate or not). A record is
+     * emitted only for a folio that was not uptodate, or when the file is
+     * NO_DIRECT_MAP (the direct-map checker needs every such hand-out). */
+    GMS_CNT_GET_PFN_JUDGED = 13,    /* kvm_gmem_get_pfn */
+    GMS_CNT_USER_FAULT_JUDGED = 14, /* kvm_gmem_fault_user_mapping */
+    GMS_CNT_MAX = 15,
 };
+
+/* Values of the "watched" map (bit set). NO_DIRECT_MAP: the file was created
+ * with that flag, so every hand-out of it is recorded (not only bad ones). */
+#define GMS_WATCH_GMEM (1u << 0)          /* a guest_memfd of this run */
+#define GMS_WATCH_CALIBRATION (1u << 1)   /* secretmem file of the calibration */
+#define GMS_WATCH_NO_DIRECT_MAP (1u << 2) /* created with NO_DIRECT_MAP */
 
 struct gms_ev_hdr {
     __u32 type;  /* enum gms_ev_type */

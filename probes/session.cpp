@@ -39,8 +39,11 @@ namespace {
 
 constexpr long kSysMemfdSecret = 447; // x86-64
 constexpr uint64_t kCalibrationPages = 4;
-constexpr uint32_t kWatchGmem = 1;
-constexpr uint32_t kWatchCalibration = 2;
+constexpr uint32_t kWatchGmem = GMS_WATCH_GMEM;
+constexpr uint32_t kWatchCalibration = GMS_WATCH_CALIBRATION;
+// NO_DIRECT_MAP files: the BPF side records every hand-out (not only the
+// non-uptodate ones) so the direct-map checker can correlate them by pfn.
+constexpr uint32_t kWatchNoDirectMap = GMS_WATCH_NO_DIRECT_MAP;
 
 using InodeKey = std::pair<uint32_t, uint64_t>; // kernel dev_t, ino
 
@@ -94,6 +97,8 @@ std::string counter_name(int i) {
         "split_calls",
         "kprobe_stash_full",
         "page_cache_events_of_other_files",
+        "get_pfn_judged_in_bpf",
+        "user_fault_judged_in_bpf",
     };
     return names[i];
 }
@@ -281,6 +286,9 @@ struct Session::Impl {
         c.filter_full = watch_map_full;
         c.parse_errors = short_records + unknown_types;
         c.stash_lost = cnt[GMS_CNT_ARG_STASH_FULL];
+        c.bpf_judges_handouts = true;
+        c.judged_get_pfn = cnt[GMS_CNT_GET_PFN_JUDGED];
+        c.judged_user_fault = cnt[GMS_CNT_USER_FAULT_JUDGED];
         c.calibration_ran = calib_ran;
         c.calibration_ok = calib_ok;
         c.calibration_reason = calib_reason;
@@ -770,7 +778,7 @@ void Session::on_created(const kvm::GuestMemfd& g) {
         if (!im.gmem_kdev)
             im.gmem_kdev = key.first;
     }
-    if (!im.finished && im.skel && !im.watch_bpf(key, kWatchGmem)) {
+    if (!im.finished && im.skel && !im.watch_bpf(key, kWatchGmem | (ndm ? kWatchNoDirectMap : 0))) {
         std::lock_guard lk(im.mu);
         ++im.watch_map_full;
     }
@@ -795,7 +803,8 @@ void Session::watch_inode(kvm::InodeId id, std::optional<uint64_t> flags, bool p
         im.feed_locked(m);
         im.watched.insert(key);
     }
-    if (!im.finished && im.skel && !im.watch_bpf(key, kWatchGmem)) {
+    if (!im.finished && im.skel &&
+        !im.watch_bpf(key, kWatchGmem | (m.no_direct_map ? kWatchNoDirectMap : 0))) {
         std::lock_guard lk(im.mu);
         ++im.watch_map_full;
     }

@@ -101,15 +101,26 @@ static __always_inline bool tgid_selected(void)
 	return !want || (bpf_get_current_pid_tgid() >> 32) == want;
 }
 
-static __always_inline bool inode_selected(__u32 dev, __u64 ino, __u16 *flags)
+/* *what: the watched map's value (GMS_WATCH_*), 0 when selected by dev only. */
+static __always_inline bool inode_watch(__u32 dev, __u64 ino, __u16 *flags, __u32 *what)
 {
 	struct gms_inode_key k = {.dev = dev, .pad = 0, .ino = ino};
+	__u32 *v = bpf_map_lookup_elem(&watched, &k);
 
-	if (bpf_map_lookup_elem(&watched, &k)) {
+	if (v) {
 		*flags |= GMS_F_WATCHED;
+		*what = *v;
 		return true;
 	}
+	*what = 0;
 	return cfg_all_gmem && cfg_gmem_dev && dev == cfg_gmem_dev;
+}
+
+static __always_inline bool inode_selected(__u32 dev, __u64 ino, __u16 *flags)
+{
+	__u32 what;
+
+	return inode_watch(dev, ino, flags, &what);
 }
 
 static __always_inline void *reserve(__u32 size, __u32 type, __u16 src, __u16 flags)
@@ -309,25 +320,39 @@ static __always_inline __u64 folio_nr_pages_of(struct folio *folio)
 	return 1ULL << folio_order_of(folio, &f);
 }
 
-static __always_inline void emit_handout(__u32 type, __u16 src, struct page *page, __u64 pfn,
-					 __s64 ret, bool have_pfn)
+/* Hand-outs happen on every fault (host faults: millions a second), so the
+ * uptodate check is made here: a judged hand-out is counted in `cnt` and
+ * recorded only when the folio was not uptodate, or when its file is
+ * NO_DIRECT_MAP (the direct-map checker correlates those hand-outs by pfn).
+ * A hand-out that cannot be judged here (page without a mapping, kernel
+ * without PG_uptodate) is recorded uncounted, as before, for userspace. */
+static __always_inline void emit_handout(__u32 type, __u16 src, __u32 cnt, struct page *page,
+					 __u64 pfn, __s64 ret, bool have_pfn)
 {
 	struct gms_ev_handout *e;
 	const void *head;
 	__u16 flags = GMS_F_RETURN;
-	__u32 dev = 0;
+	__u32 dev = 0, what = 0;
 	__u64 ino = 0;
+	bool judged = bpf_core_enum_value_exists(enum pageflags, PG_uptodate);
 
 	if (!page)
 		return;
 	head = compound_head_of(page);
 	if (!mapping_ident(BPF_CORE_READ((struct folio *)head, mapping), &dev, &ino)) {
 		flags |= GMS_F_NO_INODE;
-	} else if (!inode_selected(dev, ino, &flags)) {
+		judged = false;
+	} else if (!inode_watch(dev, ino, &flags, &what)) {
 		return;
 	}
 	if (folio_uptodate(head))
 		flags |= GMS_F_UPTODATE;
+	if (judged) {
+		count(cnt, 1);
+		flags |= GMS_F_COUNTED;
+		if ((flags & GMS_F_UPTODATE) && !(what & GMS_WATCH_NO_DIRECT_MAP))
+			return; /* judged and fine: nothing to record */
+	}
 	if (!have_pfn)
 		flags |= GMS_F_PTR_PFN;
 	e = reserve(sizeof(*e), type, src, flags);
@@ -728,7 +753,8 @@ static __always_inline void get_pfn_done(__u64 pfnp, __u64 pagep, __s64 ret)
 		return; /* failed lookups hand nothing out */
 	bpf_probe_read_kernel(&pfn, sizeof(pfn), (void *)pfnp);
 	bpf_probe_read_kernel(&page, sizeof(page), (void *)pagep);
-	emit_handout(GMS_EV_GET_PFN, GMS_SRC_KVM_GMEM_GET_PFN, page, pfn, ret, true);
+	emit_handout(GMS_EV_GET_PFN, GMS_SRC_KVM_GMEM_GET_PFN, GMS_CNT_GET_PFN_JUDGED, page, pfn, ret,
+		     true);
 }
 
 SEC("fexit/kvm_gmem_get_pfn")
@@ -760,8 +786,8 @@ static __always_inline void user_fault_done(struct vm_fault *vmf, __s64 ret)
 {
 	if (ret & ~0x200LL) /* any error bit: nothing handed out */
 		return;
-	emit_handout(GMS_EV_USER_FAULT, GMS_SRC_KVM_GMEM_FAULT_USER, BPF_CORE_READ(vmf, page), 0, ret,
-		     false);
+	emit_handout(GMS_EV_USER_FAULT, GMS_SRC_KVM_GMEM_FAULT_USER, GMS_CNT_USER_FAULT_JUDGED,
+		     BPF_CORE_READ(vmf, page), 0, ret, false);
 }
 
 SEC("fexit/kvm_gmem_fault_user_mapping")

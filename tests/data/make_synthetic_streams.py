@@ -13,7 +13,7 @@ import json
 import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-UPTODATE, VALID, RETURN, NO_INODE, PTR_PFN = 1, 2, 4, 16, 64
+UPTODATE, VALID, RETURN, NO_INODE, PTR_PFN, COUNTED = 1, 2, 4, 16, 64, 128
 DEV, INO = 15, 1001  # kernel dev_t 0:15, inode 1001
 
 FN = ["dm_invalid", "dm_default", "dm_valid", "folio_zap", "folio_restore",
@@ -28,8 +28,13 @@ COVERAGE = {
 
 
 class Stream:
-    def __init__(self):
+    def __init__(self, bpf_judged=False):
         self.ev = []
+        # Hand-outs judged in BPF (GMS_CNT_*_JUDGED): only not-uptodate ones and
+        # those of NO_DIRECT_MAP files become records (flagged COUNTED).
+        self.bpf_judged = bpf_judged
+        self.ndm = False
+        self.judged = {"get_pfn": 0, "user_fault": 0}
 
     def add(self, type_, **kw):
         e = {"type": type_, "seq": len(self.ev) + 1, "ts": 1000 * (len(self.ev) + 1)}
@@ -38,6 +43,7 @@ class Stream:
         return self
 
     def created(self, ndm=True):
+        self.ndm = ndm
         return self.add("gmem_created", dev=DEV, ino=INO, gmem_flags=(1 | 2 | (4 if ndm else 0)),
                         flags_known=True, no_direct_map=ndm, preexisting=False)
 
@@ -57,8 +63,18 @@ class Stream:
 
     def handout(self, kind, pfn, index, uptodate=True):
         src = "kvm_gmem_get_pfn" if kind == "get_pfn" else "kvm_gmem_fault_user_mapping"
-        return self.add(kind, src=src, flags=RETURN | (UPTODATE if uptodate else 0), pfn=pfn, dev=DEV,
-                        ino=INO, index=index)
+        flags = RETURN | (UPTODATE if uptodate else 0)
+        if self.bpf_judged:
+            self.judged[kind] += 1
+            flags |= COUNTED
+            if uptodate and not self.ndm:
+                return self  # judged in BPF, nothing recorded
+        return self.add(kind, src=src, flags=flags, pfn=pfn, dev=DEV, ino=INO, index=index)
+
+    def coverage(self):
+        c = copy.deepcopy(COVERAGE)
+        c["handouts_judged_in_bpf"] = {"enabled": True, **self.judged}
+        return c
 
     def released(self):
         return self.add("gmem_released", dev=DEV, ino=INO)
@@ -75,8 +91,8 @@ def write(name, s, note, coverage=COVERAGE, expect=None):
 
 
 def good(ndm=True, zap_a=True, restore_b=True, extra_zap=False, early_handout=False,
-         early_restore=False, uptodate=True):
-    s = Stream().created(ndm)
+         early_restore=False, uptodate=True, bpf_judged=False):
+    s = Stream(bpf_judged).created(ndm)
     # A foreign page (secretmem, vmalloc) leaving and re-entering the direct map.
     s.add("direct_map", src="set_direct_map_invalid_noflush", flags=RETURN | PTR_PFN, pfn=0x9000, nr=1)
     s.add("direct_map", src="set_direct_map_default_noflush", flags=RETURN | VALID | PTR_PFN, pfn=0x9000, nr=1)
@@ -145,3 +161,16 @@ g.free(0x4000)
 g.released()
 write("ndm-granularity", g, "zapped as one 2-page range, restored one page at a time",
       expect={"gmem_files": 1, "expected_pages_added": 2, "expected_pages_removed": 2})
+
+# Hand-outs judged in BPF: counters in the coverage, records only where needed.
+s = good(ndm=False, bpf_judged=True)
+write("bpf-judged-good", s, "plain file: both hand-outs judged uptodate in BPF, no hand-out record",
+      coverage=s.coverage())
+s = good(ndm=False, uptodate=False, bpf_judged=True)
+write("bpf-judged-not-uptodate", s,
+      "plain file, judged in BPF: only the non-uptodate get_pfn of pfn 0x1000 is recorded",
+      coverage=s.coverage())
+s = good(ndm=True, bpf_judged=True)
+write("bpf-judged-ndm-good", s,
+      "NO_DIRECT_MAP file, judged in BPF: every hand-out recorded (counted) for the direct-map checker",
+      coverage=s.coverage())

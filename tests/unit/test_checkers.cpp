@@ -277,6 +277,85 @@ TEST_CASE("checkers: a non-uptodate folio handed out is a violation", "[checkers
     CHECK(r.evidence.at("handed_to_user") == 1);
 }
 
+// Hand-outs judged inside BPF: counters in the coverage, a record only for a
+// folio that was not uptodate (or of a NO_DIRECT_MAP file), flagged COUNTED.
+TEST_CASE("checkers: hand-outs judged in BPF verify from the counters", "[checkers]") {
+    auto s = load_stream(data("synthetic-bpf-judged-good.jsonl"));
+    REQUIRE(s.coverage.bpf_judges_handouts);
+    REQUIRE(std::none_of(s.events.begin(), s.events.end(), [](const Event& e) {
+        return e.type == EventType::get_pfn || e.type == EventType::user_fault;
+    }));
+    auto res = run(s);
+    for (const auto& r : res) {
+        INFO(dump(r));
+        CHECK(r.verdict == Verdict::verified);
+    }
+    auto up = get(res, "uptodate");
+    CHECK(up.evidence.at("handed_to_guest") == 1);
+    CHECK(up.evidence.at("handed_to_user") == 1);
+    CHECK(up.evidence.at("judged_in_bpf_guest") == 1);
+    CHECK(up.evidence.at("judged_in_bpf_user") == 1);
+    CHECK(up.evidence.at("handout_records") == 0);
+    CHECK(up.reason.find("judged in BPF") != std::string::npos);
+
+    // Counters that judged nothing and no record: nothing to verify.
+    s.coverage.judged_get_pfn = s.coverage.judged_user_fault = 0;
+    auto none = get(run(s), "uptodate");
+    INFO(dump(none));
+    CHECK(none.verdict == Verdict::unverifiable);
+
+    // Lost records (a violation record may be among them): never verified.
+    s = load_stream(data("synthetic-bpf-judged-good.jsonl"));
+    s.coverage.lost_events = 1;
+    CHECK(get(run(s), "uptodate").verdict == Verdict::incomplete);
+
+    // The coverage survives a save/load round trip.
+    s = load_stream(data("synthetic-bpf-judged-good.jsonl"));
+    auto back = Coverage::from_json(s.coverage.to_json());
+    CHECK(back.bpf_judges_handouts);
+    CHECK(back.judged_get_pfn == 1);
+    CHECK(back.judged_user_fault == 1);
+    // Streams from before BPF judging load with the counters off.
+    auto old = load_stream(data("synthetic-ndm-good.jsonl"));
+    CHECK_FALSE(old.coverage.bpf_judges_handouts);
+}
+
+TEST_CASE("checkers: a non-uptodate hand-out judged in BPF is the violation", "[checkers]") {
+    auto r = check_file("synthetic-bpf-judged-not-uptodate.jsonl", "uptodate");
+    CHECK(r.verdict == Verdict::violated);
+    CHECK(any_violation(r, "kvm_gmem_get_pfn (to the guest) while not uptodate"));
+    CHECK(any_violation(r, "pfn=0x1000"));
+    CHECK(r.evidence.at("not_uptodate") == 1);
+    // The record is also in the counter: counted once.
+    CHECK(r.evidence.at("handed_to_guest") == 1);
+    CHECK(r.evidence.at("handed_to_user") == 1);
+    CHECK(r.evidence.at("handout_records") == 1);
+    CHECK(check_file("synthetic-bpf-judged-not-uptodate.jsonl", "page_cache_balance").verdict ==
+          Verdict::verified);
+}
+
+TEST_CASE("checkers: NO_DIRECT_MAP hand-outs stay recorded for the direct-map checker",
+          "[checkers]") {
+    auto s = load_stream(data("synthetic-bpf-judged-ndm-good.jsonl"));
+    auto res = run(s);
+    for (const auto& r : res) {
+        INFO(dump(r));
+        CHECK(r.verdict == Verdict::verified);
+    }
+    CHECK(get(res, "direct_map").evidence.at("handouts_checked") == 2);
+    auto up = get(res, "uptodate");
+    CHECK(up.evidence.at("handed_to_guest") == 1); // not 2: the record is in the counter
+    CHECK(up.evidence.at("handed_to_user") == 1);
+    CHECK(up.evidence.at("handout_records") == 2);
+
+    // Counted records the counters do not cover: the totals are not trusted.
+    s.coverage.judged_get_pfn = 0;
+    auto bad = get(run(s), "uptodate");
+    INFO(dump(bad));
+    CHECK(bad.verdict == Verdict::incomplete);
+    CHECK(bad.reason.find("do not cover") != std::string::npos);
+}
+
 TEST_CASE("checkers: workloads reading non-zero fresh memory violate uptodate", "[checkers]") {
     auto s = load_stream(data("host-tp-host-fault.jsonl"));
     s.expect.verify_mismatches = 3;
