@@ -36,6 +36,18 @@ void fill_hdr(Event& e, const gms_ev_hdr& h) {
 
 } // namespace
 
+namespace {
+// Folio and hand-out records carry the same folio identity.
+template <class Rec> void fill_folio(Event& e, const Rec& r) {
+    e.pfn = r.pfn;
+    e.ino = r.ino;
+    e.index = r.index;
+    e.dev = r.dev;
+    e.order = r.order;
+    e.ret = r.ret;
+}
+} // namespace
+
 std::optional<Event> decode_record(const void* data, size_t size, DecodeError* err) {
     *err = DecodeError::none;
     gms_ev_hdr h;
@@ -55,12 +67,7 @@ std::optional<Event> decode_record(const void* data, size_t size, DecodeError* e
         gms_ev_folio r;
         if (!copy_rec(data, size, r))
             break;
-        e.pfn = r.pfn;
-        e.ino = r.ino;
-        e.index = r.index;
-        e.dev = r.dev;
-        e.order = r.order;
-        e.ret = r.ret;
+        fill_folio(e, r);
         return e;
     }
     case GMS_EV_DIRECT_MAP: {
@@ -77,12 +84,7 @@ std::optional<Event> decode_record(const void* data, size_t size, DecodeError* e
         gms_ev_handout r;
         if (!copy_rec(data, size, r))
             break;
-        e.pfn = r.pfn;
-        e.ino = r.ino;
-        e.index = r.index;
-        e.dev = r.dev;
-        e.order = r.order;
-        e.ret = r.ret;
+        fill_folio(e, r);
         return e;
     }
     case GMS_EV_FALLOCATE:
