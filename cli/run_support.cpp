@@ -3,6 +3,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/util.h"
+#include "probes/checkers.h"
 #include "reports/render.h"
 
 #include <algorithm>
@@ -103,10 +104,11 @@ ProbeAttachment attach_probes(const profile::Profile& p, const Caps& caps, repor
 void finish_probes(ProbeAttachment& a, report::Report& rep) {
     if (!a.session) {
         std::string why = rep.probes.value("reason", std::string("probes not attached"));
-        // The checkers' invariants (probes/checkers.cpp), each unverifiable without events.
-        for (const char* name : {"page_cache_balance", "direct_map", "uptodate"}) {
+        // Every invariant the checkers judge (names from the checkers themselves),
+        // each unverifiable without events.
+        for (const auto& named : probes::CheckerSet().results({}, {})) {
             report::InvariantResult inv;
-            inv.name = name;
+            inv.name = named.name;
             inv.verdict = report::Verdict::unverifiable;
             inv.reason = "no probes: " + why;
             rep.invariants.push_back(inv);
