@@ -368,6 +368,57 @@ static __always_inline void emit_handout(__u32 type, __u16 src, __u32 cnt, struc
 	submit(e);
 }
 
+/* The first word of a struct page (its flags), loaded without a CO-RE
+ * relocation: offset 0 whatever type the kernel gives the flags. */
+struct gms_first_word {
+	unsigned long w;
+};
+
+/* fentry/fexit only. Hand-outs fire on every fault; their common cases (an
+ * uptodate order-0 folio of a watched file without NO_DIRECT_MAP, or a file
+ * not watched) are decided here with direct loads through BTF-typed pointers
+ * (bpf_core_cast: checked by the verifier, fault-safe) instead of one
+ * bpf_probe_read_kernel() call per field (all but one); under emulation (the
+ * lab's TCG) those helper calls cost as much as the fexit trampoline. false:
+ * emit_handout() decides (a record is due, or this path cannot judge), and it
+ * repeats the judgment from the start. */
+static __always_inline bool handout_fast(struct page *page, __u32 cnt)
+{
+	struct address_space *m;
+	struct inode *host;
+	unsigned long info;
+	__u16 flags = 0;
+	__u32 what = 0;
+
+	if (!page || !bpf_core_enum_value_exists(enum pageflags, PG_uptodate))
+		return false;
+	/* A helper read: typed, this word of the union is list_head lru's
+	 * pointer to the verifier, which refuses testing its bit 0. */
+	if (bpf_core_field_exists(page->compound_head))
+		info = BPF_CORE_READ(page, compound_head);
+	else if (bpf_core_field_exists(((struct page___ci *)page)->compound_info))
+		info = BPF_CORE_READ((struct page___ci *)page, compound_info);
+	else
+		return false;
+	if (info & 1)
+		return false; /* a tail page of a large folio */
+	m = page->mapping; /* a head page's mapping is its folio's */
+	if (!m)
+		return false;
+	host = m->host;
+	if (!host)
+		return false;
+	if (!inode_watch(host->i_sb->s_dev, host->i_ino, &flags, &what))
+		return true; /* not a watched file: nothing to judge */
+	if (what & GMS_WATCH_NO_DIRECT_MAP)
+		return false; /* the direct-map checker needs the record */
+	if (!(((struct gms_first_word *)page)->w &
+	      (1UL << bpf_core_enum_value(enum pageflags, PG_uptodate))))
+		return false; /* a violation: recorded by emit_handout() */
+	count(cnt, 1);
+	return true;
+}
+
 static __always_inline void emit_file_op(__u32 type, __u16 src, struct inode *inode, __u32 mode,
 					 __u64 offset, __u64 len, __s64 ret, bool need_inode)
 {
@@ -760,7 +811,15 @@ static __always_inline void get_pfn_done(__u64 pfnp, __u64 pagep, __s64 ret)
 SEC("fexit/kvm_gmem_get_pfn")
 int fe_get_pfn(void *ctx)
 {
-	get_pfn_done(arg(ctx, 3), arg(ctx, 4), (int)ret_of(ctx));
+	int ret = (int)ret_of(ctx);
+	__u64 page = 0;
+
+	if (!ret) {
+		bpf_probe_read_kernel(&page, sizeof(page), (void *)arg(ctx, 4));
+		if (handout_fast(bpf_core_cast((void *)page, struct page), GMS_CNT_GET_PFN_JUDGED))
+			return 0;
+	}
+	get_pfn_done(arg(ctx, 3), arg(ctx, 4), ret);
 	return 0;
 }
 
@@ -793,7 +852,12 @@ static __always_inline void user_fault_done(struct vm_fault *vmf, __s64 ret)
 SEC("fexit/kvm_gmem_fault_user_mapping")
 int fe_user_fault(void *ctx)
 {
-	user_fault_done((struct vm_fault *)arg(ctx, 0), (__u32)ret_of(ctx));
+	__u32 ret = (__u32)ret_of(ctx);
+	struct vm_fault *vmf = bpf_core_cast((void *)arg(ctx, 0), struct vm_fault);
+
+	if (!(ret & ~0x200U) && handout_fast(vmf->page, GMS_CNT_USER_FAULT_JUDGED))
+		return 0;
+	user_fault_done((struct vm_fault *)arg(ctx, 0), ret);
 	return 0;
 }
 
