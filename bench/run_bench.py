@@ -5,7 +5,10 @@ For each benchmark, runs the C baseline and gmemstress alternately REPS times
 (so drift on the machine hits both alike) doing the same work for the same
 time, and reports throughput and the gmemstress/baseline ratio (median).
 
-Usage: bench/run_bench.py [--build build] [--reps 5] [--seconds 3] [--only host|guest|probes]
+Usage: bench/run_bench.py [--build build] [--reps 5] [--seconds 3] [--only host|guest]
+
+The cost of the probes (off vs. on) is measured by `gmemstress probe-cost`
+(docs/PROBES.md), on the host and in the lab.
 """
 import argparse
 import json
@@ -18,13 +21,13 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def gms_throughput(gms, profile, seconds, ops_keys, extra=(), per_bytes=None):
+def gms_throughput(gms, profile, seconds, ops_keys, per_bytes=None):
     """Ops/s of the first workload: the summed `count` of ops_keys, or with
     per_bytes their summed `bytes` / per_bytes (e.g. pages of guest_round)."""
     with tempfile.TemporaryDirectory() as d:
         rep = os.path.join(d, "r.json")
         subprocess.run([gms, "run", "--profile", profile, "--set", f"workload.0.duration={seconds}",
-                        "--report", rep, "--quiet", *extra], check=False, capture_output=True)
+                        "--report", rep, "--quiet"], check=False, capture_output=True)
         with open(rep) as f:
             r = json.load(f)
     w = r["workloads"][0]
@@ -48,12 +51,12 @@ def baseline_throughput(exe, args, key):
     return r[key] / r["seconds"]
 
 
-def compare(name, unit, reps, run_a, run_b, label_a="baseline", label_b="gmemstress"):
+def compare(name, unit, reps, run_a, run_b):
     a, b = [], []
     for i in range(reps):
         a.append(run_a())
         b.append(run_b())
-        print(f"  {name} rep {i + 1}: {label_a} {a[-1]:,.0f} {unit}, {label_b} {b[-1]:,.0f} {unit}",
+        print(f"  {name} rep {i + 1}: baseline {a[-1]:,.0f} {unit}, gmemstress {b[-1]:,.0f} {unit}",
               file=sys.stderr)
     ratios = [y / x for x, y in zip(a, b)]
     ma, mb, mr = statistics.median(a), statistics.median(b), statistics.median(ratios)
@@ -67,7 +70,7 @@ def main():
     ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=3)
-    ap.add_argument("--only", choices=["host", "guest", "probes"])
+    ap.add_argument("--only", choices=["host", "guest"])
     a = ap.parse_args()
     gms = os.path.join(a.build, "cli", "gmemstress")
     need = [gms] + [os.path.join(a.build, "bench", f"baseline_{b}_fault") for b in ("host", "guest")
@@ -76,8 +79,7 @@ def main():
     if missing:
         sys.exit(f"not built: {', '.join(missing)} (ninja -C {a.build} gmemstress "
                  "baseline_host_fault baseline_guest_fault)")
-    print(f"| benchmark | {'baseline' if a.only != 'probes' else 'probes off'} (median) | "
-          f"{'gmemstress' if a.only != 'probes' else 'probes on'} (median) | ratio (median of {a.reps}) |")
+    print(f"| benchmark | baseline (median) | gmemstress (median) | ratio (median of {a.reps}) |")
     print("| --- | --- | --- | --- |")
     if a.only in (None, "host"):
         compare("host-fault, 2 threads, 16 MiB", "touches/s", a.reps,
@@ -93,14 +95,6 @@ def main():
                                             ["16", str(a.seconds)], "pages"),
                 lambda: gms_throughput(gms, os.path.join(HERE, "guest-fault.toml"), a.seconds,
                                        ["guest_round"], per_bytes=4096))
-    if a.only in (None, "probes"):
-        prof = os.path.join(HERE, "host-fault.toml")
-        compare("host-fault, probes off vs on", "touches/s", a.reps,
-                lambda: gms_throughput(gms, prof, a.seconds, ["fault_read", "fault_write"],
-                                       ["--probes", "off"]),
-                lambda: gms_throughput(gms, prof, a.seconds, ["fault_read", "fault_write"],
-                                       ["--probes", "on"]),
-                "probes off", "probes on")
 
 
 if __name__ == "__main__":

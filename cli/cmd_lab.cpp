@@ -63,15 +63,15 @@ int run_lab_command(LabCli& c) {
         return exit_code_for(r.failure);
     }
     int status = r.guest_status.value_or(kExitToolError);
-    if (c.o.guest_command == "run" && !c.o.report_path.empty()) {
+    if (lab::takes_profile_and_report(c.o.guest_command) && !c.o.report_path.empty()) {
         if (r.report) {
             if (!c.o.quiet)
                 fmt::print(stderr, "lab: report written to {}\n", c.o.report_path);
         } else {
             fmt::print(stderr,
-                       "gmemstress lab: the guest's gmemstress run wrote no report (exit "
+                       "gmemstress lab: the guest's gmemstress {} wrote no report (exit "
                        "status {})\n",
-                       status);
+                       c.o.guest_command, status);
             if (status == kExitPass)
                 return kExitToolError;
         }
@@ -95,7 +95,8 @@ void add_lab_command(CLI::App& app, Action& action) {
                     "(and the kernel) from")
         ->excludes(modules);
     cmd->add_option("-p,--profile", c.o.profile,
-                    "profile for gmemstress run in the guest (name or file)");
+                    "profile for gmemstress run / probe-cost in the guest (name or file; default: "
+                    "the command's own, smoke for run)");
     cmd->add_option("--cpus", c.o.cpus, "virtual CPUs (default 2)");
     cmd->add_option("--memory", c.memory, "guest memory (default 2G)");
     cmd->add_option("--timeout", c.timeout,
@@ -103,6 +104,8 @@ void add_lab_command(CLI::App& app, Action& action) {
     cmd->add_option("-r,--report", c.o.report_path,
                     "write the guest's JSON report here, with a \"lab\" section added");
     cmd->add_option("--junit", c.o.junit_path, "write the guest's JUnit XML here");
+    cmd->add_option("--record", c.o.record_path,
+                    "write the guest's recorded probe event stream here (run --record)");
     cmd->add_option("--keep-console", c.o.console_path,
                     "write the full serial console (and QEMU's messages) here");
     cmd->add_option("--keep-dmesg", c.o.dmesg_path, "write the guest's kernel log here");

@@ -22,6 +22,7 @@ void add_caps_command(CLI::App& app, Action& action);
 void add_run_command(CLI::App& app, Action& action);
 void add_profiles_command(CLI::App& app, Action& action);
 void add_watch_command(CLI::App& app, Action& action); // probes/ side
-void add_lab_command(CLI::App& app, Action& action);   // lab/ side
+void add_probe_cost_command(CLI::App& app, Action& action);
+void add_lab_command(CLI::App& app, Action& action); // lab/ side
 
 } // namespace gms::cli

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
     cli::add_run_command(app, action);
     cli::add_profiles_command(app, action);
     cli::add_watch_command(app, action);
+    cli::add_probe_cost_command(app, action);
     cli::add_lab_command(app, action);
 
     // CLI11 would only say "A subcommand is required" for a misspelt command.

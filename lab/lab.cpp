@@ -27,6 +27,10 @@ namespace fs = std::filesystem;
 
 namespace gms::lab {
 
+bool takes_profile_and_report(const std::string& guest_command) {
+    return guest_command == "run" || guest_command == "probe-cost";
+}
+
 std::string to_string(Failure f) {
     switch (f) {
     case Failure::none:
@@ -681,9 +685,14 @@ void LabRun::check_options() {
         throw UsageError(fmt::format("--accel {}: expected auto, kvm or tcg", o.accel));
     if (o.guest_command == "lab")
         throw UsageError("--guest-command lab: the lab does not nest");
-    if (o.guest_command == "run") {
+    for (const auto& [path, flag] :
+         {std::pair{o.junit_path, "--junit"}, std::pair{o.record_path, "--record"}})
+        if (!path.empty() && o.guest_command != "run")
+            throw UsageError(
+                fmt::format("{}: only for gmemstress run (not {})", flag, o.guest_command));
+    if (takes_profile_and_report(o.guest_command)) {
         for (const auto& a : o.guest_args)
-            for (const char* own : {"-r", "--report", "--junit", "-p", "--profile"})
+            for (const char* own : {"-r", "--report", "--junit", "--record", "-p", "--profile"})
                 if (a == own || a.rfind(std::string(own) + "=", 0) == 0)
                     throw UsageError(fmt::format(
                         "'{}' after '--': give it to gmemstress lab itself (its paths are host "
@@ -695,7 +704,8 @@ void LabRun::check_options() {
                          "package); scripts/fetch-lab-kernel.sh fetches Debian's newest");
     for (const auto& [path, what] :
          {std::pair{o.report_path, "--report"}, std::pair{o.junit_path, "--junit"},
-          std::pair{o.console_path, "--keep-console"}, std::pair{o.dmesg_path, "--keep-dmesg"}}) {
+          std::pair{o.record_path, "--record"}, std::pair{o.console_path, "--keep-console"},
+          std::pair{o.dmesg_path, "--keep-dmesg"}}) {
         if (path.empty())
             continue;
         fs::path parent = fs::absolute(path).parent_path();
@@ -814,7 +824,7 @@ void LabRun::plan_guest() {
     guest_out_ = guest_out_dir(plan_);
     plan_.command = {exe, opts_.guest_command};
     host_profile_ = opts_.profile;
-    if (opts_.guest_command == "run") {
+    if (takes_profile_and_report(opts_.guest_command)) {
         std::string profile = opts_.profile;
         if (fs::is_regular_file(profile, ec)) {
             profile = fs::absolute(profile).lexically_normal().string();
@@ -827,10 +837,13 @@ void LabRun::plan_guest() {
                 profile = guest_out_ + "/" + name;
             }
         }
-        plan_.command.insert(plan_.command.end(),
-                             {"--profile", profile, "--report", guest_out_ + "/report.json"});
+        if (!profile.empty())
+            plan_.command.insert(plan_.command.end(), {"--profile", profile});
+        plan_.command.insert(plan_.command.end(), {"--report", guest_out_ + "/report.json"});
         if (!opts_.junit_path.empty())
             plan_.command.insert(plan_.command.end(), {"--junit", guest_out_ + "/junit.xml"});
+        if (!opts_.record_path.empty())
+            plan_.command.insert(plan_.command.end(), {"--record", guest_out_ + "/record.jsonl"});
     }
     plan_.command.insert(plan_.command.end(), opts_.guest_args.begin(), opts_.guest_args.end());
 }
@@ -869,8 +882,10 @@ void LabRun::describe() {
     lab_["qemu_version"] = qemu_version_;
     lab_["cpus"] = opts_.cpus;
     lab_["memory_bytes"] = opts_.memory;
-    if (opts_.guest_command == "run")
-        lab_["profile"] = host_profile_; // name, or the host path (the guest may read a copy)
+    // A name, or the host path (the guest may read a copy).
+    if (takes_profile_and_report(opts_.guest_command))
+        lab_["profile"] =
+            host_profile_.empty() ? "(default of " + opts_.guest_command + ")" : host_profile_;
     lab_["guest_command"] =
         std::vector<std::string>(plan_.command.begin() + 1, plan_.command.end());
 }
@@ -919,8 +934,8 @@ Boot LabRun::boot_with_fallback() {
         con_ = Console{.token = con_.token, .file = std::move(con_.file)};
         // Inputs (a copied profile) stay; outputs are written only after
         // "ready", which the failed attempt never reached.
-        for (const char* f :
-             {"report.json", "junit.xml", "dmesg.txt", "stdout", "stderr", "status"})
+        for (const char* f : {"report.json", "junit.xml", "record.jsonl", "dmesg.txt", "stdout",
+                              "stderr", "status"})
             fs::remove(out_dir_ + "/" + f);
         accel_ = "tcg";
     }
@@ -966,6 +981,7 @@ Result LabRun::collect(const Boot& boot) {
     };
     rename(guest_out_ + "/report.json", opts_.report_path);
     rename(guest_out_ + "/junit.xml", opts_.junit_path);
+    rename(guest_out_ + "/record.jsonl", opts_.record_path);
     for (const auto& [guest_path, host_path] : path_renames_)
         rename(guest_path, host_path);
 
@@ -988,7 +1004,7 @@ Result LabRun::collect(const Boot& boot) {
                          opts_.guest_command, res.guest_status.value_or(-1),
                          lab.value("boot_s", 0.0), lab.value("run_s", 0.0), seconds_since(t0_)));
     res.lab = lab;
-    if (opts_.guest_command != "run")
+    if (!takes_profile_and_report(opts_.guest_command))
         return res;
     if (auto text = slurp_if_exists(out_dir_ + "/report.json")) {
         nlohmann::json rep;
@@ -1010,6 +1026,7 @@ Result LabRun::collect(const Boot& boot) {
             report::write_atomically(opts_.report_path, res.report->dump(2) + "\n");
     }
     copy_out(out_dir_ + "/junit.xml", opts_.junit_path, "JUnit XML");
+    copy_out(out_dir_ + "/record.jsonl", opts_.record_path, "recorded event stream");
     return res;
 }
 

@@ -19,12 +19,13 @@ struct Options {
     std::string kernel;                   // bzImage (may come from kernel_debs)
     std::string modules_dir;              // a lib/modules/<release> tree (any layout below)
     std::vector<std::string> kernel_debs; // linux-modules / linux-binary .deb files
-    std::string profile = "smoke";        // built-in name or a host path
+    std::string profile; // built-in name or a host path; empty: the command's default
     unsigned cpus = 2;
     uint64_t memory = 2ull << 30;
     double timeout_s = 600;              // boot + run + shutdown
     std::string report_path;             // the guest's report + "lab", written atomically
     std::string junit_path;              // the guest's JUnit XML, copied
+    std::string record_path;             // the guest's recorded event stream (run --record), copied
     std::string console_path;            // full serial console (+ QEMU's stderr)
     std::string dmesg_path;              // the guest's dmesg at the end of the run
     std::string accel = "auto";          // auto | kvm | tcg
@@ -36,6 +37,10 @@ struct Options {
     bool keep_workdir = false; // debugging: leave the initramfs etc. behind
     bool quiet = false;        // no progress lines on stderr
 };
+
+// Guest commands that take the lab's --profile and --report (host paths the
+// lab translates), as opposed to commands such as caps that print only.
+bool takes_profile_and_report(const std::string& guest_command);
 
 // ---- Outcome ----------------------------------------------------------------
 

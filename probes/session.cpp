@@ -891,6 +891,7 @@ nlohmann::json Session::describe() const {
         counters[counter_name(i)] = cnt[i];
     j["counters"] = counters;
     j["lock_contention_gmem_identifiable"] = im.attached("fallocate");
+    j["losses"] = im.coverage().losses(); // the sum the verdicts use (not recording_dropped)
     std::lock_guard lk(im.mu);
     j["drops"] = {{"ringbuf_reserve_failures", cnt[GMS_CNT_RB_DROPS]},
                   {"host_short_records", im.short_records},

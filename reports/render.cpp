@@ -57,12 +57,6 @@ json workload_json(const WorkloadResult& w) {
             {"params", w.params}};
 }
 
-json invariant_json(const InvariantResult& i) {
-    return {{"name", i.name},         {"verdict", to_string(i.verdict)},
-            {"reason", i.reason},     {"backend", i.backend},
-            {"evidence", i.evidence}, {"violations", i.violations}};
-}
-
 std::string xml_escape(const std::string& s) {
     std::string out;
     for (char c : s) {
@@ -95,6 +89,20 @@ std::string xml_escape(const std::string& s) {
 
 } // namespace
 
+json invariant_json(const InvariantResult& i) {
+    return {{"name", i.name},         {"verdict", to_string(i.verdict)},
+            {"reason", i.reason},     {"backend", i.backend},
+            {"evidence", i.evidence}, {"violations", i.violations}};
+}
+
+json kernel_log_json(const std::vector<KmsgFinding>& findings, bool available,
+                     const std::string& reason) {
+    json list = json::array();
+    for (const auto& f : findings)
+        list.push_back({{"kind", f.kind}, {"line", f.line}, {"timestamp_us", f.timestamp_us}});
+    return {{"available", available}, {"reason", reason}, {"findings", list}};
+}
+
 json to_json(const Report& r) {
     json j;
     j["schema_version"] = kSchemaVersion;
@@ -119,11 +127,7 @@ json to_json(const Report& r) {
     for (const auto& i : r.invariants)
         j["invariants"].push_back(invariant_json(i));
     j["probes"] = r.probes;
-    json klog = json::array();
-    for (const auto& f : r.kernel_log)
-        klog.push_back({{"kind", f.kind}, {"line", f.line}, {"timestamp_us", f.timestamp_us}});
-    j["kernel_log"] = {
-        {"available", r.kernel_log_available}, {"reason", r.kernel_log_reason}, {"findings", klog}};
+    j["kernel_log"] = kernel_log_json(r.kernel_log, r.kernel_log_available, r.kernel_log_reason);
     j["errors"] = r.errors;
     j["verdict"] = to_string(r.verdict());
     return j;

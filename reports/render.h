@@ -9,6 +9,10 @@
 namespace gms::report {
 
 nlohmann::json to_json(const Report& r);
+// One invariant's verdict, as in the report (also used by probe-cost).
+nlohmann::json invariant_json(const InvariantResult& i);
+nlohmann::json kernel_log_json(const std::vector<KmsgFinding>& findings, bool available,
+                               const std::string& reason);
 // Concise human summary.
 std::string to_text(const Report& r, bool color = false);
 // JUnit XML: one test case per check, per workload and per invariant.

@@ -1,0 +1,177 @@
+// `gmemstress probe-cost`: what observation costs on this machine. Runs one
+// profile repeatedly with the probes off and on, alternately, in one
+// invocation, and compares the workloads' throughput pair by pair.
+#include "cli/commands.h"
+#include "cli/run_support.h"
+#include "core/error.h"
+#include "core/util.h"
+#include "reports/cost.h"
+#include "reports/render.h"
+
+#include <cmath>
+#include <fmt/format.h>
+#include <unistd.h>
+#include <version.h>
+
+namespace gms::cli {
+
+namespace {
+
+struct CostOptions {
+    std::string profile = "probe-cost";
+    std::string report_path = "gmemstress-probe-cost.json";
+    int reps = 5;
+    std::string max_cost = "10%";
+    std::optional<std::string> probe_backend;
+    std::vector<std::string> sets;
+    bool quiet = false;
+};
+
+// "10%" or "0.1" -> 0.1; the fraction of throughput observation may cost.
+double parse_max_cost(const std::string& s) {
+    std::string num = s;
+    bool percent = !num.empty() && num.back() == '%';
+    if (percent)
+        num.pop_back();
+    size_t used = 0;
+    double v = NAN;
+    try {
+        v = std::stod(num, &used);
+    } catch (const std::exception&) {
+        used = 0;
+    }
+    if (used != num.size() || num.empty() || !std::isfinite(v))
+        throw UsageError(
+            fmt::format("--max-cost {}: expected a fraction (0.1) or a percentage (10%)", s));
+    if (percent)
+        v /= 100;
+    if (v < 0 || v >= 1)
+        throw UsageError(fmt::format("--max-cost {}: must be at least 0 and below 100%", s));
+    return v;
+}
+
+// One run of the profile with the probes `on` or off, as `run` does it
+// (attach outside the timed part, then the workloads, then the checkers).
+report::Report run_once(const profile::Profile& base, const Caps& caps, bool on) {
+    profile::Profile p = base;
+    p.probes.mode = on ? "on" : "off"; // on: a failure to attach is an error, not a silent off
+    report::Report rep = new_report("run", caps);
+    ProbeAttachment probes = attach_probes(p, caps, rep);
+    RunControl& control = RunControl::global();
+    control.set_deadline(p.duration_s);
+    uint64_t start = now_ns();
+    {
+        ProgressPrinter quiet_progress(false);
+        run_workloads(p, caps, control, probes.observer(), quiet_progress, rep);
+    }
+    rep.duration_s = double(now_ns() - start) / 1e9;
+    finish_probes(probes, rep);
+    return rep;
+}
+
+int probe_cost(const CostOptions& o) {
+    RunControl& control = RunControl::global();
+
+    // parse
+    if (o.reps < 1 || o.reps > 1000)
+        throw UsageError(fmt::format("--reps {}: expected 1..1000", o.reps));
+    double max_cost = parse_max_cost(o.max_cost);
+    std::vector<profile::Override> overrides;
+    if (o.probe_backend)
+        overrides.push_back({"probes.backend", fmt::format("\"{}\"", *o.probe_backend),
+                             "--probe-backend " + *o.probe_backend});
+    for (const auto& s : o.sets)
+        overrides.push_back(profile::parse_set_flag(s));
+    profile::Profile prof = profile::load_profile(o.profile, overrides, workload_schemas());
+    check_output_paths({o.report_path});
+
+    // detect
+    Caps caps = detect_caps(prof.bits, prof.cap_memory_attributes2);
+    require_kvm(caps);
+    check_memory(prof, caps);
+
+    report::CostReport rep;
+    rep.tool_version = GMS_VERSION;
+    rep.timestamp = utc_timestamp();
+    rep.host = caps.to_json();
+    rep.profile = prof.to_json();
+    rep.backend_requested = prof.probes.backend;
+    rep.reps_requested = o.reps;
+    rep.max_cost = max_cost;
+    if (!o.quiet)
+        fmt::print(stderr, "probe-cost: {} pairs of runs of profile {}, up to {:.0f} s each\n",
+                   o.reps, prof.name, prof.duration_s);
+
+    // run: rep 1 starts with the probes on, so a kernel that cannot attach
+    // them is found before any time is spent; then the order alternates.
+    KmsgWatcher kmsg;
+    for (int rep_no = 1; rep_no <= o.reps && !control.interrupted(); ++rep_no) {
+        report::CostPair pair;
+        pair.rep = rep_no;
+        pair.off_first = rep_no % 2 == 0;
+        for (bool on : {!pair.off_first, pair.off_first}) {
+            report::Report run = run_once(prof, caps, on);
+            if (rep.probes.empty() && on)
+                rep.probes = run.probes;
+            (on ? pair.on : pair.off) = report::cost_run_from(run);
+            if (control.interrupted())
+                break;
+        }
+        if (control.interrupted())
+            break; // a pair cut short would compare unlike runs
+        if (!o.quiet)
+            fmt::print(stderr, "probe-cost: rep {}/{} done\n", rep_no, o.reps);
+        rep.pairs.push_back(std::move(pair));
+    }
+
+    // check
+    rep.kernel_log_available = kmsg.available();
+    rep.kernel_log_reason = kmsg.reason();
+    rep.kernel_log = kmsg.collect();
+    if (control.interrupted()) {
+        rep.interrupted = true;
+        rep.interrupt_reason = control.stop_reason();
+    }
+    report::summarize(rep);
+
+    // report
+    report::write_atomically(o.report_path, report::to_json(rep).dump(2) + "\n");
+    if (!o.quiet) {
+        fmt::print("{}", report::to_text(rep));
+        fmt::print("report: {}\n", o.report_path);
+    }
+    if (rep.interrupted)
+        return kExitInterrupted;
+    switch (rep.verdict) {
+    case report::Outcome::pass:
+        return kExitPass;
+    case report::Outcome::fail:
+        return kExitFailures;
+    case report::Outcome::skip:
+        return kExitEnvironment;
+    case report::Outcome::error:
+        return kExitToolError;
+    }
+    return kExitToolError;
+}
+
+} // namespace
+
+void add_probe_cost_command(CLI::App& app, Action& action) {
+    static CostOptions o;
+    auto* cmd = app.add_subcommand(
+        "probe-cost", "Measure what the eBPF probes cost: a profile's throughput with the probes "
+                      "off and on, alternately, in one invocation");
+    cmd->add_option("-p,--profile", o.profile,
+                    "built-in profile name or TOML file (default: probe-cost)");
+    cmd->add_option("-r,--report", o.report_path, "JSON report path (written atomically)");
+    cmd->add_option("--reps", o.reps, "pairs of runs (default 5)");
+    cmd->add_option("--max-cost", o.max_cost,
+                    "largest acceptable throughput loss with the probes on (default 10%)");
+    cmd->add_option("--probe-backend", o.probe_backend, "auto, fentry, kprobe, tracepoint");
+    cmd->add_option("--set", o.sets, "override any profile key: KEY=VALUE");
+    cmd->add_flag("-q,--quiet", o.quiet, "no table on stdout, no progress on stderr");
+    cmd->callback([&action] { action = [] { return probe_cost(o); }; });
+}
+
+} // namespace gms::cli

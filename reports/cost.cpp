@@ -1,0 +1,268 @@
+#include "reports/cost.h"
+
+#include "reports/render.h"
+
+#include <algorithm>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <set>
+
+namespace gms::report {
+
+namespace {
+
+using nlohmann::json;
+
+double median_of(std::vector<double> v) {
+    if (v.empty())
+        return 0;
+    std::sort(v.begin(), v.end());
+    size_t n = v.size();
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// Workload labels in first-seen order over every run.
+std::vector<std::string> labels_of(const std::vector<CostPair>& pairs) {
+    std::vector<std::string> out;
+    auto see = [&](const CostRun& run) {
+        auto add = [&](const std::string& l) {
+            if (std::find(out.begin(), out.end(), l) == out.end())
+                out.push_back(l);
+        };
+        for (const auto& [l, _] : run.ops_per_s)
+            add(l);
+        for (const auto& [l, _] : run.not_measured)
+            add(l);
+    };
+    for (const auto& p : pairs) {
+        see(p.off);
+        see(p.on);
+    }
+    return out;
+}
+
+CostWorkload summarize_workload(const std::string& label, const std::vector<CostPair>& pairs) {
+    CostWorkload w;
+    w.label = label;
+    std::vector<double> off, on;
+    for (const auto& p : pairs) {
+        auto a = p.off.ops_per_s.find(label), b = p.on.ops_per_s.find(label);
+        if (a == p.off.ops_per_s.end() || b == p.on.ops_per_s.end() || a->second <= 0) {
+            if (w.not_measured.empty()) {
+                auto why = p.off.not_measured.count(label) ? p.off.not_measured.at(label)
+                           : p.on.not_measured.count(label)
+                               ? "probes on: " + p.on.not_measured.at(label)
+                               : std::string("no operations with the probes off");
+                w.not_measured = fmt::format("rep {}: {}", p.rep, why);
+            }
+            continue;
+        }
+        off.push_back(a->second);
+        on.push_back(b->second);
+        w.ratios.push_back(b->second / a->second);
+    }
+    // A workload measured in some pairs but not all is not measured: a
+    // median over the pairs that happened to succeed would hide the others.
+    if (!w.not_measured.empty()) {
+        w.ratios.clear();
+        return w;
+    }
+    w.median = median_of(w.ratios);
+    w.min = *std::min_element(w.ratios.begin(), w.ratios.end());
+    w.max = *std::max_element(w.ratios.begin(), w.ratios.end());
+    w.off_median = median_of(off);
+    w.on_median = median_of(on);
+    return w;
+}
+
+std::string pct(double x) {
+    return fmt::format("{:.1f}%", 100 * x);
+}
+
+} // namespace
+
+CostRun cost_run_from(const Report& rep) {
+    CostRun run;
+    run.duration_s = rep.duration_s;
+    for (const auto& w : rep.workloads) {
+        const std::string& label = w.label.empty() ? w.name : w.label;
+        if (w.outcome == Outcome::fail || w.outcome == Outcome::error)
+            run.failures.push_back(
+                fmt::format("workload {} {}: {}", label, to_string(w.outcome), w.reason));
+        if (w.outcome != Outcome::pass) {
+            run.not_measured[label] = fmt::format("{}: {}", to_string(w.outcome), w.reason);
+            continue;
+        }
+        uint64_t ops = 0;
+        for (const auto& [_, s] : w.ops)
+            ops += s.count;
+        if (w.duration_s > 0)
+            run.ops_per_s[label] = double(ops) / w.duration_s;
+        else
+            run.not_measured[label] = "ran for no measurable time";
+    }
+    if (rep.probes.value("status", "") == "attached") {
+        run.backends = rep.probes.value("backends_in_use", std::vector<std::string>{});
+        run.events = rep.probes.value("events_decoded", uint64_t{0});
+        run.losses = rep.probes.value("losses", uint64_t{0});
+    }
+    run.invariants = rep.invariants;
+    return run;
+}
+
+void summarize(CostReport& r) {
+    r.workloads.clear();
+    if (r.pairs.empty()) {
+        r.verdict = Outcome::skip;
+        r.verdict_reason = r.interrupted ? "interrupted before a pair of runs completed"
+                                         : "no pair of runs completed";
+        return;
+    }
+    for (const auto& label : labels_of(r.pairs))
+        r.workloads.push_back(summarize_workload(label, r.pairs));
+
+    std::vector<std::string> failures;
+    if (!r.kernel_log.empty())
+        failures.push_back(fmt::format("{} kernel log findings (first: {} {})", r.kernel_log.size(),
+                                       r.kernel_log[0].kind, r.kernel_log[0].line));
+    for (const auto& p : r.pairs) {
+        for (const auto* run : {&p.off, &p.on})
+            for (const auto& f : run->failures)
+                failures.push_back(
+                    fmt::format("rep {} (probes {}): {}", p.rep, run == &p.off ? "off" : "on", f));
+        if (p.on.losses)
+            failures.push_back(fmt::format("rep {}: {} events lost", p.rep, p.on.losses));
+        for (const auto& inv : p.on.invariants)
+            if (inv.verdict == Verdict::violated)
+                failures.push_back(fmt::format("rep {}: invariant {} violated", p.rep, inv.name));
+    }
+    std::vector<std::string> measured;
+    for (const auto& w : r.workloads) {
+        if (!w.not_measured.empty())
+            continue;
+        double cost = 1 - w.median;
+        std::string line = fmt::format("{}: on/off {:.3f} (cost {}, {} pairs)", w.label, w.median,
+                                       pct(cost), w.ratios.size());
+        if (cost > r.max_cost)
+            failures.push_back(fmt::format("{} > target {}", line, pct(r.max_cost)));
+        else
+            measured.push_back(line);
+    }
+    if (!failures.empty()) {
+        r.verdict = Outcome::fail;
+        r.verdict_reason = fmt::format("{}", fmt::join(failures, "; "));
+        return;
+    }
+    if (measured.empty()) {
+        r.verdict = Outcome::skip;
+        std::vector<std::string> why;
+        for (const auto& w : r.workloads)
+            why.push_back(w.label + ": " + w.not_measured);
+        r.verdict_reason = "no workload measured" +
+                           (why.empty() ? "" : fmt::format(" ({})", fmt::join(why, "; ")));
+        return;
+    }
+    r.verdict = Outcome::pass;
+    r.verdict_reason = fmt::format("{}; within target {}; no events lost",
+                                   fmt::join(measured, "; "), pct(r.max_cost));
+}
+
+namespace {
+
+json run_json(const CostRun& run, bool probes_on) {
+    json j = {{"duration_s", run.duration_s},
+              {"ops_per_s", run.ops_per_s},
+              {"not_measured", run.not_measured},
+              {"failures", run.failures}};
+    if (probes_on) {
+        j["backends"] = run.backends;
+        j["events"] = run.events;
+        j["losses"] = run.losses;
+        j["invariants"] = json::array();
+        for (const auto& i : run.invariants)
+            j["invariants"].push_back(invariant_json(i));
+    }
+    return j;
+}
+
+} // namespace
+
+json to_json(const CostReport& r) {
+    json j;
+    j["schema_version"] = kSchemaVersion;
+    j["tool"] = {{"name", "gmemstress"}, {"version", r.tool_version}};
+    j["command"] = "probe-cost";
+    j["timestamp"] = r.timestamp;
+    j["host"] = r.host;
+    j["profile"] = r.profile;
+    j["backend_requested"] = r.backend_requested;
+    j["reps_requested"] = r.reps_requested;
+    j["max_cost"] = r.max_cost;
+    j["interrupted"] = r.interrupted;
+    j["interrupt_reason"] = r.interrupt_reason;
+    if (r.lab)
+        j["lab"] = *r.lab;
+    j["pairs"] = json::array();
+    for (const auto& p : r.pairs)
+        j["pairs"].push_back({{"rep", p.rep},
+                              {"order", p.off_first ? "off,on" : "on,off"},
+                              {"off", run_json(p.off, false)},
+                              {"on", run_json(p.on, true)}});
+    j["workloads"] = json::array();
+    for (const auto& w : r.workloads) {
+        json wj = {{"label", w.label}, {"measured", w.not_measured.empty()}};
+        if (w.not_measured.empty())
+            wj.update({{"ratios", w.ratios},
+                       {"median_ratio", w.median},
+                       {"min_ratio", w.min},
+                       {"max_ratio", w.max},
+                       {"cost", 1 - w.median},
+                       {"off_median_ops_per_s", w.off_median},
+                       {"on_median_ops_per_s", w.on_median}});
+        else
+            wj["reason"] = w.not_measured;
+        j["workloads"].push_back(wj);
+    }
+    j["probes"] = r.probes;
+    j["kernel_log"] = kernel_log_json(r.kernel_log, r.kernel_log_available, r.kernel_log_reason);
+    j["verdict"] = to_string(r.verdict);
+    j["verdict_reason"] = r.verdict_reason;
+    return j;
+}
+
+std::string to_text(const CostReport& r) {
+    std::string out;
+    std::set<std::string> backends;
+    for (const auto& p : r.pairs)
+        backends.insert(p.on.backends.begin(), p.on.backends.end());
+    out += fmt::format("probe-cost: {} pairs of runs (probes off / on), backend {} (in use: {})\n",
+                       r.pairs.size(), r.backend_requested,
+                       backends.empty() ? "-" : fmt::format("{}", fmt::join(backends, ", ")));
+    out += fmt::format("{:<4} {:<7} {:<16} {:>13} {:>13} {:>7} {:>9} {:>5}\n", "rep", "order",
+                       "workload", "off ops/s", "on ops/s", "on/off", "events", "lost");
+    for (const auto& p : r.pairs) {
+        for (const auto& label : labels_of({p})) {
+            auto a = p.off.ops_per_s.find(label), b = p.on.ops_per_s.find(label);
+            bool both = a != p.off.ops_per_s.end() && b != p.on.ops_per_s.end() && a->second > 0;
+            out += fmt::format("{:<4} {:<7} {:<16} {:>13} {:>13} {:>7} {:>9} {:>5}\n", p.rep,
+                               p.off_first ? "off,on" : "on,off", label,
+                               a != p.off.ops_per_s.end() ? fmt::format("{:.0f}", a->second) : "-",
+                               b != p.on.ops_per_s.end() ? fmt::format("{:.0f}", b->second) : "-",
+                               both ? fmt::format("{:.3f}", b->second / a->second) : "-",
+                               p.on.events, p.on.losses);
+        }
+    }
+    for (const auto& w : r.workloads) {
+        if (w.not_measured.empty())
+            out += fmt::format("  {}: median on/off {:.3f} (min {:.3f}, max {:.3f}), cost {}\n",
+                               w.label, w.median, w.min, w.max, pct(1 - w.median));
+        else
+            out += fmt::format("  {}: not measured: {}\n", w.label, w.not_measured);
+    }
+    if (r.interrupted)
+        out += fmt::format("interrupted: {}\n", r.interrupt_reason);
+    out += fmt::format("verdict: {} ({})\n", to_string(r.verdict), r.verdict_reason);
+    return out;
+}
+
+} // namespace gms::report

@@ -1,0 +1,84 @@
+// `gmemstress probe-cost`: the cost of observation as plain data. The same
+// profile runs with the probes off and on, alternately, in one invocation;
+// ratios are taken per pair (adjacent runs) so slow drift of the machine
+// cancels. summarize() is pure; renderers only read.
+#pragma once
+
+#include "reports/model.h"
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace gms::report {
+
+// One run of the profile, probes off or on.
+struct CostRun {
+    double duration_s = 0;
+    std::map<std::string, double> ops_per_s;         // workload label -> ops/s (passed only)
+    std::map<std::string, std::string> not_measured; // workload label -> why not
+    std::vector<std::string> failures;               // workloads that failed or erred
+    // Probes on only.
+    std::vector<std::string> backends; // backends in use
+    uint64_t events = 0;               // records decoded
+    uint64_t losses = 0;               // lost events, as the verdicts count them
+    std::vector<InvariantResult> invariants;
+};
+
+// Two adjacent runs; odd reps run off first, even reps on first.
+struct CostPair {
+    int rep = 0;
+    bool off_first = true;
+    CostRun off, on;
+};
+
+// Per workload, over every pair that measured it.
+struct CostWorkload {
+    std::string label;
+    std::vector<double> ratios; // on/off per pair
+    double median = 0, min = 0, max = 0;
+    double off_median = 0, on_median = 0; // ops/s
+    std::string not_measured;             // why there is no ratio (empty: measured)
+};
+
+struct CostReport {
+    std::string tool_version;
+    std::string timestamp;
+    nlohmann::json host = nlohmann::json::object();
+    nlohmann::json profile = nlohmann::json::object();
+    std::string backend_requested = "auto";
+    int reps_requested = 0;
+    double max_cost = 0.10; // target: on/off >= 1 - max_cost
+    std::vector<CostPair> pairs;
+    // describe() of the first probes-on run: attach points, backends, reasons.
+    nlohmann::json probes = nlohmann::json::object();
+    std::vector<KmsgFinding> kernel_log; // over the whole command
+    bool kernel_log_available = true;
+    std::string kernel_log_reason;
+    bool interrupted = false;
+    std::string interrupt_reason;
+    std::optional<nlohmann::json> lab; // set by `gmemstress lab`
+
+    // Filled by summarize().
+    std::vector<CostWorkload> workloads;
+    Outcome verdict = Outcome::skip;
+    std::string verdict_reason;
+};
+
+// The figures of one run's report: ops/s of each workload that passed (all
+// its operations over its duration), why the others have none, and the
+// probes' backends, records and losses.
+CostRun cost_run_from(const Report& rep);
+
+// Ratios, medians and the verdict: fail when a measured workload's median
+// on/off ratio is below 1 - max_cost, when any probes-on run lost events, an
+// invariant was violated, a workload failed or the kernel log has findings;
+// skip when nothing could be measured.
+void summarize(CostReport& r);
+
+nlohmann::json to_json(const CostReport& r);
+std::string to_text(const CostReport& r);
+
+} // namespace gms::report

@@ -1,0 +1,174 @@
+// probe-cost's pure parts: figures taken from a run's report, ratios per
+// pair, medians and the verdict.
+#include "reports/cost.h"
+
+#include <catch2/catch_approx.hpp>
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
+
+using namespace gms::report;
+using Catch::Approx;
+using Catch::Matchers::ContainsSubstring;
+
+namespace {
+
+CostRun run_at(double host_fault_rate, uint64_t losses = 0) {
+    CostRun r;
+    r.duration_s = 3;
+    r.ops_per_s["host-fault"] = host_fault_rate;
+    r.losses = losses;
+    r.backends = {"fentry"};
+    return r;
+}
+
+CostReport with_pairs(std::vector<std::pair<double, double>> off_on) {
+    CostReport r;
+    r.max_cost = 0.10;
+    int rep = 0;
+    for (auto [off, on] : off_on) {
+        CostPair p;
+        p.rep = ++rep;
+        p.off_first = rep % 2 == 0;
+        p.off = run_at(off);
+        p.on = run_at(on);
+        r.pairs.push_back(p);
+    }
+    return r;
+}
+
+} // namespace
+
+TEST_CASE("cost: a run's figures come from its report", "[cost]") {
+    Report rep;
+    rep.duration_s = 4;
+    WorkloadResult hf;
+    hf.name = "host-fault";
+    hf.outcome = Outcome::pass;
+    hf.duration_s = 2;
+    hf.ops["fault_read"].count = 300;
+    hf.ops["fault_write"].count = 100;
+    rep.workloads.push_back(hf);
+    WorkloadResult conv;
+    conv.name = "convert";
+    conv.label = "conv";
+    conv.outcome = Outcome::skip;
+    conv.reason = "no memory attributes";
+    rep.workloads.push_back(conv);
+    WorkloadResult gf;
+    gf.name = "guest-fault";
+    gf.outcome = Outcome::fail;
+    gf.reason = "3 pages not zero";
+    rep.workloads.push_back(gf);
+    rep.probes = {{"status", "attached"},
+                  {"backends_in_use", {"fentry", "tracepoint"}},
+                  {"events_decoded", 123},
+                  {"losses", 7}};
+
+    CostRun run = cost_run_from(rep);
+    CHECK(run.ops_per_s.at("host-fault") == Approx(200.0)); // every op over the duration
+    CHECK(run.not_measured.at("conv") == "skip: no memory attributes");
+    CHECK(run.not_measured.count("guest-fault") == 1);
+    REQUIRE(run.failures.size() == 1);
+    CHECK_THAT(run.failures[0], ContainsSubstring("3 pages not zero"));
+    CHECK(run.backends.size() == 2);
+    CHECK(run.events == 123);
+    CHECK(run.losses == 7);
+
+    rep.probes = {{"status", "off"}};
+    CHECK(cost_run_from(rep).losses == 0);
+    CHECK(cost_run_from(rep).backends.empty());
+}
+
+TEST_CASE("cost: ratios are taken per pair, the median decides", "[cost]") {
+    // Drift: the machine slows down over time; per-pair ratios stay ~0.95.
+    auto r = with_pairs({{100, 95}, {90, 85.5}, {80, 76}, {70, 66.5}, {60, 57}});
+    summarize(r);
+    REQUIRE(r.workloads.size() == 1);
+    CHECK(r.workloads[0].median == Approx(0.95));
+    CHECK(r.workloads[0].ratios.size() == 5);
+    CHECK(r.verdict == Outcome::pass);
+    CHECK_THAT(r.verdict_reason, ContainsSubstring("no events lost"));
+    auto j = to_json(r);
+    CHECK(j["command"] == "probe-cost");
+    CHECK(j["workloads"][0]["median_ratio"].get<double>() == Approx(0.95));
+    CHECK(j["pairs"][1]["order"] == "off,on");
+    CHECK(j["verdict"] == "pass");
+}
+
+TEST_CASE("cost: above the target fails, naming the workload and figures", "[cost]") {
+    auto r = with_pairs({{100, 88}, {100, 86}, {100, 95}});
+    summarize(r);
+    CHECK(r.workloads[0].median == Approx(0.88));
+    CHECK(r.workloads[0].min == Approx(0.86));
+    CHECK(r.workloads[0].max == Approx(0.95));
+    CHECK(r.verdict == Outcome::fail);
+    CHECK_THAT(r.verdict_reason, ContainsSubstring("host-fault: on/off 0.880"));
+    CHECK_THAT(r.verdict_reason, ContainsSubstring("target 10.0%"));
+
+    r.max_cost = 0.15; // the same figures within a looser target
+    summarize(r);
+    CHECK(r.verdict == Outcome::pass);
+}
+
+TEST_CASE("cost: lost events, violations, failed workloads and kernel findings fail", "[cost]") {
+    auto fast = [] { return with_pairs({{100, 99}, {100, 98}}); };
+
+    auto lost = fast();
+    lost.pairs[1].on.losses = 3;
+    summarize(lost);
+    CHECK(lost.verdict == Outcome::fail);
+    CHECK_THAT(lost.verdict_reason, ContainsSubstring("rep 2: 3 events lost"));
+
+    auto violated = fast();
+    violated.pairs[0].on.invariants.push_back(
+        {"uptodate", Verdict::violated, "", "fentry", {}, {}});
+    summarize(violated);
+    CHECK(violated.verdict == Outcome::fail);
+    CHECK_THAT(violated.verdict_reason, ContainsSubstring("invariant uptodate violated"));
+
+    auto failed = fast();
+    failed.pairs[0].off.failures.push_back("workload host-fault fail: mismatch");
+    summarize(failed);
+    CHECK(failed.verdict == Outcome::fail);
+    CHECK_THAT(failed.verdict_reason, ContainsSubstring("rep 1 (probes off): workload host-fault"));
+
+    auto warned = fast();
+    warned.kernel_log.push_back({"WARNING", "WARNING: at mm/filemap.c", 1});
+    summarize(warned);
+    CHECK(warned.verdict == Outcome::fail);
+
+    auto incomplete = fast(); // not verified is not a failure of the cost measure
+    incomplete.pairs[0].on.invariants.push_back(
+        {"direct_map", Verdict::unverifiable, "lockdown", "", {}, {}});
+    summarize(incomplete);
+    CHECK(incomplete.verdict == Outcome::pass);
+}
+
+TEST_CASE("cost: a workload missing from any pair is not measured; none measured skips", "[cost]") {
+    auto r = with_pairs({{100, 99}, {100, 98}});
+    r.pairs[1].on.ops_per_s.erase("host-fault");
+    r.pairs[1].on.not_measured["host-fault"] = "skip: no MMAP";
+    summarize(r);
+    REQUIRE(r.workloads.size() == 1);
+    CHECK(r.workloads[0].ratios.empty());
+    CHECK_THAT(r.workloads[0].not_measured, ContainsSubstring("rep 2: probes on: skip: no MMAP"));
+    CHECK(r.verdict == Outcome::skip); // never a pass when nothing was compared
+    CHECK_THAT(r.verdict_reason, ContainsSubstring("no workload measured"));
+
+    CostReport none;
+    none.interrupted = true;
+    summarize(none);
+    CHECK(none.verdict == Outcome::skip);
+    CHECK_THAT(none.verdict_reason, ContainsSubstring("interrupted"));
+    CHECK_THAT(to_text(none), ContainsSubstring("verdict: skip"));
+}
+
+TEST_CASE("cost: the text table shows each pair and the medians", "[cost]") {
+    auto r = with_pairs({{200, 190}, {100, 80}, {150, 147}});
+    summarize(r);
+    std::string t = to_text(r);
+    CHECK_THAT(t, ContainsSubstring("on,off"));
+    CHECK_THAT(t, ContainsSubstring("0.800"));
+    CHECK_THAT(t, ContainsSubstring("median on/off 0.950"));
+    CHECK_THAT(t, ContainsSubstring("in use: fentry"));
+}
