@@ -24,6 +24,7 @@ struct RunOptions {
     std::string profile = "smoke";
     std::string report_path = "gmemstress-report.json";
     std::string junit_path;
+    std::string record_path;
     std::vector<std::string> sets;
     std::optional<uint64_t> seed;
     std::optional<std::string> duration;
@@ -93,6 +94,12 @@ std::vector<profile::Override> overrides_from(const RunOptions& o) {
         add("probes.backend", quoted(*o.probe_backend), "--probe-backend", *o.probe_backend);
     if (o.all_guest_memfds)
         add("probes.all", "true", "--all-guest-memfds");
+    if (!o.record_path.empty()) { // a recording needs the probes: never silently empty
+        if (o.probes_mode == "off")
+            throw UsageError(
+                fmt::format("--record {}: needs the probes, but --probes off", o.record_path));
+        add("probes.mode", quoted("on"), "--record", o.record_path);
+    }
     for (const auto& fb : o.flag_bits) {
         auto eq = fb.find('=');
         if (eq == std::string::npos)
@@ -110,7 +117,7 @@ int run(const RunOptions& o) {
 
     // parse
     profile::Profile prof = profile::load_profile(o.profile, overrides_from(o), workload_schemas());
-    check_output_paths({o.report_path, o.junit_path});
+    check_output_paths({o.report_path, o.junit_path, o.record_path});
 
     // detect
     Caps caps = detect_caps(prof.bits, prof.cap_memory_attributes2);
@@ -123,7 +130,7 @@ int run(const RunOptions& o) {
 
     // attach
     KmsgWatcher kmsg;
-    ProbeAttachment probes = attach_probes(prof, caps, rep);
+    ProbeAttachment probes = attach_probes(prof, caps, rep, !o.record_path.empty());
     // The duration is the workloads' time: attaching (slow under TCG) is not
     // charged to it.
     control.set_deadline(prof.duration_s);
@@ -138,7 +145,7 @@ int run(const RunOptions& o) {
     rep.duration_s = double(now_ns() - start) / 1e9;
 
     // check
-    finish_probes(probes, rep);
+    finish_probes(probes, rep, o.record_path);
     collect_kernel_log(kmsg, rep);
     if (control.interrupted()) {
         rep.interrupted = true;
@@ -158,6 +165,9 @@ void add_run_command(CLI::App& app, Action& action) {
                     "built-in profile name or TOML file (default: smoke)");
     cmd->add_option("-r,--report", o.report_path, "JSON report path (written atomically)");
     cmd->add_option("--junit", o.junit_path, "also write JUnit XML here");
+    cmd->add_option("--record", o.record_path,
+                    "also save the probes' decoded event stream with the workloads' "
+                    "expectations (JSON lines; implies --probes on)");
     cmd->add_option("--seed", o.seed, "seed of every random choice");
     cmd->add_option("--duration", o.duration, "hard cap on the run, e.g. 30s, 2m");
     cmd->add_option("--vms", o.vms, "VMs per workload");

@@ -81,7 +81,8 @@ report::Report new_report(const std::string& command, const Caps& caps) {
     return r;
 }
 
-ProbeAttachment attach_probes(const profile::Profile& p, const Caps& caps, report::Report& rep) {
+ProbeAttachment attach_probes(const profile::Profile& p, const Caps& caps, report::Report& rep,
+                              bool record) {
     ProbeAttachment a;
     if (p.probes.mode == "off") {
         rep.probes = {{"status", "off"}, {"reason", "probes.mode = off"}};
@@ -91,6 +92,7 @@ ProbeAttachment attach_probes(const profile::Profile& p, const Caps& caps, repor
     opts.backend = p.probes.backend;
     opts.all_guest_memfds = p.probes.all_guest_memfds;
     opts.ringbuf_size = p.probes.ringbuf_size;
+    opts.record = record;
     try {
         a.session = probes::Session::attach(opts, caps);
     } catch (const EnvError& e) {
@@ -101,7 +103,7 @@ ProbeAttachment attach_probes(const profile::Profile& p, const Caps& caps, repor
     return a;
 }
 
-void finish_probes(ProbeAttachment& a, report::Report& rep) {
+void finish_probes(ProbeAttachment& a, report::Report& rep, const std::string& record_path) {
     if (!a.session) {
         std::string why = rep.probes.value("reason", std::string("probes not attached"));
         // Every invariant the checkers judge (names from the checkers themselves),
@@ -119,6 +121,11 @@ void finish_probes(ProbeAttachment& a, report::Report& rep) {
     rep.probes = a.session->describe();
     rep.probes["status"] = "attached";
     rep.invariants = a.session->check(rep.workloads);
+    if (!record_path.empty())
+        a.session->save_recording(record_path, rep.workloads,
+                                  {{"command", rep.command},
+                                   {"profile", rep.profile.value("name", "")},
+                                   {"kernel", rep.host.value("kernel_release", "")}});
     a.session.reset(); // detach every link before the report is written
 }
 

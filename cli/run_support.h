@@ -37,9 +37,14 @@ class ProbeAttachment {
   private:
     workloads::GmemObserver null_;
 };
-ProbeAttachment attach_probes(const profile::Profile& p, const Caps& caps, report::Report& rep);
-// Detaches, then records the probes' description and invariant verdicts.
-void finish_probes(ProbeAttachment& probes, report::Report& rep);
+// `record`: keep the decoded event stream for finish_probes() to save.
+ProbeAttachment attach_probes(const profile::Profile& p, const Caps& caps, report::Report& rep,
+                              bool record = false);
+// Detaches, then records the probes' description and invariant verdicts;
+// with `record_path`, also saves the event stream with the workloads'
+// expectations (JSON lines, replayable through the checkers).
+void finish_probes(ProbeAttachment& probes, report::Report& rep,
+                   const std::string& record_path = "");
 
 // A live progress line on stderr while workloads run.
 class ProgressPrinter {

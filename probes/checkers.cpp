@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <fstream>
 #include <set>
 #include <stdexcept>
@@ -336,6 +337,12 @@ Expectations Expectations::from_workloads(const std::vector<report::WorkloadResu
         add(x.gmem_files, r, "gmem_files");
         add(x.pages_added, r, "expected_pages_added");
         add(x.pages_removed, r, "expected_pages_removed");
+        auto bound = [&](const char* key) {
+            auto it = r.counters.find(key);
+            return it == r.counters.end() ? uint64_t(0) : it->second;
+        };
+        x.min_handouts_user += bound("min_handouts_to_user");
+        x.min_handouts_guest += bound("min_handouts_to_guest");
         x.pages_verified += r.verification.pages_checked;
         x.verify_mismatches += r.verification.mismatches;
         for (const auto& m : r.verification.first_mismatches)
@@ -360,6 +367,8 @@ nlohmann::json Expectations::to_json() const {
         j["expected_pages_added"] = *pages_added;
     if (pages_removed)
         j["expected_pages_removed"] = *pages_removed;
+    j["min_handouts_to_user"] = min_handouts_user;
+    j["min_handouts_to_guest"] = min_handouts_guest;
     j["pages_verified"] = pages_verified;
     j["verify_mismatches"] = verify_mismatches;
     j["mismatch_examples"] = mismatch_examples;
@@ -374,6 +383,8 @@ Expectations Expectations::from_json(const nlohmann::json& j) {
         x.pages_added = j["expected_pages_added"].get<uint64_t>();
     if (j.contains("expected_pages_removed"))
         x.pages_removed = j["expected_pages_removed"].get<uint64_t>();
+    x.min_handouts_user = j.value("min_handouts_to_user", uint64_t(0));
+    x.min_handouts_guest = j.value("min_handouts_to_guest", uint64_t(0));
     x.pages_verified = j.value("pages_verified", uint64_t(0));
     x.verify_mismatches = j.value("verify_mismatches", uint64_t(0));
     x.mismatch_examples = j.value("mismatch_examples", std::vector<std::string>{});
@@ -951,6 +962,8 @@ class Uptodate final : public Checker {
                       {"judged_in_bpf_user", bpf_user},
                       {"handout_records", records_},
                       {"not_uptodate", violations_.total},
+                      {"min_handouts_to_guest", exp.min_handouts_guest},
+                      {"min_handouts_to_user", exp.min_handouts_user},
                       {"pages_verified_by_workloads", exp.pages_verified},
                       {"verify_mismatches", exp.verify_mismatches},
                       {"lost_events", cov.losses()}};
@@ -977,6 +990,11 @@ class Uptodate final : public Checker {
             r.reason = fmt::format("hand-out counters judged in BPF ({} to the guest, {} to host "
                                    "userspace) do not cover the {} + {} counted records",
                                    bpf_guest, bpf_user, counted_guest_, counted_user_);
+        } else if (std::string missed = missed_handouts(cov, exp, guest, user); !missed.empty()) {
+            // A probe that sees fewer hand-outs than certainly happened does
+            // not see what it claims (a broken program, a wrong filter).
+            r.verdict = report::Verdict::incomplete;
+            r.reason = missed;
         } else if (guest + user == 0) {
             r.verdict = report::Verdict::unverifiable;
             r.reason = "no folio was handed out while observed";
@@ -993,6 +1011,22 @@ class Uptodate final : public Checker {
     }
 
   private:
+    // Empty when each attached hand-out point saw at least the workloads'
+    // lower bound.
+    static std::string missed_handouts(const Coverage& cov, const Expectations& exp, uint64_t guest,
+                                       uint64_t user) {
+        std::vector<std::string> out;
+        if (cov.has_any({"get_pfn"}) && guest < exp.min_handouts_guest)
+            out.push_back(fmt::format("kvm_gmem_get_pfn saw {} hand-outs to the guest, the "
+                                      "workloads made at least {}",
+                                      guest, exp.min_handouts_guest));
+        if (cov.has_any({"user_fault"}) && user < exp.min_handouts_user)
+            out.push_back(fmt::format("the user-fault probe saw {} hand-outs to host userspace, "
+                                      "the workloads made at least {}",
+                                      user, exp.min_handouts_user));
+        return out.empty() ? "" : fmt::format("{}", fmt::join(out, "; "));
+    }
+
     uint64_t to_guest_ = 0, to_user_ = 0;           // records not in the BPF counters
     uint64_t counted_guest_ = 0, counted_user_ = 0; // records also in the BPF counters
     uint64_t records_ = 0;

@@ -1,6 +1,7 @@
 // Invariant checkers fed recorded real streams (tests/data/host-tp-*.jsonl,
-// captured on the host with the tracepoint backend) and deliberately broken
-// streams (tests/data/synthetic-*.jsonl and mutations of the recordings).
+// captured on the host with the tracepoint backend; lab-fentry-faults.jsonl,
+// captured in the lab with fentry) and deliberately broken streams
+// (tests/data/synthetic-*.jsonl and mutations of the recordings).
 #include "probes/checkers.h"
 #include "probes/decode.h"
 #include "probes/events.h"
@@ -88,6 +89,124 @@ TEST_CASE("checkers: recorded host streams balance", "[checkers]") {
         auto up = get(res, "uptodate");
         INFO(dump(up));
         CHECK(up.verdict == Verdict::unverifiable);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Recorded real stream from the lab (Debian 7.3.4 under QEMU, fentry backend;
+// tests/data/capture-lab-stream.toml says how it was captured)
+// ---------------------------------------------------------------------------
+namespace {
+
+RecordedStream lab_stream() {
+    auto s = load_stream(data("lab-fentry-faults.jsonl"));
+    REQUIRE(s.meta.value("recording_dropped", 1) == 0);
+    REQUIRE(s.coverage.attached.count("user_fault"));
+    REQUIRE(s.coverage.attached.at("user_fault") == "fentry");
+    return s;
+}
+
+// The first page-cache add of a watched folio: a folio to mutate around.
+Event first_watched_add(const RecordedStream& s) {
+    auto it = std::find_if(s.events.begin(), s.events.end(),
+                           [](const Event& e) { return e.type == EventType::pc_add; });
+    REQUIRE(it != s.events.end());
+    return *it;
+}
+
+} // namespace
+
+TEST_CASE("checkers: the recorded lab stream (fentry) verifies every invariant", "[checkers]") {
+    auto s = lab_stream();
+    REQUIRE(s.meta.at("calibration").value("ok", false));
+    auto res = run(s);
+    for (const auto& r : res) {
+        INFO(dump(r));
+        CHECK(r.verdict == Verdict::verified);
+    }
+    auto pc = get(res, "page_cache_balance");
+    REQUIRE(s.expect.pages_added);
+    CHECK(pc.evidence.at("pages_added") == *s.expect.pages_added);
+    auto dm = get(res, "direct_map");
+    CHECK(dm.backend.find("fentry") != std::string::npos);
+    auto up = get(res, "uptodate");
+    CHECK(up.evidence.at("judged_in_bpf_user") >= s.expect.min_handouts_user);
+    CHECK(up.evidence.at("judged_in_bpf_guest") >= s.expect.min_handouts_guest);
+    CHECK(s.expect.min_handouts_user > 0);
+    CHECK(s.expect.min_handouts_guest > 0);
+}
+
+TEST_CASE("checkers: the lab stream with a zap of a watched folio violates the direct map",
+          "[checkers]") {
+    auto s = lab_stream();
+    Event add = first_watched_add(s);
+    // A file without NO_DIRECT_MAP: no direct-map change may touch its pages.
+    Event zap;
+    zap.type = EventType::direct_map;
+    zap.seq = add.seq; // right after the add, before its removal
+    zap.ts_ns = add.ts_ns + 1;
+    zap.src = GMS_SRC_SET_DM_INVALID;
+    zap.flags = GMS_F_RETURN | GMS_F_PTR_PFN;
+    zap.pfn = add.pfn;
+    zap.nr = 1;
+    auto pos = std::find_if(s.events.begin(), s.events.end(),
+                            [&](const Event& e) { return e.seq > add.seq; });
+    s.events.insert(pos, zap);
+    auto dm = get(run(s), "direct_map");
+    INFO(dump(dm));
+    CHECK(dm.verdict == Verdict::violated);
+    CHECK(any_violation(dm, fmt::format("pfn={:#x}", add.pfn)));
+}
+
+TEST_CASE("checkers: the lab stream with a non-uptodate hand-out violates uptodate", "[checkers]") {
+    auto s = lab_stream();
+    Event add = first_watched_add(s);
+    Event out = add;
+    out.type = EventType::user_fault;
+    out.src = GMS_SRC_KVM_GMEM_FAULT_USER;
+    out.flags = GMS_F_RETURN | GMS_F_WATCHED; // no GMS_F_UPTODATE, judged here
+    out.seq = add.seq;
+    auto pos = std::find_if(s.events.begin(), s.events.end(),
+                            [&](const Event& e) { return e.seq > add.seq; });
+    s.events.insert(pos, out);
+    auto up = get(run(s), "uptodate");
+    INFO(dump(up));
+    CHECK(up.verdict == Verdict::violated);
+    CHECK(any_violation(up, "the user fault (to host userspace)"));
+    CHECK(any_violation(up, fmt::format("pfn={:#x}", add.pfn)));
+}
+
+TEST_CASE("checkers: the lab stream broken in other ways is never verified", "[checkers]") {
+    SECTION("a leaked folio") {
+        auto s = lab_stream();
+        auto it = std::find_if(s.events.begin(), s.events.end(),
+                               [](const Event& e) { return e.type == EventType::pc_del; });
+        REQUIRE(it != s.events.end());
+        s.events.erase(it);
+        CHECK(get(run(s), "page_cache_balance").verdict == Verdict::violated);
+    }
+    SECTION("a hand-out probe that saw fewer hand-outs than the workloads made") {
+        auto s = lab_stream();
+        s.coverage.judged_user_fault = s.expect.min_handouts_user - 1;
+        auto up = get(run(s), "uptodate");
+        INFO(dump(up));
+        CHECK(up.verdict == Verdict::incomplete);
+    }
+    SECTION("a failed calibration") {
+        auto s = lab_stream();
+        s.coverage.calibration_ok = false;
+        s.coverage.calibration_reason = "observed 0 zap/restore pairs";
+        auto dm = get(run(s), "direct_map");
+        INFO(dump(dm));
+        CHECK(dm.verdict == Verdict::unverifiable);
+    }
+    SECTION("lost events") {
+        auto s = lab_stream();
+        s.coverage.lost_events = 3;
+        for (const auto& r : run(s)) {
+            INFO(dump(r));
+            CHECK(r.verdict == Verdict::incomplete);
+        }
     }
 }
 
@@ -303,6 +422,30 @@ TEST_CASE("checkers: hand-outs judged in BPF verify from the counters", "[checke
     auto none = get(run(s), "uptodate");
     INFO(dump(none));
     CHECK(none.verdict == Verdict::unverifiable);
+
+    // Fewer hand-outs seen than the workloads certainly made: the probe does
+    // not see what it claims (e.g. a program that returns early).
+    s = load_stream(data("synthetic-bpf-judged-good.jsonl"));
+    s.expect.min_handouts_user = 5;
+    auto missed = get(run(s), "uptodate");
+    INFO(dump(missed));
+    CHECK(missed.verdict == Verdict::incomplete);
+    CHECK(missed.reason.find("saw 1 hand-outs to host userspace, the workloads made at least 5") !=
+          std::string::npos);
+    CHECK(missed.evidence.at("min_handouts_to_user") == 5);
+    s.expect.min_handouts_user = 1;
+    s.expect.min_handouts_guest = 2;
+    CHECK(get(run(s), "uptodate").reason.find("kvm_gmem_get_pfn saw 1") != std::string::npos);
+    s.expect.min_handouts_guest = 1; // bounds met
+    CHECK(get(run(s), "uptodate").verdict == Verdict::verified);
+    // A bound for a point that is not attached is not held against it.
+    s.coverage.attached.erase("user_fault");
+    s.expect.min_handouts_user = 100;
+    CHECK(get(run(s), "uptodate").verdict == Verdict::verified);
+    // The bounds survive a save/load round trip.
+    auto exp_back = Expectations::from_json(s.expect.to_json());
+    CHECK(exp_back.min_handouts_user == 100);
+    CHECK(exp_back.min_handouts_guest == 1);
 
     // Lost records (a violation record may be among them): never verified.
     s = load_stream(data("synthetic-bpf-judged-good.jsonl"));
