@@ -28,6 +28,7 @@
 #include "workloads/guest_common.h"
 #include "workloads/host_common.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -188,9 +189,9 @@ Plan plan_hypercall(const Context& ctx, const Plan& attrs, const Plan& in_place)
     Plan pl;
     const Plan* base = attrs.runnable ? &attrs : in_place.runnable ? &in_place : nullptr;
     if (!base) {
-        pl.reason =
-            "no conversion mechanism to apply the guest's request (attributes: " + attrs.reason +
-            "; in_place: " + in_place.reason + ")";
+        // Their own reasons are reported with them.
+        pl.reason = "no conversion mechanism to apply the guest's request (needs the attributes "
+                    "or in_place mode)";
         return pl;
     }
     kvm::Vm vm;
@@ -832,9 +833,18 @@ report::WorkloadResult run(Context& ctx) {
 
     if (runnable == 0) {
         r.outcome = report::Outcome::skip;
+        // Modes that skip for the same reason are named once with it.
+        std::vector<std::pair<std::string, std::vector<std::string>>> by_reason;
+        for (const auto& c : r.checks) {
+            auto it = std::find_if(by_reason.begin(), by_reason.end(),
+                                   [&](const auto& br) { return br.first == c.reason; });
+            if (it == by_reason.end())
+                it = by_reason.insert(by_reason.end(), {c.reason, {}});
+            it->second.push_back(c.name);
+        }
         std::vector<std::string> why;
-        for (const auto& c : r.checks)
-            why.push_back(c.name + ": " + c.reason);
+        for (const auto& [reason, modes] : by_reason)
+            why.push_back(fmt::format("{}: {}", fmt::join(modes, ", "), reason));
         r.reason =
             "no conversion mode can run here (" + fmt::format("{}", fmt::join(why, " | ")) + ")";
         r.duration_s = double(now_ns() - t0) / 1e9;
