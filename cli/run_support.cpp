@@ -220,6 +220,9 @@ void run_workloads(const profile::Profile& p, const Caps& caps, RunControl& cont
                    workloads::GmemObserver& observer, ProgressPrinter& progress,
                    report::Report& rep) {
     kvm::Kvm kvm = kvm::Kvm::open();
+    // The latency clock calibrates once (20 ms busy wait): here, not inside
+    // the first workload's time.
+    LatencyTimer::uses_tsc();
     // Skips are decided up front so budgets go to workloads that run.
     std::vector<std::optional<std::string>> skip(p.workloads.size());
     size_t runnable = 0;
