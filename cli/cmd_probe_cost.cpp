@@ -5,6 +5,7 @@
 #include "cli/run_support.h"
 #include "core/error.h"
 #include "core/util.h"
+#include "probes/attach_points.h"
 #include "reports/cost.h"
 #include "reports/render.h"
 
@@ -82,7 +83,8 @@ int probe_cost(const CostOptions& o) {
                              "--probe-backend " + *o.probe_backend});
     for (const auto& s : o.sets)
         overrides.push_back(profile::parse_set_flag(s));
-    profile::Profile prof = profile::load_profile(o.profile, overrides, workload_schemas());
+    profile::Profile prof = profile::load_profile(o.profile, overrides, workload_schemas(),
+                                                  probes::attach_point_names());
     check_output_paths({o.report_path});
 
     // detect

@@ -7,6 +7,7 @@
 #include "core/profile.h"
 #include "core/run_control.h"
 #include "core/util.h"
+#include "probes/attach_points.h"
 #include "probes/session.h"
 #include "reports/render.h"
 #include "workloads/workload.h"
@@ -116,7 +117,8 @@ int run(const RunOptions& o) {
     RunControl& control = RunControl::global();
 
     // parse
-    profile::Profile prof = profile::load_profile(o.profile, overrides_from(o), workload_schemas());
+    profile::Profile prof = profile::load_profile(o.profile, overrides_from(o), workload_schemas(),
+                                                  probes::attach_point_names());
     check_output_paths({o.report_path, o.junit_path, o.record_path});
 
     // detect

@@ -93,6 +93,7 @@ ProbeAttachment attach_probes(const profile::Profile& p, const Caps& caps, repor
     opts.all_guest_memfds = p.probes.all_guest_memfds;
     opts.ringbuf_size = p.probes.ringbuf_size;
     opts.record = record;
+    opts.exclude = {p.probes.exclude.begin(), p.probes.exclude.end()};
     try {
         a.session = probes::Session::attach(opts, caps);
     } catch (const EnvError& e) {

@@ -227,7 +227,9 @@ const std::map<std::string, std::vector<ParamSpec>>& section_params() {
            {"auto", "fentry", "kprobe", "tracepoint"}},
           {"all", ParamType::boolean, false, "observe every guest_memfd on the machine"},
           {"ringbuf_size", ParamType::size, int64_t(8 << 20), "BPF ring buffer bytes", 4096,
-           double(1u << 30)}}},
+           double(1u << 30)},
+          {"exclude", ParamType::string_list, std::vector<std::string>{},
+           "attach points not to attach (names as in the report's probes.attach_points)"}}},
     };
     return p;
 }
@@ -390,7 +392,8 @@ Override parse_set_flag(const std::string& arg) {
 }
 
 Profile parse_profile(const std::string& text, const std::string& source,
-                      const std::vector<Override>& overrides, const WorkloadSchemas& schemas) {
+                      const std::vector<Override>& overrides, const WorkloadSchemas& schemas,
+                      const std::vector<std::string>& probe_points) {
     toml::table doc;
     try {
         doc = toml::parse(text, source);
@@ -451,6 +454,13 @@ Profile parse_profile(const std::string& text, const std::string& source,
     p.probes.backend = get<std::string>(sec["probes"], "backend");
     p.probes.all_guest_memfds = get<bool>(sec["probes"], "all");
     p.probes.ringbuf_size = static_cast<uint64_t>(get<int64_t>(sec["probes"], "ringbuf_size"));
+    p.probes.exclude = get<std::vector<std::string>>(sec["probes"], "exclude");
+    for (const auto& name : p.probes.exclude)
+        if (!probe_points.empty() &&
+            std::find(probe_points.begin(), probe_points.end(), name) == probe_points.end())
+            fail(origins.where("probes.exclude", doc.at_path("probes.exclude").node()),
+                 fmt::format("unknown attach point '{}' in probes.exclude (known: {})", name,
+                             fmt::join(probe_points, ", ")));
 
     const toml::node* wl = doc.get("workload");
     if (!wl)
@@ -496,10 +506,11 @@ Profile parse_profile(const std::string& text, const std::string& source,
 }
 
 Profile load_profile(const std::string& name_or_path, const std::vector<Override>& overrides,
-                     const WorkloadSchemas& schemas) {
+                     const WorkloadSchemas& schemas, const std::vector<std::string>& probe_points) {
     const auto& builtins = builtin_profiles();
     if (auto it = builtins.find(name_or_path); it != builtins.end()) {
-        Profile p = parse_profile(it->second, "builtin:" + it->first, overrides, schemas);
+        Profile p =
+            parse_profile(it->second, "builtin:" + it->first, overrides, schemas, probe_points);
         return p;
     }
     std::ifstream f(name_or_path);
@@ -513,7 +524,7 @@ Profile load_profile(const std::string& name_or_path, const std::vector<Override
     }
     std::stringstream ss;
     ss << f.rdbuf();
-    return parse_profile(ss.str(), name_or_path, overrides, schemas);
+    return parse_profile(ss.str(), name_or_path, overrides, schemas, probe_points);
 }
 
 // ---- resolved profile as JSON (for the report) -----------------------------
@@ -545,7 +556,8 @@ nlohmann::json Profile::to_json() const {
     j["probes"] = {{"mode", probes.mode},
                    {"backend", probes.backend},
                    {"all", probes.all_guest_memfds},
-                   {"ringbuf_size", probes.ringbuf_size}};
+                   {"ringbuf_size", probes.ringbuf_size},
+                   {"exclude", probes.exclude}};
     j["workloads"] = nlohmann::json::array();
     for (const auto& w : workloads) {
         nlohmann::json wj = {{"kind", w.kind}, {"label", w.label}};

@@ -47,6 +47,7 @@ struct ProbeSettings {
     std::string backend = "auto"; // auto | fentry | kprobe | tracepoint
     bool all_guest_memfds = false;
     uint64_t ringbuf_size = 8ull << 20;
+    std::vector<std::string> exclude; // attach points left out (probes/attach_points.cpp names)
 };
 
 struct Profile {
@@ -93,11 +94,15 @@ using WorkloadSchemas = std::map<std::string, std::vector<ParamSpec>>;
 
 // Loads a built-in (by name) or a file (by path), applies overrides,
 // validates everything. Throws UsageError naming file:line and key.
+// `probe_points`: the attach point names probes.exclude may name (empty:
+// not checked here; the probes check them when they attach).
 Profile load_profile(const std::string& name_or_path, const std::vector<Override>& overrides,
-                     const WorkloadSchemas& schemas);
+                     const WorkloadSchemas& schemas,
+                     const std::vector<std::string>& probe_points = {});
 
 // Parses TOML text (exposed for tests): `source` names it in messages.
 Profile parse_profile(const std::string& text, const std::string& source,
-                      const std::vector<Override>& overrides, const WorkloadSchemas& schemas);
+                      const std::vector<Override>& overrides, const WorkloadSchemas& schemas,
+                      const std::vector<std::string>& probe_points = {});
 
 } // namespace gms::profile

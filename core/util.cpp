@@ -1,5 +1,6 @@
 #include "core/util.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
@@ -134,6 +135,23 @@ std::optional<double> parse_duration(std::string_view s) {
     if (unit == "h")
         return v * 3600;
     return std::nullopt;
+}
+
+std::string group_by_reason(const std::vector<std::pair<std::string, std::string>>& items,
+                            const std::string& sep) {
+    std::vector<std::pair<std::string, std::string>> groups; // reason -> "a, b"
+    for (const auto& [name, reason] : items) {
+        auto g = std::find_if(groups.begin(), groups.end(),
+                              [&](const auto& x) { return x.first == reason; });
+        if (g == groups.end())
+            groups.push_back({reason, name});
+        else
+            g->second += ", " + name;
+    }
+    std::string s;
+    for (const auto& [reason, names] : groups)
+        s += (s.empty() ? "" : sep) + names + ": " + reason;
+    return s;
 }
 
 std::string format_size(uint64_t b) {

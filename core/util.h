@@ -6,6 +6,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace gms {
 
@@ -36,6 +38,11 @@ class LatencyTimer {
 std::optional<uint64_t> parse_size(std::string_view s);
 // "10s", "500ms", "2m", "1h", "30" (seconds) -> seconds. nullopt on bad syntax.
 std::optional<double> parse_duration(std::string_view s);
+// (name, reason) pairs as "a, b: reason<sep>c: other reason": names that
+// share a reason are listed together, in first-seen order.
+std::string group_by_reason(const std::vector<std::pair<std::string, std::string>>& items,
+                            const std::string& sep);
+
 std::string format_size(uint64_t bytes);
 
 // "EINVAL" for EINVAL, "errno#N" for unknown values.

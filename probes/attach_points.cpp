@@ -115,6 +115,13 @@ const std::vector<AttachPointDef>& attach_points() {
     return points;
 }
 
+std::vector<std::string> attach_point_names() {
+    std::vector<std::string> out;
+    for (const auto& p : attach_points())
+        out.push_back(p.name);
+    return out;
+}
+
 const AttachPointDef* find_attach_point(const std::string& name) {
     for (const auto& p : attach_points())
         if (p.name == name)

@@ -34,6 +34,7 @@ struct AttachPointDef {
 
 const std::vector<AttachPointDef>& attach_points();
 const AttachPointDef* find_attach_point(const std::string& name);
+std::vector<std::string> attach_point_names();
 
 // What the running kernel offers as targets. Reads BTF (vmlinux + KVM
 // modules), available_filter_functions (or kallsyms) and tracefs.

@@ -2,6 +2,7 @@
 // the recorded-stream file I/O at the bottom.
 #include "probes/checkers.h"
 
+#include "core/util.h"
 #include "probes/events.h"
 
 #include <algorithm>
@@ -246,28 +247,17 @@ bool Coverage::has_any(const std::vector<std::string>& points) const {
 }
 
 std::string Coverage::why_missing(const std::vector<std::string>& points) const {
-    // Points that share a reason are listed together.
-    std::vector<std::pair<std::string, std::vector<std::string>>> groups;
+    std::vector<std::pair<std::string, std::string>> why;
+    bool only_excluded = true; // left out on purpose: the lockdown is not why
     for (const auto& p : points) {
         if (has(p))
             continue;
         auto it = missing.find(p);
-        std::string why = it == missing.end() ? "not attached" : it->second;
-        auto g = std::find_if(groups.begin(), groups.end(),
-                              [&why](const auto& x) { return x.first == why; });
-        if (g == groups.end())
-            groups.push_back({why, {p}});
-        else
-            g->second.push_back(p);
+        why.push_back({p, it == missing.end() ? "not attached" : it->second});
+        only_excluded &= why.back().second == kExcludedReason;
     }
-    std::string s;
-    for (const auto& [why, ps] : groups) {
-        std::string names;
-        for (const auto& p : ps)
-            names += (names.empty() ? "" : ", ") + p;
-        s += fmt::format("{}{}: {}", s.empty() ? "" : "; ", names, why);
-    }
-    if (!lockdown.empty() && lockdown != "none" && lockdown != "unknown" &&
+    std::string s = group_by_reason(why, "; ");
+    if (!only_excluded && !lockdown.empty() && lockdown != "none" && lockdown != "unknown" &&
         s.find("lockdown") == std::string::npos)
         s += fmt::format(" (kernel lockdown={})", lockdown);
     return s;

@@ -47,6 +47,9 @@ std::optional<EventType> event_type_from_string(std::string_view s);
 std::string src_name(uint16_t src);
 std::optional<uint16_t> src_from_name(std::string_view s);
 
+// Coverage::missing reason of an attach point left out by probes.exclude.
+inline constexpr const char* kExcludedReason = "excluded by probes.exclude";
+
 struct Event {
     EventType type = EventType::pc_add;
     uint64_t seq = 0;

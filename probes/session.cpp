@@ -304,7 +304,9 @@ struct Session::Impl {
         for (const auto& def : attach_points()) {
             PointState ps;
             ps.def = &def;
-            if (!def.tracepoint.empty())
+            if (opts.exclude.count(def.name))
+                ps.reason = kExcludedReason;
+            else if (!def.tracepoint.empty())
                 plan_tracepoint(ps, kt, usable);
             else
                 plan_function(ps, kt, usable, forced);
@@ -719,6 +721,10 @@ std::unique_ptr<Session> Session::attach(const Options& opts, const Caps& caps) 
     if (rs < 4096 || (rs & (rs - 1)) || rs > (1ull << 30))
         throw UsageError(fmt::format(
             "probes ring buffer size {}: must be a power of two between 4 KiB and 1 GiB", rs));
+    for (const auto& name : opts.exclude)
+        if (!find_attach_point(name))
+            throw UsageError(fmt::format("probes.exclude: unknown attach point '{}' (known: {})",
+                                         name, join(attach_point_names(), ", ")));
     install_libbpf_log();
     std::unique_ptr<Session> s(new Session());
     auto& im = *s->impl_;

@@ -9,6 +9,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <sys/types.h>
 #include <vector>
@@ -26,6 +27,9 @@ struct Options {
     // Keep the decoded stream (bounded) for save_recording().
     bool record = false;
     uint64_t record_max_events = 200000;
+    // Attach points left out on purpose (names as in attach_points()); the
+    // checkers then say what they could not see.
+    std::set<std::string> exclude;
 };
 
 // What attach methods this kernel allows (for `caps`): tries each for real

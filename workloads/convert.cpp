@@ -834,19 +834,10 @@ report::WorkloadResult run(Context& ctx) {
     if (runnable == 0) {
         r.outcome = report::Outcome::skip;
         // Modes that skip for the same reason are named once with it.
-        std::vector<std::pair<std::string, std::vector<std::string>>> by_reason;
-        for (const auto& c : r.checks) {
-            auto it = std::find_if(by_reason.begin(), by_reason.end(),
-                                   [&](const auto& br) { return br.first == c.reason; });
-            if (it == by_reason.end())
-                it = by_reason.insert(by_reason.end(), {c.reason, {}});
-            it->second.push_back(c.name);
-        }
-        std::vector<std::string> why;
-        for (const auto& [reason, modes] : by_reason)
-            why.push_back(fmt::format("{}: {}", fmt::join(modes, ", "), reason));
-        r.reason =
-            "no conversion mode can run here (" + fmt::format("{}", fmt::join(why, " | ")) + ")";
+        std::vector<std::pair<std::string, std::string>> why;
+        for (const auto& c : r.checks)
+            why.push_back({c.name, c.reason});
+        r.reason = "no conversion mode can run here (" + group_by_reason(why, " | ") + ")";
         r.duration_s = double(now_ns() - t0) / 1e9;
         return r;
     }

@@ -24,6 +24,12 @@ TEST_CASE("sizes and durations parse strictly", "[util]") {
     CHECK_FALSE(parse_duration("soon"));
 }
 
+TEST_CASE("names sharing a reason are grouped, in first-seen order", "[util]") {
+    CHECK(group_by_reason({{"a", "x"}, {"b", "y"}, {"c", "x"}}, "; ") == "a, c: x; b: y");
+    CHECK(group_by_reason({{"a", "x"}}, " | ") == "a: x");
+    CHECK(group_by_reason({}, "; ").empty());
+}
+
 TEST_CASE("the RNG is deterministic per seed and streams differ", "[util]") {
     Rng a(42), b(42), c(43);
     for (int i = 0; i < 100; ++i) {

@@ -128,3 +128,33 @@ TEST_CASE("every built-in profile parses with the real workload registry", "[pro
     CHECK(builtin_profiles().count("smoke") == 1);
     CHECK(builtin_profiles().count("conformance") == 1);
 }
+
+TEST_CASE("probes.exclude names attach points; an unknown one is named with file:line",
+          "[profile]") {
+    const std::vector<std::string> points = {"pc_add", "pc_del", "user_fault"};
+    // [probes] before the first [[workload]] (line 9), so exclude is on line 10.
+    auto with_exclude = [](const std::string& list) {
+        std::string t = kGood;
+        return t.insert(t.find("[[workload]]"), "[probes]\nexclude = " + list + "\n");
+    };
+    std::string text = with_exclude("[\"user_fault\"]");
+    Profile p = parse_profile(text, "p.toml", {}, schemas(), points);
+    REQUIRE(p.probes.exclude == std::vector<std::string>{"user_fault"});
+    CHECK(p.to_json()["probes"]["exclude"][0] == "user_fault");
+
+    std::string bad = with_exclude("[\"usr_fault\"]");
+    try {
+        parse_profile(bad, "p.toml", {}, schemas(), points);
+        FAIL("an unknown attach point was accepted");
+    } catch (const UsageError& e) {
+        CHECK_THAT(e.what(), ContainsSubstring("p.toml:10"));
+        CHECK_THAT(e.what(), ContainsSubstring("usr_fault"));
+        CHECK_THAT(e.what(), ContainsSubstring("user_fault")); // the known names
+    }
+    // Without the list (e.g. tools that do not attach), names are not checked here.
+    CHECK(parse_profile(bad, "p.toml", {}, schemas()).probes.exclude.size() == 1);
+    // --set reaches it like any key.
+    Profile q = parse_profile(kGood, "p.toml", {parse_set_flag("probes.exclude=[\"pc_del\"]")},
+                              schemas(), points);
+    CHECK(q.probes.exclude == std::vector<std::string>{"pc_del"});
+}
