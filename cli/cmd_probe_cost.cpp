@@ -142,19 +142,7 @@ int probe_cost(const CostOptions& o) {
         fmt::print("{}", report::to_text(rep));
         fmt::print("report: {}\n", o.report_path);
     }
-    if (rep.interrupted)
-        return kExitInterrupted;
-    switch (rep.verdict) {
-    case report::Outcome::pass:
-        return kExitPass;
-    case report::Outcome::fail:
-        return kExitFailures;
-    case report::Outcome::skip:
-        return kExitEnvironment;
-    case report::Outcome::error:
-        return kExitToolError;
-    }
-    return kExitToolError;
+    return exit_code_for(rep.verdict, rep.interrupted);
 }
 
 } // namespace

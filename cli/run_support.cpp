@@ -269,15 +269,19 @@ int write_reports(const report::Report& rep, const std::string& json_path,
         fmt::print("{}", report::to_text(rep, isatty(STDOUT_FILENO)));
         fmt::print("report: {}\n", json_path);
     }
-    if (rep.interrupted)
+    return exit_code_for(rep.verdict(), rep.interrupted);
+}
+
+int exit_code_for(report::Outcome verdict, bool interrupted) {
+    if (interrupted)
         return kExitInterrupted;
-    switch (rep.verdict()) {
+    switch (verdict) {
     case report::Outcome::fail:
         return kExitFailures;
     case report::Outcome::error:
         return kExitToolError;
     case report::Outcome::skip:
-        return kExitEnvironment; // every workload skipped
+        return kExitEnvironment; // nothing ran, or nothing could be measured
     case report::Outcome::pass:
         return kExitPass;
     }

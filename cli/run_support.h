@@ -70,6 +70,9 @@ void run_workloads(const profile::Profile& p, const Caps& caps, RunControl& cont
 
 void collect_kernel_log(KmsgWatcher& kmsg, report::Report& rep);
 
+// The exit code of a verdict (README "Exit codes"); interrupted wins.
+int exit_code_for(report::Outcome verdict, bool interrupted);
+
 // Writes JSON (+ JUnit), prints the summary, returns the exit code.
 int write_reports(const report::Report& rep, const std::string& json_path,
                   const std::string& junit_path, bool quiet);

@@ -188,13 +188,7 @@ json run_json(const CostRun& run, bool probes_on) {
 } // namespace
 
 json to_json(const CostReport& r) {
-    json j;
-    j["schema_version"] = kSchemaVersion;
-    j["tool"] = {{"name", "gmemstress"}, {"version", r.tool_version}};
-    j["command"] = "probe-cost";
-    j["timestamp"] = r.timestamp;
-    j["host"] = r.host;
-    j["profile"] = r.profile;
+    json j = report_header(r.tool_version, "probe-cost", r.timestamp, r.host, r.profile);
     j["backend_requested"] = r.backend_requested;
     j["reps_requested"] = r.reps_requested;
     j["max_cost"] = r.max_cost;

@@ -103,14 +103,18 @@ json kernel_log_json(const std::vector<KmsgFinding>& findings, bool available,
     return {{"available", available}, {"reason", reason}, {"findings", list}};
 }
 
+json report_header(const std::string& tool_version, const std::string& command,
+                   const std::string& timestamp, const json& host, const json& profile) {
+    return {{"schema_version", kSchemaVersion},
+            {"tool", {{"name", "gmemstress"}, {"version", tool_version}}},
+            {"command", command},
+            {"timestamp", timestamp},
+            {"host", host},
+            {"profile", profile}};
+}
+
 json to_json(const Report& r) {
-    json j;
-    j["schema_version"] = kSchemaVersion;
-    j["tool"] = {{"name", "gmemstress"}, {"version", r.tool_version}};
-    j["command"] = r.command;
-    j["timestamp"] = r.timestamp;
-    j["host"] = r.host;
-    j["profile"] = r.profile;
+    json j = report_header(r.tool_version, r.command, r.timestamp, r.host, r.profile);
     j["seed"] = r.seed;
     j["interrupted"] = r.interrupted;
     j["interrupt_reason"] = r.interrupt_reason;

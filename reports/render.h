@@ -9,6 +9,10 @@
 namespace gms::report {
 
 nlohmann::json to_json(const Report& r);
+// The fields every report starts with (schema, tool, command, time, host, profile).
+nlohmann::json report_header(const std::string& tool_version, const std::string& command,
+                             const std::string& timestamp, const nlohmann::json& host,
+                             const nlohmann::json& profile);
 // One invariant's verdict, as in the report (also used by probe-cost).
 nlohmann::json invariant_json(const InvariantResult& i);
 nlohmann::json kernel_log_json(const std::vector<KmsgFinding>& findings, bool available,
