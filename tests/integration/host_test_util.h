@@ -3,6 +3,7 @@
 // observer that checks the on_created / on_released contract for real.
 #pragma once
 
+#include "cli/run_support.h"
 #include "core/caps.h"
 #include "core/profile.h"
 #include "core/run_control.h"
@@ -36,16 +37,6 @@ inline std::optional<std::string> kvm_missing() {
     return std::nullopt;
 }
 
-inline profile::WorkloadSchemas schemas() {
-    profile::WorkloadSchemas out;
-    for (const auto& w : workloads::registry()) {
-        auto params = workloads::common_params();
-        params.insert(params.end(), w.params.begin(), w.params.end());
-        out[w.name] = params;
-    }
-    return out;
-}
-
 // A one-workload profile: `workload` is the body of its [[workload]] table.
 inline profile::Profile make_profile(const std::string& workload, const std::string& size = "4MiB",
                                      unsigned vm_count = 1, uint64_t seed = 1) {
@@ -53,7 +44,7 @@ inline profile::Profile make_profile(const std::string& workload, const std::str
                                    "[vm]\ncount = {}\n[guest_memfd]\nsize = \"{}\"\n"
                                    "flags = [\"mmap\", \"init_shared\"]\n[[workload]]\n{}\n",
                                    seed, vm_count, size, workload);
-    return profile::parse_profile(text, "test", {}, schemas());
+    return profile::parse_profile(text, "test", {}, cli::workload_schemas());
 }
 
 // No fd and no mapping of the process may still refer to `id`.

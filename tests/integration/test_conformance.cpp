@@ -6,6 +6,7 @@
 // a patch series or differs between releases); such findings are listed in
 // the output as warnings. A check that errors (the tool could not do it)
 // always fails the test.
+#include "cli/run_support.h"
 #include "core/caps.h"
 #include "core/error.h"
 #include "core/profile.h"
@@ -39,16 +40,6 @@ std::optional<std::string> kvm_missing() {
     return std::nullopt;
 }
 
-profile::WorkloadSchemas schemas() {
-    profile::WorkloadSchemas out;
-    for (const auto& w : workloads::registry()) {
-        auto params = workloads::common_params();
-        params.insert(params.end(), w.params.begin(), w.params.end());
-        out[w.name] = params;
-    }
-    return out;
-}
-
 // Records what the workload reports, to check that every file it creates is released.
 struct RecordingObserver : workloads::GmemObserver {
     std::map<std::pair<uint64_t, uint64_t>, int> live;
@@ -75,7 +66,7 @@ std::string describe(const report::Check& c) {
 TEST_CASE("conformance workload on this kernel: every check judged, none errors", "[conformance]") {
     if (auto why = kvm_missing())
         SKIP(*why);
-    profile::Profile prof = profile::load_profile("conformance", {}, schemas());
+    profile::Profile prof = profile::load_profile("conformance", {}, cli::workload_schemas());
     REQUIRE(prof.workloads.size() == 1);
     const profile::WorkloadSpec& spec = prof.workloads[0];
     REQUIRE(spec.kind == "conformance");

@@ -3,6 +3,7 @@
 // the workloads' own. SKIPs with the reason where BPF or the workload cannot
 // run. `[.capture]` (hidden) also records the streams for tests/data when
 // GMS_CAPTURE_DIR is set.
+#include "cli/run_support.h"
 #include "core/caps.h"
 #include "core/error.h"
 #include "core/profile.h"
@@ -42,22 +43,13 @@ duration = "1s"
                        kind, extra);
 }
 
-profile::WorkloadSchemas schemas() {
-    profile::WorkloadSchemas out;
-    for (const auto& w : workloads::registry()) {
-        auto params = workloads::common_params();
-        params.insert(params.end(), w.params.begin(), w.params.end());
-        out[w.name] = params;
-    }
-    return out;
-}
-
 // Runs one workload with a probes Session attached; SKIPs when it cannot.
 Ran run_observed(const std::string& kind, const std::string& extra = "",
                  const char* capture_name = nullptr) {
     if (::geteuid() != 0)
         SKIP("probes need root");
-    auto prof = profile::parse_profile(profile_text(kind, extra), "test:" + kind, {}, schemas());
+    auto prof = profile::parse_profile(profile_text(kind, extra), "test:" + kind, {},
+                                       cli::workload_schemas());
     REQUIRE(prof.workloads.size() == 1);
     const auto& spec = prof.workloads[0];
     Caps caps = detect_caps(prof.bits, prof.cap_memory_attributes2);
