@@ -122,11 +122,16 @@ void finish_probes(ProbeAttachment& a, report::Report& rep, const std::string& r
     rep.probes = a.session->describe();
     rep.probes["status"] = "attached";
     rep.invariants = a.session->check(rep.workloads);
-    if (!record_path.empty())
-        a.session->save_recording(record_path, rep.workloads,
-                                  {{"command", rep.command},
-                                   {"profile", rep.profile.value("name", "")},
-                                   {"kernel", rep.host.value("kernel_release", "")}});
+    if (!record_path.empty()) {
+        try {
+            a.session->save_recording(record_path, rep.workloads,
+                                      {{"command", rep.command},
+                                       {"profile", rep.profile.value("name", "")},
+                                       {"kernel", rep.host.value("kernel_release", "")}});
+        } catch (const std::exception& e) { // the report must still be written
+            rep.errors.push_back(fmt::format("recording not saved: {}", e.what()));
+        }
+    }
     a.session.reset(); // detach every link before the report is written
 }
 

@@ -4,6 +4,7 @@
 
 #include "core/util.h"
 #include "probes/events.h"
+#include "reports/render.h"
 
 #include <algorithm>
 #include <fmt/format.h>
@@ -1100,17 +1101,13 @@ RecordedStream load_stream(const std::string& path) {
 }
 
 void save_stream(const std::string& path, const RecordedStream& s) {
-    std::ofstream out(path, std::ios::trunc);
-    if (!out)
-        throw std::runtime_error(fmt::format("{}: cannot create", path));
     nlohmann::json meta = s.meta.is_object() ? s.meta : nlohmann::json::object();
     meta["coverage"] = s.coverage.to_json();
     meta["expect"] = s.expect.to_json();
-    out << nlohmann::json{{"meta", meta}}.dump() << '\n';
+    std::string out = nlohmann::json{{"meta", meta}}.dump() + '\n';
     for (const auto& e : s.events)
-        out << to_json(e).dump() << '\n';
-    if (!out)
-        throw std::runtime_error(fmt::format("{}: write failed", path));
+        out += to_json(e).dump() + '\n';
+    report::write_atomically(path, out); // like the reports: whole or not at all
 }
 
 } // namespace gms::probes

@@ -949,6 +949,9 @@ void Session::save_recording(const std::string& path, const std::vector<report::
         std::lock_guard lk(impl_->mu);
         rs.events = impl_->recorded;
         rs.meta["recording_dropped"] = impl_->record_dropped;
+        // A replay must not judge a stream with holes as whole: the events
+        // past the bound count as lost in the stored coverage.
+        rs.coverage.lost_events += impl_->record_dropped;
     }
     save_stream(path, rs);
 }

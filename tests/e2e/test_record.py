@@ -1,0 +1,69 @@
+"""`gmemstress run --record FILE`: the probes' decoded event stream is saved
+with the coverage and the workloads' expectations; without probes it is a
+usage error; a recording that cannot be saved does not cost the report."""
+import json
+import os
+
+from gms_e2e import main, require_kvm, run, skip, tmpdir, validate_report
+
+PROFILE = """name = "record"
+duration = "10s"
+[guest_memfd]
+size = "4MiB"
+flags = ["mmap", "init_shared"]
+[[workload]]
+kind = "host-fault"
+duration = "1s"
+"""
+
+
+def test():
+    require_kvm()
+    if os.geteuid() != 0:
+        skip("recording needs the probes: root")
+    d = tmpdir()
+    report, record = os.path.join(d, "r.json"), os.path.join(d, "events.jsonl")
+    prof = os.path.join(d, "record.toml")
+    with open(prof, "w") as f:
+        f.write(PROFILE)
+    SHORT = ["--profile", prof]
+
+    p = run("run", *SHORT, "--report", report, "--record", record, "--quiet")
+    if p.returncode == 3:
+        skip(f"probes cannot attach here: {p.stderr.strip()}")
+    assert p.returncode == 0, f"exit {p.returncode}: {p.stderr}"
+    rep = validate_report(report)
+    assert rep["probes"]["status"] == "attached"
+    with open(record) as f:
+        lines = [json.loads(line) for line in f]
+    meta = lines[0]["meta"]
+    assert meta["command"] == "run" and meta["profile"] == "record"
+    assert meta["recording_dropped"] == 0
+    assert meta["coverage"]["attached"], "no attach point in the recording's coverage"
+    assert "expect" in meta and meta["expect"].get("gmem_files", 0) > 0, meta.get("expect")
+    # Every record decoded from the ring buffer, plus the files' lifecycle
+    # (announced by the workloads, not by BPF).
+    events = [e for e in lines[1:] if e["type"] not in ("gmem_created", "gmem_released")]
+    assert events, "no event recorded"
+    decoded = rep["probes"]["events_decoded"]
+    assert len(events) == decoded, f"{len(events)} events recorded, {decoded} decoded"
+    files = [e for e in lines[1:] if e["type"] == "gmem_created"]
+    assert len(files) == meta["expect"]["gmem_files"], (len(files), meta["expect"])
+
+    # Without probes there is nothing to record: a usage error, nothing written.
+    other = os.path.join(d, "r2.json")
+    p = run("run", *SHORT, "--report", other, "--record", record + "2", "--probes", "off")
+    assert p.returncode == 2 and "--record" in p.stderr, (p.returncode, p.stderr)
+    assert not os.path.exists(other) and not os.path.exists(record + "2")
+
+    # A recording that cannot be saved (the path is a directory): the report
+    # is still written, with the error, and the run is an error (exit 4).
+    blocked = os.path.join(d, "a-directory")
+    os.mkdir(blocked)
+    p = run("run", *SHORT, "--report", report, "--record", blocked, "--quiet")
+    assert p.returncode == 4, f"exit {p.returncode}: {p.stderr}"
+    rep = validate_report(report)
+    assert any("recording not saved" in e for e in rep["errors"]), rep["errors"]
+
+
+main(test)
