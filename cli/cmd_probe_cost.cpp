@@ -111,15 +111,30 @@ int probe_cost(const CostOptions& o) {
         report::CostPair pair;
         pair.rep = rep_no;
         pair.off_first = rep_no % 2 == 0;
+        bool failed = false; // this pair is incomplete
         for (bool on : {!pair.off_first, pair.off_first}) {
-            report::Report run = run_once(prof, caps, on);
+            report::Report run;
+            try {
+                run = run_once(prof, caps, on);
+            } catch (const Interrupted&) {
+                failed = true; // the pair is dropped below; the report is marked
+                break;
+            } catch (const Error& e) {
+                if (rep.pairs.empty())
+                    throw; // nothing measured yet: exit as `run` would
+                // Keep the pairs already measured: the report says what broke.
+                rep.errors.push_back(
+                    fmt::format("rep {} (probes {}): {}", rep_no, on ? "on" : "off", e.what()));
+                failed = true;
+                break;
+            }
             if (rep.probes.empty() && on)
                 rep.probes = run.probes;
             (on ? pair.on : pair.off) = report::cost_run_from(run);
             if (control.interrupted())
                 break;
         }
-        if (control.interrupted())
+        if (control.interrupted() || failed)
             break; // a pair cut short would compare unlike runs
         if (!o.quiet)
             fmt::print(stderr, "probe-cost: rep {}/{} done\n", rep_no, o.reps);

@@ -84,6 +84,8 @@ std::string pct(double x) {
 CostRun cost_run_from(const Report& rep) {
     CostRun run;
     run.duration_s = rep.duration_s;
+    for (const auto& e : rep.errors)
+        run.failures.push_back("tool error: " + e);
     for (const auto& w : rep.workloads) {
         const std::string& label = w.label.empty() ? w.name : w.label;
         if (w.outcome == Outcome::fail || w.outcome == Outcome::error)
@@ -153,6 +155,11 @@ void summarize(CostReport& r) {
         r.verdict_reason = fmt::format("{}", fmt::join(failures, "; "));
         return;
     }
+    if (!r.errors.empty()) {
+        r.verdict = Outcome::error;
+        r.verdict_reason = fmt::format("{}", fmt::join(r.errors, "; "));
+        return;
+    }
     if (measured.empty()) {
         r.verdict = Outcome::skip;
         std::vector<std::string> why;
@@ -219,6 +226,7 @@ json to_json(const CostReport& r) {
     }
     j["probes"] = r.probes;
     j["kernel_log"] = kernel_log_json(r.kernel_log, r.kernel_log_available, r.kernel_log_reason);
+    j["errors"] = r.errors;
     j["verdict"] = to_string(r.verdict);
     j["verdict_reason"] = r.verdict_reason;
     return j;

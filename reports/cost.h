@@ -60,6 +60,7 @@ struct CostReport {
     bool interrupted = false;
     std::string interrupt_reason;
     std::optional<nlohmann::json> lab; // set by `gmemstress lab`
+    std::vector<std::string> errors;   // the tool could not do what was asked (pairs kept)
 
     // Filled by summarize().
     std::vector<CostWorkload> workloads;
@@ -75,7 +76,8 @@ CostRun cost_run_from(const Report& rep);
 // Ratios, medians and the verdict: fail when a measured workload's median
 // on/off ratio is below 1 - max_cost, when any probes-on run lost events, an
 // invariant was violated, a workload failed or the kernel log has findings;
-// skip when nothing could be measured.
+// error when the tool itself failed (errors); skip when nothing could be
+// measured.
 void summarize(CostReport& r);
 
 nlohmann::json to_json(const CostReport& r);

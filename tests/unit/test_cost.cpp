@@ -172,3 +172,22 @@ TEST_CASE("cost: the text table shows each pair and the medians", "[cost]") {
     CHECK_THAT(t, ContainsSubstring("median on/off 0.950"));
     CHECK_THAT(t, ContainsSubstring("in use: fentry"));
 }
+
+TEST_CASE("cost: a tool error after some pairs keeps them and is an error, not a pass", "[cost]") {
+    auto r = with_pairs({{100, 99}, {100, 98}});
+    r.errors.push_back("rep 3 (probes on): BPF map creation failed");
+    summarize(r);
+    CHECK(r.verdict == Outcome::error);
+    CHECK_THAT(r.verdict_reason, ContainsSubstring("rep 3 (probes on)"));
+    CHECK(r.workloads[0].ratios.size() == 2); // the measured pairs are still there
+    CHECK(to_json(r)["errors"].size() == 1);
+    // A failure found in the measured pairs still reads as a failure.
+    r.pairs[0].on.losses = 1;
+    summarize(r);
+    CHECK(r.verdict == Outcome::fail);
+
+    // A run's own tool errors fail the cost measure.
+    Report run;
+    run.errors.push_back("recording not saved: disk full");
+    CHECK(cost_run_from(run).failures.at(0) == "tool error: recording not saved: disk full");
+}
