@@ -2,14 +2,14 @@
 
 #include "core/error.h"
 #include "core/util.h"
-#include "workloads/conformance_sigbus.h"
+#include "workloads/sigbus.h"
 #include "workloads/workload.h"
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
-#include <cstdlib>
 #include <fmt/format.h>
 #include <linux/falloc.h>
 #include <sys/ioctl.h>

@@ -24,9 +24,9 @@
 // MMAP) when the VM's guest_memfd can be mapped, else ordinary shared memory
 // as userspace_addr with the private copy in the guest_memfd (upstream 6.8+).
 #include "core/error.h"
-#include "workloads/conformance_sigbus.h"
 #include "workloads/guest_common.h"
 #include "workloads/host_common.h"
+#include "workloads/sigbus.h"
 
 #include <algorithm>
 #include <cerrno>

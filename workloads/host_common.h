@@ -5,9 +5,9 @@
 // that tells the observer about creation and release.
 #pragma once
 
+#include "workloads/sigbus.h"
 #include "workloads/workload.h"
 
-#include <csetjmp>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -66,33 +66,6 @@ std::string describe(unsigned file, uint64_t page_off, const PageMismatch& m,
 // Defeats the compiler's knowledge of what memory holds (the kernel changes it).
 inline void compiler_barrier() {
     asm volatile("" ::: "memory");
-}
-
-// ---- SIGBUS guard --------------------------------------------------------------
-
-// A failing guest_memfd fault raises SIGBUS; without a guard that kills the
-// whole run. Installs (once) a handler that jumps back to the guarded call on
-// the thread that armed it; any other SIGBUS keeps its default behaviour.
-void install_sigbus_handler();
-namespace detail {
-void arm(sigjmp_buf* jb);
-void disarm();
-void* fault_address();
-} // namespace detail
-
-// Runs f(); returns false (and the faulting address) if it raised SIGBUS.
-// f must only touch memory: no objects with destructors are unwound.
-template <class F> bool sigbus_guarded(F&& f, void** addr = nullptr) {
-    sigjmp_buf jb;
-    if (sigsetjmp(jb, 0)) {
-        if (addr)
-            *addr = detail::fault_address();
-        return false;
-    }
-    detail::arm(&jb);
-    f();
-    detail::disarm();
-    return true;
 }
 
 // ---- page bookkeeping ------------------------------------------------------------

@@ -271,7 +271,7 @@ report::WorkloadResult run(Context& ctx) {
     std::vector<WorkerResult> workers;
     std::atomic<uint64_t> files{0};
     try {
-        install_sigbus_handler();
+        SigbusGuard sigbus; // outlives every thread started below
         const auto& prof = ctx.profile;
         Config c;
         c.kinds = ctx.spec.list("kinds");

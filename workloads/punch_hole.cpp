@@ -411,7 +411,7 @@ report::WorkloadResult run(Context& ctx) {
     const uint64_t t0 = now_ns();
     std::vector<WorkerResult> workers;
     try {
-        install_sigbus_handler();
+        SigbusGuard sigbus; // outlives every thread started below
         const auto& prof = ctx.profile;
         const unsigned files = std::max(1u, prof.vm_count);
         const uint64_t pages = prof.gmem_size / kPage;

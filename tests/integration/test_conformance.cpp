@@ -13,7 +13,7 @@
 #include "core/run_control.h"
 #include "kvm/kvm.h"
 #include "workloads/conformance_checks.h"
-#include "workloads/conformance_sigbus.h"
+#include "workloads/sigbus.h"
 #include "workloads/workload.h"
 
 #include <catch2/catch_test_macros.hpp>

@@ -183,19 +183,19 @@ TEST_CASE("host-fault verification catches corrupted and vanished data", "[host-
 }
 
 TEST_CASE("SIGBUS guard turns a bad access into a result", "[host-fault]") {
-    host::install_sigbus_handler();
+    workloads::SigbusGuard sigbus;
     // A shared mapping past the end of an empty memfd raises SIGBUS on any access.
     int fd = memfd_create("gms-sigbus", MFD_CLOEXEC);
     REQUIRE(fd >= 0);
     void* p = mmap(nullptr, host::kPage, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     REQUIRE(p != MAP_FAILED);
     void* addr = nullptr;
-    bool ok = host::sigbus_guarded([&] { *static_cast<volatile uint8_t*>(p) = 1; }, &addr);
+    bool ok = workloads::sigbus_guarded([&] { *static_cast<volatile uint8_t*>(p) = 1; }, &addr);
     CHECK_FALSE(ok);
     CHECK(addr == p);
     // The guard is reusable and a good access passes.
     REQUIRE(ftruncate(fd, host::kPage) == 0);
-    ok = host::sigbus_guarded([&] { *static_cast<volatile uint8_t*>(p) = 1; }, &addr);
+    ok = workloads::sigbus_guarded([&] { *static_cast<volatile uint8_t*>(p) = 1; }, &addr);
     CHECK(ok);
     munmap(p, host::kPage);
     close(fd);

@@ -129,7 +129,7 @@ TEST_CASE("page book matches the page cache of a real guest_memfd", "[punch-hole
         SKIP(*why);
     if (!caps().has_gmem_flag(host::kMmapFlags))
         SKIP("guest_memfd MMAP|INIT_SHARED not supported by this kernel");
-    host::install_sigbus_handler();
+    workloads::SigbusGuard sigbus;
     const uint64_t pages = 64;
     auto vm = kvm::Vm::create(kvm::Kvm::open());
     auto g = vm.create_guest_memfd(pages * host::kPage, host::kMmapFlags);

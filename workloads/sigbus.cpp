@@ -1,10 +1,9 @@
-#include "workloads/conformance_sigbus.h"
+#include "workloads/sigbus.h"
 
 #include "core/error.h"
 
 #include <atomic>
 #include <cerrno>
-#include <csetjmp>
 #include <csignal>
 #include <mutex>
 
@@ -18,10 +17,12 @@ struct sigaction g_previous {};
 
 // Armed (non-null) only while this thread performs a guarded access.
 thread_local sigjmp_buf* t_armed = nullptr;
+thread_local void* t_addr = nullptr;
 
 void on_sigbus(int sig, siginfo_t* info, void* uctx) {
     if (sigjmp_buf* jb = t_armed) {
         t_armed = nullptr;
+        t_addr = info->si_addr;
         siglongjmp(*jb, 1);
     }
     // Not a guarded access: do what the previous disposition would have done.
@@ -29,7 +30,8 @@ void on_sigbus(int sig, siginfo_t* info, void* uctx) {
         g_previous.sa_sigaction(sig, info, uctx);
         return;
     }
-    if (g_previous.sa_handler != SIG_DFL && g_previous.sa_handler != SIG_IGN) {
+    if (!(g_previous.sa_flags & SA_SIGINFO) && g_previous.sa_handler != SIG_DFL &&
+        g_previous.sa_handler != SIG_IGN) {
         g_previous.sa_handler(sig);
         return;
     }
@@ -60,32 +62,33 @@ SigbusGuard::~SigbusGuard() {
         ::sigaction(SIGBUS, &g_previous, nullptr);
 }
 
-// The accesses are volatile; the signal fences keep the compiler from moving
-// them outside the window where t_armed is set.
 bool SigbusGuard::read_faults(const volatile uint8_t* p, uint8_t* out) {
-    sigjmp_buf jb;
-    if (sigsetjmp(jb, 1) != 0) // 1: restore the signal mask (SIGBUS unblocked again)
+    uint8_t v = 0;
+    if (!sigbus_guarded([&] { v = *p; }))
         return true;
-    t_armed = &jb;
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    uint8_t v = *p;
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    t_armed = nullptr;
     if (out)
         *out = v;
     return false;
 }
 
 bool SigbusGuard::write_faults(volatile uint8_t* p, uint8_t value) {
-    sigjmp_buf jb;
-    if (sigsetjmp(jb, 1) != 0)
-        return true;
-    t_armed = &jb;
+    return !sigbus_guarded([&] { *p = value; });
+}
+
+namespace detail {
+// The signal fences keep the compiler from moving the guarded accesses
+// outside the window where t_armed is set.
+void arm(sigjmp_buf* jb) {
+    t_armed = jb;
     std::atomic_signal_fence(std::memory_order_seq_cst);
-    *p = value;
+}
+void disarm() {
     std::atomic_signal_fence(std::memory_order_seq_cst);
     t_armed = nullptr;
-    return false;
 }
+void* fault_address() {
+    return t_addr;
+}
+} // namespace detail
 
 } // namespace gms::workloads
