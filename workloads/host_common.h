@@ -169,6 +169,24 @@ report::WorkloadResult start_result(const Context& ctx, const std::string& name)
 // Merges workers, decides the outcome: error > fail (mismatches, failures) > pass.
 void finish_result(report::WorkloadResult& r, std::vector<WorkerResult>& workers, uint64_t t0_ns);
 
+// The frame every host workload runs in: its result, a SIGBUS guard that
+// outlives every thread `body` starts, an exception from `body` recorded as
+// a worker's error, then finish_result().
+template <class F>
+report::WorkloadResult run_host_workload(Context& ctx, const std::string& name, F&& body) {
+    report::WorkloadResult r = start_result(ctx, name);
+    const uint64_t t0 = now_ns();
+    std::vector<WorkerResult> workers;
+    try {
+        SigbusGuard sigbus;
+        body(r, workers);
+    } catch (const std::exception& e) {
+        workers.emplace_back().error = e.what();
+    }
+    finish_result(r, workers, t0);
+    return r;
+}
+
 // Runs body(t) on `threads` threads, catching exceptions into workers[t].error.
 // `abort` is raised by a thread that errors so the others stop.
 void run_threads(unsigned threads, std::vector<WorkerResult>& workers, std::atomic<bool>& abort,

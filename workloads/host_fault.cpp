@@ -266,52 +266,45 @@ Config parse(const Context& ctx) {
 }
 
 report::WorkloadResult run(Context& ctx) {
-    auto r = start_result(ctx, "host-fault");
-    const uint64_t t0 = now_ns();
-    std::vector<WorkerResult> workers;
-    try {
-        SigbusGuard sigbus; // outlives every thread started below
-        const auto& prof = ctx.profile;
-        const unsigned files = std::max(1u, prof.vm_count);
-        const uint64_t pages = prof.gmem_size / kPage;
-        const unsigned threads = static_cast<unsigned>(ctx.spec.integer("threads"));
-        const uint64_t ops = static_cast<uint64_t>(ctx.spec.integer("ops"));
+    return run_host_workload(
+        ctx, "host-fault", [&](report::WorkloadResult& r, std::vector<WorkerResult>& workers) {
+            const auto& prof = ctx.profile;
+            const unsigned files = std::max(1u, prof.vm_count);
+            const uint64_t pages = prof.gmem_size / kPage;
+            const unsigned threads = static_cast<unsigned>(ctx.spec.integer("threads"));
+            const uint64_t ops = static_cast<uint64_t>(ctx.spec.integer("ops"));
 
-        std::vector<Instance> inst;
-        std::vector<PageBook> books;
-        for (unsigned f = 0; f < files; ++f) {
-            inst.push_back(
-                Instance::create(ctx, prof.gmem_size, prof.gmem_flags | kMmapFlags, true));
-            books.emplace_back(pages);
-        }
-        Shared s{ctx, parse(ctx), inst, books};
-        auto parts = partition(files, pages, threads);
-        workers.resize(threads);
-        run_threads(threads, workers, s.abort, [&](unsigned t) {
-            worker(s, workers[t], Space(parts[t]), ops_share(ops, threads, t),
-                   Rng::derive(ctx.seed, t));
-            workers[t].flush_progress(ctx);
+            std::vector<Instance> inst;
+            std::vector<PageBook> books;
+            for (unsigned f = 0; f < files; ++f) {
+                inst.push_back(
+                    Instance::create(ctx, prof.gmem_size, prof.gmem_flags | kMmapFlags, true));
+                books.emplace_back(pages);
+            }
+            Shared s{ctx, parse(ctx), inst, books};
+            auto parts = partition(files, pages, threads);
+            workers.resize(threads);
+            run_threads(threads, workers, s.abort, [&](unsigned t) {
+                worker(s, workers[t], Space(parts[t]), ops_share(ops, threads, t),
+                       Rng::derive(ctx.seed, t));
+                workers[t].flush_progress(ctx);
+            });
+            workers.emplace_back();
+            if (!s.abort.load())
+                final_verify(s, workers.back());
+
+            PageCounts pc;
+            for (auto& w : workers)
+                pc.merge(w.pages);
+            for (const auto& b : books)
+                pc.removed += b.present();
+            for (auto& in : inst)
+                in.release();
+            r.counters["pages_first_touched"] = pc.added;
+            r.counters["min_handouts_to_user"] = pc.added; // each first touch faults
+            // A failed fault leaves the page's presence unknown: no prediction then.
+            publish_page_counts(r, files, pc, true, workers);
         });
-        workers.emplace_back();
-        if (!s.abort.load())
-            final_verify(s, workers.back());
-
-        PageCounts pc;
-        for (auto& w : workers)
-            pc.merge(w.pages);
-        for (const auto& b : books)
-            pc.removed += b.present();
-        for (auto& in : inst)
-            in.release();
-        r.counters["pages_first_touched"] = pc.added;
-        r.counters["min_handouts_to_user"] = pc.added; // each first touch faults
-        // A failed fault leaves the page's presence unknown: no prediction then.
-        publish_page_counts(r, files, pc, true, workers);
-    } catch (const std::exception& e) {
-        workers.emplace_back().error = e.what();
-    }
-    finish_result(r, workers, t0);
-    return r;
 }
 
 } // namespace

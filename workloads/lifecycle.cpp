@@ -266,80 +266,75 @@ class Scenario {
 };
 
 report::WorkloadResult run(Context& ctx) {
-    auto r = start_result(ctx, "lifecycle");
-    const uint64_t t0 = now_ns();
-    std::vector<WorkerResult> workers;
-    std::atomic<uint64_t> files{0};
-    try {
-        SigbusGuard sigbus; // outlives every thread started below
-        const auto& prof = ctx.profile;
-        Config c;
-        c.kinds = ctx.spec.list("kinds");
-        if (c.kinds.empty())
-            c.kinds = all_kinds();
-        for (const auto& k : c.kinds)
-            if (std::find(all_kinds().begin(), all_kinds().end(), k) == all_kinds().end())
-                throw UsageError(fmt::format("lifecycle: unknown kind '{}' in 'kinds' (known: {})",
-                                             k, fmt::join(all_kinds(), ", ")));
-        c.touch_pages = static_cast<uint64_t>(ctx.spec.integer("touch_pages"));
-        c.binds = static_cast<uint64_t>(ctx.spec.integer("binds"));
-        c.max_bind_pages = static_cast<uint64_t>(ctx.spec.integer("max_bind_pages"));
-        c.size = ctx.spec.size("size") ? ctx.spec.size("size") : prof.gmem_size;
-        if (c.size == 0 || c.size % kPage)
-            throw UsageError(
-                fmt::format("lifecycle: size {} must be a non-zero multiple of 4096", c.size));
-        int nr = ctx.caps.nr_memslots > 0 ? ctx.caps.nr_memslots : 32;
-        c.slots = static_cast<uint32_t>(std::min(nr, 32));
-        // Data checks need the mapping; without MMAP the lifecycle still runs.
-        c.mapped = ctx.caps.has_gmem_flag(kMmapFlags);
-        c.flags = prof.gmem_flags | (c.mapped ? kMmapFlags : 0);
-        c.seed = ctx.seed;
-        if (!c.mapped)
-            r.checks.push_back(report::Check{
-                "data persists after the VM is destroyed", report::Outcome::skip,
-                "written pages read back through the mapping", "",
-                fmt::format("guest_memfd flags MMAP|INIT_SHARED not supported by this kernel "
-                            "(KVM_CAP_GUEST_MEMFD_FLAGS={:#x}): no mapping to check data through",
-                            ctx.caps.guest_memfd_flags)});
+    return run_host_workload(
+        ctx, "lifecycle", [&](report::WorkloadResult& r, std::vector<WorkerResult>& workers) {
+            std::atomic<uint64_t> files{0};
+            const auto& prof = ctx.profile;
+            Config c;
+            c.kinds = ctx.spec.list("kinds");
+            if (c.kinds.empty())
+                c.kinds = all_kinds();
+            for (const auto& k : c.kinds)
+                if (std::find(all_kinds().begin(), all_kinds().end(), k) == all_kinds().end())
+                    throw UsageError(
+                        fmt::format("lifecycle: unknown kind '{}' in 'kinds' (known: {})", k,
+                                    fmt::join(all_kinds(), ", ")));
+            c.touch_pages = static_cast<uint64_t>(ctx.spec.integer("touch_pages"));
+            c.binds = static_cast<uint64_t>(ctx.spec.integer("binds"));
+            c.max_bind_pages = static_cast<uint64_t>(ctx.spec.integer("max_bind_pages"));
+            c.size = ctx.spec.size("size") ? ctx.spec.size("size") : prof.gmem_size;
+            if (c.size == 0 || c.size % kPage)
+                throw UsageError(
+                    fmt::format("lifecycle: size {} must be a non-zero multiple of 4096", c.size));
+            int nr = ctx.caps.nr_memslots > 0 ? ctx.caps.nr_memslots : 32;
+            c.slots = static_cast<uint32_t>(std::min(nr, 32));
+            // Data checks need the mapping; without MMAP the lifecycle still runs.
+            c.mapped = ctx.caps.has_gmem_flag(kMmapFlags);
+            c.flags = prof.gmem_flags | (c.mapped ? kMmapFlags : 0);
+            c.seed = ctx.seed;
+            if (!c.mapped)
+                r.checks.push_back(report::Check{
+                    "data persists after the VM is destroyed", report::Outcome::skip,
+                    "written pages read back through the mapping", "",
+                    fmt::format(
+                        "guest_memfd flags MMAP|INIT_SHARED not supported by this kernel "
+                        "(KVM_CAP_GUEST_MEMFD_FLAGS={:#x}): no mapping to check data through",
+                        ctx.caps.guest_memfd_flags)});
 
-        const unsigned threads = static_cast<unsigned>(ctx.spec.integer("threads"));
-        const uint64_t ops = static_cast<uint64_t>(ctx.spec.integer("ops"));
-        std::atomic<bool> abort{false};
-        workers.resize(threads);
-        run_threads(threads, workers, abort, [&](unsigned t) {
-            WorkerResult& w = workers[t];
-            Rng rng(Rng::derive(ctx.seed, t));
-            Scenario sc(ctx, c, w, rng);
-            uint64_t limit = ops_share(ops, threads, t);
-            if (ops && !limit)
-                return;
-            for (uint64_t done = 0; !limit || done < limit; ++done) {
-                if (ctx.should_stop() || abort.load(std::memory_order_relaxed))
-                    break;
-                const std::string& kind = c.kinds[rng.below(c.kinds.size())];
-                bool ok = false;
-                try {
-                    ok = sc.run(kind);
-                } catch (...) {
-                    files += sc.files();
-                    throw;
+            const unsigned threads = static_cast<unsigned>(ctx.spec.integer("threads"));
+            const uint64_t ops = static_cast<uint64_t>(ctx.spec.integer("ops"));
+            std::atomic<bool> abort{false};
+            workers.resize(threads);
+            run_threads(threads, workers, abort, [&](unsigned t) {
+                WorkerResult& w = workers[t];
+                Rng rng(Rng::derive(ctx.seed, t));
+                Scenario sc(ctx, c, w, rng);
+                uint64_t limit = ops_share(ops, threads, t);
+                if (ops && !limit)
+                    return;
+                for (uint64_t done = 0; !limit || done < limit; ++done) {
+                    if (ctx.should_stop() || abort.load(std::memory_order_relaxed))
+                        break;
+                    const std::string& kind = c.kinds[rng.below(c.kinds.size())];
+                    bool ok = false;
+                    try {
+                        ok = sc.run(kind);
+                    } catch (...) {
+                        files += sc.files();
+                        throw;
+                    }
+                    if (!ok)
+                        break;
+                    w.progress(ctx, 1, 0);
                 }
-                if (!ok)
-                    break;
-                w.progress(ctx, 1, 0);
-            }
-            files += sc.files();
-            w.flush_progress(ctx);
+                files += sc.files();
+                w.flush_progress(ctx);
+            });
+            PageCounts pc;
+            for (auto& w : workers)
+                pc.merge(w.pages);
+            publish_page_counts(r, files.load(), pc, true, workers);
         });
-        PageCounts pc;
-        for (auto& w : workers)
-            pc.merge(w.pages);
-        publish_page_counts(r, files.load(), pc, true, workers);
-    } catch (const std::exception& e) {
-        workers.emplace_back().error = e.what();
-    }
-    finish_result(r, workers, t0);
-    return r;
 }
 
 } // namespace

@@ -238,122 +238,116 @@ report::Check pwrite_refused(Shared& s, WorkerResult& w, uint64_t write_flag) {
 }
 
 report::WorkloadResult run(Context& ctx) {
-    auto r = start_result(ctx, "populate");
-    const uint64_t t0 = now_ns();
-    std::vector<WorkerResult> workers;
-    try {
-        SigbusGuard sigbus; // outlives every thread started below
-        const auto& prof = ctx.profile;
-        const auto& caps = ctx.caps;
-        const unsigned files = std::max(1u, prof.vm_count);
-        const uint64_t pages = prof.gmem_size / kPage;
-        const unsigned threads = static_cast<unsigned>(ctx.spec.integer("threads"));
-        const uint64_t ops = static_cast<uint64_t>(ctx.spec.integer("ops"));
-        const uint64_t write_flag = 1ull << prof.bits.write;
-        const bool can_write = caps.has_gmem_flag(write_flag);
-        const bool can_pre_fault = caps.pre_fault_memory;
-        uint64_t flags = prof.gmem_flags | kMmapFlags | (can_write ? write_flag : 0);
+    return run_host_workload(
+        ctx, "populate", [&](report::WorkloadResult& r, std::vector<WorkerResult>& workers) {
+            const auto& prof = ctx.profile;
+            const auto& caps = ctx.caps;
+            const unsigned files = std::max(1u, prof.vm_count);
+            const uint64_t pages = prof.gmem_size / kPage;
+            const unsigned threads = static_cast<unsigned>(ctx.spec.integer("threads"));
+            const uint64_t ops = static_cast<uint64_t>(ctx.spec.integer("ops"));
+            const uint64_t write_flag = 1ull << prof.bits.write;
+            const bool can_write = caps.has_gmem_flag(write_flag);
+            const bool can_pre_fault = caps.pre_fault_memory;
+            uint64_t flags = prof.gmem_flags | kMmapFlags | (can_write ? write_flag : 0);
 
-        std::vector<Instance> inst;
-        std::vector<PageBook> books;
-        for (unsigned f = 0; f < files; ++f) {
-            inst.push_back(Instance::create(ctx, prof.gmem_size, flags, true));
-            books.emplace_back(pages);
-            if (can_pre_fault) {
-                // Pre-faulting goes through a memslot bound to the guest_memfd
-                // (userspace_addr = its own mapping, as the selftests do).
-                Instance& in = inst.back();
-                in.vm.add_memslot(kvm::Memslot{kSlot, uapi::kMemGuestMemfd, kGpa, prof.gmem_size,
-                                               reinterpret_cast<uint64_t>(in.map.data()),
-                                               in.gmem.fd(), 0});
-                in.vm.add_vcpu(0, ctx.kvm);
-            }
-        }
-        Shared s{ctx, Config{}, inst, books};
-        s.cfg.max_pages = static_cast<uint64_t>(ctx.spec.integer("max_pages"));
-        s.cfg.punch_ratio = ctx.spec.number("punch_ratio");
-        s.cfg.seed = ctx.seed;
-        s.can_pwrite = can_write;
-        s.can_pre_fault = can_pre_fault;
-
-        workers.resize(threads);
-        WorkerResult setup;
-        if (!can_write)
-            r.checks.push_back(pwrite_refused(s, setup, write_flag));
-
-        auto parts = partition(files, pages, threads);
-        run_threads(threads, workers, s.abort, [&](unsigned t) {
-            worker(s, workers[t], parts[t], ops_share(ops, threads, t), Rng::derive(ctx.seed, t));
-            workers[t].flush_progress(ctx);
-        });
-
-        // Read back every present page once more.
-        WorkerResult final;
-        for (unsigned f = 0; f < files && !s.abort.load(); ++f)
-            for (uint64_t pg = 0; pg < pages && !ctx.control.interrupted(); ++pg)
-                if (books[f].state[pg] != PageBook::kAbsent &&
-                    !verify_page(final, books[f], inst[f].page(pg), f, pg, ctx.seed,
-                                 "final read-back"))
-                    break;
-        workers.push_back(std::move(setup));
-        workers.push_back(std::move(final));
-
-        PageCounts pc;
-        for (auto& w : workers)
-            pc.merge(w.pages);
-        for (const auto& b : books)
-            pc.removed += b.present();
-        for (auto& in : inst)
-            in.release();
-
-        auto method_check = [&](const std::string& name, const char* op, bool available,
-                                const std::string& why_not) {
-            report::Check c;
-            c.name = name;
-            c.expected = "ranges populated this way read back through the mapping";
-            if (!available) {
-                c.outcome = report::Outcome::skip;
-                c.reason = why_not;
-            } else {
-                uint64_t n = 0, errs = 0;
-                for (auto& w : workers)
-                    if (auto it = w.ops.find(op); it != w.ops.end()) {
-                        n += it->second.count;
-                        for (const auto& [_, k] : it->second.errors)
-                            errs += k;
-                    }
-                c.observed = fmt::format("{} {} operation(s), {} failed", n, op, errs);
-                if (errs) {
-                    c.outcome = report::Outcome::fail;
-                    c.reason = fmt::format("{} failed {} time(s); see the failures", op, errs);
-                } else if (n == 0) {
-                    c.outcome = report::Outcome::skip;
-                    c.reason = "the random sequence did not pick this way before the run ended";
-                } else {
-                    c.outcome = report::Outcome::pass;
+            std::vector<Instance> inst;
+            std::vector<PageBook> books;
+            for (unsigned f = 0; f < files; ++f) {
+                inst.push_back(Instance::create(ctx, prof.gmem_size, flags, true));
+                books.emplace_back(pages);
+                if (can_pre_fault) {
+                    // Pre-faulting goes through a memslot bound to the guest_memfd
+                    // (userspace_addr = its own mapping, as the selftests do).
+                    Instance& in = inst.back();
+                    in.vm.add_memslot(
+                        kvm::Memslot{kSlot, uapi::kMemGuestMemfd, kGpa, prof.gmem_size,
+                                     reinterpret_cast<uint64_t>(in.map.data()), in.gmem.fd(), 0});
+                    in.vm.add_vcpu(0, ctx.kvm);
                 }
             }
-            r.checks.push_back(c);
-        };
-        method_check("populate by fallocate", "fallocate", true, "");
-        method_check("populate by memcpy through the mapping", "memcpy", true, "");
-        method_check(
-            "populate by write()/pwrite() (WRITE flag)", "pwrite", can_write,
-            fmt::format(
-                "guest_memfd flag WRITE (bit {}, set with flag_bits.write) not supported by "
-                "this kernel (KVM_CAP_GUEST_MEMFD_FLAGS={:#x})",
-                prof.bits.write, caps.guest_memfd_flags));
-        std::string pf_why =
-            !can_pre_fault ? "KVM_CAP_PRE_FAULT_MEMORY=0 on this kernel" : s.pre_fault_skip;
-        method_check("populate by KVM_PRE_FAULT_MEMORY", "pre_fault",
-                     can_pre_fault && s.pre_fault_skip.empty(), pf_why);
+            Shared s{ctx, Config{}, inst, books};
+            s.cfg.max_pages = static_cast<uint64_t>(ctx.spec.integer("max_pages"));
+            s.cfg.punch_ratio = ctx.spec.number("punch_ratio");
+            s.cfg.seed = ctx.seed;
+            s.can_pwrite = can_write;
+            s.can_pre_fault = can_pre_fault;
 
-        publish_page_counts(r, files, pc, true, workers);
-    } catch (const std::exception& e) {
-        workers.emplace_back().error = e.what();
-    }
-    finish_result(r, workers, t0);
-    return r;
+            workers.resize(threads);
+            WorkerResult setup;
+            if (!can_write)
+                r.checks.push_back(pwrite_refused(s, setup, write_flag));
+
+            auto parts = partition(files, pages, threads);
+            run_threads(threads, workers, s.abort, [&](unsigned t) {
+                worker(s, workers[t], parts[t], ops_share(ops, threads, t),
+                       Rng::derive(ctx.seed, t));
+                workers[t].flush_progress(ctx);
+            });
+
+            // Read back every present page once more.
+            WorkerResult final;
+            for (unsigned f = 0; f < files && !s.abort.load(); ++f)
+                for (uint64_t pg = 0; pg < pages && !ctx.control.interrupted(); ++pg)
+                    if (books[f].state[pg] != PageBook::kAbsent &&
+                        !verify_page(final, books[f], inst[f].page(pg), f, pg, ctx.seed,
+                                     "final read-back"))
+                        break;
+            workers.push_back(std::move(setup));
+            workers.push_back(std::move(final));
+
+            PageCounts pc;
+            for (auto& w : workers)
+                pc.merge(w.pages);
+            for (const auto& b : books)
+                pc.removed += b.present();
+            for (auto& in : inst)
+                in.release();
+
+            auto method_check = [&](const std::string& name, const char* op, bool available,
+                                    const std::string& why_not) {
+                report::Check c;
+                c.name = name;
+                c.expected = "ranges populated this way read back through the mapping";
+                if (!available) {
+                    c.outcome = report::Outcome::skip;
+                    c.reason = why_not;
+                } else {
+                    uint64_t n = 0, errs = 0;
+                    for (auto& w : workers)
+                        if (auto it = w.ops.find(op); it != w.ops.end()) {
+                            n += it->second.count;
+                            for (const auto& [_, k] : it->second.errors)
+                                errs += k;
+                        }
+                    c.observed = fmt::format("{} {} operation(s), {} failed", n, op, errs);
+                    if (errs) {
+                        c.outcome = report::Outcome::fail;
+                        c.reason = fmt::format("{} failed {} time(s); see the failures", op, errs);
+                    } else if (n == 0) {
+                        c.outcome = report::Outcome::skip;
+                        c.reason = "the random sequence did not pick this way before the run ended";
+                    } else {
+                        c.outcome = report::Outcome::pass;
+                    }
+                }
+                r.checks.push_back(c);
+            };
+            method_check("populate by fallocate", "fallocate", true, "");
+            method_check("populate by memcpy through the mapping", "memcpy", true, "");
+            method_check(
+                "populate by write()/pwrite() (WRITE flag)", "pwrite", can_write,
+                fmt::format(
+                    "guest_memfd flag WRITE (bit {}, set with flag_bits.write) not supported by "
+                    "this kernel (KVM_CAP_GUEST_MEMFD_FLAGS={:#x})",
+                    prof.bits.write, caps.guest_memfd_flags));
+            std::string pf_why =
+                !can_pre_fault ? "KVM_CAP_PRE_FAULT_MEMORY=0 on this kernel" : s.pre_fault_skip;
+            method_check("populate by KVM_PRE_FAULT_MEMORY", "pre_fault",
+                         can_pre_fault && s.pre_fault_skip.empty(), pf_why);
+
+            publish_page_counts(r, files, pc, true, workers);
+        });
 }
 
 } // namespace

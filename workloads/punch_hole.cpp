@@ -407,83 +407,79 @@ Config parse(const Context& ctx) {
 }
 
 report::WorkloadResult run(Context& ctx) {
-    auto r = start_result(ctx, "punch-hole");
-    const uint64_t t0 = now_ns();
-    std::vector<WorkerResult> workers;
-    try {
-        SigbusGuard sigbus; // outlives every thread started below
-        const auto& prof = ctx.profile;
-        const unsigned files = std::max(1u, prof.vm_count);
-        const uint64_t pages = prof.gmem_size / kPage;
-        const unsigned threads = static_cast<unsigned>(ctx.spec.integer("threads"));
-        const uint64_t ops = static_cast<uint64_t>(ctx.spec.integer("ops"));
+    auto result = run_host_workload(
+        ctx, "punch-hole", [&](report::WorkloadResult& r, std::vector<WorkerResult>& workers) {
+            const auto& prof = ctx.profile;
+            const unsigned files = std::max(1u, prof.vm_count);
+            const uint64_t pages = prof.gmem_size / kPage;
+            const unsigned threads = static_cast<unsigned>(ctx.spec.integer("threads"));
+            const uint64_t ops = static_cast<uint64_t>(ctx.spec.integer("ops"));
 
-        std::vector<kvm::Mapping> code; // guest racer code, outlives the VMs
-        std::vector<Instance> inst;
-        std::vector<PageBook> books;
-        for (unsigned f = 0; f < files; ++f) {
-            inst.push_back(
-                Instance::create(ctx, prof.gmem_size, prof.gmem_flags | kMmapFlags, true));
-            books.emplace_back(pages);
-        }
-        Shared s{ctx, parse(ctx), inst, books};
-        uint64_t verified = 0;
-
-        if (s.cfg.race == Race::none) {
-            auto parts = partition(files, pages, threads);
-            workers.resize(threads);
-            run_threads(threads, workers, s.abort, [&](unsigned t) {
-                solo_worker(s, workers[t], parts[t], ops_share(ops, threads, t),
-                            Rng::derive(ctx.seed, t));
-                workers[t].flush_progress(ctx);
-            });
-        } else {
-            // One puncher (thread 0), host racers (threads 1..), vCPU readers.
-            const unsigned racers = host_racers(s.cfg.race) ? threads : 0;
-            if (racers) {
-                s.chunk_pages = std::max<uint64_t>(64, s.cfg.max_pages);
-                s.chunks.resize(files);
-                for (auto& c : s.chunks)
-                    c = std::vector<std::shared_mutex>((pages + s.chunk_pages - 1) / s.chunk_pages);
+            std::vector<kvm::Mapping> code; // guest racer code, outlives the VMs
+            std::vector<Instance> inst;
+            std::vector<PageBook> books;
+            for (unsigned f = 0; f < files; ++f) {
+                inst.push_back(
+                    Instance::create(ctx, prof.gmem_size, prof.gmem_flags | kMmapFlags, true));
+                books.emplace_back(pages);
             }
-            GuestRacers guests(s, code);
-            if (guest_racers(s.cfg.race))
-                guests.start();
-            workers.resize(racers + 1);
-            run_threads(racers + 1, workers, s.abort, [&](unsigned t) {
-                if (t == 0) {
-                    puncher(s, workers[0], ops, Rng::derive(ctx.seed, 0), verified);
-                    s.done.store(true);
-                } else {
-                    racer(s, workers[t], Rng::derive(ctx.seed, t));
-                }
-                workers[t].flush_progress(ctx);
-            });
-            guests.stop();
-            if (guest_racers(s.cfg.race))
-                r.counters["guest_passes"] = guests.passes();
-            for (auto& g : guests.results())
-                workers.push_back(std::move(g));
-        }
+            Shared s{ctx, parse(ctx), inst, books};
+            uint64_t verified = 0;
 
-        PageCounts pc;
-        for (auto& w : workers)
-            pc.merge(w.pages);
-        for (const auto& b : books)
-            pc.removed += b.present();
-        for (auto& in : inst)
-            in.release();
-        if (s.cfg.race != Race::none)
-            r.counters["verified_punches"] = verified;
-        // Only a race-free run can predict the page cache exactly.
-        publish_page_counts(r, files, pc, s.cfg.race == Race::none, workers);
-    } catch (const std::exception& e) {
-        workers.emplace_back().error = e.what();
-    }
-    finish_result(r, workers, t0);
-    if (r.params.value("race", "") == "none" && r.ops.count("punch_hole"))
-        r.counters["verified_punches"] = r.ops["punch_hole"].count; // every solo punch is checked
-    return r;
+            if (s.cfg.race == Race::none) {
+                auto parts = partition(files, pages, threads);
+                workers.resize(threads);
+                run_threads(threads, workers, s.abort, [&](unsigned t) {
+                    solo_worker(s, workers[t], parts[t], ops_share(ops, threads, t),
+                                Rng::derive(ctx.seed, t));
+                    workers[t].flush_progress(ctx);
+                });
+            } else {
+                // One puncher (thread 0), host racers (threads 1..), vCPU readers.
+                const unsigned racers = host_racers(s.cfg.race) ? threads : 0;
+                if (racers) {
+                    s.chunk_pages = std::max<uint64_t>(64, s.cfg.max_pages);
+                    s.chunks.resize(files);
+                    for (auto& c : s.chunks)
+                        c = std::vector<std::shared_mutex>((pages + s.chunk_pages - 1) /
+                                                           s.chunk_pages);
+                }
+                GuestRacers guests(s, code);
+                if (guest_racers(s.cfg.race))
+                    guests.start();
+                workers.resize(racers + 1);
+                run_threads(racers + 1, workers, s.abort, [&](unsigned t) {
+                    if (t == 0) {
+                        puncher(s, workers[0], ops, Rng::derive(ctx.seed, 0), verified);
+                        s.done.store(true);
+                    } else {
+                        racer(s, workers[t], Rng::derive(ctx.seed, t));
+                    }
+                    workers[t].flush_progress(ctx);
+                });
+                guests.stop();
+                if (guest_racers(s.cfg.race))
+                    r.counters["guest_passes"] = guests.passes();
+                for (auto& g : guests.results())
+                    workers.push_back(std::move(g));
+            }
+
+            PageCounts pc;
+            for (auto& w : workers)
+                pc.merge(w.pages);
+            for (const auto& b : books)
+                pc.removed += b.present();
+            for (auto& in : inst)
+                in.release();
+            if (s.cfg.race != Race::none)
+                r.counters["verified_punches"] = verified;
+            // Only a race-free run can predict the page cache exactly.
+            publish_page_counts(r, files, pc, s.cfg.race == Race::none, workers);
+        });
+    if (result.params.value("race", "") == "none" && result.ops.count("punch_hole"))
+        result.counters["verified_punches"] =
+            result.ops["punch_hole"].count; // every solo punch is checked
+    return result;
 }
 
 } // namespace
