@@ -34,9 +34,6 @@ void fill_hdr(Event& e, const gms_ev_hdr& h) {
     e.tgid = h.tgid;
 }
 
-} // namespace
-
-namespace {
 // Folio and hand-out records carry the same folio identity.
 template <class Rec> void fill_folio(Event& e, const Rec& r) {
     e.pfn = r.pfn;
