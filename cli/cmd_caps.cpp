@@ -41,7 +41,7 @@ std::vector<Item> items(const Caps& c) {
          fmt::format("bit {} {}", c.bits.write,
                      c.has_gmem_flag(1ull << c.bits.write) ? "advertised" : "not advertised"),
          "write()/pwrite() population (patch series)"},
-        {"memory attributes", c.memory_attributes & uapi::kMemoryAttributePrivate,
+        {"memory attributes", (c.memory_attributes & uapi::kMemoryAttributePrivate) != 0,
          fmt::format("{:#x}", c.memory_attributes), "KVM_SET_MEMORY_ATTRIBUTES conversion"},
         {"memory attributes2 (in-place)", c.memory_attributes2, yes(c.memory_attributes2),
          "in-place conversion on the guest_memfd (patch series)"},
@@ -63,13 +63,14 @@ std::vector<Item> items(const Caps& c) {
     return v;
 }
 
-int run_caps(bool json) {
-    Caps c = detect_caps(kvm::FlagBits{});
-    c.bpf = probes::detect_backends();
-    if (json) {
-        fmt::print("{}\n", c.to_json().dump(2));
-        return kExitPass;
-    }
+// The one rule for both outputs, so a script reading the JSON and a person
+// reading the table get the same answer: without a usable /dev/kvm this
+// machine cannot run anything (3).
+int exit_code(const Caps& c) {
+    return c.kvm_accessible ? kExitPass : kExitEnvironment;
+}
+
+void print_text(const Caps& c) {
     for (const auto& i : items(c))
         fmt::print("{:<30} {:<4} {}{}\n", i.name, i.ok ? "ok" : "--", i.value,
                    i.ok || i.why.empty() ? "" : "  [needed for: " + i.why + "]");
@@ -79,7 +80,16 @@ int run_caps(bool json) {
                 fmt::print("{:<30} {:<4} {}\n", "BPF " + name,
                            b.value("usable", false) ? "ok" : "--",
                            b.value("reason", std::string()));
-    return c.kvm_accessible ? kExitPass : kExitEnvironment;
+}
+
+int run_caps(bool json) {
+    Caps c = detect_caps(kvm::FlagBits{});
+    c.bpf = probes::detect_backends();
+    if (json)
+        fmt::print("{}\n", c.to_json().dump(2));
+    else
+        print_text(c);
+    return exit_code(c);
 }
 
 } // namespace
