@@ -212,6 +212,7 @@ report::WorkloadResult run_one(const workloads::WorkloadInfo& info, const profil
         r.outcome = report::Outcome::error;
         r.reason = e.what();
     }
+    report::settle_outcome(r); // a workload that did nothing did not pass
     progress.set_current(spec.label, nullptr);
     r.name = spec.kind;
     r.label = spec.label;

@@ -47,6 +47,27 @@ void OpStats::merge(const OpStats& o) {
     latency_ns.merge(o.latency_ns);
 }
 
+bool did_run(const WorkloadResult& w) {
+    auto op_ran = [](const auto& op) { return op.second.count > 0; };
+    auto check_ran = [](const Check& c) { return c.outcome != Outcome::skip; };
+    return std::any_of(w.ops.begin(), w.ops.end(), op_ran) || w.verification.pages_checked > 0 ||
+           std::any_of(w.checks.begin(), w.checks.end(), check_ran);
+}
+
+void settle_outcome(WorkloadResult& w) {
+    if (w.outcome != Outcome::pass || did_run(w))
+        return;
+    w.outcome = Outcome::skip;
+    std::vector<std::pair<std::string, std::string>> why;
+    for (const auto& c : w.checks)
+        why.push_back({c.name, c.reason.empty() ? "no reason given" : c.reason});
+    if (!why.empty())
+        w.reason = "nothing ran: every check skipped (" + group_by_reason(why, "; ") + ")";
+    else
+        w.reason = "nothing ran: no operation, no verified page and no check" +
+                   (w.reason.empty() ? std::string() : " (" + w.reason + ")");
+}
+
 Outcome Report::verdict() const {
     bool failed = !kernel_log.empty();
     bool errored = !errors.empty();
@@ -67,11 +88,12 @@ Outcome Report::verdict() const {
         return Outcome::fail;
     if (errored)
         return Outcome::error;
-    // Nothing ran (every workload skipped): that is not a pass.
-    bool ran = workloads.empty()
-                   ? !conformance.empty()
-                   : std::any_of(workloads.begin(), workloads.end(),
-                                 [](const auto& w) { return w.outcome != Outcome::skip; });
+    // Nothing ran (every workload skipped or did nothing): that is not a pass.
+    bool ran =
+        std::any_of(workloads.begin(), workloads.end(),
+                    [](const auto& w) { return w.outcome != Outcome::skip && did_run(w); }) ||
+        std::any_of(conformance.begin(), conformance.end(),
+                    [](const auto& c) { return c.outcome != Outcome::skip; });
     if (!ran && command != "watch")
         return Outcome::skip;
     return Outcome::pass;

@@ -68,6 +68,16 @@ struct WorkloadResult {
     nlohmann::json params = nlohmann::json::object();
 };
 
+// Whether a workload did anything: an operation (failed ones included), a
+// verified page, or a check that did not skip. One that did nothing did not
+// run, whatever outcome it claims.
+bool did_run(const WorkloadResult& w);
+
+// A workload that claims `pass` but did not run becomes `skip`, its reason
+// naming why its checks skipped (each reason once, with its checks). Other
+// outcomes are left alone: a failure or an error stands on its own.
+void settle_outcome(WorkloadResult& w);
+
 enum class Verdict { verified, violated, incomplete, unverifiable };
 std::string to_string(Verdict v);
 
@@ -106,8 +116,11 @@ struct Report {
     std::string kernel_log_reason;
     std::vector<std::string> errors; // tool-level errors that did not abort the run
 
-    // pass: nothing failed; fail: a check, workload, invariant or kernel log
-    // finding failed; error: the tool could not do what was asked.
+    // fail: a check, workload, invariant or kernel log finding failed;
+    // error: the tool could not do what was asked; skip: nothing ran (no
+    // workload did anything, see did_run(), and no conformance check ran;
+    // `watch` runs no workloads and is exempt); pass: something ran and
+    // nothing failed.
     Outcome verdict() const;
 };
 

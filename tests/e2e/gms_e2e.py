@@ -53,10 +53,25 @@ def load_schema():
         return json.load(f)
 
 
+def did_run(w):
+    """A workload did something: an operation, a verified page, or a check that
+    did not skip (reports/model.cpp did_run(), the same rule)."""
+    return (any(op["count"] > 0 for op in w["ops"].values())
+            or w["verification"]["pages_checked"] > 0
+            or any(c["outcome"] != "skip" for c in w["checks"]))
+
+
 def validate_report(path):
     """Loads a report, validates it against the schema and the honesty rules; returns it."""
     with open(path) as f:
         rep = json.load(f)
+    check_honesty(rep)
+    return rep
+
+
+def check_honesty(rep):
+    """The schema and the honesty rules: skips say why, a pass ran something
+    and hides no failure, the verdict follows from the parts."""
     jsonschema.Draft202012Validator(load_schema()).validate(rep)
     for w in rep["workloads"]:
         if w["outcome"] == "skip":
@@ -68,6 +83,8 @@ def validate_report(path):
             assert w["verification"]["mismatches"] == 0, f"{w['label']} passed with mismatches"
             assert not any(c["outcome"] in ("fail", "error") for c in w["checks"]), \
                 f"{w['label']} passed with failed checks"
+            assert did_run(w), f"{w['label']} passed without running anything (no operation, " \
+                "no verified page, every check skipped)"
     for i in rep["invariants"]:
         if i["verdict"] == "verified":
             assert i["backend"], f"invariant {i['name']} verified without a backend"
@@ -80,12 +97,17 @@ def validate_report(path):
         assert rep["verdict"] == "fail", "verdict hides a failure"
     elif "error" in outcomes or rep["errors"]:
         assert rep["verdict"] == "error"
-    elif rep["command"] != "watch" and all(o == "skip" for o in
-                                           [w["outcome"] for w in rep["workloads"]]):
+    elif rep["command"] != "watch" and not ran_something(rep):
         assert rep["verdict"] == "skip", "nothing ran, yet the verdict is not skip"
     else:
-        assert rep["verdict"] == "pass"
-    return rep
+        assert rep["verdict"] == "pass", f"verdict {rep['verdict']}, expected pass"
+
+
+def ran_something(rep):
+    """Some workload ran (not skipped, and did something) or a report-level
+    conformance check ran (Report::verdict(), the same rule)."""
+    return (any(w["outcome"] != "skip" and did_run(w) for w in rep["workloads"])
+            or any(c["outcome"] != "skip" for c in rep["conformance"]))
 
 
 def main(fn):
