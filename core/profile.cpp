@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/util.h"
 
+#include <algorithm>
 #include <fmt/format.h>
 #include <fstream>
 #include <set>
@@ -22,6 +23,7 @@ class Origins {
     void overridden(const std::string& path, const std::string& origin) {
         overrides_[path] = origin;
     }
+    bool is_overridden(const std::string& path) const { return overrides_.count(path) > 0; }
     std::string where(const std::string& path, const toml::node* node) const {
         if (auto it = overrides_.find(path); it != overrides_.end())
             return it->second;
@@ -161,6 +163,10 @@ ParamValue convert(const ParamSpec& spec, const toml::node& n, const std::string
                 auto s = e.value_exact<std::string>();
                 if (!s)
                     return wrong();
+                if (!spec.choices.empty() &&
+                    std::find(spec.choices.begin(), spec.choices.end(), *s) == spec.choices.end())
+                    fail(where, fmt::format("'{}' has \"{}\", which is not one of: {}", key, *s,
+                                            fmt::join(spec.choices, ", ")));
                 out.push_back(*s);
             }
             return out;
@@ -168,6 +174,51 @@ ParamValue convert(const ParamSpec& spec, const toml::node& n, const std::string
         return wrong();
     }
     return wrong();
+}
+
+// A value as a profile would spell it, for messages.
+std::string show(const ParamValue& v) {
+    struct {
+        std::string operator()(bool b) const { return b ? "true" : "false"; }
+        std::string operator()(int64_t i) const { return std::to_string(i); }
+        std::string operator()(double d) const { return fmt::format("{}", d); }
+        std::string operator()(const std::string& s) const { return "\"" + s + "\""; }
+        std::string operator()(const std::vector<std::string>& l) const {
+            std::vector<std::string> q;
+            for (const auto& s : l)
+                q.push_back((*this)(s));
+            return fmt::format("[{}]", fmt::join(q, ", "));
+        }
+    } visitor;
+    return std::visit(visitor, v);
+}
+
+// Where a rule's error points: a flag that set the parameter or a key the
+// rule uses (the user's latest word), else the parameter's line if the file
+// sets it, else the line of the first key the rule uses that it sets, else
+// the table itself.
+std::string rule_location(const toml::table& t, const std::string& key, const ParamRule& rule,
+                          const std::string& prefix, const Origins& origins) {
+    std::vector<std::string> keys{key};
+    keys.insert(keys.end(), rule.uses.begin(), rule.uses.end());
+    for (const auto& k : keys)
+        if (origins.is_overridden(prefix + k))
+            return origins.where(prefix + k, t.get(k));
+    for (const auto& k : keys)
+        if (const toml::node* n = t.get(k))
+            return origins.where(prefix + k, n);
+    return origins.where(prefix, &t);
+}
+
+// Runs every parameter's rules once the whole table is known (defaults
+// included: a relation can be broken by the other key alone).
+void check_rules(const toml::table& t, const std::vector<ParamSpec>& specs,
+                 const ParamTable& values, const std::string& prefix, const Origins& origins) {
+    for (const auto& s : specs)
+        for (const auto& rule : s.rules)
+            if (auto why = rule.check(values.at(s.key), values))
+                fail(rule_location(t, s.key, rule, prefix, origins),
+                     fmt::format("'{}{}' = {} {}", prefix, s.key, show(values.at(s.key)), *why));
 }
 
 // Top-level schema (non-workload keys).
@@ -192,8 +243,14 @@ const std::map<std::string, std::vector<ParamSpec>>& section_params() {
           {"type", ParamType::string, std::string("default"),
            "VM type: default, sw_protected, sev, sev_es, snp, tdx, or a number"}}},
         {"guest_memfd",
-         {{"size", ParamType::size, int64_t(16 << 20), "bytes per guest_memfd", 4096,
-           double(1ull << 46)},
+         {{"size",
+           ParamType::size,
+           int64_t(16 << 20),
+           "bytes per guest_memfd",
+           4096,
+           double(1ull << 46),
+           {},
+           {multiple_of(4096, "the page size")}},
           {"flags", ParamType::string_list, std::vector<std::string>{"mmap", "init_shared"},
            "mmap, init_shared, no_direct_map, write, hugetlb, bit:N"}}},
         {"flag_bits",
@@ -226,8 +283,15 @@ const std::map<std::string, std::vector<ParamSpec>>& section_params() {
            0,
            {"auto", "fentry", "kprobe", "tracepoint"}},
           {"all", ParamType::boolean, false, "observe every guest_memfd on the machine"},
-          {"ringbuf_size", ParamType::size, int64_t(8 << 20), "BPF ring buffer bytes", 4096,
-           double(1u << 30)},
+          // The kernel only creates ring buffers of a power-of-two size.
+          {"ringbuf_size",
+           ParamType::size,
+           int64_t(8 << 20),
+           "BPF ring buffer bytes (a power of two)",
+           4096,
+           double(1u << 30),
+           {},
+           {power_of_two()}},
           {"exclude", ParamType::string_list, std::vector<std::string>{},
            "attach points not to attach (names as in the report's probes.attach_points)"}}},
     };
@@ -249,11 +313,10 @@ std::vector<std::string> spec_keys(const std::vector<ParamSpec>& specs) {
 }
 
 // Reads a table against specs: unknown keys and bad values are errors; missing keys get defaults.
-std::map<std::string, ParamValue> read_table(const toml::table& t,
-                                             const std::vector<ParamSpec>& specs,
-                                             const std::string& path_prefix, const Origins& origins,
-                                             const std::set<std::string>& ignore = {}) {
-    std::map<std::string, ParamValue> out;
+ParamTable read_table(const toml::table& t, const std::vector<ParamSpec>& specs,
+                      const std::string& path_prefix, const Origins& origins,
+                      const std::set<std::string>& ignore = {}) {
+    ParamTable out;
     for (const auto& s : specs)
         out[s.key] = s.default_value;
     for (auto&& [k, v] : t) {
@@ -267,6 +330,7 @@ std::map<std::string, ParamValue> read_table(const toml::table& t,
                                                       fmt::join(spec_keys(specs), ", ")));
         out[key] = convert(*spec, v, origins.where(path, &v), path);
     }
+    check_rules(t, specs, out, path_prefix, origins);
     return out;
 }
 
@@ -363,6 +427,38 @@ unsigned long vm_type_from(const std::string& s, const std::string& where) {
 
 } // namespace
 
+// ---- rules -------------------------------------------------------------------
+
+ParamRule power_of_two() {
+    return {[](const ParamValue& v, const ParamTable&) -> std::optional<std::string> {
+                int64_t i = std::get<int64_t>(v);
+                if (i > 0 && (i & (i - 1)) == 0)
+                    return std::nullopt;
+                return "is not a power of two (1, 2, 4, 8, ...)";
+            },
+            {}};
+}
+
+ParamRule multiple_of(int64_t n, const std::string& what) {
+    return {[n, what](const ParamValue& v, const ParamTable&) -> std::optional<std::string> {
+                if (std::get<int64_t>(v) % n == 0)
+                    return std::nullopt;
+                return what.empty() ? fmt::format("is not a multiple of {}", n)
+                                    : fmt::format("is not a multiple of {} ({})", n, what);
+            },
+            {}};
+}
+
+ParamRule at_most(const std::string& other) {
+    return {[other](const ParamValue& v, const ParamTable& all) -> std::optional<std::string> {
+                int64_t limit = std::get<int64_t>(all.at(other));
+                if (std::get<int64_t>(v) <= limit)
+                    return std::nullopt;
+                return fmt::format("is above {} = {}", other, limit);
+            },
+            {other}};
+}
+
 // ---- WorkloadSpec accessors ------------------------------------------------
 
 int64_t WorkloadSpec::integer(const std::string& key) const {
@@ -435,9 +531,6 @@ Profile parse_profile(const std::string& text, const std::string& source,
     p.attrs2_ioctl_nr = unsigned(get<int64_t>(sec["abi"], "set_memory_attributes2_nr"));
     p.cap_memory_attributes2 = unsigned(get<int64_t>(sec["abi"], "cap_memory_attributes2"));
     p.gmem_size = static_cast<uint64_t>(get<int64_t>(sec["guest_memfd"], "size"));
-    if (p.gmem_size % 4096)
-        fail(origins.where("guest_memfd.size", doc.at_path("guest_memfd.size").node()),
-             "'guest_memfd.size' must be a multiple of 4096");
     p.gmem_flag_names = get<std::vector<std::string>>(sec["guest_memfd"], "flags");
     p.gmem_flags = 0;
     for (const auto& f : p.gmem_flag_names) {

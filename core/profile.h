@@ -5,8 +5,10 @@
 #include "kvm/kvm.h"
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -17,6 +19,26 @@ enum class ParamType { boolean, integer, number, string, size, duration, string_
 
 // Integers, sizes (bytes) and durations (seconds, as double) are stored typed.
 using ParamValue = std::variant<bool, int64_t, double, std::string, std::vector<std::string>>;
+// The resolved values of one table (a workload, a section), defaults included.
+using ParamTable = std::map<std::string, ParamValue>;
+
+// A constraint beyond type, range and choices, declared with its parameter so
+// that loading the profile rejects a bad value (file:line or the flag, exit 2)
+// instead of the run failing on it later.
+struct ParamRule {
+    // What is wrong with `value` ("is not a power of two"), or nullopt.
+    std::function<std::optional<std::string>(const ParamValue& value, const ParamTable& all)> check;
+    // Other keys of the table the rule reads. When the parameter itself is
+    // left at its default, the error points at the first of these the profile sets.
+    std::vector<std::string> uses;
+};
+
+// Integers (and sizes) that are powers of two.
+ParamRule power_of_two();
+// Integers (and sizes) that are multiples of `n`; 0 passes (it means "default" where allowed).
+ParamRule multiple_of(int64_t n, const std::string& what = "");
+// An integer at most the integer parameter `other` of the same table.
+ParamRule at_most(const std::string& other);
 
 struct ParamSpec {
     std::string key;
@@ -25,7 +47,9 @@ struct ParamSpec {
     std::string help;
     double min = 0; // for integer/number/size/duration
     double max = 1e18;
-    std::vector<std::string> choices; // for choice
+    // choice: the allowed values; string_list: the allowed elements (empty: any).
+    std::vector<std::string> choices;
+    std::vector<ParamRule> rules; // checked after every key of the table is read
 };
 
 struct WorkloadSpec {

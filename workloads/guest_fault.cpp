@@ -44,16 +44,9 @@ Params read_params(const profile::WorkloadSpec& s) {
     p.prefill_pct = static_cast<unsigned>(int_param(s, "prefill_percent", p.prefill_pct));
     p.write_pct = static_cast<unsigned>(int_param(s, "write_percent", p.write_pct));
     p.run_timeout_s = num_param(s, "run_timeout", p.run_timeout_s);
+    // A power of two (checked when the profile loads, see the params below).
     int64_t stride = int_param(s, "guest_stride", 64);
-    if (stride < 1 || stride > 1024 || (stride & (stride - 1)))
-        throw UsageError(fmt::format(
-            "guest-fault: guest_stride must be a power of two in [1, 1024], got {}", stride));
     p.stride_shift = static_cast<unsigned>(__builtin_ctzll(uint64_t(stride)));
-    if (p.batch == 0 || p.batch > kMaxDescs)
-        throw UsageError(
-            fmt::format("guest-fault: batch_pages must be in [1, {}], got {}", kMaxDescs, p.batch));
-    if (p.prefill_pct > 100 || p.write_pct > 100)
-        throw UsageError("guest-fault: prefill_percent and write_percent must be in [0, 100]");
     return p;
 }
 
@@ -449,11 +442,16 @@ WorkloadInfo guest_fault_workload() {
         {"write_percent", ParamType::integer, int64_t(90),
          "share of batch pages the guest writes after checking them (the rest it only reads)", 0,
          100},
-        {"guest_stride", ParamType::integer, int64_t(64),
+        // The guest code masks the word index with stride - 1.
+        {"guest_stride",
+         ParamType::integer,
+         int64_t(64),
          "the guest checks and writes every Nth 32-bit word of a page (power of two; 1 = every "
-         "word); "
-         "the host always checks whole pages",
-         1, 1024},
+         "word); the host always checks whole pages",
+         1,
+         1024,
+         {},
+         {profile::power_of_two()}},
         {"run_timeout", ParamType::duration, 10.0, "a single KVM_RUN longer than this is a failure",
          0.1, 3600},
     };

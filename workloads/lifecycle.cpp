@@ -271,21 +271,13 @@ report::WorkloadResult run(Context& ctx) {
             std::atomic<uint64_t> files{0};
             const auto& prof = ctx.profile;
             Config c;
-            c.kinds = ctx.spec.list("kinds");
+            c.kinds = ctx.spec.list("kinds"); // names checked when the profile loads
             if (c.kinds.empty())
                 c.kinds = all_kinds();
-            for (const auto& k : c.kinds)
-                if (std::find(all_kinds().begin(), all_kinds().end(), k) == all_kinds().end())
-                    throw UsageError(
-                        fmt::format("lifecycle: unknown kind '{}' in 'kinds' (known: {})", k,
-                                    fmt::join(all_kinds(), ", ")));
             c.touch_pages = static_cast<uint64_t>(ctx.spec.integer("touch_pages"));
             c.binds = static_cast<uint64_t>(ctx.spec.integer("binds"));
             c.max_bind_pages = static_cast<uint64_t>(ctx.spec.integer("max_bind_pages"));
             c.size = ctx.spec.size("size") ? ctx.spec.size("size") : prof.gmem_size;
-            if (c.size == 0 || c.size % kPage)
-                throw UsageError(
-                    fmt::format("lifecycle: size {} must be a non-zero multiple of 4096", c.size));
             int nr = ctx.caps.nr_memslots > 0 ? ctx.caps.nr_memslots : 32;
             c.slots = static_cast<uint32_t>(std::min(nr, 32));
             // Data checks need the mapping; without MMAP the lifecycle still runs.
@@ -354,9 +346,16 @@ WorkloadInfo lifecycle_workload() {
     w.params = {
         {"kinds", ParamType::string_list, std::vector<std::string>{},
          "scenarios to pick from (default all): create_destroy, bind_unbind, close_while_bound, "
-         "destroy_vm_first"},
-        {"size", ParamType::size, int64_t(0), "guest_memfd size per scenario; 0 = guest_memfd.size",
-         0, 1ull << 40},
+         "destroy_vm_first",
+         0, 0, all_kinds()},
+        {"size",
+         ParamType::size,
+         int64_t(0),
+         "guest_memfd size per scenario; 0 = guest_memfd.size",
+         0,
+         1ull << 40,
+         {},
+         {profile::multiple_of(kPage, "the page size")}},
         {"touch_pages", ParamType::integer, int64_t(8),
          "pages written (and read back) per scenario", 0, 1 << 20},
         {"binds", ParamType::integer, int64_t(8), "bind/unbind rounds in a bind_unbind scenario", 1,

@@ -23,6 +23,12 @@ def test():
     expect_usage_error(["run", "--duration", "soon", "--report", report], "--duration soon")
     expect_usage_error(["run", "--report", "/nonexistent-dir/r.json"], "/nonexistent-dir")
     expect_usage_error(["frobnicate"], "frobnicate")
+    # Workload constraints beyond the range are checked when the profile loads,
+    # not when the workload runs (that was exit 4 after the run began).
+    expect_usage_error(["run", "--set", "workload.guest-fault.guest_stride=3", "--report", report],
+                       "--set workload.guest-fault.guest_stride=3", "guest_stride", "power of two")
+    expect_usage_error(["run", "--set", "probes.ringbuf_size=3MiB", "--report", report],
+                       "probes.ringbuf_size", "power of two")
 
     bad = os.path.join(d, "bad.toml")
     with open(bad, "w") as f:
@@ -31,6 +37,13 @@ def test():
     with open(bad, "w") as f:
         f.write('name = "bad"\n[[workload]]\nkind = "host-fault"\nthreads = "many"\n')
     expect_usage_error(["run", "--profile", bad, "--report", report], f"{bad}:4", "threads", "integer")
+    with open(bad, "w") as f:
+        f.write('name = "bad"\n[[workload]]\nkind = "lifecycle"\nkinds = ["bind_unbind", "explode"]\n')
+    expect_usage_error(["run", "--profile", bad, "--report", report], f"{bad}:4", "kinds", "explode")
+    with open(bad, "w") as f:
+        f.write('name = "bad"\n[[workload]]\nkind = "punch-hole"\nmax_pages = 8\nalign_pages = 16\n')
+    expect_usage_error(["run", "--profile", bad, "--report", report], f"{bad}:5", "align_pages",
+                       "max_pages")
     with open(bad, "w") as f:
         f.write('name = "bad"\n[[workload]\n')
     expect_usage_error(["run", "--profile", bad, "--report", report], f"{bad}:2")

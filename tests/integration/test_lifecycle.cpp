@@ -81,14 +81,3 @@ TEST_CASE("lifecycle: close while bound, threads in parallel", "[lifecycle]") {
     CHECK(obs.released == 30);
     CHECK(obs.violations.empty());
 }
-
-TEST_CASE("lifecycle: an unknown scenario name is an error naming it", "[lifecycle]") {
-    auto p = make_profile("kind = \"lifecycle\"\nops = 1\nkinds = [\"explode\"]");
-    if (auto why = skip_reason(p))
-        SKIP(*why);
-    RecordingObserver obs;
-    auto r = run(p, obs).result;
-    CHECK(r.outcome == report::Outcome::error);
-    CHECK(r.reason.find("explode") != std::string::npos);
-    CHECK(obs.created == 0);
-}

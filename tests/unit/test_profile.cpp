@@ -1,5 +1,6 @@
 #include "core/error.h"
 #include "core/profile.h"
+#include "workloads/workload.h"
 
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
@@ -157,4 +158,147 @@ TEST_CASE("probes.exclude names attach points; an unknown one is named with file
     Profile q = parse_profile(kGood, "p.toml", {parse_set_flag("probes.exclude=[\"pc_del\"]")},
                               schemas(), points);
     CHECK(q.probes.exclude == std::vector<std::string>{"pc_del"});
+}
+
+namespace {
+
+// The real workloads' parameters, as `gmemstress run` loads them.
+WorkloadSchemas registry_schemas() {
+    WorkloadSchemas out;
+    for (const auto& w : gms::workloads::registry()) {
+        auto params = gms::workloads::common_params();
+        params.insert(params.end(), w.params.begin(), w.params.end());
+        out[w.name] = params;
+    }
+    return out;
+}
+
+std::string registry_error(const std::string& profile, std::vector<Override> o) {
+    try {
+        load_profile(profile, o, registry_schemas());
+    } catch (const UsageError& e) {
+        return e.what();
+    }
+    return "";
+}
+
+// A one-workload profile file whose line 4 is `line`.
+std::string one_workload(const std::string& kind, const std::string& line) {
+    return "name = \"t\"\n[[workload]]\nkind = \"" + kind + "\"\n" + line + "\n";
+}
+
+std::string text_error(const std::string& text, std::vector<Override> o = {}) {
+    try {
+        parse_profile(text, "p.toml", o, registry_schemas());
+    } catch (const UsageError& e) {
+        return e.what();
+    }
+    return "";
+}
+
+} // namespace
+
+TEST_CASE("parameter rules: power of two, multiple, relation, allowed elements", "[profile]") {
+    std::vector<ParamSpec> specs = {
+        {"label", ParamType::string, std::string(), ""},
+        {"stride", ParamType::integer, int64_t(4), "", 1, 1024, {}, {power_of_two()}},
+        {"size", ParamType::size, int64_t(0), "", 0, 1e12, {}, {multiple_of(4096, "the page")}},
+        {"max", ParamType::integer, int64_t(8), "", 1, 1024},
+        {"align", ParamType::integer, int64_t(1), "", 1, 1024, {}, {at_most("max")}},
+        {"kinds", ParamType::string_list, std::vector<std::string>{}, "", 0, 0, {"a", "b"}},
+    };
+    WorkloadSchemas s = {{"w", specs}};
+    auto err = [&](const std::string& body, std::vector<Override> o = {}) -> std::string {
+        try {
+            parse_profile("[[workload]]\nkind = \"w\"\n" + body, "p.toml", o, s);
+        } catch (const UsageError& e) {
+            return e.what();
+        }
+        return "";
+    };
+    // Good values, defaults included, pass every rule.
+    CHECK(err("").empty());
+    CHECK(err("stride = 1\nsize = 0\nalign = 8\nkinds = [\"b\", \"a\"]\n").empty());
+    CHECK(err("stride = 1024\nsize = \"8KiB\"\nmax = 1\nalign = 1\n").empty());
+
+    // Each broken value is named with file:line, the key and what is wrong.
+    std::string e = err("label = \"x\"\nstride = 3\n");
+    CHECK_THAT(e, ContainsSubstring("p.toml:4"));
+    CHECK_THAT(e, ContainsSubstring("'workload[0].stride' = 3 is not a power of two"));
+    CHECK_THAT(err("stride = 0\n"), ContainsSubstring("out of range")); // the range comes first
+    e = err("size = 4097\n");
+    CHECK_THAT(e, ContainsSubstring("p.toml:3"));
+    CHECK_THAT(e, ContainsSubstring("'workload[0].size' = 4097 is not a multiple of 4096"));
+    e = err("max = 4\nalign = 8\n");
+    CHECK_THAT(e, ContainsSubstring("p.toml:4"));
+    CHECK_THAT(e, ContainsSubstring("'workload[0].align' = 8 is above max = 4"));
+    e = err("kinds = [\"a\", \"zzz\"]\n");
+    CHECK_THAT(e, ContainsSubstring("p.toml:3"));
+    CHECK_THAT(e, ContainsSubstring("zzz"));
+    CHECK_THAT(e, ContainsSubstring("a, b"));
+
+    // A relation broken by the other key alone points at that key (or its flag).
+    s["w"][4].default_value = int64_t(16);
+    e = err("label = \"x\"\nmax = 4\n");
+    CHECK_THAT(e, ContainsSubstring("p.toml:4"));
+    CHECK_THAT(e, ContainsSubstring("'workload[0].align' = 16 is above max = 4"));
+    e = err("", {{"workload.w.max", "4", "--set workload.w.max=4"}});
+    CHECK_THAT(e, ContainsSubstring("--set workload.w.max=4"));
+    // The flag that broke it is named even when the file sets the parameter.
+    e = err("align = 4\n", {{"workload.w.max", "2", "--set workload.w.max=2"}});
+    CHECK_THAT(e, ContainsSubstring("--set workload.w.max=2"));
+    CHECK_THAT(e, ContainsSubstring("'workload[0].align' = 4 is above max = 2"));
+    // An override is named by its flag.
+    e = err("", {{"workload.0.stride", "6", "--set workload.0.stride=6"}});
+    CHECK_THAT(e, ContainsSubstring("--set workload.0.stride=6"));
+    CHECK_THAT(e, ContainsSubstring("not a power of two"));
+}
+
+TEST_CASE("the workloads' constraints are checked when the profile loads", "[profile]") {
+    // The built-in profiles satisfy them.
+    for (const auto& [name, text] : builtin_profiles()) {
+        INFO(name);
+        CHECK(registry_error(name, {}).empty());
+    }
+    // guest-fault's guest code masks with guest_stride - 1: a power of two.
+    for (std::string good : {"1", "2", "64", "1024"})
+        CHECK(registry_error("smoke", {parse_set_flag("workload.guest-fault.guest_stride=" + good)})
+                  .empty());
+    std::string e =
+        registry_error("smoke", {parse_set_flag("workload.guest-fault.guest_stride=3")});
+    CHECK_THAT(e, ContainsSubstring("--set workload.guest-fault.guest_stride=3"));
+    CHECK_THAT(e, ContainsSubstring("guest_stride' = 3 is not a power of two"));
+    CHECK_THAT(registry_error("smoke", {parse_set_flag("workload.guest-fault.guest_stride=2048")}),
+               ContainsSubstring("out of range"));
+
+    // convert works on two halves: an even page count.
+    e = text_error(one_workload("convert", "pages = 33"));
+    CHECK_THAT(e, ContainsSubstring("p.toml:4"));
+    CHECK_THAT(e, ContainsSubstring("'workload[0].pages' = 33 is not a multiple of 2 (even)"));
+    CHECK(text_error(one_workload("convert", "pages = 34")).empty());
+
+    // lifecycle: known scenario names, whole pages.
+    e = text_error(one_workload("lifecycle", "kinds = [\"bind_unbind\", \"explode\"]"));
+    CHECK_THAT(e, ContainsSubstring("p.toml:4"));
+    CHECK_THAT(e, ContainsSubstring("explode"));
+    CHECK_THAT(e, ContainsSubstring("destroy_vm_first")); // the known names
+    e = text_error(one_workload("lifecycle", "size = 5000"));
+    CHECK_THAT(e, ContainsSubstring("p.toml:4"));
+    CHECK_THAT(e, ContainsSubstring("'workload[0].size' = 5000 is not a multiple of 4096"));
+    CHECK(text_error(one_workload("lifecycle", "size = \"64KiB\"")).empty());
+    CHECK(text_error(one_workload("lifecycle", "size = 0")).empty()); // 0: guest_memfd.size
+
+    // punch-hole: an alignment above the longest range would make every range longer.
+    e = text_error(one_workload("punch-hole", "align_pages = 128"));
+    CHECK_THAT(e, ContainsSubstring("p.toml:4"));
+    CHECK_THAT(e, ContainsSubstring("'workload[0].align_pages' = 128 is above max_pages = 64"));
+    CHECK(text_error(one_workload("punch-hole", "align_pages = 64")).empty());
+
+    // The profile's own sizes: whole pages, a power-of-two ring buffer.
+    e = registry_error("smoke", {{"guest_memfd.size", "\"8000\"", "--gmem-size 8000"}});
+    CHECK_THAT(e, ContainsSubstring("--gmem-size 8000"));
+    CHECK_THAT(e, ContainsSubstring("multiple of 4096"));
+    e = registry_error("smoke", {parse_set_flag("probes.ringbuf_size=\"3MiB\"")});
+    CHECK_THAT(e, ContainsSubstring("--set probes.ringbuf_size"));
+    CHECK_THAT(e, ContainsSubstring("not a power of two"));
 }
