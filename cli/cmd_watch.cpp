@@ -12,7 +12,6 @@
 #include "core/util.h"
 #include "probes/gmem_scan.h"
 #include "probes/session.h"
-#include "reports/render.h"
 
 #include <cerrno>
 #include <chrono>
@@ -167,9 +166,10 @@ int run_watch(const WatchOptions& o) {
     po.calibrate = !o.no_calibrate;
     po.filter_pid = o.all ? 0 : o.pid;
     po.record = !o.record.empty();
-    auto session = probes::Session::attach(po, caps);
+    ProbeAttachment probes; // the same detach, check and recording path as `run`
+    probes.session = probes::Session::attach(po, caps);
 
-    FileTracker files(*session, o);
+    FileTracker files(*probes.session, o);
     files.initial(probes::scan_guest_memfds(o.all ? 0 : o.pid));
     std::string end_reason;
     while (end_reason.empty()) {
@@ -183,38 +183,16 @@ int run_watch(const WatchOptions& o) {
             end_reason = control.stop_reason();
     }
 
-    session->finish();
     rep.duration_s = double(now_ns() - started) / 1e9;
     // SIGINT is how an open-ended watch ends: recorded, not an error.
     rep.interrupted = false;
     rep.interrupt_reason = end_reason;
-    rep.probes = session->describe();
-    rep.probes["status"] = "attached";
+    finish_probes(probes, rep, o.record, {{"pid", o.pid}, {"all", o.all}});
     rep.probes["watch"] = files.to_json();
     rep.probes["watch"]["ended_by"] = end_reason;
-    rep.invariants = session->check({});
-    if (!o.record.empty())
-        session->save_recording(o.record, {},
-                                {{"command", "watch"}, {"pid", o.pid}, {"all", o.all}});
-    session.reset(); // detach before writing anything
     collect_kernel_log(kmsg, rep);
 
-    if (!o.report_path.empty())
-        report::write_atomically(o.report_path, report::to_json(rep).dump(2) + "\n");
-    if (o.json)
-        fmt::print("{}\n", report::to_json(rep).dump(2));
-    else
-        fmt::print("{}", report::to_text(rep, ::isatty(STDOUT_FILENO)));
-    if (!o.report_path.empty() && !o.json)
-        fmt::print("report: {}\n", o.report_path);
-    switch (rep.verdict()) {
-    case report::Outcome::fail:
-        return kExitFailures;
-    case report::Outcome::error:
-        return kExitToolError;
-    default:
-        return kExitPass;
-    }
+    return write_reports(rep, o.report_path, "", o.json ? Summary::json : Summary::text);
 }
 
 } // namespace

@@ -104,7 +104,8 @@ ProbeAttachment attach_probes(const profile::Profile& p, const Caps& caps, repor
     return a;
 }
 
-void finish_probes(ProbeAttachment& a, report::Report& rep, const std::string& record_path) {
+void finish_probes(ProbeAttachment& a, report::Report& rep, const std::string& record_path,
+                   const nlohmann::json& record_meta) {
     if (!a.session) {
         std::string why = rep.probes.value("reason", std::string("probes not attached"));
         // Every invariant the checkers judge (names from the checkers themselves),
@@ -123,11 +124,13 @@ void finish_probes(ProbeAttachment& a, report::Report& rep, const std::string& r
     rep.probes["status"] = "attached";
     rep.invariants = a.session->check(rep.workloads);
     if (!record_path.empty()) {
+        nlohmann::json meta = {{"command", rep.command},
+                               {"kernel", rep.host.value("kernel_release", "")}};
+        if (rep.profile.contains("name"))
+            meta["profile"] = rep.profile["name"];
+        meta.update(record_meta);
         try {
-            a.session->save_recording(record_path, rep.workloads,
-                                      {{"command", rep.command},
-                                       {"profile", rep.profile.value("name", "")},
-                                       {"kernel", rep.host.value("kernel_release", "")}});
+            a.session->save_recording(record_path, rep.workloads, meta);
         } catch (const std::exception& e) { // the report must still be written
             rep.errors.push_back(fmt::format("recording not saved: {}", e.what()));
         }
@@ -268,12 +271,21 @@ void collect_kernel_log(KmsgWatcher& kmsg, report::Report& rep) {
 
 int write_reports(const report::Report& rep, const std::string& json_path,
                   const std::string& junit_path, bool quiet) {
-    report::write_atomically(json_path, report::to_json(rep).dump(2) + "\n");
+    return write_reports(rep, json_path, junit_path, quiet ? Summary::none : Summary::text);
+}
+
+int write_reports(const report::Report& rep, const std::string& json_path,
+                  const std::string& junit_path, Summary summary) {
+    if (!json_path.empty())
+        report::write_atomically(json_path, report::to_json(rep).dump(2) + "\n");
     if (!junit_path.empty())
         report::write_atomically(junit_path, report::to_junit(rep));
-    if (!quiet) {
+    if (summary == Summary::json)
+        fmt::print("{}\n", report::to_json(rep).dump(2));
+    if (summary == Summary::text) {
         fmt::print("{}", report::to_text(rep, isatty(STDOUT_FILENO)));
-        fmt::print("report: {}\n", json_path);
+        if (!json_path.empty())
+            fmt::print("report: {}\n", json_path);
     }
     return exit_code_for(rep.verdict(), rep.interrupted);
 }

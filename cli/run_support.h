@@ -42,9 +42,13 @@ ProbeAttachment attach_probes(const profile::Profile& p, const Caps& caps, repor
                               bool record = false);
 // Detaches, then records the probes' description and invariant verdicts;
 // with `record_path`, also saves the event stream with the workloads'
-// expectations (JSON lines, replayable through the checkers).
+// expectations (JSON lines, replayable through the checkers), its header
+// naming the command, kernel and profile, plus `record_meta`. A recording
+// that cannot be saved is a report error ("recording not saved: ..."): the
+// report is still written.
 void finish_probes(ProbeAttachment& probes, report::Report& rep,
-                   const std::string& record_path = "");
+                   const std::string& record_path = "",
+                   const nlohmann::json& record_meta = nlohmann::json::object());
 
 // A live progress line on stderr while workloads run.
 class ProgressPrinter {
@@ -73,7 +77,14 @@ void collect_kernel_log(KmsgWatcher& kmsg, report::Report& rep);
 // The exit code of a verdict (README "Exit codes"); interrupted wins.
 int exit_code_for(report::Outcome verdict, bool interrupted);
 
-// Writes JSON (+ JUnit), prints the summary, returns the exit code.
+// What goes to stdout once the report files are written.
+enum class Summary { text, json, none };
+
+// Writes JSON (unless `json_path` is empty) and JUnit (if asked), prints the
+// summary, returns the exit code.
+int write_reports(const report::Report& rep, const std::string& json_path,
+                  const std::string& junit_path, Summary summary);
+// The same; `quiet`: no summary, else the text one.
 int write_reports(const report::Report& rep, const std::string& json_path,
                   const std::string& junit_path, bool quiet);
 

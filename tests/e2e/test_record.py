@@ -1,6 +1,7 @@
 """`gmemstress run --record FILE`: the probes' decoded event stream is saved
 with the coverage and the workloads' expectations; without probes it is a
-usage error; a recording that cannot be saved does not cost the report."""
+usage error; a recording that cannot be saved does not cost the report, for
+`run` and for `watch` alike."""
 import json
 import os
 
@@ -64,6 +65,27 @@ def test():
     assert p.returncode == 4, f"exit {p.returncode}: {p.stderr}"
     rep = validate_report(report)
     assert any("recording not saved" in e for e in rep["errors"]), rep["errors"]
+
+    # watch saves its recording the same way: with the command and what it watched...
+    wreport, wrecord = os.path.join(d, "w.json"), os.path.join(d, "watch.jsonl")
+    WATCH = ["watch", "--all", "--duration", "1s", "--no-calibrate", "--interval", "0.2"]
+    p = run(*WATCH, "--report", wreport, "--record", wrecord, timeout=120)
+    assert p.returncode == 0, f"watch: exit {p.returncode}: {p.stderr}"
+    rep = validate_report(wreport)
+    assert rep["command"] == "watch" and not rep["errors"], rep["errors"]
+    with open(wrecord) as f:
+        meta = json.loads(f.readline())["meta"]
+    assert meta["command"] == "watch" and meta["all"] is True and meta["pid"] == 0, meta
+    assert meta["kernel"] == os.uname().release, meta
+
+    # ...and when it cannot, the report is still written, with the error (exit 4).
+    os.unlink(wreport)
+    p = run(*WATCH, "--report", wreport, "--record", blocked, "--json", timeout=120)
+    assert p.returncode == 4, f"watch: exit {p.returncode}: {p.stderr}"
+    rep = validate_report(wreport)
+    assert rep["command"] == "watch" and rep["verdict"] == "error", rep["verdict"]
+    assert any("recording not saved" in e for e in rep["errors"]), rep["errors"]
+    assert json.loads(p.stdout)["errors"] == rep["errors"], "--json printed another report"
 
 
 main(test)
