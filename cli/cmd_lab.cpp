@@ -1,8 +1,10 @@
 // `gmemstress lab`: boot a kernel under QEMU (nested KVM), run this gmemstress
-// inside it, bring the report back. Exit status: the guest's gmemstress exit
-// status when the guest ran it to the end; 3 when the lab could not (boot
-// failure, guest setup failure, kernel panic, --timeout); 4 when results were
-// lost on the way back; 130 on SIGINT/SIGTERM. See docs/LAB.md.
+// (or, with --exec, any command) inside it, bring the report back. Exit
+// status: the guest command's exit status when the guest ran it to the end;
+// 1 when the guest kernel crashed (Oops, BUG, panic) after it booted: a
+// finding about the kernel under test, with a report naming the splat; 3 when
+// the lab could not run (boot failure, guest setup failure, --timeout); 4 when
+// results were lost on the way back; 130 on SIGINT/SIGTERM. See docs/LAB.md.
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/util.h"
@@ -18,6 +20,7 @@ struct LabCli {
     lab::Options o;
     std::string memory = "2G";
     std::string timeout = "10m";
+    bool exec = false;
 };
 
 int exit_code_for(lab::Failure f) {
@@ -43,8 +46,19 @@ int run_lab_command(LabCli& c) {
         throw UsageError(
             fmt::format("--timeout {}: expected a duration like 300s or 10m", c.timeout));
     c.o.timeout_s = *t;
+    if (c.exec) {
+        if (c.o.guest_args.empty())
+            throw UsageError("--exec: give the command after '--' (e.g. --exec -- uname -a)");
+        c.o.exec_command = std::move(c.o.guest_args);
+        c.o.guest_args.clear();
+    }
+    return run_in_lab(c.o);
+}
 
-    lab::Result r = lab::run_lab(c.o);
+} // namespace
+
+int run_in_lab(const lab::Options& o) {
+    lab::Result r = lab::run_lab(o);
 
     // What the guest's gmemstress printed (its summary, JSON of `caps --json`, ...).
     if (!r.guest_stdout.empty())
@@ -53,25 +67,38 @@ int run_lab_command(LabCli& c) {
         fmt::print(stderr, "{}", r.guest_stderr);
     std::fflush(stdout);
 
+    if (r.kernel_crashed) {
+        fmt::print(stderr, "gmemstress lab: the guest kernel crashed: {}\n", r.message);
+        for (const auto& f : r.kernel_findings)
+            fmt::print(stderr, "  [{}] {}\n", f.kind, f.line);
+        fmt::print(stderr, "gmemstress lab: last console lines:\n{}", r.console_tail);
+        if (r.report && !o.report_path.empty())
+            fmt::print(stderr, "gmemstress lab: report (verdict fail) written to {}\n",
+                       o.report_path);
+        if (!o.console_path.empty())
+            fmt::print(stderr, "gmemstress lab: full console in {}\n", o.console_path);
+        return kExitFailures;
+    }
     if (r.failure != lab::Failure::none) {
         fmt::print(stderr, "gmemstress lab: {} failure: {}\n", lab::to_string(r.failure),
                    r.message);
         if (!r.console_tail.empty() && r.failure != lab::Failure::interrupted)
             fmt::print(stderr, "gmemstress lab: last console lines:\n{}", r.console_tail);
-        if (!c.o.console_path.empty())
-            fmt::print(stderr, "gmemstress lab: full console in {}\n", c.o.console_path);
+        if (!o.console_path.empty())
+            fmt::print(stderr, "gmemstress lab: full console in {}\n", o.console_path);
         return exit_code_for(r.failure);
     }
     int status = r.guest_status.value_or(kExitToolError);
-    if (lab::takes_profile_and_report(c.o.guest_command) && !c.o.report_path.empty()) {
+    if (o.exec_command.empty() && lab::takes_profile_and_report(o.guest_command) &&
+        !o.report_path.empty()) {
         if (r.report) {
-            if (!c.o.quiet)
-                fmt::print(stderr, "lab: report written to {}\n", c.o.report_path);
+            if (!o.quiet)
+                fmt::print(stderr, "lab: report written to {}\n", o.report_path);
         } else {
             fmt::print(stderr,
                        "gmemstress lab: the guest's gmemstress {} wrote no report (exit "
                        "status {})\n",
-                       c.o.guest_command, status);
+                       o.guest_command, status);
             if (status == kExitPass)
                 return kExitToolError;
         }
@@ -79,14 +106,17 @@ int run_lab_command(LabCli& c) {
     return status;
 }
 
-} // namespace
-
 void add_lab_command(CLI::App& app, Action& action) {
     static LabCli c;
     auto* cmd = app.add_subcommand(
         "lab", "Boot a kernel under QEMU (nested KVM) and run gmemstress inside it");
     cmd->add_option("-k,--kernel", c.o.kernel,
-                    "bzImage to boot (scripts/fetch-lab-kernel.sh fetches Debian's newest)");
+                    "bzImage to boot (default: Debian's newest kernel, downloaded once and "
+                    "cached)");
+    cmd->add_option("--kernel-cache", c.o.kernel_cache,
+                    "where downloaded kernels are cached (default $GMS_LAB_KERNEL_DIR, else "
+                    "~/.cache/gmemstress/kernels)");
+    cmd->add_flag("--offline", c.o.offline, "do not download: use the newest kernel in the cache");
     auto* modules = cmd->add_option("--modules", c.o.modules_dir,
                                     "the kernel's modules (a lib/modules/<release> tree); default: "
                                     "next to the kernel, else /lib/modules/<release>");
@@ -114,6 +144,12 @@ void add_lab_command(CLI::App& app, Action& action) {
         ->check(CLI::IsMember({"auto", "kvm", "tcg"}));
     cmd->add_option("--guest-command", c.o.guest_command,
                     "gmemstress subcommand to run in the guest instead of run (e.g. caps)");
+    cmd->add_flag("--exec", c.exec,
+                  "run the command after '--' in the guest instead of gmemstress (host root "
+                  "shared read-only, cwd kept); its output and exit status pass through");
+    cmd->add_option("--writable", c.o.writable,
+                    "a host directory the guest command may write, at the same path (repeatable)");
+    cmd->add_option("--env", c.o.env, "KEY=VALUE for the guest command's environment (repeatable)");
     cmd->add_option("--append", c.o.append,
                     "more kernel command line, e.g. loglevel=7 (default: quiet loglevel=4)");
     cmd->add_option("--qemu", c.o.qemu, "QEMU binary (default qemu-system-x86_64)");
@@ -121,7 +157,8 @@ void add_lab_command(CLI::App& app, Action& action) {
     cmd->add_flag("--keep-workdir", c.o.keep_workdir, "keep the initramfs and shares (debugging)");
     cmd->add_flag("-q,--quiet", c.o.quiet, "no progress lines on stderr");
     cmd->add_option("args", c.o.guest_args,
-                    "after '--': more arguments for gmemstress run in the guest");
+                    "after '--': more arguments for gmemstress run in the guest (with --exec: "
+                    "the command)");
     cmd->callback([&action] { action = [] { return run_lab_command(c); }; });
 }
 

@@ -7,6 +7,7 @@
 #include "core/profile.h"
 #include "core/run_control.h"
 #include "core/util.h"
+#include "lab/lab.h"
 #include "probes/attach_points.h"
 #include "probes/session.h"
 #include "reports/render.h"
@@ -35,6 +36,7 @@ struct RunOptions {
     bool all_guest_memfds = false;
     bool quiet = false;
     bool no_progress = false;
+    std::string where = "host"; // host | lab | auto
 };
 
 // A TOML basic string holding `s` (quotes and backslashes escaped).
@@ -113,6 +115,69 @@ std::vector<profile::Override> overrides_from(const RunOptions& o) {
     return out;
 }
 
+// run's own options that `gmemstress lab` takes itself (with host paths);
+// every other argument is passed to run in the guest after `--`.
+const std::vector<std::string> kLabOwnOptions = {"-p",       "--profile", "-r",
+                                                 "--report", "--junit",   "--record"};
+
+// The same run in the lab: `gmemstress lab` with run's arguments, as typed.
+struct LabEquivalent {
+    std::vector<std::string> own;   // options for lab itself
+    std::vector<std::string> guest; // after `--`
+};
+LabEquivalent lab_equivalent(const std::vector<std::string>& argv) {
+    LabEquivalent eq;
+    auto run_at = std::find(argv.begin() + std::min<size_t>(1, argv.size()), argv.end(), "run");
+    for (auto it = run_at == argv.end() ? argv.end() : run_at + 1; it != argv.end(); ++it) {
+        const std::string& a = *it;
+        std::string name = a.substr(0, a.find('='));
+        bool joined = name.size() < a.size();
+        if (name == "--where") {
+            it += !joined && it + 1 != argv.end();
+            continue;
+        }
+        bool own =
+            std::find(kLabOwnOptions.begin(), kLabOwnOptions.end(), name) != kLabOwnOptions.end();
+        auto& to = own ? eq.own : eq.guest;
+        to.push_back(a);
+        if (own && !joined && it + 1 != argv.end())
+            to.push_back(*++it);
+    }
+    return eq;
+}
+
+std::string lab_command_line(const RunOptions& o) {
+    const auto& argv = invocation();
+    LabEquivalent eq = lab_equivalent(argv);
+    std::string line = lab::shell_quote(argv.empty() ? "gmemstress" : argv[0]) + " lab";
+    for (const auto& a : eq.own)
+        line += " " + lab::shell_quote(a);
+    if (std::find(eq.own.begin(), eq.own.end(), "-r") == eq.own.end() &&
+        std::none_of(eq.own.begin(), eq.own.end(),
+                     [](const std::string& a) { return a.rfind("--report", 0) == 0; }))
+        line += " --report " + lab::shell_quote(o.report_path);
+    if (!eq.guest.empty()) {
+        line += " --";
+        for (const auto& a : eq.guest)
+            line += " " + lab::shell_quote(a);
+    }
+    return line;
+}
+
+// The run, in a VM: boots Debian's newest kernel and runs this profile there.
+int run_in_lab_vm(const RunOptions& o, const profile::Profile& prof) {
+    lab::Options lo;
+    lo.profile = o.profile;
+    lo.report_path = o.report_path;
+    lo.junit_path = o.junit_path;
+    lo.record_path = o.record_path;
+    lo.guest_args = lab_equivalent(invocation()).guest;
+    // Room for the profile's own memory, and for booting under TCG.
+    lo.memory = std::max<uint64_t>(2ull << 30, peak_memory(prof).bytes + (1ull << 30));
+    lo.timeout_s = prof.duration_s + 600;
+    return run_in_lab(lo);
+}
+
 int run(const RunOptions& o) {
     RunControl& control = RunControl::global();
 
@@ -120,10 +185,23 @@ int run(const RunOptions& o) {
     profile::Profile prof = profile::load_profile(o.profile, overrides_from(o), workload_schemas(),
                                                   probes::attach_point_names());
     check_output_paths({o.report_path, o.junit_path, o.record_path});
+    if (o.where == "lab")
+        return run_in_lab_vm(o, prof);
 
     // detect
     Caps caps = detect_caps(prof.bits, prof.cap_memory_attributes2);
-    require_kvm(caps);
+    if (!host_can_run(caps)) {
+        if (o.where == "auto") {
+            if (!o.quiet)
+                fmt::print(stderr,
+                           "gmemstress: this host cannot run it ({}); running it in the "
+                           "lab (a QEMU VM with nested KVM) instead\n",
+                           kvm_unusable_reason(caps));
+            return run_in_lab_vm(o, prof);
+        }
+        throw EnvError(fmt::format("{}; run the same in a VM: {}", kvm_unusable_reason(caps),
+                                   lab_command_line(o)));
+    }
     check_memory(prof, caps);
 
     report::Report rep = new_report("run", caps);
@@ -193,6 +271,11 @@ void add_run_command(CLI::App& app, Action& action) {
         "override any profile key: KEY=VALUE (e.g. workload.host-fault.pattern=random)");
     cmd->add_flag("-q,--quiet", o.quiet, "no summary on stdout");
     cmd->add_flag("--no-progress", o.no_progress, "no live progress line");
+    cmd->add_option("--where", o.where,
+                    "host: this machine's /dev/kvm (default); lab: in a QEMU VM booting Debian's "
+                    "newest kernel (gmemstress lab); auto: the host where its KVM can run the "
+                    "profile, else the lab")
+        ->check(CLI::IsMember({"host", "lab", "auto"}));
     cmd->callback([&action] { action = [] { return run(o); }; });
 }
 

@@ -5,6 +5,12 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string>
+#include <vector>
+
+namespace gms::lab {
+struct Options;
+}
 
 namespace gms::cli {
 
@@ -24,5 +30,13 @@ void add_profiles_command(CLI::App& app, Action& action);
 void add_watch_command(CLI::App& app, Action& action); // probes/ side
 void add_probe_cost_command(CLI::App& app, Action& action);
 void add_lab_command(CLI::App& app, Action& action); // lab/ side
+
+// Boots the lab, passes the guest's output through, returns the exit code
+// (`gmemstress lab`, and `run --where lab|auto` without a usable /dev/kvm).
+int run_in_lab(const lab::Options& o);
+
+// The command line as typed (main records it), for messages that repeat it.
+void set_invocation(int argc, char** argv);
+const std::vector<std::string>& invocation();
 
 } // namespace gms::cli

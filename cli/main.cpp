@@ -9,8 +9,21 @@
 #include <fmt/ranges.h>
 #include <version.h>
 
+namespace gms::cli {
+namespace {
+std::vector<std::string> g_invocation;
+}
+void set_invocation(int argc, char** argv) {
+    g_invocation.assign(argv, argv + argc);
+}
+const std::vector<std::string>& invocation() {
+    return g_invocation;
+}
+} // namespace gms::cli
+
 int main(int argc, char** argv) {
     using namespace gms;
+    cli::set_invocation(argc, argv);
     CLI::App app{"gmemstress: stress and diagnose Linux KVM guest_memfd", "gmemstress"};
     app.set_version_flag("--version", GMS_VERSION);
     app.require_subcommand(1);

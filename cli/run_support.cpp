@@ -38,26 +38,37 @@ void check_output_paths(const std::vector<std::string>& paths) {
     }
 }
 
-void require_kvm(const Caps& caps) {
-    if (!caps.kvm_accessible)
-        throw EnvError(caps.kvm_error);
-    if (!caps.guest_memfd)
-        throw EnvError(
-            fmt::format("kernel {} has no guest_memfd (KVM_CAP_GUEST_MEMFD=0; needs Linux 6.8+)",
-                        caps.kernel_release));
+bool host_can_run(const Caps& caps) {
+    return kvm_unusable_reason(caps).empty();
 }
 
-void check_memory(const profile::Profile& p, const Caps& caps) {
-    uint64_t peak = 0;
-    std::string peak_label;
+std::string kvm_unusable_reason(const Caps& caps) {
+    if (!caps.kvm_accessible)
+        return caps.kvm_error;
+    if (!caps.guest_memfd)
+        return fmt::format("kernel {} has no guest_memfd (KVM_CAP_GUEST_MEMFD=0; needs Linux 6.8+)",
+                           caps.kernel_release);
+    return "";
+}
+
+void require_kvm(const Caps& caps) {
+    if (auto why = kvm_unusable_reason(caps); !why.empty())
+        throw EnvError(why);
+}
+
+PeakMemory peak_memory(const profile::Profile& p) {
+    PeakMemory peak;
     for (const auto& spec : p.workloads) {
         const auto* info = workloads::find(spec.kind);
         uint64_t need = info && info->memory_estimate ? info->memory_estimate(p, spec) : 0;
-        if (need > peak) {
-            peak = need;
-            peak_label = spec.label;
-        }
+        if (need > peak.bytes)
+            peak = {need, spec.label};
     }
+    return peak;
+}
+
+void check_memory(const profile::Profile& p, const Caps& caps) {
+    auto [peak, peak_label] = peak_memory(p);
     // Leave headroom for the rest of the machine: at most 80% of MemAvailable.
     uint64_t allowed = caps.mem_available / 10 * 8;
     if (caps.mem_available && peak > allowed)

@@ -21,8 +21,19 @@ profile::WorkloadSchemas workload_schemas();
 
 // Fails early (UsageError) if a report could not be written at the end.
 void check_output_paths(const std::vector<std::string>& paths);
+// Can this machine's KVM run workloads: a usable /dev/kvm with guest_memfd?
+bool host_can_run(const Caps& caps);
+// Why not, in words (empty when it can).
+std::string kvm_unusable_reason(const Caps& caps);
 // EnvError if /dev/kvm or guest_memfd is missing.
 void require_kvm(const Caps& caps);
+
+// The most memory one workload of the profile needs at once.
+struct PeakMemory {
+    uint64_t bytes = 0;
+    std::string label; // of that workload
+};
+PeakMemory peak_memory(const profile::Profile& p);
 // EnvError if the profile's peak memory exceeds MemAvailable or memory_limit.
 void check_memory(const profile::Profile& p, const Caps& caps);
 

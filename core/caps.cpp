@@ -57,15 +57,20 @@ std::string read_lockdown() {
     return s->substr(open + 1, close - open - 1);
 }
 
-std::string kvm_open_advice(int err) {
+std::string kvm_open_advice(int err, const std::string& dev) {
     switch (err) {
     case ENOENT:
-        return "no /dev/kvm: load kvm-intel or kvm-amd, or enable virtualization";
+        return fmt::format("no {}: load kvm-intel or kvm-amd, or enable virtualization", dev);
+    case ENODEV:
+    case ENXIO:
+        return fmt::format("{} exists but no KVM driver answers it (is this kernel itself a "
+                           "guest without nested virtualization?)",
+                           dev);
     case EACCES:
     case EPERM:
-        return "no permission on /dev/kvm: run as root or join the kvm group";
+        return fmt::format("no permission on {}: run as root or join the kvm group", dev);
     default:
-        return "cannot open /dev/kvm";
+        return fmt::format("cannot open {}", dev);
     }
 }
 
@@ -84,8 +89,9 @@ Caps detect_caps(const kvm::FlagBits& bits, unsigned cap_memory_attributes2) {
     c.btf_vmlinux = access("/sys/kernel/btf/vmlinux", R_OK) == 0;
 
     kvm::Kvm k;
-    if (int e = kvm::Kvm::try_open(k)) {
-        c.kvm_error = fmt::format("{} ({})", kvm_open_advice(e), errno_name(e));
+    const std::string dev = kvm::device_path();
+    if (int e = kvm::Kvm::try_open(k, dev)) {
+        c.kvm_error = fmt::format("{} ({})", kvm_open_advice(e, dev), errno_name(e));
         return c;
     }
     c.kvm_accessible = true;
@@ -111,7 +117,9 @@ Caps detect_caps(const kvm::FlagBits& bits, unsigned cap_memory_attributes2) {
         c.pre_fault_memory = vcap(uapi::kCapPreFaultMemory) > 0;
         c.memory_attributes2 = vcap(cap_memory_attributes2) > 0;
     } else {
-        c.kvm_error = fmt::format("KVM_CREATE_VM failed: {}", errno_name(errno));
+        // A device that opens but cannot create a VM is no KVM to run on.
+        c.kvm_accessible = false;
+        c.kvm_error = fmt::format("{} opens but KVM_CREATE_VM fails ({})", dev, errno_name(errno));
     }
     return c;
 }

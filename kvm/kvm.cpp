@@ -3,6 +3,7 @@
 #include "core/error.h"
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -180,15 +181,20 @@ Mapping GuestMemfd::map_shared(int prot) const {
 
 // ---- Kvm -----------------------------------------------------------------
 
-int Kvm::try_open(Kvm& out, const char* path) {
-    int fd = ::open(path, O_RDWR | O_CLOEXEC);
+std::string device_path() {
+    const char* env = std::getenv("GMS_KVM_DEVICE");
+    return env && *env ? env : "/dev/kvm";
+}
+
+int Kvm::try_open(Kvm& out, const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0)
         return errno;
     out.fd_.reset(fd);
     return 0;
 }
 
-Kvm Kvm::open(const char* path) {
+Kvm Kvm::open(const std::string& path) {
     Kvm k;
     if (int e = try_open(k, path))
         throw SysError("open", path, e);

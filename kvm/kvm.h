@@ -95,10 +95,14 @@ class GuestMemfd {
     InodeId inode_;
 };
 
+// The KVM device: $GMS_KVM_DEVICE when set (tests point it at a missing
+// node to exercise a machine without KVM), else /dev/kvm.
+std::string device_path();
+
 class Kvm {
   public:
-    static int try_open(Kvm& out, const char* path = "/dev/kvm");
-    static Kvm open(const char* path = "/dev/kvm");
+    static int try_open(Kvm& out, const std::string& path = device_path());
+    static Kvm open(const std::string& path = device_path());
     int fd() const { return fd_.get(); }
     int api_version() const;
     // KVM_CHECK_EXTENSION on /dev/kvm: value, or -errno.

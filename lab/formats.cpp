@@ -4,6 +4,8 @@
 #include "core/util.h"
 #include "lab/lab.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <elf.h>
 #include <filesystem>
@@ -211,6 +213,12 @@ std::string CpioWriter::finish() {
 }
 
 std::string shell_quote(const std::string& s) {
+    // Words a shell reads as they are stay readable in messages.
+    bool plain = !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) {
+        return std::isalnum(c) || std::strchr("_-./=:,+@%", c);
+    });
+    if (plain)
+        return s;
     std::string out = "'";
     for (char c : s) {
         if (c == '\'')

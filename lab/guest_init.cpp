@@ -80,6 +80,14 @@ mkdir -p /dev/shm /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 mount -t devpts devpts /dev/pts 2>/dev/null
 mount -t proc proc /host/proc || fail mount "proc in the chroot"
+)SH";
+    // --writable: host directories the command may write, at their own paths.
+    for (size_t i = 0; i < p.writable.size(); ++i)
+        s += fmt::format("mount -t 9p -o trans=virtio,version=9p2000.L,rw,msize=262144 gmsrw{0} "
+                         "/host{1} || fail mount {2}\n",
+                         i, shell_quote(p.writable[i]),
+                         shell_quote("cannot mount the writable share " + p.writable[i]));
+    s += R"SH(
 mount --rbind /sys /host/sys || fail mount "sys in the chroot"
 mount --rbind /dev /host/dev || fail mount "dev in the chroot"
 mark "ready:$(cut -d' ' -f1 /proc/uptime)"
@@ -87,11 +95,12 @@ mark "ready:$(cut -d' ' -f1 /proc/uptime)"
 )SH";
     // The host's own shell and env run the command inside the host root.
     s += fmt::format("chroot /host /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/"
-                     "usr/bin:/sbin:/bin HOME={0} TMPDIR={0} GMS_IN_LAB=1 \\\n"
+                     "usr/bin:/sbin:/bin HOME={0} TMPDIR={0} GMS_IN_LAB=1 {3}\\\n"
                      "    /bin/sh -c 'cd \"$0\" 2>/dev/null || cd /; exec \"$@\"' {1} \\\n"
                      "    {2} \\\n"
                      "    >\"$OUT/stdout\" 2>\"$OUT/stderr\"\n",
-                     p.scratch, shell_quote(p.host_cwd), words(p.command));
+                     p.scratch, shell_quote(p.host_cwd), words(p.command),
+                     p.env.empty() ? "" : words(p.env) + " ");
     s += R"SH(status=$?
 dmesg >"$OUT/dmesg.txt"
 echo "$status" >"$OUT/status"

@@ -2,7 +2,9 @@
 // its console, collect the results from the writable 9p share.
 #include "lab/lab.h"
 
+#include "core/caps.h"
 #include "core/error.h"
+#include "core/kmsg.h"
 #include "core/run_control.h"
 #include "core/util.h"
 #include "lab/process.h"
@@ -19,13 +21,41 @@
 #include <fstream>
 #include <poll.h>
 #include <random>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <unistd.h>
+#include <version.h>
 
 namespace fs = std::filesystem;
 
 namespace gms::lab {
+
+std::string describe_guest_command(const Options& o) {
+    if (!o.exec_command.empty()) {
+        std::string words;
+        for (const auto& w : o.exec_command)
+            words += (words.empty() ? "" : " ") + w;
+        return "exec " + words;
+    }
+    return "gmemstress " + o.guest_command;
+}
+
+std::optional<report::KmsgFinding> console_finding(const std::string& line) {
+    // "[   13.456789] BUG: ..." -> "BUG: ..." (rules anchor at the message start).
+    static const std::regex stamp(R"(^\s*\[\s*(\d+)\.(\d+)\]\s?)");
+    std::smatch m;
+    std::string msg = line;
+    uint64_t us = 0;
+    if (std::regex_search(line, m, stamp)) {
+        msg = m.suffix().str();
+        us = std::stoull(m[1].str()) * 1000000 + std::stoull((m[2].str() + "000000").substr(0, 6));
+    }
+    auto kind = classify_kernel_message(msg);
+    if (!kind)
+        return std::nullopt;
+    return report::KmsgFinding{*kind, msg, us};
+}
 
 bool takes_profile_and_report(const std::string& guest_command) {
     return guest_command == "run" || guest_command == "probe-cost";
@@ -261,9 +291,11 @@ struct Console {
     std::optional<int> done_status;
     std::string fail_stage, fail_message;
     std::string guest_release;
-    std::string panic_line; // "Kernel panic - not syncing: ..."
-    std::string halt_line;  // the boot stub's "-- System halted"
-    bool kvm_error = false; // QEMU says KVM cannot run this guest
+    std::string panic_line;                    // "Kernel panic - not syncing: ..."
+    std::vector<report::KmsgFinding> findings; // bounded
+    uint64_t first_oops_ns = 0; // an Oops/BUG: the guest may hang instead of panicking
+    std::string halt_line;      // the boot stub's "-- System halted"
+    bool kvm_error = false;     // QEMU says KVM cannot run this guest
     uint64_t serial_lines = 0;
     uint64_t file_bytes = 0;
     uint64_t first_output_ns = 0, init_ns = 0, ready_ns = 0, done_ns = 0;
@@ -349,6 +381,12 @@ struct Console {
     void marker(const std::string& l) {
         if (l.find("Kernel panic - not syncing") != std::string::npos && panic_line.empty())
             panic_line = l.substr(l.find("Kernel panic"));
+        if (auto f = console_finding(l); f && l.find(token) == std::string::npos) {
+            if (!first_oops_ns && (f->kind == "oops" || f->kind == "BUG"))
+                first_oops_ns = now_ns();
+            if (findings.size() < 64)
+                findings.push_back(std::move(*f));
+        }
         if (l.find("-- System halted") != std::string::npos && halt_line.empty())
             halt_line = l;
         size_t at = l.find(token + ":");
@@ -402,6 +440,7 @@ struct BootPlan {
     std::string append;
     unsigned cpus;
     uint64_t memory;
+    std::vector<std::string> writable; // more read-write 9p shares (tags gmsrw0..)
 };
 
 enum class BootEnd { done, failed, kvm_unusable };
@@ -432,6 +471,10 @@ std::vector<std::string> qemu_argv(const BootPlan& p, const std::string& accel) 
               "local,path=/,mount_tag=gmshost,security_model=none,readonly=on,multidevs=remap",
               "-virtfs",
               fmt::format("local,path={},mount_tag=gmsout,security_model=none", p.out_dir)});
+    for (size_t i = 0; i < p.writable.size(); ++i)
+        a.insert(a.end(), {"-virtfs", fmt::format("local,path={},mount_tag=gmsrw{},security_model="
+                                                  "none,multidevs=remap",
+                                                  p.writable[i], i)});
     return a;
 }
 
@@ -464,12 +507,12 @@ Boot boot_once(const BootPlan& plan, const std::string& accel, bool kvm_probe, C
             qemu.terminate();
             con.flush();
             b.failure = Failure::timeout;
-            b.message = fmt::format(
-                "--timeout {:.0f}s reached {}; QEMU killed", opts.timeout_s,
-                !con.saw_init    ? "before the guest's init started (boot hangs?)"
-                : !con.saw_ready ? "while the guest was setting up"
-                                 : fmt::format("while gmemstress {} ran in the guest (hang?)",
-                                               opts.guest_command));
+            b.message =
+                fmt::format("--timeout {:.0f}s reached {}; QEMU killed", opts.timeout_s,
+                            !con.saw_init    ? "before the guest's init started (boot hangs?)"
+                            : !con.saw_ready ? "while the guest was setting up"
+                                             : fmt::format("while {} ran in the guest (hang?)",
+                                                           describe_guest_command(opts)));
             return b;
         }
         if (kvm_probe && !con.saw_init) {
@@ -490,6 +533,11 @@ Boot boot_once(const BootPlan& plan, const std::string& accel, bool kvm_probe, C
             wind_down_ns = now + 15'000'000'000ull; // poweroff takes well under a second
         if (!wind_down_ns && (!con.panic_line.empty() || !con.halt_line.empty()))
             wind_down_ns = now + 3'000'000'000ull; // panic=-1 reboots, -no-reboot exits
+        // oops=panic should end the guest at once; if an Oops did not (the
+        // user's --append said otherwise), a guest whose command died holding
+        // a lock would otherwise sit until --timeout.
+        if (!wind_down_ns && con.first_oops_ns)
+            wind_down_ns = con.first_oops_ns + 30'000'000'000ull;
         if (wind_down_ns && now >= wind_down_ns) {
             qemu.terminate();
             b.qemu_status = qemu.poll();
@@ -547,13 +595,17 @@ Boot boot_once(const BootPlan& plan, const std::string& accel, bool kvm_probe, C
     if (!con.fail_stage.empty()) {
         b.failure = Failure::setup;
         b.message = fmt::format("guest setup failed ({}): {}", con.fail_stage, con.fail_message);
-    } else if (!con.panic_line.empty()) {
+    } else if (!con.panic_line.empty() || con.first_oops_ns) {
         b.failure = con.saw_init ? Failure::panic : Failure::boot;
-        b.message = fmt::format("{}: {}",
-                                con.saw_ready  ? "the guest kernel panicked during the run"
-                                : con.saw_init ? "the guest kernel panicked during setup"
-                                               : "the kernel panicked while booting",
-                                con.panic_line);
+        b.message = fmt::format(
+            "{}: {}",
+            con.saw_ready  ? "the guest kernel panicked during the run"
+            : con.saw_init ? "the guest kernel panicked during setup"
+                           : "the kernel panicked while booting",
+            con.panic_line.empty()
+                ? "(no panic line; first finding: " +
+                      (con.findings.empty() ? std::string("?") : con.findings.front().line) + ")"
+                : con.panic_line);
     } else if (!con.halt_line.empty()) {
         b.failure = Failure::boot;
         b.message =
@@ -570,9 +622,10 @@ Boot boot_once(const BootPlan& plan, const std::string& accel, bool kvm_probe, C
                         con.serial_lines ? "" : ", nothing on the serial console", qemu_said);
     } else {
         b.failure = Failure::panic;
-        b.message = fmt::format("the guest stopped (QEMU exit status {}) before gmemstress {} "
-                                "finished: crash, reset or power-off{}",
-                                b.qemu_status.value_or(-1), opts.guest_command, qemu_said);
+        b.message =
+            fmt::format("the guest stopped (QEMU exit status {}) before {} "
+                        "finished: crash, reset or power-off{}",
+                        b.qemu_status.value_or(-1), describe_guest_command(opts), qemu_said);
     }
     return b;
 }
@@ -582,7 +635,7 @@ std::string release_or(const std::string& release, const std::string& fallback) 
 }
 
 bool kvm_usable_on_host() {
-    int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    int fd = ::open(kvm::device_path().c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0)
         return false;
     ::close(fd);
@@ -653,6 +706,7 @@ class LabRun {
     void describe();
     Boot boot_with_fallback();
     Result collect(const Boot& boot);
+    nlohmann::json crash_report(const Result& res) const;
 
     const Options& opts_;
     uint64_t t0_;
@@ -699,9 +753,25 @@ void LabRun::check_options() {
                         "paths)",
                         a));
     }
-    if (o.kernel.empty() && o.kernel_debs.empty())
-        throw UsageError("--kernel BZIMAGE is required (or --kernel-deb with the kernel image "
-                         "package); scripts/fetch-lab-kernel.sh fetches Debian's newest");
+    if (!o.exec_command.empty() && !o.guest_args.empty())
+        throw UsageError("--exec takes its command after '--'; there are no other guest arguments");
+    if (!o.exec_command.empty())
+        for (const auto& [path, flag] :
+             {std::pair{o.report_path, "--report"}, std::pair{o.profile, "--profile"}})
+            if (!path.empty())
+                throw UsageError(fmt::format(
+                    "{} with --exec: the command writes its own files (give it --writable DIR)",
+                    flag));
+    for (const auto& kv : o.env)
+        if (kv.find('=') == std::string::npos || kv.front() == '=')
+            throw UsageError(fmt::format("--env {}: expected KEY=VALUE", kv));
+    for (const auto& d : o.writable) {
+        std::error_code ec;
+        if (!fs::is_directory(d, ec))
+            throw UsageError(fmt::format("--writable {}: no such directory", d));
+        if (fs::absolute(d).lexically_normal() == "/")
+            throw UsageError("--writable /: the host root stays read-only in the guest");
+    }
     for (const auto& [path, what] :
          {std::pair{o.report_path, "--report"}, std::pair{o.junit_path, "--junit"},
           std::pair{o.record_path, "--record"}, std::pair{o.console_path, "--keep-console"},
@@ -748,6 +818,18 @@ void LabRun::find_host_tools() {
 void LabRun::locate_kernel() {
     kernel_ = opts_.kernel;
     modules_dir_ = opts_.modules_dir;
+    if (kernel_.empty() && opts_.kernel_debs.empty()) {
+        progress(opts_, "no --kernel: using Debian's newest kernel (downloaded once, cached in " +
+                            (opts_.kernel_cache.empty() ? default_kernel_cache_dir()
+                                                        : opts_.kernel_cache) +
+                            ")");
+        CachedKernel k = fetch_newest_kernel(
+            {.cache_dir = opts_.kernel_cache, .offline = opts_.offline, .quiet = opts_.quiet});
+        kernel_ = k.kernel;
+        if (modules_dir_.empty())
+            modules_dir_ = k.modules;
+        lab_["kernel_package_version"] = k.version;
+    }
     if (!opts_.kernel_debs.empty()) {
         std::string want;
         std::error_code ec;
@@ -822,6 +904,13 @@ void LabRun::plan_guest() {
     if (ec || plan_.host_cwd.empty())
         plan_.host_cwd = "/";
     guest_out_ = guest_out_dir(plan_);
+    for (const auto& d : opts_.writable)
+        plan_.writable.push_back(fs::absolute(d).lexically_normal().string());
+    plan_.env = opts_.env;
+    if (!opts_.exec_command.empty()) {
+        plan_.command = opts_.exec_command;
+        return;
+    }
     plan_.command = {exe, opts_.guest_command};
     host_profile_ = opts_.profile;
     if (takes_profile_and_report(opts_.guest_command)) {
@@ -887,7 +976,9 @@ void LabRun::describe() {
         lab_["profile"] =
             host_profile_.empty() ? "(default of " + opts_.guest_command + ")" : host_profile_;
     lab_["guest_command"] =
-        std::vector<std::string>(plan_.command.begin() + 1, plan_.command.end());
+        opts_.exec_command.empty()
+            ? std::vector<std::string>(plan_.command.begin() + 1, plan_.command.end())
+            : plan_.command;
 }
 
 // KVM when the host's KVM can run the kernel, else TCG with emulated SVM.
@@ -899,10 +990,13 @@ Boot LabRun::boot_with_fallback() {
     bp.out_dir = out_dir_;
     bp.cpus = opts_.cpus;
     bp.memory = opts_.memory;
+    bp.writable = plan_.writable;
     // quiet: printk to the serial port is slow under TCG; errors still show.
     // panic=-1 + -no-reboot: a panic ends QEMU at once instead of hanging.
+    // oops=panic: an Oops or BUG ends the guest at once, with the splat on the
+    // console, instead of leaving a dead task that holds a lock until --timeout.
     bp.append = "console=ttyS0 earlyprintk=serial,ttyS0,115200 quiet loglevel=4 panic=-1 "
-                "rdinit=/init";
+                "oops=panic rdinit=/init";
     if (!opts_.append.empty())
         bp.append += " " + opts_.append;
 
@@ -985,11 +1079,19 @@ Result LabRun::collect(const Boot& boot) {
     for (const auto& [guest_path, host_path] : path_renames_)
         rename(guest_path, host_path);
 
+    res.kernel_findings = con_.findings;
     if (boot.end != BootEnd::done) {
         res.failure = boot.failure;
         res.message = boot.message;
         res.console_tail = con_.tail_text();
+        res.kernel_crashed = boot.failure == Failure::panic && con_.saw_init;
         res.lab = lab;
+        if (res.kernel_crashed && takes_profile_and_report(opts_.guest_command) &&
+            opts_.exec_command.empty()) {
+            res.report = crash_report(res);
+            if (!opts_.report_path.empty())
+                report::write_atomically(opts_.report_path, res.report->dump(2) + "\n");
+        }
         return res;
     }
 
@@ -999,9 +1101,9 @@ Result LabRun::collect(const Boot& boot) {
     lab["guest_exit_status"] =
         res.guest_status ? nlohmann::json(*res.guest_status) : nlohmann::json(nullptr);
     progress(opts_,
-             fmt::format("guest finished: gmemstress {} exited with status {} (boot {:.1f} s, "
+             fmt::format("guest finished: {} exited with status {} (boot {:.1f} s, "
                          "run {:.1f} s, total {:.1f} s)",
-                         opts_.guest_command, res.guest_status.value_or(-1),
+                         describe_guest_command(opts_), res.guest_status.value_or(-1),
                          lab.value("boot_s", 0.0), lab.value("run_s", 0.0), seconds_since(t0_)));
     res.lab = lab;
     if (!takes_profile_and_report(opts_.guest_command))
@@ -1031,6 +1133,31 @@ Result LabRun::collect(const Boot& boot) {
 }
 
 } // namespace
+
+// The guest's gmemstress could not write a report: the kernel under test
+// crashed under it. The host writes one: the splat as kernel findings
+// (verdict fail), what is known of the guest, and the lab section.
+nlohmann::json LabRun::crash_report(const Result& res) const {
+    report::Report r;
+    r.tool_version = GMS_VERSION;
+    r.timestamp = utc_timestamp();
+    r.command = opts_.guest_command;
+    Caps unknown;
+    unknown.kernel_release = con_.guest_release;
+    unknown.kvm_error = "not known: the guest kernel crashed before gmemstress reported";
+    r.host = unknown.to_json();
+    r.profile = {{"name", host_profile_.empty() ? "(default)" : host_profile_}};
+    r.kernel_log = res.kernel_findings;
+    if (r.kernel_log.empty()) // a reset or triple fault prints nothing
+        r.kernel_log.push_back({"guest_crash", res.message, 0});
+    r.kernel_log_reason = "read from the lab's serial console: the guest kernel crashed";
+    r.errors.push_back(fmt::format("the guest kernel crashed while {} ran; no report from the "
+                                   "guest: {}",
+                                   describe_guest_command(opts_), res.message));
+    nlohmann::json j = report::to_json(r);
+    j["lab"] = res.lab;
+    return j;
+}
 
 Result run_lab(const Options& opts) {
     return LabRun(opts).run();

@@ -4,6 +4,8 @@
 // report, the guest's kernel log and the serial console back. See docs/LAB.md.
 #pragma once
 
+#include "reports/model.h"
+
 #include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -16,7 +18,7 @@ namespace gms::lab {
 // ---- Inputs -----------------------------------------------------------------
 
 struct Options {
-    std::string kernel;                   // bzImage (may come from kernel_debs)
+    std::string kernel;                   // bzImage; empty: Debian's newest (fetched, cached)
     std::string modules_dir;              // a lib/modules/<release> tree (any layout below)
     std::vector<std::string> kernel_debs; // linux-modules / linux-binary .deb files
     std::string profile; // built-in name or a host path; empty: the command's default
@@ -31,12 +33,22 @@ struct Options {
     std::string accel = "auto";          // auto | kvm | tcg
     std::string guest_command = "run";   // gmemstress subcommand run in the guest
     std::vector<std::string> guest_args; // after `--`
-    std::string append;                  // more kernel command line (e.g. loglevel=7)
+    // --exec: this command (any program) instead of gmemstress; its output
+    // and exit status are passed through.
+    std::vector<std::string> exec_command;
+    std::vector<std::string> writable; // host directories the guest may write (same paths)
+    std::vector<std::string> env;      // KEY=VALUE for the guest command
+    std::string kernel_cache;          // where fetched kernels live (default_kernel_cache_dir())
+    bool offline = false;              // no download: the newest cached kernel
+    std::string append;                // more kernel command line (e.g. loglevel=7)
     std::string qemu = "qemu-system-x86_64";
     std::string busybox;       // static busybox; default: found on the host
     bool keep_workdir = false; // debugging: leave the initramfs etc. behind
     bool quiet = false;        // no progress lines on stderr
 };
+
+// What the guest runs, in words: "gmemstress run", "exec python3 ...".
+std::string describe_guest_command(const Options& o);
 
 // Guest commands that take the lab's --profile and --report (host paths the
 // lab translates), as opposed to commands such as caps that print only.
@@ -62,6 +74,11 @@ struct Result {
     std::optional<int> guest_status; // exit status of gmemstress in the guest
     std::string guest_stdout, guest_stderr;
     std::optional<nlohmann::json> report; // the guest's report with "lab" added
+    // Oops, BUG, panic ... lines the guest kernel printed on the console.
+    std::vector<report::KmsgFinding> kernel_findings;
+    // The guest kernel crashed after the lab's init started: a finding about
+    // the kernel under test (exit 1), not a lab that could not run.
+    bool kernel_crashed = false;
     nlohmann::json lab = nlohmann::json::object();
 };
 
@@ -69,6 +86,30 @@ struct Result {
 // that cannot run the lab (before QEMU starts); everything after that is in
 // the Result. Kills QEMU on every path.
 Result run_lab(const Options& opts);
+
+// ---- The kernel cache ----------------------------------------------------------
+
+// $GMS_LAB_KERNEL_DIR, else $XDG_CACHE_HOME/gmemstress/kernels, else
+// ~/.cache/gmemstress/kernels: outside any clone, one download per machine.
+std::string default_kernel_cache_dir();
+
+struct FetchOptions {
+    std::string cache_dir; // empty: default_kernel_cache_dir()
+    bool offline = false;
+    bool quiet = false; // else apt's progress shows on stderr
+    double timeout_s = 1800;
+};
+struct CachedKernel {
+    std::string release, version, kernel, modules;
+};
+// Debian's newest amd64 kernel (trixie-backports, sid), downloaded once and
+// cached; without a network (or offline) the newest cached one. EnvError
+// saying what to do when there is none.
+CachedKernel fetch_newest_kernel(const FetchOptions& o);
+
+// Console lines of a guest kernel that are findings (timestamp prefix
+// removed before classifying); the rest are nullopt.
+std::optional<report::KmsgFinding> console_finding(const std::string& line);
 
 // ---- Pieces (exposed for tests) ----------------------------------------------
 
@@ -129,7 +170,9 @@ struct GuestPlan {
     // The guest's writable tmpfs: /tmp, or /run when the binary itself lives
     // under the host's /tmp (a tmpfs there would hide it).
     std::string scratch = "/tmp";
-    std::vector<std::string> command; // absolute gmemstress path + args (guest view)
+    std::vector<std::string> command;  // absolute gmemstress path + args (guest view)
+    std::vector<std::string> writable; // host dirs mounted read-write at the same path
+    std::vector<std::string> env;      // KEY=VALUE added to the command's environment
 };
 std::string make_init_script(const GuestPlan& plan);
 // Where the results share is mounted, as the guest command sees it.

@@ -98,7 +98,7 @@ Child Child::spawn(const std::vector<std::string>& argv, const Io& io) {
     const char* path = program->c_str();
     int in_fd = devnull.get();
     int o_fd = out_wr ? out_wr.get() : devnull.get();
-    int e_fd = err_wr ? err_wr.get() : devnull.get();
+    int e_fd = err_wr ? err_wr.get() : io.inherit_stderr ? STDERR_FILENO : devnull.get();
     int x_fd = exec_wr.get();
     pid_t parent = ::getpid();
 
@@ -259,6 +259,46 @@ CaptureResult run_capture(const std::vector<std::string>& argv, double timeout_s
     }
     res.status = *c.poll();
     return res;
+}
+
+} // namespace gms::lab
+
+namespace gms::lab {
+
+std::string read_stdout_to_end(Child& c, const std::string& what, double timeout_s, int& status) {
+    std::string out;
+    uint64_t deadline = now_ns() + uint64_t(timeout_s * 1e9);
+    char buf[8192];
+    auto check_bounds = [&] {
+        if (RunControl::global().interrupted()) {
+            c.terminate(0.5);
+            throw Interrupted();
+        }
+        if (now_ns() >= deadline) {
+            c.terminate(0.5);
+            throw EnvError(fmt::format("{} did not finish within {:.0f} s", what, timeout_s));
+        }
+    };
+    while (c.stdout_fd() >= 0) {
+        check_bounds();
+        pollfd fd{c.stdout_fd(), POLLIN, 0};
+        int r = ::poll(&fd, 1, 100);
+        if (r < 0 && errno != EINTR)
+            throw SysError("poll", "child stdout", errno);
+        if (r <= 0)
+            continue;
+        ssize_t n = ::read(c.stdout_fd(), buf, sizeof buf);
+        if (n > 0)
+            out.append(buf, size_t(n));
+        else if (n == 0 || errno != EINTR)
+            c.close_stdout();
+    }
+    while (!c.poll()) {
+        check_bounds();
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    status = *c.poll();
+    return out;
 }
 
 } // namespace gms::lab

@@ -16,9 +16,10 @@ namespace gms::lab {
 class Child {
   public:
     struct Io {
-        bool pipe_stdout = false; // else stdout goes to stdout_file or /dev/null
-        bool pipe_stderr = false; // else stderr goes to /dev/null
-        std::string stdout_file;  // truncated and written by the child
+        bool pipe_stdout = false;    // else stdout goes to stdout_file or /dev/null
+        bool pipe_stderr = false;    // else stderr goes to /dev/null ...
+        bool inherit_stderr = false; // ... or, with this, to gmemstress's own stderr
+        std::string stdout_file;     // truncated and written by the child
     };
 
     // Forks and execs argv[0] (PATH lookup) in a new process group, stdin on
@@ -51,6 +52,11 @@ class Child {
     std::optional<int> status_;
     UniqueFd out_, err_;
 };
+
+// Reads a child's piped stdout until the child closes it; then reaps it.
+// Bounded by timeout_s (then the child is killed: EnvError); SIGINT/SIGTERM
+// of gmemstress kill it too (Interrupted). Sets status to the exit code.
+std::string read_stdout_to_end(Child& c, const std::string& what, double timeout_s, int& status);
 
 // Decodes a waitpid() status: exit code, or 128 + signal number.
 int decode_wait_status(int status);

@@ -19,14 +19,15 @@
 #
 # Usage: fetch-lab-kernel.sh [--dest DIR] [--offline] [--suites "S1 S2"]
 #   --dest DIR    where kernels are cached (default: $GMS_LAB_KERNEL_DIR, else
-#                 <repo>/build/lab-kernel)
+#                 ${XDG_CACHE_HOME:-$HOME/.cache}/gmemstress/kernels: outside any
+#                 clone, so a machine downloads each kernel once)
 #   --offline     do not contact the network; use the newest cached kernel
 #   --suites      Debian suites to consider (default: "trixie-backports sid")
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/.." && pwd)
-dest=${GMS_LAB_KERNEL_DIR:-$repo/build/lab-kernel}
+# `gmemstress lab` runs a copy of this script embedded in the binary (bash -c),
+# so nothing here may depend on where the script file lives.
+dest=${GMS_LAB_KERNEL_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/gmemstress/kernels}
 offline=0
 suites="trixie-backports sid"
 mirror=${GMS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -43,7 +44,7 @@ while [ $# -gt 0 ]; do
     --dest) dest=${2:?--dest needs a directory}; shift 2 ;;
     --offline) offline=1; shift ;;
     --suites) suites=${2:?--suites needs a list}; shift 2 ;;
-    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
@@ -187,8 +188,9 @@ fi
 work=$(mktemp -d "$dest/.work.XXXXXX")
 
 trap 'rm -rf "$work"' EXIT
-log "downloading ${pkgs[*]}"
-(cd "$work" && apt-get "${apt_opts[@]}" -qq download "${pkgs[@]}") >&2 \
+log "downloading ${pkgs[*]} (about 130 MB)"
+# Without -q apt shows its progress (a bar on a terminal, Get: lines otherwise).
+(cd "$work" && apt-get "${apt_opts[@]}" download "${pkgs[@]}") >&2 \
   || die "apt-get download ${pkgs[*]} failed"
 
 mkdir -p "$work/root"

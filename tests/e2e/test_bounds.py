@@ -1,4 +1,5 @@
 """Bounded memory and time; same seed, same sequence of operations."""
+# gmemstress-test: needs-kvm
 import json
 import os
 

@@ -1,4 +1,5 @@
 """SIGINT/SIGTERM: workloads stop, the report is written, marked interrupted, exit 130."""
+# gmemstress-test: needs-kvm
 import os
 import signal
 import subprocess

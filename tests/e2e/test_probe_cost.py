@@ -2,6 +2,7 @@
 on, ratios per pair, a verdict that follows from the figures; bad input and
 interruption handled like `run`. The cost figure itself is not asserted (a
 timed test proves nothing): only that it was measured honestly."""
+# gmemstress-test: needs-kvm
 import json
 import os
 import signal

@@ -1,4 +1,5 @@
 """`profiles`, `profiles show` round trip, `caps` and `caps --json`."""
+# gmemstress-test: needs-kvm
 import json
 import os
 

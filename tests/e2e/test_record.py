@@ -2,6 +2,7 @@
 with the coverage and the workloads' expectations; without probes it is a
 usage error; a recording that cannot be saved does not cost the report, for
 `run` and for `watch` alike."""
+# gmemstress-test: needs-kvm
 import json
 import os
 

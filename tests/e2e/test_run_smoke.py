@@ -1,4 +1,5 @@
 """The default profile end to end on the real /dev/kvm: exit code, report, JUnit."""
+# gmemstress-test: needs-kvm
 import os
 import xml.etree.ElementTree as ET
 

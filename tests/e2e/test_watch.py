@@ -2,6 +2,7 @@
 create: a tiny Python "VMM" (raw ioctls on /dev/kvm) faults pages in through
 its mapping, punches some, and exits; the watch must see its page cache added
 and removed and write a valid report."""
+# gmemstress-test: needs-kvm
 import mmap
 import os
 import struct
