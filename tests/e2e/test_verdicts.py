@@ -2,6 +2,7 @@
 workload that did no operation and ran no check is `skip` with a reason; one
 workload that ran is enough for a pass. The honesty rules of validate_report()
 catch a report that claims otherwise."""
+# gmemstress-test: needs-kvm
 import copy
 import os
 
