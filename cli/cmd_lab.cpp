@@ -150,6 +150,9 @@ void add_lab_command(CLI::App& app, Action& action) {
     cmd->add_option("--writable", c.o.writable,
                     "a host directory the guest command may write, at the same path (repeatable)");
     cmd->add_option("--env", c.o.env, "KEY=VALUE for the guest command's environment (repeatable)");
+    cmd->add_option("--before", c.o.before,
+                    "shell command run in the guest right before the command (e.g. '(sleep 10; "
+                    "echo c > /proc/sysrq-trigger) &')");
     cmd->add_option("--append", c.o.append,
                     "more kernel command line, e.g. loglevel=7 (default: quiet loglevel=4)");
     cmd->add_option("--qemu", c.o.qemu, "QEMU binary (default qemu-system-x86_64)");

@@ -3,6 +3,7 @@
 #include "core/util.h"
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fmt/format.h>
 #include <sys/mount.h>
@@ -12,10 +13,6 @@
 namespace gms {
 
 namespace {
-
-std::string first_line(const std::string& s) {
-    return s.substr(0, s.find('\n'));
-}
 
 std::string read_cpu_model() {
     auto info = read_file("/proc/cpuinfo");
@@ -82,6 +79,8 @@ Caps detect_caps(const kvm::FlagBits& bits, unsigned cap_memory_attributes2) {
     struct utsname u {};
     if (uname(&u) == 0)
         c.kernel_release = u.release;
+    const char* in_lab = std::getenv("GMS_IN_LAB");
+    c.lab_guest = in_lab && std::string(in_lab) == "1";
     c.cpu_model = read_cpu_model();
     c.mem_total = meminfo_kb("MemTotal") * 1024;
     c.mem_available = meminfo_kb("MemAvailable") * 1024;
@@ -128,6 +127,7 @@ nlohmann::json Caps::to_json() const {
     using nlohmann::json;
     json j;
     j["kernel_release"] = kernel_release;
+    j["lab_guest"] = lab_guest;
     j["cpu_model"] = cpu_model;
     j["mem_total"] = mem_total;
     j["mem_available"] = mem_available;

@@ -13,6 +13,7 @@ namespace gms {
 
 struct Caps {
     std::string kernel_release;
+    bool lab_guest = false; // inside `gmemstress lab` (its init sets GMS_IN_LAB=1)
     std::string cpu_model;
     uint64_t mem_total = 0;
     uint64_t mem_available = 0;

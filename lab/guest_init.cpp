@@ -16,6 +16,13 @@ std::string words(const std::vector<std::string>& v) {
     return out;
 }
 
+// --before travels as an environment variable: no second layer of quoting.
+std::vector<std::string> with_before(std::vector<std::string> env, const std::string& before) {
+    if (!before.empty())
+        env.push_back("GMS_LAB_BEFORE=" + before);
+    return env;
+}
+
 } // namespace
 
 std::string guest_out_dir(const GuestPlan& p) {
@@ -96,11 +103,13 @@ mark "ready:$(cut -d' ' -f1 /proc/uptime)"
     // The host's own shell and env run the command inside the host root.
     s += fmt::format("chroot /host /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/"
                      "usr/bin:/sbin:/bin HOME={0} TMPDIR={0} GMS_IN_LAB=1 {3}\\\n"
-                     "    /bin/sh -c 'cd \"$0\" 2>/dev/null || cd /; exec \"$@\"' {1} \\\n"
+                     "    /bin/sh -c 'cd \"$0\" 2>/dev/null || cd /; "
+                     "[ -z \"$GMS_LAB_BEFORE\" ] || eval \"$GMS_LAB_BEFORE\"; exec \"$@\"' {1} \\\n"
                      "    {2} \\\n"
                      "    >\"$OUT/stdout\" 2>\"$OUT/stderr\"\n",
                      p.scratch, shell_quote(p.host_cwd), words(p.command),
-                     p.env.empty() ? "" : words(p.env) + " ");
+                     p.env.empty() && p.before.empty() ? ""
+                                                       : words(with_before(p.env, p.before)) + " ");
     s += R"SH(status=$?
 dmesg >"$OUT/dmesg.txt"
 echo "$status" >"$OUT/status"

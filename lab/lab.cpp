@@ -907,6 +907,7 @@ void LabRun::plan_guest() {
     for (const auto& d : opts_.writable)
         plan_.writable.push_back(fs::absolute(d).lexically_normal().string());
     plan_.env = opts_.env;
+    plan_.before = opts_.before;
     if (!opts_.exec_command.empty()) {
         plan_.command = opts_.exec_command;
         return;

@@ -38,9 +38,10 @@ struct Options {
     std::vector<std::string> exec_command;
     std::vector<std::string> writable; // host directories the guest may write (same paths)
     std::vector<std::string> env;      // KEY=VALUE for the guest command
-    std::string kernel_cache;          // where fetched kernels live (default_kernel_cache_dir())
-    bool offline = false;              // no download: the newest cached kernel
-    std::string append;                // more kernel command line (e.g. loglevel=7)
+    std::string before;       // shell command run in the guest just before it (e.g. a trigger, &)
+    std::string kernel_cache; // where fetched kernels live (default_kernel_cache_dir())
+    bool offline = false;     // no download: the newest cached kernel
+    std::string append;       // more kernel command line (e.g. loglevel=7)
     std::string qemu = "qemu-system-x86_64";
     std::string busybox;       // static busybox; default: found on the host
     bool keep_workdir = false; // debugging: leave the initramfs etc. behind
@@ -173,6 +174,7 @@ struct GuestPlan {
     std::vector<std::string> command;  // absolute gmemstress path + args (guest view)
     std::vector<std::string> writable; // host dirs mounted read-write at the same path
     std::vector<std::string> env;      // KEY=VALUE added to the command's environment
+    std::string before;                // shell command run first, in the same shell
 };
 std::string make_init_script(const GuestPlan& plan);
 // Where the results share is mounted, as the guest command sees it.

@@ -30,15 +30,21 @@ std::set<std::pair<uint64_t, uint64_t>> GmemScan::inodes_of(pid_t pid) const {
     return s;
 }
 
+bool is_gmem_name(const std::string& proc_path) {
+    return proc_path == "anon_inode:[kvm-gmem]" || proc_path == "/[kvm-gmem]" ||
+           proc_path == "/[kvm-gmem] (deleted)";
+}
+
 bool parse_gmem_maps_line(const std::string& line, uint64_t* st_dev, uint64_t* ino) {
     // "7f7e674c5000-7f7e675c5000 rw-s 00000000 00:10 919001   anon_inode:[kvm-gmem]"
-    auto pos = line.find(kGmemAnonName);
-    if (pos == std::string::npos)
-        return false;
+    // "7f1445772000-7f1445872000 rw-s 00000000 00:1b 1424     /[kvm-gmem] (deleted)"
     std::istringstream in(line);
-    std::string range, perms, offset, dev;
+    std::string range, perms, offset, dev, path;
     uint64_t inode = 0;
-    if (!(in >> range >> perms >> offset >> dev >> inode))
+    if (!(in >> range >> perms >> offset >> dev >> inode >> std::ws))
+        return false;
+    std::getline(in, path);
+    if (!is_gmem_name(path))
         return false;
     auto colon = dev.find(':');
     if (colon == std::string::npos)
@@ -73,7 +79,7 @@ void scan_pid(pid_t pid, GmemScan& out) {
         if (n <= 0)
             continue;
         buf[n] = 0;
-        if (std::string(buf) != kGmemAnonName)
+        if (!is_gmem_name(buf))
             continue;
         struct stat st {};
         if (::stat(path.c_str(), &st) != 0)

@@ -1,5 +1,5 @@
 // Finding guest_memfds of other processes (for `watch`): /proc/PID/fd links
-// "anon_inode:[kvm-gmem]" (fstat gives dev/ino) and /proc/PID/maps lines.
+// (fstat gives dev/ino) and /proc/PID/maps lines naming a guest_memfd.
 #pragma once
 
 #include "kvm/kvm.h"
@@ -12,7 +12,10 @@
 
 namespace gms::probes {
 
-inline constexpr const char* kGmemAnonName = "anon_inode:[kvm-gmem]";
+// How /proc names a guest_memfd: "anon_inode:[kvm-gmem]" while it was an anon
+// inode (up to 6.x), "/[kvm-gmem] (deleted)" since it has a pseudo-filesystem
+// of its own (7.x).
+bool is_gmem_name(const std::string& proc_path);
 
 struct GmemHolder {
     pid_t pid = 0;

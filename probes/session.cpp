@@ -128,6 +128,7 @@ struct Session::Impl {
     // By raw source id: counted once per event on the hot path.
     std::array<uint64_t, GMS_SRC_MAX + 1> by_src{};
     uint64_t decoded = 0, short_records = 0, unknown_types = 0, watch_map_full = 0;
+    uint64_t calibration_file_events = 0;
     std::vector<Event> recorded;
     uint64_t record_dropped = 0;
     int64_t pfn_correction = 0;
@@ -201,8 +202,10 @@ struct Session::Impl {
         if (calibrating &&
             (ev->type == EventType::direct_map || calib_keys.count({ev->dev, ev->ino})))
             calib_events.push_back(*ev);
-        if ((ev->dev || ev->ino) && calib_keys.count({ev->dev, ev->ino}))
+        if ((ev->dev || ev->ino) && calib_keys.count({ev->dev, ev->ino})) {
+            ++calibration_file_events; // the calibration's own file: not the run's stream
             return;
+        }
         feed_locked(*ev);
     }
 
@@ -911,6 +914,7 @@ nlohmann::json Session::describe() const {
         if (im.by_src[src])
             j["events_by_source"][src_name(static_cast<uint16_t>(src))] = im.by_src[src];
     j["events_decoded"] = im.decoded;
+    j["events_of_calibration_files"] = im.calibration_file_events;
     j["filter"] = {{"mode", im.opts.all_guest_memfds ? "all_guest_memfds" : "watched_inodes"},
                    {"files_watched", im.watched.size()},
                    {"counters_tgid", im.filter_tgid}};

@@ -149,6 +149,11 @@ std::string to_text(const Report& r, bool color) {
     out += fmt::format("gmemstress {} — profile {} (seed {}), {:.1f}s{}\n", r.tool_version,
                        r.profile.value("name", "?"), r.seed, r.duration_s,
                        r.interrupted ? fmt::format(", INTERRUPTED ({})", r.interrupt_reason) : "");
+    // Where the results come from: this machine's KVM, or a lab guest's kernel.
+    std::string kernel = r.host.value("kernel_release", std::string("?"));
+    out += r.host.value("lab_guest", false)
+               ? fmt::format("ran in: the QEMU lab (gmemstress lab), guest kernel {}\n", kernel)
+               : fmt::format("ran on: this host's KVM, kernel {}\n", kernel);
     for (const auto& w : r.workloads) {
         uint64_t ops = 0;
         for (const auto& [_, s] : w.ops)

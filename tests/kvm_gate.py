@@ -32,11 +32,11 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
+
+import ctest_info  # beside this script
 
 KVM_CREATE_VM = 0xAE01
 KVM_CHECK_EXTENSION = 0xAE03
@@ -139,33 +139,18 @@ def replay(build, command, why):
 def ctest_tests(ctest, build):
     """Every test that requires the kvm_batch fixture, as ctest would run it
     (command, environment, working directory, timeout)."""
-    # ctest rewrites <dir>/Testing/Temporary/LastTest.log even for --show-only,
-    # under the feet of the ctest that runs us: ask it about a shadow tree of
-    # the CTestTestfile.cmake files instead (their paths are absolute).
-    with tempfile.TemporaryDirectory(prefix="gms-ctest-shadow-") as shadow:
-        for root, dirs, files in os.walk(build):
-            dirs[:] = [x for x in dirs if x not in ("CMakeFiles", "Testing", "kvm-batch")]
-            if "CTestTestfile.cmake" in files:
-                into = os.path.join(shadow, os.path.relpath(root, build))
-                os.makedirs(into, exist_ok=True)
-                shutil.copy(os.path.join(root, "CTestTestfile.cmake"), into)
-        p = subprocess.run([ctest, "--test-dir", shadow, "--show-only=json-v1"],
-                           capture_output=True, text=True, timeout=120)
-        # A test without a WORKING_DIRECTORY of its own runs where its
-        # CTestTestfile is: in the build tree, not in the shadow.
-        out = p.stdout.replace(json.dumps(shadow)[1:-1], json.dumps(build)[1:-1])
-    if p.returncode != 0:
-        sys.exit(f"kvm_gate: ctest --show-only failed: {p.stderr.strip()}")
+    try:
+        registered = ctest_info.show_only(build, ctest)
+    except RuntimeError as e:
+        sys.exit(f"kvm_gate: {e}")
     tests = []
-    for t in json.loads(out).get("tests", []):
-        props = {pr["name"]: pr["value"] for pr in t.get("properties", [])}
-        command = t.get("command")
-        if not command or FIXTURE not in props.get("FIXTURES_REQUIRED", []):
+    for t in registered:
+        props = t["props"]
+        if not t["command"] or FIXTURE not in props.get("FIXTURES_REQUIRED", []):
             continue
-        # The gate itself is the launcher: in the guest it runs the test directly.
         tests.append({
             "name": t["name"],
-            "command": command,
+            "command": t["command"],
             "env": props.get("ENVIRONMENT", []),
             "cwd": props.get("WORKING_DIRECTORY") or build,
             "timeout": float(props.get("TIMEOUT", 600)),

@@ -317,6 +317,14 @@ TEST_CASE("probes: /proc/PID/maps lines of guest_memfds parse", "[probes]") {
                                        &dev, &ino));
     CHECK(dev == makedev(0, 0x10));
     CHECK(ino == 919001);
+    // 7.x: guest_memfd has a pseudo-filesystem of its own (seen on Debian's 7.3.4).
+    CHECK(probes::parse_gmem_maps_line("7f1445772000-7f1445872000 rw-s 00000000 00:1b 1424       "
+                                       "                /[kvm-gmem] (deleted)",
+                                       &dev, &ino));
+    CHECK(dev == makedev(0, 0x1b));
+    CHECK(ino == 1424);
+    CHECK_FALSE(probes::parse_gmem_maps_line(
+        "7f00-7f10 rw-s 00000000 08:01 1234 /home/u/[kvm-gmem].txt", &dev, &ino));
     CHECK_FALSE(probes::parse_gmem_maps_line(
         "7f00-7f10 r--p 00000000 08:01 1234 /usr/lib/libc.so.6", &dev, &ino));
 }

@@ -47,14 +47,24 @@ def require_host_tools():
         skip("busybox is not installed (apt-get install busybox-static)")
 
 
+def kernel_cache_dir():
+    """Where `gmemstress lab` caches Debian's kernels (its own default)."""
+    if os.environ.get("GMS_LAB_KERNEL_DIR"):
+        return os.environ["GMS_LAB_KERNEL_DIR"]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.environ.get("HOME", "/root"),
+                                                               ".cache")
+    return os.path.join(cache, "gmemstress", "kernels")
+
+
 def fetch_kernel():
-    """Returns dict(release, version, kernel, modules) of Debian's newest kernel."""
+    """Returns dict(release, version, kernel, modules) of Debian's newest
+    kernel, in the cache `gmemstress lab` itself uses (fetched once per machine)."""
     require_host_tools()
-    _, src, build = env()
-    dest = os.environ.get("GMS_LAB_KERNEL_DIR", os.path.join(build, "lab-kernel"))
+    _, src, _ = env()
     script = os.path.join(src, "scripts", "fetch-lab-kernel.sh")
     t0 = time.monotonic()
-    p = subprocess.run([script, "--dest", dest], capture_output=True, text=True, timeout=900)
+    p = subprocess.run([script, "--dest", kernel_cache_dir()], capture_output=True, text=True,
+                       timeout=900)
     if p.returncode != 0:
         skip("cannot obtain Debian's kernel (network?): "
              + (p.stderr.strip().splitlines() or ["no output"])[-1])
@@ -116,6 +126,17 @@ class Lab:
         print(f"exit {p.returncode} after {p.elapsed:.1f} s")
         print("--- stderr ---\n" + p.stderr[-6000:] + "--- end ---", flush=True)
         self.assert_no_stray_qemu()
+        return p
+
+    def run_gms(self, args, extra_env=None, timeout=120):
+        """Any gmemstress command (not `lab`), with this test's TMPDIR."""
+        gms, _, _ = env()
+        e = self.env()
+        e.update(extra_env or {})
+        print("$ " + " ".join(f"{k}={v}" for k, v in (extra_env or {}).items()) + " "
+              + " ".join([gms] + args), flush=True)
+        p = subprocess.run([gms] + args, capture_output=True, text=True, timeout=timeout, env=e)
+        print(f"exit {p.returncode}\n--- stderr ---\n{p.stderr[-3000:]}--- end ---", flush=True)
         return p
 
     def start(self, args):
