@@ -90,7 +90,9 @@ mount -t proc proc /host/proc || fail mount "proc in the chroot"
 )SH";
     // --writable: host directories the command may write, at their own paths.
     for (size_t i = 0; i < p.writable.size(); ++i)
-        s += fmt::format("mount -t 9p -o trans=virtio,version=9p2000.L,rw,msize=262144 gmsrw{0} "
+        // mkdir: a directory under the guest's own tmpfs (/tmp) needs its mount point.
+        s += fmt::format("mkdir -p /host{1} 2>/dev/null; "
+                         "mount -t 9p -o trans=virtio,version=9p2000.L,rw,msize=262144 gmsrw{0} "
                          "/host{1} || fail mount {2}\n",
                          i, shell_quote(p.writable[i]),
                          shell_quote("cannot mount the writable share " + p.writable[i]));

@@ -16,6 +16,13 @@ kernel = fetch_kernel()  # the same cache gmemstress lab uses: the boots below n
 gms, src, _ = env()
 lab = Lab()
 try:
+    # Offline with nothing cached: a clear error saying what to do, exit 3, no boot.
+    empty = lab.path("empty-cache")
+    os.mkdir(empty)
+    p = lab.run(["--offline", "--kernel-cache", empty, "--exec", "--", "true"], timeout=60)
+    check(p.returncode == 3 and "none is cached there" in p.stderr and "--kernel" in p.stderr,
+          f"offline without a cached kernel: exit 3 naming what to do ({p.returncode})")
+
     out_dir = lab.path("out")
     os.mkdir(out_dir)
     script = ("echo to-stdout; echo to-stderr >&2; uname -r; test -c /dev/kvm && echo has-kvm; "
