@@ -58,6 +58,20 @@ try:
     check("ran in: the QEMU lab" in p.stdout and kernel["release"] in p.stdout,
           "the summary says it ran in the lab and under which kernel")
     check(load_json(report).get("verdict") == "pass", "the report came back to the same path")
+
+    # The README's main command on a machine without a usable /dev/kvm:
+    # `run --where auto` goes to the lab by itself and says so.
+    report = lab.path("auto.json")
+    p = lab.run_gms(["run", "--where", "auto", "--report", report, "--duration", "6s"],
+                    extra_env={"GMS_KVM_DEVICE": "/nonexistent"}, timeout=400)
+    check(p.returncode == 0, f"run --where auto without a usable KVM passes in the lab "
+                             f"({p.returncode})")
+    check("running it in the lab" in p.stderr, "it says why it goes to the lab")
+    check("ran in: the QEMU lab" in p.stdout and kernel["release"] in p.stdout,
+          "the summary says where it ran and under which kernel")
+    rep = load_json(report)
+    check(rep.get("verdict") == "pass" and rep.get("lab", {}).get("kernel_release") ==
+          kernel["release"], "the report (with its lab object) is at the path run was given")
 finally:
     lab.cleanup()
 print("PASS")
