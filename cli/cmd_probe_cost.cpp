@@ -2,17 +2,14 @@
 // profile repeatedly with the probes off and on, alternately, in one
 // invocation, and compares the workloads' throughput pair by pair.
 #include "cli/commands.h"
-#include "cli/run_support.h"
 #include "core/error.h"
-#include "core/util.h"
+#include "engine/engine.h"
 #include "probes/attach_points.h"
 #include "reports/cost.h"
-#include "reports/render.h"
+#include "workloads/workload.h"
 
 #include <cmath>
 #include <fmt/format.h>
-#include <unistd.h>
-#include <version.h>
 
 namespace gms::cli {
 
@@ -51,23 +48,14 @@ double parse_max_cost(const std::string& s) {
     return v;
 }
 
-// One run of the profile with the probes `on` or off, as `run` does it
-// (attach outside the timed part, then the workloads, then the checkers).
+// One run of the profile with the probes `on` or off, as `run` does it; the
+// kernel log is scanned over the whole command instead.
 report::Report run_once(const profile::Profile& base, const Caps& caps, bool on) {
     profile::Profile p = base;
     p.probes.mode = on ? "on" : "off"; // on: a failure to attach is an error, not a silent off
-    report::Report rep = new_report("run", caps);
-    ProbeAttachment probes = attach_probes(p, caps, rep);
-    RunControl& control = RunControl::global();
-    control.set_deadline(p.duration_s);
-    uint64_t start = now_ns();
-    {
-        ProgressPrinter quiet_progress(false);
-        run_workloads(p, caps, control, probes.observer(), quiet_progress, rep);
-    }
-    rep.duration_s = double(now_ns() - start) / 1e9;
-    finish_probes(probes, rep);
-    return rep;
+    engine::RunSpec spec;
+    spec.kernel_log = false;
+    return engine::run_profile(p, caps, spec);
 }
 
 int probe_cost(const CostOptions& o) {
@@ -83,19 +71,17 @@ int probe_cost(const CostOptions& o) {
                              "--probe-backend " + *o.probe_backend});
     for (const auto& s : o.sets)
         overrides.push_back(profile::parse_set_flag(s));
-    profile::Profile prof = profile::load_profile(o.profile, overrides, workload_schemas(),
+    profile::Profile prof = profile::load_profile(o.profile, overrides, workloads::schemas(),
                                                   probes::attach_point_names());
-    check_output_paths({o.report_path});
+    engine::check_output_paths({o.report_path});
 
     // detect
-    Caps caps = detect_caps(prof.bits, prof.cap_memory_attributes2);
-    require_kvm(caps);
-    check_memory(prof, caps);
+    Caps caps = engine::detect(prof);
+    engine::require_kvm(caps);
+    engine::check_memory(prof, caps);
 
     report::CostReport rep;
-    rep.tool_version = GMS_VERSION;
-    rep.timestamp = utc_timestamp();
-    rep.host = caps.to_json();
+    engine::stamp(rep, "probe-cost", caps);
     rep.profile = prof.to_json();
     rep.backend_requested = prof.probes.backend;
     rep.reps_requested = o.reps;
@@ -141,23 +127,14 @@ int probe_cost(const CostOptions& o) {
         rep.pairs.push_back(std::move(pair));
     }
 
-    // check
-    rep.kernel_log_available = kmsg.available();
-    rep.kernel_log_reason = kmsg.reason();
-    rep.kernel_log = kmsg.collect();
-    if (control.interrupted()) {
-        rep.interrupted = true;
-        rep.interrupt_reason = control.stop_reason();
-    }
+    // finish
+    engine::collect_kernel_log(kmsg, rep);
+    engine::mark_interrupted(control, rep);
     report::summarize(rep);
 
-    // report
-    report::write_atomically(o.report_path, report::to_json(rep).dump(2) + "\n");
-    if (!o.quiet) {
-        fmt::print("{}", report::to_text(rep));
-        fmt::print("report: {}\n", o.report_path);
-    }
-    return exit_code_for(rep.verdict, rep.interrupted);
+    // write
+    return engine::write_reports(
+        rep, {o.report_path, "", o.quiet ? engine::Summary::none : engine::Summary::text});
 }
 
 } // namespace
@@ -173,7 +150,7 @@ void add_probe_cost_command(CLI::App& app, Action& action) {
     cmd->add_option("--reps", o.reps, "pairs of runs (default 5)");
     cmd->add_option("--max-cost", o.max_cost,
                     "largest acceptable throughput loss with the probes on (default 10%)");
-    cmd->add_option("--probe-backend", o.probe_backend, "auto, fentry, kprobe, tracepoint");
+    add_probe_backend_flag(cmd, o.probe_backend);
     cmd->add_option("--set", o.sets, "override any profile key: KEY=VALUE");
     cmd->add_flag("-q,--quiet", o.quiet, "no table on stdout, no progress on stderr");
     cmd->callback([&action] { action = [] { return probe_cost(o); }; });

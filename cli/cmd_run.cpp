@@ -1,22 +1,15 @@
-// `gmemstress run`: parse -> detect -> attach -> run -> check -> report.
+// `gmemstress run`: flags -> profile, then the engine's passes (detect ->
+// attach -> run -> finish -> write) on this host, or the same run in the lab.
 #include "cli/commands.h"
-#include "cli/run_support.h"
-#include "core/caps.h"
 #include "core/error.h"
-#include "core/kmsg.h"
 #include "core/profile.h"
-#include "core/run_control.h"
-#include "core/util.h"
+#include "engine/engine.h"
 #include "lab/lab.h"
 #include "probes/attach_points.h"
-#include "probes/session.h"
-#include "reports/render.h"
 #include "workloads/workload.h"
 
 #include <fmt/format.h>
-#include <thread>
 #include <unistd.h>
-#include <version.h>
 
 namespace gms::cli {
 
@@ -173,67 +166,44 @@ int run_in_lab_vm(const RunOptions& o, const profile::Profile& prof) {
     lo.record_path = o.record_path;
     lo.guest_args = lab_equivalent(invocation()).guest;
     // Room for the profile's own memory, and for booting under TCG.
-    lo.memory = std::max<uint64_t>(2ull << 30, peak_memory(prof).bytes + (1ull << 30));
+    lo.memory = std::max<uint64_t>(2ull << 30, engine::peak_memory(prof).bytes + (1ull << 30));
     lo.timeout_s = prof.duration_s + 600;
     return run_in_lab(lo);
 }
 
 int run(const RunOptions& o) {
-    RunControl& control = RunControl::global();
-
     // parse
-    profile::Profile prof = profile::load_profile(o.profile, overrides_from(o), workload_schemas(),
-                                                  probes::attach_point_names());
-    check_output_paths({o.report_path, o.junit_path, o.record_path});
+    profile::Profile prof = profile::load_profile(
+        o.profile, overrides_from(o), workloads::schemas(), probes::attach_point_names());
+    engine::check_output_paths({o.report_path, o.junit_path, o.record_path});
     if (o.where == "lab")
         return run_in_lab_vm(o, prof);
 
     // detect
-    Caps caps = detect_caps(prof.bits, prof.cap_memory_attributes2);
-    if (!host_can_run(caps)) {
+    Caps caps = engine::detect(prof);
+    if (!engine::host_can_run(caps)) {
         if (o.where == "auto") {
             if (!o.quiet)
                 fmt::print(stderr,
                            "gmemstress: this host cannot run it ({}); running it in the "
                            "lab (a QEMU VM with nested KVM) instead\n",
-                           kvm_unusable_reason(caps));
+                           engine::kvm_unusable_reason(caps));
             return run_in_lab_vm(o, prof);
         }
-        throw EnvError(fmt::format("{}; run the same in a VM: {}", kvm_unusable_reason(caps),
-                                   lab_command_line(o)));
+        throw EnvError(fmt::format("{}; run the same in a VM: {}",
+                                   engine::kvm_unusable_reason(caps), lab_command_line(o)));
     }
-    check_memory(prof, caps);
+    engine::check_memory(prof, caps);
 
-    report::Report rep = new_report("run", caps);
-    rep.profile = prof.to_json();
-    rep.seed = prof.seed;
+    // attach -> run -> finish
+    engine::RunSpec spec;
+    spec.record_path = o.record_path;
+    spec.progress = !o.quiet && !o.no_progress && isatty(STDERR_FILENO) && prof.duration_s > 3;
+    report::Report rep = engine::run_profile(prof, caps, spec);
 
-    // attach
-    KmsgWatcher kmsg;
-    ProbeAttachment probes = attach_probes(prof, caps, rep, !o.record_path.empty());
-    // The duration is the workloads' time: attaching (slow under TCG) is not
-    // charged to it.
-    control.set_deadline(prof.duration_s);
-
-    // run
-    uint64_t start = now_ns();
-    {
-        ProgressPrinter progress(!o.quiet && !o.no_progress && isatty(STDERR_FILENO) &&
-                                 prof.duration_s > 3);
-        run_workloads(prof, caps, control, probes.observer(), progress, rep);
-    }
-    rep.duration_s = double(now_ns() - start) / 1e9;
-
-    // check
-    finish_probes(probes, rep, o.record_path);
-    collect_kernel_log(kmsg, rep);
-    if (control.interrupted()) {
-        rep.interrupted = true;
-        rep.interrupt_reason = control.stop_reason();
-    }
-
-    // report
-    return write_reports(rep, o.report_path, o.junit_path, o.quiet);
+    // write
+    return engine::write_reports(rep, {o.report_path, o.junit_path,
+                                       o.quiet ? engine::Summary::none : engine::Summary::text});
 }
 
 } // namespace
@@ -263,9 +233,8 @@ void add_run_command(CLI::App& app, Action& action) {
     cmd->add_option("--threads", o.threads, "worker threads of every workload");
     cmd->add_option("--ops", o.ops, "operations per workload (0 = until its time budget)");
     cmd->add_option("--probes", o.probes_mode, "eBPF probes: auto, on (required), off");
-    cmd->add_option("--probe-backend", o.probe_backend, "auto, fentry, kprobe, tracepoint");
-    cmd->add_flag("--all-guest-memfds", o.all_guest_memfds,
-                  "observe every guest_memfd on the machine");
+    add_probe_backend_flag(cmd, o.probe_backend);
+    add_all_guest_memfds_flag(cmd, o.all_guest_memfds);
     cmd->add_option(
         "--set", o.sets,
         "override any profile key: KEY=VALUE (e.g. workload.host-fault.pattern=random)");

@@ -4,12 +4,12 @@
 // and /proc/PID/maps, rescanned every --interval to learn new and released
 // files.
 #include "cli/commands.h"
-#include "cli/run_support.h"
 #include "core/caps.h"
 #include "core/error.h"
 #include "core/kmsg.h"
 #include "core/run_control.h"
 #include "core/util.h"
+#include "engine/engine.h"
 #include "probes/gmem_scan.h"
 #include "probes/session.h"
 
@@ -128,7 +128,8 @@ class FileTracker {
 int run_watch(const WatchOptions& o) {
     if (!o.pid && !o.all)
         throw UsageError(
-            "watch: give --pid PID (one process's guest_memfds) or --all (every guest_memfd)");
+            "watch: give --pid PID (one process's guest_memfds) or --all-guest-memfds (every "
+            "guest_memfd)");
     double duration = 0;
     if (!o.duration.empty()) {
         auto d = parse_duration(o.duration);
@@ -144,21 +145,21 @@ int run_watch(const WatchOptions& o) {
         throw UsageError(fmt::format("--interval {}: expected 0.05 to 3600 seconds", o.interval));
     if (o.pid && !process_alive(o.pid))
         throw UsageError(fmt::format("--pid {}: no such process", o.pid));
-    check_output_paths({o.report_path, o.record});
+    engine::check_output_paths({o.report_path, o.record});
     if (::geteuid() != 0)
         throw EnvError("watch needs root: BPF programs are loaded");
 
-    RunControl::install_signal_handlers();
+    // detect: no profile, so the default patch-series flag bits.
     RunControl& control = RunControl::global();
     if (duration > 0)
         control.set_deadline(duration);
-
     Caps caps = detect_caps(kvm::FlagBits{});
     caps.bpf = probes::detect_backends();
     KmsgWatcher kmsg;
-    report::Report rep = new_report("watch", caps);
+    report::Report rep = engine::new_report("watch", caps);
     uint64_t started = now_ns();
 
+    // attach
     probes::Options po;
     po.backend = o.backend;
     po.all_guest_memfds = o.all;
@@ -166,9 +167,9 @@ int run_watch(const WatchOptions& o) {
     po.calibrate = !o.no_calibrate;
     po.filter_pid = o.all ? 0 : o.pid;
     po.record = !o.record.empty();
-    ProbeAttachment probes; // the same detach, check and recording path as `run`
-    probes.session = probes::Session::attach(po, caps);
+    engine::ProbeAttachment probes = engine::attach_probes(po, caps);
 
+    // run: follow the files until the process exits, the duration ends or a signal.
     FileTracker files(*probes.session, o);
     files.initial(probes::scan_guest_memfds(o.all ? 0 : o.pid));
     std::string end_reason;
@@ -184,15 +185,18 @@ int run_watch(const WatchOptions& o) {
     }
 
     rep.duration_s = double(now_ns() - started) / 1e9;
-    // SIGINT is how an open-ended watch ends: recorded, not an error.
+
+    // finish: SIGINT is how an open-ended watch ends: recorded, not an error.
     rep.interrupted = false;
     rep.interrupt_reason = end_reason;
-    finish_probes(probes, rep, o.record, {{"pid", o.pid}, {"all", o.all}});
+    engine::finish_probes(probes, rep, o.record, {{"pid", o.pid}, {"all", o.all}});
     rep.probes["watch"] = files.to_json();
     rep.probes["watch"]["ended_by"] = end_reason;
-    collect_kernel_log(kmsg, rep);
+    engine::collect_kernel_log(kmsg, rep);
 
-    return write_reports(rep, o.report_path, "", o.json ? Summary::json : Summary::text);
+    // write
+    return engine::write_reports(
+        rep, {o.report_path, "", o.json ? engine::Summary::json : engine::Summary::text});
 }
 
 } // namespace
@@ -205,14 +209,17 @@ void add_watch_command(CLI::App& app, Action& action) {
     auto* pid = cmd->add_option("--pid", opts.pid,
                                 "watch the guest_memfds of this process (QEMU, crosvm, ...)")
                     ->check(CLI::PositiveNumber);
-    auto* all = cmd->add_flag("--all", opts.all, "watch every guest_memfd on the machine");
+    auto [all, all_alias] = add_all_guest_memfds_flag(cmd, opts.all);
     pid->excludes(all);
+    pid->excludes(all_alias);
     cmd->add_option("--duration", opts.duration,
                     "stop after this long (default: until SIGINT or the process exits)");
     cmd->add_option("--report", opts.report_path, "write the JSON report here");
     cmd->add_flag("--json", opts.json, "print the JSON report instead of the summary");
-    cmd->add_option("--backend", opts.backend, "attach method: auto, fentry, kprobe, tracepoint")
-        ->check(CLI::IsMember({"auto", "fentry", "kprobe", "tracepoint"}));
+    // Straight to the probes (no profile checks it): checked here.
+    auto [backend, backend_alias] = add_probe_backend_flag(cmd, opts.backend);
+    for (auto* b : {backend, backend_alias})
+        b->check(CLI::IsMember({"auto", "fentry", "kprobe", "tracepoint"}));
     cmd->add_option("--ringbuf", opts.ringbuf, "BPF ring buffer size (power of two)");
     cmd->add_flag("--no-calibrate", opts.no_calibrate,
                   "skip the secretmem calibration (direct-map verdicts "

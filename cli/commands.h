@@ -1,11 +1,15 @@
-// Each subcommand lives in its own file and registers itself on the app.
-// The selected command's action runs after parsing; main maps exceptions
-// to exit codes.
+// Each subcommand lives in its own file and registers itself on the app: it
+// maps its flags to options and calls the engine (engine/engine.h). The
+// selected command's action runs after parsing; main maps exceptions to exit
+// codes.
 #pragma once
+
+#include "engine/exit_codes.h"
 
 #include <CLI/CLI.hpp>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace gms::lab {
@@ -14,13 +18,13 @@ struct Options;
 
 namespace gms::cli {
 
-// Exit codes (documented in README.md).
-inline constexpr int kExitPass = 0;
-inline constexpr int kExitFailures = 1;
-inline constexpr int kExitUsage = 2;
-inline constexpr int kExitEnvironment = 3;
-inline constexpr int kExitToolError = 4;
-inline constexpr int kExitInterrupted = 130;
+// Exit codes (documented in README.md), the engine's.
+using engine::kExitEnvironment;
+using engine::kExitFailures;
+using engine::kExitInterrupted;
+using engine::kExitPass;
+using engine::kExitToolError;
+using engine::kExitUsage;
 
 using Action = std::function<int()>;
 
@@ -30,6 +34,20 @@ void add_profiles_command(CLI::App& app, Action& action);
 void add_watch_command(CLI::App& app, Action& action); // probes/ side
 void add_probe_cost_command(CLI::App& app, Action& action);
 void add_lab_command(CLI::App& app, Action& action); // lab/ side
+
+// The probe flags, spelt the same in every command. `watch` used to spell
+// them --backend and --all: those stay as hidden aliases. Return both options
+// (the flag, then its alias) for checks and exclusions.
+template <class T>
+std::pair<CLI::Option*, CLI::Option*> add_probe_backend_flag(CLI::App* cmd, T& backend) {
+    return {cmd->add_option("--probe-backend", backend,
+                            "eBPF attach method: auto, fentry, kprobe, tracepoint"),
+            cmd->add_option("--backend", backend)->group("")};
+}
+inline std::pair<CLI::Option*, CLI::Option*> add_all_guest_memfds_flag(CLI::App* cmd, bool& all) {
+    return {cmd->add_flag("--all-guest-memfds", all, "observe every guest_memfd on the machine"),
+            cmd->add_flag("--all", all)->group("")};
+}
 
 // Boots the lab, passes the guest's output through, returns the exit code
 // (`gmemstress lab`, and `run --where lab|auto` without a usable /dev/kvm).

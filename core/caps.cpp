@@ -1,6 +1,7 @@
 #include "core/caps.h"
 
 #include "core/util.h"
+#include "kvm/kvm.h"
 
 #include <cerrno>
 #include <cstdlib>

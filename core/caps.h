@@ -3,7 +3,7 @@
 // behaviour), never assumed.
 #pragma once
 
-#include "kvm/kvm.h"
+#include "kvm/flags.h"
 
 #include <cstdint>
 #include <nlohmann/json.hpp>

@@ -47,8 +47,8 @@ KmsgWatcher::KmsgWatcher() {
     }
 }
 
-std::vector<report::KmsgFinding> KmsgWatcher::collect() {
-    std::vector<report::KmsgFinding> out;
+std::vector<KmsgFinding> KmsgWatcher::collect() {
+    std::vector<KmsgFinding> out;
     if (!fd_.valid())
         return out;
     char buf[8192];

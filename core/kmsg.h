@@ -3,13 +3,21 @@
 #pragma once
 
 #include "core/fd.h"
-#include "reports/model.h"
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace gms {
+
+// One classified kernel log record. Plain data that reports embed as is
+// (report::KmsgFinding): the scanner sits below the report model.
+struct KmsgFinding {
+    std::string kind; // WARNING, BUG, soft_lockup, rcu_stall, bad_page_state, ...
+    std::string line;
+    uint64_t timestamp_us = 0;
+};
 
 // Classifies one kernel log message; nullopt if it is not a finding.
 // Pure, for tests.
@@ -23,7 +31,7 @@ class KmsgWatcher {
     bool available() const { return fd_.valid(); }
     const std::string& reason() const { return reason_; }
     // Reads every record since the start (or the previous call).
-    std::vector<report::KmsgFinding> collect();
+    std::vector<KmsgFinding> collect();
 
   private:
     UniqueFd fd_;

@@ -2,7 +2,7 @@
 // Every error names file:line and the key (or the --set flag).
 #pragma once
 
-#include "kvm/kvm.h"
+#include "kvm/flags.h"
 
 #include <cstdint>
 #include <functional>

@@ -1,6 +1,5 @@
-#include "cli/run_support.h"
+#include "engine/engine.h"
 
-#include "cli/commands.h"
 #include "core/error.h"
 #include "core/util.h"
 #include "probes/checkers.h"
@@ -13,17 +12,7 @@
 #include <unistd.h>
 #include <version.h>
 
-namespace gms::cli {
-
-profile::WorkloadSchemas workload_schemas() {
-    profile::WorkloadSchemas out;
-    for (const auto& w : workloads::registry()) {
-        auto params = workloads::common_params();
-        params.insert(params.end(), w.params.begin(), w.params.end());
-        out[w.name] = params;
-    }
-    return out;
-}
+namespace gms::engine {
 
 void check_output_paths(const std::vector<std::string>& paths) {
     for (const auto& p : paths) {
@@ -36,6 +25,10 @@ void check_output_paths(const std::vector<std::string>& paths) {
             throw UsageError(fmt::format("cannot write {}: directory {} is not writable ({})", p,
                                          dir.string(), errno_name(errno)));
     }
+}
+
+Caps detect(const profile::Profile& p) {
+    return detect_caps(p.bits, p.cap_memory_attributes2);
 }
 
 bool host_can_run(const Caps& caps) {
@@ -83,12 +76,16 @@ void check_memory(const profile::Profile& p, const Caps& caps) {
                         p.name, format_size(peak), peak_label, format_size(p.memory_limit)));
 }
 
+void stamp(report::Envelope& e, const std::string& command, const Caps& caps) {
+    e.tool_version = GMS_VERSION;
+    e.timestamp = utc_timestamp();
+    e.command = command;
+    e.host = caps.to_json();
+}
+
 report::Report new_report(const std::string& command, const Caps& caps) {
     report::Report r;
-    r.tool_version = GMS_VERSION;
-    r.timestamp = utc_timestamp();
-    r.command = command;
-    r.host = caps.to_json();
+    stamp(r, command, caps);
     return r;
 }
 
@@ -112,6 +109,12 @@ ProbeAttachment attach_probes(const profile::Profile& p, const Caps& caps, repor
             throw;
         rep.probes = {{"status", "unavailable"}, {"reason", e.what()}};
     }
+    return a;
+}
+
+ProbeAttachment attach_probes(const probes::Options& opts, const Caps& caps) {
+    ProbeAttachment a;
+    a.session = probes::Session::attach(opts, caps);
     return a;
 }
 
@@ -273,32 +276,86 @@ void run_workloads(const profile::Profile& p, const Caps& caps, RunControl& cont
     }
 }
 
-void collect_kernel_log(KmsgWatcher& kmsg, report::Report& rep) {
+void collect_kernel_log(KmsgWatcher& kmsg, report::Envelope& rep) {
     rep.kernel_log_available = kmsg.available();
     rep.kernel_log_reason = kmsg.reason();
     auto findings = kmsg.collect();
     rep.kernel_log.insert(rep.kernel_log.end(), findings.begin(), findings.end());
 }
 
-int write_reports(const report::Report& rep, const std::string& json_path,
-                  const std::string& junit_path, bool quiet) {
-    return write_reports(rep, json_path, junit_path, quiet ? Summary::none : Summary::text);
+void mark_interrupted(const RunControl& control, report::Envelope& rep) {
+    if (control.interrupted()) {
+        rep.interrupted = true;
+        rep.interrupt_reason = control.stop_reason();
+    }
 }
 
-int write_reports(const report::Report& rep, const std::string& json_path,
-                  const std::string& junit_path, Summary summary) {
-    if (!json_path.empty())
-        report::write_atomically(json_path, report::to_json(rep).dump(2) + "\n");
-    if (!junit_path.empty())
-        report::write_atomically(junit_path, report::to_junit(rep));
-    if (summary == Summary::json)
-        fmt::print("{}\n", report::to_json(rep).dump(2));
-    if (summary == Summary::text) {
-        fmt::print("{}", report::to_text(rep, isatty(STDOUT_FILENO)));
-        if (!json_path.empty())
-            fmt::print("report: {}\n", json_path);
+// ---- the passes of one run --------------------------------------------------
+
+report::Report run_profile(const profile::Profile& p, const Caps& caps, const RunSpec& spec) {
+    RunControl& control = RunControl::global();
+    report::Report rep = new_report(spec.command, caps);
+    rep.profile = p.to_json();
+    rep.seed = p.seed;
+
+    // attach
+    std::optional<KmsgWatcher> kmsg;
+    if (spec.kernel_log)
+        kmsg.emplace();
+    ProbeAttachment probes = attach_probes(p, caps, rep, !spec.record_path.empty());
+    // The duration is the workloads' time: attaching (slow under TCG) is not
+    // charged to it.
+    control.set_deadline(p.duration_s);
+
+    // run
+    uint64_t start = now_ns();
+    {
+        ProgressPrinter progress(spec.progress);
+        run_workloads(p, caps, control, probes.observer(), progress, rep);
     }
+    rep.duration_s = double(now_ns() - start) / 1e9;
+
+    // finish
+    finish_probes(probes, rep, spec.record_path);
+    if (kmsg)
+        collect_kernel_log(*kmsg, rep);
+    mark_interrupted(control, rep);
+    return rep;
+}
+
+// ---- write ------------------------------------------------------------------
+
+namespace {
+
+// The JSON file (unless `out` has none), the JUnit file (when asked and the
+// report type has one), then the summary on stdout.
+void emit(const nlohmann::json& json, const std::string& junit, const std::string& text,
+          const Output& out) {
+    if (!out.json_path.empty())
+        report::write_atomically(out.json_path, json.dump(2) + "\n");
+    if (!out.junit_path.empty())
+        report::write_atomically(out.junit_path, junit);
+    if (out.summary == Summary::json)
+        fmt::print("{}\n", json.dump(2));
+    if (out.summary == Summary::text) {
+        fmt::print("{}", text);
+        if (!out.json_path.empty())
+            fmt::print("report: {}\n", out.json_path);
+    }
+}
+
+} // namespace
+
+int write_reports(const report::Report& rep, const Output& out) {
+    emit(report::to_json(rep), out.junit_path.empty() ? "" : report::to_junit(rep),
+         report::to_text(rep, isatty(STDOUT_FILENO)), out);
     return exit_code_for(rep.verdict(), rep.interrupted);
+}
+
+// probe-cost has no JUnit form: its commands never ask for one.
+int write_reports(const report::CostReport& rep, const Output& out) {
+    emit(report::to_json(rep), "", report::to_text(rep), out);
+    return exit_code_for(rep.verdict, rep.interrupted);
 }
 
 int exit_code_for(report::Outcome verdict, bool interrupted) {
@@ -317,4 +374,4 @@ int exit_code_for(report::Outcome verdict, bool interrupted) {
     return kExitToolError;
 }
 
-} // namespace gms::cli
+} // namespace gms::engine

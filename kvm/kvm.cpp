@@ -35,51 +35,6 @@ uapi::kvm_userspace_memory_region2 region_of(const Memslot& m, uint64_t size) {
 
 } // namespace
 
-// ---- flags ---------------------------------------------------------------
-
-std::optional<uint64_t> flag_from_name(const std::string& name, const FlagBits& bits) {
-    if (name == "mmap")
-        return uapi::kGuestMemfdFlagMmap;
-    if (name == "init_shared")
-        return uapi::kGuestMemfdFlagInitShared;
-    if (name == "no_direct_map")
-        return 1ull << bits.no_direct_map;
-    if (name == "write")
-        return 1ull << bits.write;
-    if (name == "hugetlb")
-        return 1ull << bits.hugetlb;
-    if (name.rfind("bit:", 0) == 0) {
-        char* end = nullptr;
-        unsigned long n = std::strtoul(name.c_str() + 4, &end, 10);
-        if (end && *end == '\0' && end != name.c_str() + 4 && n < 64)
-            return 1ull << n;
-    }
-    return std::nullopt;
-}
-
-std::string flags_to_string(uint64_t flags, const FlagBits& bits) {
-    std::string out;
-    auto add = [&](const std::string& s) { out += out.empty() ? s : "|" + s; };
-    for (unsigned b = 0; b < 64; ++b) {
-        uint64_t v = 1ull << b;
-        if (!(flags & v))
-            continue;
-        if (v == uapi::kGuestMemfdFlagMmap)
-            add("mmap");
-        else if (v == uapi::kGuestMemfdFlagInitShared)
-            add("init_shared");
-        else if (b == bits.no_direct_map)
-            add("no_direct_map");
-        else if (b == bits.write)
-            add("write");
-        else if (b == bits.hugetlb)
-            add("hugetlb");
-        else
-            add(fmt::format("bit:{}", b));
-    }
-    return out.empty() ? "0" : out;
-}
-
 // ---- Mapping -------------------------------------------------------------
 
 int Mapping::try_map(Mapping& out, int fd, size_t size, int prot, int flags, off_t offset) {

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "core/fd.h"
+#include "kvm/flags.h"
 #include "kvm/uapi.h"
 
 #include <cstddef>
@@ -21,20 +22,6 @@
 #include <vector>
 
 namespace gms::kvm {
-
-// Bit numbers of guest_memfd flags that are not upstream yet. Defaults come
-// from uapi.h; profiles and --flag-bit override them.
-struct FlagBits {
-    unsigned no_direct_map = uapi::kDefaultNoDirectMapBit;
-    unsigned write = uapi::kDefaultWriteBit;
-    unsigned hugetlb = uapi::kDefaultHugetlbBit;
-};
-
-// Names a user can write in a profile: "mmap", "init_shared",
-// "no_direct_map", "write", "hugetlb", or a raw "bit:N".
-// Returns nullopt for an unknown name.
-std::optional<uint64_t> flag_from_name(const std::string& name, const FlagBits& bits);
-std::string flags_to_string(uint64_t flags, const FlagBits& bits);
 
 class Mapping {
   public:

@@ -7,6 +7,7 @@
 #include "core/kmsg.h"
 #include "core/run_control.h"
 #include "core/util.h"
+#include "kvm/kvm.h"
 #include "lab/process.h"
 #include "reports/render.h"
 

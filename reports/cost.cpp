@@ -195,14 +195,10 @@ json run_json(const CostRun& run, bool probes_on) {
 } // namespace
 
 json to_json(const CostReport& r) {
-    json j = report_header(r.tool_version, "probe-cost", r.timestamp, r.host, r.profile);
+    json j = envelope_json(r);
     j["backend_requested"] = r.backend_requested;
     j["reps_requested"] = r.reps_requested;
     j["max_cost"] = r.max_cost;
-    j["interrupted"] = r.interrupted;
-    j["interrupt_reason"] = r.interrupt_reason;
-    if (r.lab)
-        j["lab"] = *r.lab;
     j["pairs"] = json::array();
     for (const auto& p : r.pairs)
         j["pairs"].push_back({{"rep", p.rep},
@@ -225,8 +221,6 @@ json to_json(const CostReport& r) {
         j["workloads"].push_back(wj);
     }
     j["probes"] = r.probes;
-    j["kernel_log"] = kernel_log_json(r.kernel_log, r.kernel_log_available, r.kernel_log_reason);
-    j["errors"] = r.errors;
     j["verdict"] = to_string(r.verdict);
     j["verdict_reason"] = r.verdict_reason;
     return j;

@@ -43,24 +43,17 @@ struct CostWorkload {
     std::string not_measured;             // why there is no ratio (empty: measured)
 };
 
-struct CostReport {
-    std::string tool_version;
-    std::string timestamp;
-    nlohmann::json host = nlohmann::json::object();
-    nlohmann::json profile = nlohmann::json::object();
+struct CostReport : Envelope {
+    CostReport() { command = "probe-cost"; }
+
     std::string backend_requested = "auto";
     int reps_requested = 0;
     double max_cost = 0.10; // target: on/off >= 1 - max_cost
     std::vector<CostPair> pairs;
     // describe() of the first probes-on run: attach points, backends, reasons.
     nlohmann::json probes = nlohmann::json::object();
-    std::vector<KmsgFinding> kernel_log; // over the whole command
-    bool kernel_log_available = true;
-    std::string kernel_log_reason;
-    bool interrupted = false;
-    std::string interrupt_reason;
-    std::optional<nlohmann::json> lab; // set by `gmemstress lab`
-    std::vector<std::string> errors;   // the tool could not do what was asked (pairs kept)
+    // The envelope's kernel_log covers the whole command; its errors are
+    // what the tool could not do as asked (the pairs measured are kept).
 
     // Filled by summarize().
     std::vector<CostWorkload> workloads;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "core/histogram.h"
+#include "core/kmsg.h"
 
 #include <cstdint>
 #include <map>
@@ -90,31 +91,36 @@ struct InvariantResult {
     std::vector<std::string> violations;      // first N
 };
 
-struct KmsgFinding {
-    std::string kind; // WARNING, BUG, soft_lockup, rcu_stall, bad_page_state, ...
-    std::string line;
-    uint64_t timestamp_us = 0;
-};
+// The kernel log scanner's finding (core/kmsg.h), as reports carry it.
+using KmsgFinding = gms::KmsgFinding;
 
-struct Report {
+// What every report starts with, whatever the command (run, watch,
+// probe-cost): who wrote it, when, on which host, with which profile,
+// whether it was cut short, the kernel log over the whole command and the
+// tool's own errors. One struct so the engine fills it once for every report
+// type and the renderers write it once (envelope_json()).
+struct Envelope {
     std::string tool_version;
     std::string timestamp; // ISO 8601 UTC
-    std::string command;   // "run", "watch"
+    std::string command;   // "run", "watch", "probe-cost"
     nlohmann::json host = nlohmann::json::object();
     nlohmann::json profile = nlohmann::json::object();
-    uint64_t seed = 0;
     bool interrupted = false;
     std::string interrupt_reason;
-    double duration_s = 0;
     std::optional<nlohmann::json> lab; // set when run inside `gmemstress lab`
-    std::vector<WorkloadResult> workloads;
-    std::vector<Check> conformance;
-    std::vector<InvariantResult> invariants;
-    nlohmann::json probes = nlohmann::json::object(); // attach results, counters
     std::vector<KmsgFinding> kernel_log;
     bool kernel_log_available = true;
     std::string kernel_log_reason;
     std::vector<std::string> errors; // tool-level errors that did not abort the run
+};
+
+struct Report : Envelope {
+    uint64_t seed = 0;
+    double duration_s = 0;
+    std::vector<WorkloadResult> workloads;
+    std::vector<Check> conformance;
+    std::vector<InvariantResult> invariants;
+    nlohmann::json probes = nlohmann::json::object(); // attach results, counters
 
     // fail: a check, workload, invariant or kernel log finding failed;
     // error: the tool could not do what was asked; skip: nothing ran (no

@@ -95,6 +95,7 @@ json invariant_json(const InvariantResult& i) {
             {"evidence", i.evidence}, {"violations", i.violations}};
 }
 
+namespace {
 json kernel_log_json(const std::vector<KmsgFinding>& findings, bool available,
                      const std::string& reason) {
     json list = json::array();
@@ -102,25 +103,29 @@ json kernel_log_json(const std::vector<KmsgFinding>& findings, bool available,
         list.push_back({{"kind", f.kind}, {"line", f.line}, {"timestamp_us", f.timestamp_us}});
     return {{"available", available}, {"reason", reason}, {"findings", list}};
 }
+} // namespace
 
-json report_header(const std::string& tool_version, const std::string& command,
-                   const std::string& timestamp, const json& host, const json& profile) {
-    return {{"schema_version", kSchemaVersion},
-            {"tool", {{"name", "gmemstress"}, {"version", tool_version}}},
-            {"command", command},
-            {"timestamp", timestamp},
-            {"host", host},
-            {"profile", profile}};
+json envelope_json(const Envelope& e) {
+    json j = {
+        {"schema_version", kSchemaVersion},
+        {"tool", {{"name", "gmemstress"}, {"version", e.tool_version}}},
+        {"command", e.command},
+        {"timestamp", e.timestamp},
+        {"host", e.host},
+        {"profile", e.profile},
+        {"interrupted", e.interrupted},
+        {"interrupt_reason", e.interrupt_reason},
+        {"kernel_log", kernel_log_json(e.kernel_log, e.kernel_log_available, e.kernel_log_reason)},
+        {"errors", e.errors}};
+    if (e.lab)
+        j["lab"] = *e.lab;
+    return j;
 }
 
 json to_json(const Report& r) {
-    json j = report_header(r.tool_version, r.command, r.timestamp, r.host, r.profile);
+    json j = envelope_json(r);
     j["seed"] = r.seed;
-    j["interrupted"] = r.interrupted;
-    j["interrupt_reason"] = r.interrupt_reason;
     j["duration_s"] = r.duration_s;
-    if (r.lab)
-        j["lab"] = *r.lab;
     j["workloads"] = json::array();
     for (const auto& w : r.workloads)
         j["workloads"].push_back(workload_json(w));
@@ -131,8 +136,6 @@ json to_json(const Report& r) {
     for (const auto& i : r.invariants)
         j["invariants"].push_back(invariant_json(i));
     j["probes"] = r.probes;
-    j["kernel_log"] = kernel_log_json(r.kernel_log, r.kernel_log_available, r.kernel_log_reason);
-    j["errors"] = r.errors;
     j["verdict"] = to_string(r.verdict());
     return j;
 }

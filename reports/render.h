@@ -9,14 +9,11 @@
 namespace gms::report {
 
 nlohmann::json to_json(const Report& r);
-// The fields every report starts with (schema, tool, command, time, host, profile).
-nlohmann::json report_header(const std::string& tool_version, const std::string& command,
-                             const std::string& timestamp, const nlohmann::json& host,
-                             const nlohmann::json& profile);
+// The envelope every report starts with (schema, tool, command, time, host,
+// profile, interruption, lab, kernel log, errors); each report type adds its own.
+nlohmann::json envelope_json(const Envelope& e);
 // One invariant's verdict, as in the report (also used by probe-cost).
 nlohmann::json invariant_json(const InvariantResult& i);
-nlohmann::json kernel_log_json(const std::vector<KmsgFinding>& findings, bool available,
-                               const std::string& reason);
 // Concise human summary.
 std::string to_text(const Report& r, bool color = false);
 // JUnit XML: one test case per check, per workload and per invariant.

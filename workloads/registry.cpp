@@ -39,4 +39,14 @@ const WorkloadInfo* find(const std::string& name) {
     return nullptr;
 }
 
+profile::WorkloadSchemas schemas() {
+    profile::WorkloadSchemas out;
+    for (const auto& w : registry()) {
+        auto params = common_params();
+        params.insert(params.end(), w.params.begin(), w.params.end());
+        out[w.name] = params;
+    }
+    return out;
+}
+
 } // namespace gms::workloads

@@ -66,6 +66,9 @@ const std::vector<profile::ParamSpec>& common_params();
 
 const std::vector<WorkloadInfo>& registry();
 const WorkloadInfo* find(const std::string& name);
+// Each kind's parameters (common_params(), then its own): what profiles
+// are checked against when they load.
+profile::WorkloadSchemas schemas();
 
 // Registry entries, one per workload source file.
 WorkloadInfo host_fault_workload();

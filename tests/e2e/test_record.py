@@ -73,7 +73,7 @@ def test():
 
     # watch saves its recording the same way: with the command and what it watched...
     wreport, wrecord = os.path.join(d, "w.json"), os.path.join(d, "watch.jsonl")
-    WATCH = ["watch", "--all", "--duration", "1s", "--no-calibrate", "--interval", "0.2"]
+    WATCH = ["watch", "--all-guest-memfds", "--duration", "1s", "--no-calibrate", "--interval", "0.2"]
     p = run(*WATCH, "--report", wreport, "--record", wrecord, timeout=120)
     assert p.returncode == 0, f"watch: exit {p.returncode}: {p.stderr}"
     rep = validate_report(wreport)

@@ -3,7 +3,6 @@
 // observer that checks the on_created / on_released contract for real.
 #pragma once
 
-#include "cli/run_support.h"
 #include "core/caps.h"
 #include "core/profile.h"
 #include "core/run_control.h"
@@ -44,7 +43,7 @@ inline profile::Profile make_profile(const std::string& workload, const std::str
                                    "[vm]\ncount = {}\n[guest_memfd]\nsize = \"{}\"\n"
                                    "flags = [\"mmap\", \"init_shared\"]\n[[workload]]\n{}\n",
                                    seed, vm_count, size, workload);
-    return profile::parse_profile(text, "test", {}, cli::workload_schemas());
+    return profile::parse_profile(text, "test", {}, workloads::schemas());
 }
 
 // No fd and no mapping of the process may still refer to `id`.

@@ -1,6 +1,5 @@
 // Every built-in profile is valid against the real workload registry, and
 // every workload it names exists there.
-#include "cli/run_support.h"
 #include "core/profile.h"
 #include "workloads/workload.h"
 
@@ -9,7 +8,7 @@
 using namespace gms;
 
 TEST_CASE("built-in profiles parse against the workload registry", "[profiles]") {
-    auto schemas = cli::workload_schemas();
+    auto schemas = workloads::schemas();
     REQUIRE(schemas.size() == workloads::registry().size());
     for (const auto& [name, text] : profile::builtin_profiles()) {
         INFO("profile " << name);

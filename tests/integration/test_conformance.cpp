@@ -6,7 +6,6 @@
 // a patch series or differs between releases); such findings are listed in
 // the output as warnings. A check that errors (the tool could not do it)
 // always fails the test.
-#include "cli/run_support.h"
 #include "core/caps.h"
 #include "core/error.h"
 #include "core/profile.h"
@@ -66,7 +65,7 @@ std::string describe(const report::Check& c) {
 TEST_CASE("conformance workload on this kernel: every check judged, none errors", "[conformance]") {
     if (auto why = kvm_missing())
         SKIP(*why);
-    profile::Profile prof = profile::load_profile("conformance", {}, cli::workload_schemas());
+    profile::Profile prof = profile::load_profile("conformance", {}, workloads::schemas());
     REQUIRE(prof.workloads.size() == 1);
     const profile::WorkloadSpec& spec = prof.workloads[0];
     REQUIRE(spec.kind == "conformance");

@@ -22,7 +22,7 @@ profile::Profile convert_profile(const std::string& params, const std::string& e
                     "[vm]\ncount = 1\nvcpus = 1\ntype = \"{}\"\n[guest_memfd]\nsize = \"1MiB\"\n"
                     "flags = [\"mmap\", \"init_shared\"]\n[[workload]]\nkind = \"convert\"\n{}\n",
                     extra, vm_type, params);
-    return profile::parse_profile(text, "test", {}, cli::workload_schemas());
+    return profile::parse_profile(text, "test", {}, workloads::schemas());
 }
 
 const report::Check* find_check(const report::WorkloadResult& r, const std::string& name) {

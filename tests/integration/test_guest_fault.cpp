@@ -23,7 +23,7 @@ profile::Profile guest_profile(const std::string& params, unsigned vm_count, uns
         "[vm]\ncount = {}\nvcpus = {}\n[guest_memfd]\nsize = \"{}\"\n"
         "flags = [\"mmap\", \"init_shared\"]\n[[workload]]\nkind = \"guest-fault\"\n{}\n",
         seed, vm_count, vcpus, size, params);
-    return profile::parse_profile(text, "test", {}, cli::workload_schemas());
+    return profile::parse_profile(text, "test", {}, workloads::schemas());
 }
 
 // Resets the test hooks on every exit path.

@@ -3,7 +3,6 @@
 // the workloads' own. SKIPs with the reason where BPF or the workload cannot
 // run. `[.capture]` (hidden) also records the streams for tests/data when
 // GMS_CAPTURE_DIR is set.
-#include "cli/run_support.h"
 #include "core/caps.h"
 #include "core/error.h"
 #include "core/profile.h"
@@ -48,8 +47,8 @@ Ran run_observed(const std::string& kind, const std::string& extra = "",
                  const char* capture_name = nullptr) {
     if (::geteuid() != 0)
         SKIP("probes need root");
-    auto prof = profile::parse_profile(profile_text(kind, extra), "test:" + kind, {},
-                                       cli::workload_schemas());
+    auto prof =
+        profile::parse_profile(profile_text(kind, extra), "test:" + kind, {}, workloads::schemas());
     REQUIRE(prof.workloads.size() == 1);
     const auto& spec = prof.workloads[0];
     Caps caps = detect_caps(prof.bits, prof.cap_memory_attributes2);

@@ -1,0 +1,142 @@
+// The run engine: detect -> attach -> run -> finish -> write, once, for every
+// command that runs or observes something (run, watch, probe-cost; the lab's
+// guest through run). Commands map their flags to a Profile and an Output and
+// call these passes in order; none of them re-implements one.
+#pragma once
+
+#include "core/caps.h"
+#include "core/kmsg.h"
+#include "core/profile.h"
+#include "core/run_control.h"
+#include "engine/exit_codes.h"
+#include "probes/session.h"
+#include "reports/cost.h"
+#include "reports/model.h"
+#include "workloads/workload.h"
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace gms::engine {
+
+// ---- detect -----------------------------------------------------------------
+
+// Fails early (UsageError) if a report could not be written at the end.
+void check_output_paths(const std::vector<std::string>& paths);
+// This machine, with the profile's patch-series numbers.
+Caps detect(const profile::Profile& p);
+// Can this machine's KVM run workloads: a usable /dev/kvm with guest_memfd?
+bool host_can_run(const Caps& caps);
+// Why not, in words (empty when it can).
+std::string kvm_unusable_reason(const Caps& caps);
+// EnvError if /dev/kvm or guest_memfd is missing.
+void require_kvm(const Caps& caps);
+
+// The most memory one workload of the profile needs at once.
+struct PeakMemory {
+    uint64_t bytes = 0;
+    std::string label; // of that workload
+};
+PeakMemory peak_memory(const profile::Profile& p);
+// EnvError if the profile's peak memory exceeds MemAvailable or memory_limit.
+void check_memory(const profile::Profile& p, const Caps& caps);
+
+// Every report's envelope: this tool, now, this host.
+void stamp(report::Envelope& e, const std::string& command, const Caps& caps);
+report::Report new_report(const std::string& command, const Caps& caps);
+
+// ---- attach -----------------------------------------------------------------
+
+// Probes are optional in `auto` mode: a failure to attach is recorded.
+class ProbeAttachment {
+  public:
+    std::unique_ptr<probes::Session> session;
+    workloads::GmemObserver& observer() { return session ? *session : null_; }
+
+  private:
+    workloads::GmemObserver null_;
+};
+// As the profile's [probes] say; `record`: keep the decoded event stream
+// for finish_probes() to save.
+ProbeAttachment attach_probes(const profile::Profile& p, const Caps& caps, report::Report& rep,
+                              bool record = false);
+// Exactly these options, required (`watch`: observing is all it does).
+ProbeAttachment attach_probes(const probes::Options& opts, const Caps& caps);
+
+// ---- run --------------------------------------------------------------------
+
+// A live progress line on stderr while workloads run.
+class ProgressPrinter {
+  public:
+    explicit ProgressPrinter(bool enabled);
+    ~ProgressPrinter();
+    void set_current(const std::string& label, workloads::Progress* progress);
+
+  private:
+    void loop();
+    bool enabled_;
+    std::atomic<bool> done_{false};
+    std::atomic<workloads::Progress*> progress_{nullptr};
+    std::string label_;
+    std::mutex mu_;
+    uint64_t start_ns_;
+    std::thread thread_;
+};
+
+void run_workloads(const profile::Profile& p, const Caps& caps, RunControl& control,
+                   workloads::GmemObserver& observer, ProgressPrinter& progress,
+                   report::Report& rep);
+
+// ---- finish -----------------------------------------------------------------
+
+// Detaches, then records the probes' description and invariant verdicts;
+// with `record_path`, also saves the event stream with the workloads'
+// expectations (JSON lines, replayable through the checkers), its header
+// naming the command, kernel and profile, plus `record_meta`. A recording
+// that cannot be saved is a report error ("recording not saved: ..."): the
+// report is still written.
+void finish_probes(ProbeAttachment& probes, report::Report& rep,
+                   const std::string& record_path = "",
+                   const nlohmann::json& record_meta = nlohmann::json::object());
+// The kernel log's findings since `kmsg` opened, into any report.
+void collect_kernel_log(KmsgWatcher& kmsg, report::Envelope& rep);
+// A stop by signal marks the report (exit 130); a deadline does not.
+void mark_interrupted(const RunControl& control, report::Envelope& rep);
+
+// ---- the passes of one run --------------------------------------------------
+
+struct RunSpec {
+    std::string command = "run";
+    std::string record_path; // also save the probes' event stream here
+    bool progress = false;   // the live line on stderr
+    // Scan the kernel log over this run; off when the command scans it over
+    // several runs itself (probe-cost).
+    bool kernel_log = true;
+};
+// attach -> run -> finish for a detected host: the probes as the profile
+// says, the workloads within its duration (attaching is not charged to it),
+// then the checkers, the recording and the kernel log.
+report::Report run_profile(const profile::Profile& p, const Caps& caps, const RunSpec& spec);
+
+// ---- write ------------------------------------------------------------------
+
+// What goes to stdout once the report files are written.
+enum class Summary { text, json, none };
+struct Output {
+    std::string json_path; // empty: no JSON file
+    std::string junit_path;
+    Summary summary = Summary::text;
+};
+
+// Writes the report files, prints the summary, returns the exit code.
+int write_reports(const report::Report& rep, const Output& out);
+int write_reports(const report::CostReport& rep, const Output& out);
+
+// The exit code of a verdict (README "Exit codes"); interrupted wins.
+int exit_code_for(report::Outcome verdict, bool interrupted);
+
+} // namespace gms::engine
