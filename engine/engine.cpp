@@ -212,8 +212,8 @@ nlohmann::json params_json(const profile::WorkloadSpec& spec) {
 
 report::WorkloadResult run_one(const workloads::WorkloadInfo& info, const profile::Profile& p,
                                const profile::WorkloadSpec& spec, size_t index, const Caps& caps,
-                               RunControl& control, workloads::GmemObserver& observer,
-                               double budget, ProgressPrinter& progress, const kvm::Kvm& kvm) {
+                               RunControl& control, kvm::GmemObserver& observer, double budget,
+                               ProgressPrinter& progress, const kvm::Kvm& kvm) {
     workloads::Progress prog;
     progress.set_current(spec.label, &prog);
     workloads::Context ctx{kvm,     caps,     p,    spec,  Rng::derive(p.seed, index),
@@ -241,8 +241,7 @@ report::WorkloadResult run_one(const workloads::WorkloadInfo& info, const profil
 } // namespace
 
 void run_workloads(const profile::Profile& p, const Caps& caps, RunControl& control,
-                   workloads::GmemObserver& observer, ProgressPrinter& progress,
-                   report::Report& rep) {
+                   kvm::GmemObserver& observer, ProgressPrinter& progress, report::Report& rep) {
     kvm::Kvm kvm = kvm::Kvm::open();
     // The latency clock calibrates once (20 ms busy wait): here, not inside
     // the first workload's time.

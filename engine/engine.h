@@ -55,10 +55,10 @@ report::Report new_report(const std::string& command, const Caps& caps);
 class ProbeAttachment {
   public:
     std::unique_ptr<probes::Session> session;
-    workloads::GmemObserver& observer() { return session ? *session : null_; }
+    kvm::GmemObserver& observer() { return session ? *session : null_; }
 
   private:
-    workloads::GmemObserver null_;
+    kvm::GmemObserver null_;
 };
 // As the profile's [probes] say; `record`: keep the decoded event stream
 // for finish_probes() to save.
@@ -88,8 +88,7 @@ class ProgressPrinter {
 };
 
 void run_workloads(const profile::Profile& p, const Caps& caps, RunControl& control,
-                   workloads::GmemObserver& observer, ProgressPrinter& progress,
-                   report::Report& rep);
+                   kvm::GmemObserver& observer, ProgressPrinter& progress, report::Report& rep);
 
 // ---- finish -----------------------------------------------------------------
 

@@ -21,16 +21,22 @@ int errno_of(int rc) {
 }
 
 // The ioctl argument for a memslot; size 0 deletes it.
-uapi::kvm_userspace_memory_region2 region_of(const Memslot& m, uint64_t size) {
+uapi::kvm_userspace_memory_region2 region_of(const Memslot& m) {
     uapi::kvm_userspace_memory_region2 r{};
     r.slot = m.slot;
     r.flags = m.flags;
     r.guest_phys_addr = m.gpa;
-    r.memory_size = size;
+    r.memory_size = m.size;
     r.userspace_addr = m.userspace_addr;
     r.guest_memfd = static_cast<uint32_t>(m.gmem_fd);
     r.guest_memfd_offset = m.gmem_offset;
     return r;
+}
+
+// What deletes the memslot `m`: the same slot with memory_size 0.
+Memslot deleted(Memslot m) {
+    m.size = 0;
+    return m;
 }
 
 } // namespace
@@ -106,14 +112,6 @@ int GuestMemfd::try_allocate(uint64_t offset, uint64_t len) {
 
 int GuestMemfd::try_punch_hole(uint64_t offset, uint64_t len) {
     return try_fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len);
-}
-
-void GuestMemfd::allocate(uint64_t offset, uint64_t len) {
-    if (int e = try_allocate(offset, len))
-        throw SysError("fallocate",
-                       fmt::format("guest_memfd={}, mode=KEEP_SIZE, offset={:#x}, len={:#x}",
-                                   fd_.get(), offset, len),
-                       e);
 }
 
 void GuestMemfd::punch_hole(uint64_t offset, uint64_t len) {
@@ -273,10 +271,8 @@ void Vm::destroy() {
     vcpus_.clear();
     if (fd_.valid()) {
         // Unbind before closing so guest_memfd bindings go away in a known order.
-        for (auto& [slot, m] : memslots_) {
-            auto r = region_of(m, 0);
-            ::ioctl(fd_.get(), uapi::kSetUserMemoryRegion2, &r);
-        }
+        for (auto& [slot, m] : memslots_)
+            try_set_region_raw(deleted(m));
     }
     memslots_.clear();
     fd_.reset();
@@ -304,12 +300,13 @@ GuestMemfd Vm::create_guest_memfd(uint64_t size, uint64_t flags) {
     return GuestMemfd(UniqueFd(fd), size, flags);
 }
 
-int Vm::try_set_region_raw(const uapi::kvm_userspace_memory_region2& r) {
+int Vm::try_set_region_raw(const Memslot& m) {
+    auto r = region_of(m);
     return errno_of(::ioctl(fd_.get(), uapi::kSetUserMemoryRegion2, &r));
 }
 
 int Vm::try_add_memslot(const Memslot& m) {
-    if (int e = try_set_region_raw(region_of(m, m.size)))
+    if (int e = try_set_region_raw(m))
         return e;
     memslots_[m.slot] = m;
     return 0;
@@ -330,7 +327,7 @@ int Vm::try_remove_memslot(uint32_t slot) {
     auto it = memslots_.find(slot);
     if (it == memslots_.end())
         return ENOENT;
-    if (int e = try_set_region_raw(region_of(it->second, 0)))
+    if (int e = try_set_region_raw(deleted(it->second)))
         return e;
     memslots_.erase(it);
     return 0;

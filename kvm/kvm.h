@@ -69,7 +69,6 @@ class GuestMemfd {
     int try_allocate(uint64_t offset, uint64_t len);   // fallocate(KEEP_SIZE)
     int try_punch_hole(uint64_t offset, uint64_t len); // PUNCH_HOLE|KEEP_SIZE
     int try_fallocate(int mode, uint64_t offset, uint64_t len);
-    void allocate(uint64_t offset, uint64_t len);
     void punch_hole(uint64_t offset, uint64_t len);
     // pwrite(); returns bytes written or -errno.
     ssize_t try_pwrite(const void* buf, size_t len, uint64_t offset);
@@ -156,9 +155,9 @@ class Vm {
     int try_create_guest_memfd_raw(uint64_t size, uint64_t flags);
     GuestMemfd create_guest_memfd(uint64_t size, uint64_t flags);
 
-    // KVM_SET_USER_MEMORY_REGION2 with the given raw region; 0 or errno.
-    // Does not record the slot (used by conformance probing of bad input).
-    int try_set_region_raw(const uapi::kvm_userspace_memory_region2& r);
+    // KVM_SET_USER_MEMORY_REGION2 for `m` as given (memory_size m.size, 0
+    // deletes); 0 or errno. Does not record the slot (conformance probes bad input).
+    int try_set_region_raw(const Memslot& m);
     // Binds and records a memslot; the Vm unbinds it on destruction.
     int try_add_memslot(const Memslot& m);
     const Memslot& add_memslot(const Memslot& m);

@@ -3,8 +3,8 @@
 #pragma once
 
 #include "core/caps.h"
+#include "kvm/observed_gmem.h"
 #include "reports/model.h"
-#include "workloads/workload.h"
 
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -37,7 +37,7 @@ struct Options {
 // errno and reason.
 nlohmann::json detect_backends();
 
-class Session : public workloads::GmemObserver {
+class Session : public kvm::GmemObserver {
   public:
     // Attaches what it can; records every attach point's backend or skip
     // reason. Throws EnvError only if BPF itself is unusable.

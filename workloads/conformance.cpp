@@ -11,9 +11,9 @@ namespace {
 
 // Passes notifications on and counts the guest_memfds the checks create, so
 // the page-cache checker knows how many files to expect released.
-class CountingObserver : public GmemObserver {
+class CountingObserver : public kvm::GmemObserver {
   public:
-    explicit CountingObserver(GmemObserver& next) : next_(next) {}
+    explicit CountingObserver(kvm::GmemObserver& next) : next_(next) {}
     void on_created(const kvm::GuestMemfd& g) override {
         ++created;
         next_.on_created(g);
@@ -22,7 +22,7 @@ class CountingObserver : public GmemObserver {
     uint64_t created = 0;
 
   private:
-    GmemObserver& next_;
+    kvm::GmemObserver& next_;
 };
 
 } // namespace
@@ -39,16 +39,9 @@ WorkloadInfo conformance_workload() {
               "GUEST_MEMFD_FLAG_MMAP/INIT_SHARED (6.18), memory attributes and the patch-series "
               "WRITE flag skip one by one, with the reason, when the kernel lacks them.";
     w.skip_reason = [](const Caps& caps, const profile::Profile& prof,
-                       const profile::WorkloadSpec&) -> std::optional<std::string> {
-        if (!caps.kvm_accessible)
-            return "/dev/kvm is not usable: " +
-                   (caps.kvm_error.empty() ? std::string("unknown reason") : caps.kvm_error);
-        if (!caps.guest_memfd)
-            return std::string("KVM_CAP_GUEST_MEMFD is not supported by this kernel");
-        if (!caps.vm_type_supported(prof.vm_type))
-            return fmt::format("VM type {} ({}) is not supported (KVM_CAP_VM_TYPES={:#x})",
-                               prof.vm_type_name, prof.vm_type, caps.vm_types);
-        return std::nullopt;
+                       const profile::WorkloadSpec&) {
+        // Flag by flag, the checks skip on their own.
+        return gmem_skip_reason(caps, prof, 0);
     };
     // Files of a few pages, one 16-page memslot fixture with a 64-page anonymous
     // host range, at most two files alive at once: well under 4 MiB.

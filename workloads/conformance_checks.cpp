@@ -102,44 +102,6 @@ class Cases {
     size_t total_ = 0, bad_ = 0;
 };
 
-// A guest_memfd reported to the observer; closing it reports the release.
-// Mappings of it must be declared after it so that they go first.
-class Gmem {
-  public:
-    Gmem() = default;
-    Gmem(kvm::GuestMemfd g, GmemObserver* obs) : g_(std::move(g)), obs_(obs) {
-        if (obs_ && g_.valid())
-            obs_->on_created(g_);
-    }
-    Gmem(Gmem&& o) noexcept : g_(std::move(o.g_)), obs_(o.obs_) {}
-    Gmem& operator=(Gmem&& o) noexcept {
-        if (this != &o) {
-            release();
-            g_ = std::move(o.g_);
-            obs_ = o.obs_;
-        }
-        return *this;
-    }
-    ~Gmem() { release(); }
-
-    kvm::GuestMemfd& operator*() { return g_; }
-    kvm::GuestMemfd* operator->() { return &g_; }
-    int fd() const { return g_.fd(); }
-    bool valid() const { return g_.valid(); }
-    void release() {
-        if (!g_.valid())
-            return;
-        kvm::InodeId id = g_.inode();
-        g_.close();
-        if (obs_)
-            obs_->on_released(id);
-    }
-
-  private:
-    kvm::GuestMemfd g_;
-    GmemObserver* obs_ = nullptr;
-};
-
 struct Env {
     const kvm::Kvm& kvm;
     const Options& opt;
@@ -157,16 +119,19 @@ struct Env {
                            supported, flags_str(f));
     }
 
-    // KVM_CREATE_GUEST_MEMFD: 0 and `out` set, or errno.
-    int try_create(kvm::Vm& vm, uint64_t size, uint64_t flags, Gmem& out) const {
-        int r = vm.try_create_guest_memfd_raw(size, flags);
-        if (r < 0)
-            return -r;
-        out = Gmem(kvm::GuestMemfd(UniqueFd(r), size, flags), opt.observer);
-        return 0;
+    kvm::GmemObserver& observer() const {
+        static kvm::GmemObserver nobody;
+        return opt.observer ? *opt.observer : nobody;
     }
-    Gmem create(kvm::Vm& vm, uint64_t size, uint64_t flags) const {
-        return Gmem(vm.create_guest_memfd(size, flags), opt.observer);
+    // A guest_memfd on `vm`, which stays the check's (several files per VM):
+    // 0 and `out` set, or errno.
+    int try_create(kvm::Vm& vm, uint64_t size, uint64_t flags, kvm::ObservedGmem& out) const {
+        return out.try_create_gmem(vm, size, flags, observer());
+    }
+    kvm::ObservedGmem create(kvm::Vm& vm, uint64_t size, uint64_t flags) const {
+        kvm::ObservedGmem g;
+        g.create_gmem(vm, size, flags, observer());
+        return g;
     }
     // The flag sets the selftest runs its per-file tests with, as far as advertised.
     std::vector<uint64_t> flag_sets() const {
@@ -254,13 +219,13 @@ void check_flags(Runner& r, const Env& env) {
     for (uint64_t f : accept) {
         r.run("flags.accept." + flag_name(env, f), [&](Check& c) {
             kvm::Vm vm = env.new_vm();
-            Gmem g;
+            kvm::ObservedGmem g;
             int e = env.try_create(vm, page_size(), f, g);
             std::string tag = is_upstream_flag(f) ? "" : std::string(kVersionDependentTag);
             c.expected = fmt::format("{}success (flags {:#x} within {}; selftest "
                                      "test_guest_memfd_flags, api.rst KVM_CREATE_GUEST_MEMFD)",
                                      tag, f, cap);
-            c.observed = e ? errno_name(e) : fmt::format("success (fd {})", g.fd());
+            c.observed = e ? errno_name(e) : fmt::format("success (fd {})", g.gmem.fd());
             c.outcome = e == 0 ? Outcome::pass : Outcome::fail;
         });
     }
@@ -277,10 +242,10 @@ void check_flags(Runner& r, const Env& env) {
             uint64_t f = 1ull << b;
             if (sup & f)
                 continue;
-            Gmem g;
+            kvm::ObservedGmem g;
             int e = env.try_create(vm, page_size(), f, g);
             cases.add(fmt::format("bit {}", b), e == EINVAL,
-                      e ? errno_name(e) : fmt::format("success (fd {})", g.fd()));
+                      e ? errno_name(e) : fmt::format("success (fd {})", g.gmem.fd()));
         }
         cases.finish(c, "EINVAL for every bit outside " + cap +
                             " (kvm_gmem_create; selftest test_guest_memfd_flags)");
@@ -297,10 +262,10 @@ void check_flags(Runner& r, const Env& env) {
             uint64_t f = 1ull << b;
             if (sup & f)
                 continue;
-            Gmem g;
+            kvm::ObservedGmem g;
             int e = env.try_create(vm, page_size(), sup | f, g);
             cases.add(fmt::format("{:#x}|bit {}", sup, b), e == EINVAL,
-                      e ? errno_name(e) : fmt::format("success (fd {})", g.fd()));
+                      e ? errno_name(e) : fmt::format("success (fd {})", g.gmem.fd()));
         }
         cases.finish(c, expected);
     });
@@ -318,11 +283,11 @@ void check_sizes(Runner& r, const Env& env) {
             Cases cases;
             for (uint64_t flags : env.flag_sets())
                 for (uint64_t size : sizes) {
-                    Gmem g;
+                    kvm::ObservedGmem g;
                     int e = env.try_create(vm, size, flags, g);
                     cases.add(fmt::format("size={:#x} flags={}", size, env.flags_str(flags)),
                               e == EINVAL,
-                              e ? errno_name(e) : fmt::format("success (fd {})", g.fd()));
+                              e ? errno_name(e) : fmt::format("success (fd {})", g.gmem.fd()));
                 }
             cases.finish(c, "EINVAL (" + src + ")", list_all_up_to);
         });
@@ -342,9 +307,9 @@ void check_sizes(Runner& r, const Env& env) {
         kvm::Vm vm = env.new_vm();
         c.expected = "two guest_memfds on one VM: st_size page and 2*page, distinct inodes, "
                      "the first unchanged (selftest test_create_guest_memfd_multiple)";
-        Gmem a = env.create(vm, p, 0);
-        Gmem b = env.create(vm, 2 * p, 0);
-        struct stat sa = fstat_or_throw(a.fd()), sb = fstat_or_throw(b.fd());
+        kvm::ObservedGmem a = env.create(vm, p, 0);
+        kvm::ObservedGmem b = env.create(vm, 2 * p, 0);
+        struct stat sa = fstat_or_throw(a.gmem.fd()), sb = fstat_or_throw(b.gmem.fd());
         c.observed = fmt::format("st_size {:#x} and {:#x}, inodes {} and {}", sa.st_size,
                                  sb.st_size, sa.st_ino, sb.st_ino);
         bool ok = static_cast<uint64_t>(sa.st_size) == p &&
@@ -363,11 +328,11 @@ void check_mmap(Runner& r, const Env& env) {
 
     r.run("mmap.without_mmap_flag_refused", [&](Check& c) {
         kvm::Vm vm = env.new_vm();
-        Gmem g = env.create(vm, total, 0);
+        kvm::ObservedGmem g = env.create(vm, total, 0);
         kvm::Mapping m;
         Cases cases;
         for (uint64_t len : {p, total}) {
-            int e = try_mmap(m, g.fd(), len, MAP_SHARED);
+            int e = try_mmap(m, g.gmem.fd(), len, MAP_SHARED);
             m.reset();
             cases.add(fmt::format("len={:#x}", len), e == ENODEV, result_str(e));
         }
@@ -381,13 +346,13 @@ void check_mmap(Runner& r, const Env& env) {
             return set_skip(c, errno_expectation(ENODEV, src),
                             env.lacks(uapi::kGuestMemfdFlagInitShared));
         kvm::Vm vm = env.new_vm();
-        Gmem g;
+        kvm::ObservedGmem g;
         if (int e = env.try_create(vm, total, uapi::kGuestMemfdFlagInitShared, g))
             return set_skip(c, errno_expectation(ENODEV, src),
                             "init_shared alone refused with " + errno_name(e) +
                                 " (see flags.accept.init_shared)");
         kvm::Mapping m;
-        int e = try_mmap(m, g.fd(), total, MAP_SHARED);
+        int e = try_mmap(m, g.gmem.fd(), total, MAP_SHARED);
         expect_errno(c, ENODEV, e, src);
     });
 
@@ -401,9 +366,9 @@ void check_mmap(Runner& r, const Env& env) {
         for (uint64_t flags : env.flag_sets()) {
             if (!(flags & uapi::kGuestMemfdFlagMmap))
                 continue;
-            Gmem g = env.create(vm, total, flags);
+            kvm::ObservedGmem g = env.create(vm, total, flags);
             kvm::Mapping m;
-            int e = try_mmap(m, g.fd(), total, MAP_PRIVATE);
+            int e = try_mmap(m, g.gmem.fd(), total, MAP_PRIVATE);
             cases.add("flags=" + env.flags_str(flags), e == EINVAL, result_str(e));
         }
         cases.finish(c, c.expected);
@@ -415,8 +380,8 @@ void check_mmap(Runner& r, const Env& env) {
         if (!env.has(kMapShared))
             return set_skip(c, c.expected, env.lacks(kMapShared));
         kvm::Vm vm = env.new_vm();
-        Gmem g = env.create(vm, total, kMapShared);
-        kvm::Mapping m = kvm::Mapping::map(g.fd(), total, PROT_READ | PROT_WRITE, MAP_SHARED);
+        kvm::ObservedGmem g = env.create(vm, total, kMapShared);
+        kvm::Mapping m = kvm::Mapping::map(g.gmem.fd(), total, PROT_READ | PROT_WRITE, MAP_SHARED);
         SigbusGuard guard;
         for (uint64_t off = 0; off < total; off += p) {
             if (guard.read_faults(m.data() + off)) {
@@ -442,8 +407,8 @@ void check_mmap(Runner& r, const Env& env) {
         if (!env.has(kMapShared))
             return set_skip(c, c.expected, env.lacks(kMapShared));
         kvm::Vm vm = env.new_vm();
-        Gmem g = env.create(vm, total, kMapShared);
-        kvm::Mapping m = kvm::Mapping::map(g.fd(), total, PROT_READ | PROT_WRITE, MAP_SHARED);
+        kvm::ObservedGmem g = env.create(vm, total, kMapShared);
+        kvm::Mapping m = kvm::Mapping::map(g.gmem.fd(), total, PROT_READ | PROT_WRITE, MAP_SHARED);
         SigbusGuard guard;
         for (uint64_t off = 0; off < total; off += p)
             if (guard.write_faults(m.data() + off, 0xaa)) {
@@ -453,7 +418,7 @@ void check_mmap(Runner& r, const Env& env) {
             }
         for (uint64_t i = 0; i < total; ++i)
             m.data()[i] = static_cast<uint8_t>(0xa0 ^ (i / p) ^ (i & 0xf));
-        kvm::Mapping m2 = kvm::Mapping::map(g.fd(), total, PROT_READ, MAP_SHARED);
+        kvm::Mapping m2 = kvm::Mapping::map(g.gmem.fd(), total, PROT_READ, MAP_SHARED);
         for (uint64_t i = 0; i < total; ++i) {
             uint8_t want = static_cast<uint8_t>(0xa0 ^ (i / p) ^ (i & 0xf));
             if (m.data()[i] != want || m2.data()[i] != want) {
@@ -473,12 +438,12 @@ void check_mmap(Runner& r, const Env& env) {
         if (!env.has(kMapShared))
             return set_skip(c, c.expected, env.lacks(kMapShared));
         kvm::Vm vm = env.new_vm();
-        Gmem g = env.create(vm, total, kMapShared);
+        kvm::ObservedGmem g = env.create(vm, total, kMapShared);
         kvm::Mapping m;
-        if (int e = try_mmap(m, g.fd(), 4 * total, MAP_SHARED))
+        if (int e = try_mmap(m, g.gmem.fd(), 4 * total, MAP_SHARED))
             throw SysError(
-                "mmap", fmt::format("guest_memfd={}, len={:#x} (4x file size)", g.fd(), 4 * total),
-                e);
+                "mmap",
+                fmt::format("guest_memfd={}, len={:#x} (4x file size)", g.gmem.fd(), 4 * total), e);
         SigbusGuard guard;
         Cases cases;
         for (uint64_t off : {uint64_t(0), total - 1}) {
@@ -500,8 +465,8 @@ void check_mmap(Runner& r, const Env& env) {
         if (!env.has(uapi::kGuestMemfdFlagMmap))
             return set_skip(c, c.expected, env.lacks(uapi::kGuestMemfdFlagMmap));
         kvm::Vm vm = env.new_vm();
-        Gmem g = env.create(vm, total, uapi::kGuestMemfdFlagMmap);
-        kvm::Mapping m = kvm::Mapping::map(g.fd(), total, PROT_READ | PROT_WRITE, MAP_SHARED);
+        kvm::ObservedGmem g = env.create(vm, total, uapi::kGuestMemfdFlagMmap);
+        kvm::Mapping m = kvm::Mapping::map(g.gmem.fd(), total, PROT_READ | PROT_WRITE, MAP_SHARED);
         SigbusGuard guard;
         Cases cases;
         for (uint64_t off : {uint64_t(0), total - p}) {
@@ -526,8 +491,8 @@ void check_fallocate(Runner& r, const Env& env) {
     auto with_file = [&](const std::string& name, auto&& body) {
         r.run(name, [&](Check& c) {
             kvm::Vm vm = env.new_vm();
-            Gmem g = env.create(vm, total, 0);
-            body(c, *g);
+            kvm::ObservedGmem g = env.create(vm, total, 0);
+            body(c, g.gmem);
         });
     };
 
@@ -626,8 +591,8 @@ void check_fallocate(Runner& r, const Env& env) {
         if (!env.has(kMapShared))
             return set_skip(c, c.expected, env.lacks(kMapShared) + " (needed to see the contents)");
         kvm::Vm vm = env.new_vm();
-        Gmem g = env.create(vm, total, kMapShared);
-        kvm::Mapping m = kvm::Mapping::map(g.fd(), total, PROT_READ | PROT_WRITE, MAP_SHARED);
+        kvm::ObservedGmem g = env.create(vm, total, kMapShared);
+        kvm::Mapping m = kvm::Mapping::map(g.gmem.fd(), total, PROT_READ | PROT_WRITE, MAP_SHARED);
         SigbusGuard guard;
         for (uint64_t off = 0; off < total; off += p)
             if (guard.write_faults(m.data() + off, 0xaa)) {
@@ -636,7 +601,7 @@ void check_fallocate(Runner& r, const Env& env) {
                 return;
             }
         std::memset(m.data(), 0xaa, total);
-        if (int e = g->try_fallocate(punch, p, p)) {
+        if (int e = g.gmem.try_fallocate(punch, p, p)) {
             c.observed = "PUNCH_HOLE failed: " + errno_name(e);
             c.outcome = Outcome::fail;
             return;
@@ -677,9 +642,9 @@ void check_io(Runner& r, const Env& env) {
             kvm::Vm vm = env.new_vm();
             Cases cases;
             for (uint64_t flags : env.flag_sets()) {
-                Gmem g = env.create(vm, total, flags);
+                kvm::ObservedGmem g = env.create(vm, total, flags);
                 char buf[64] = {};
-                ssize_t n = call(g.fd(), buf, sizeof(buf));
+                ssize_t n = call(g.gmem.fd(), buf, sizeof(buf));
                 int e = n < 0 ? errno : 0;
                 bool ok = want ? e == want : n < 0;
                 cases.add("flags=" + env.flags_str(flags), ok,
@@ -728,18 +693,18 @@ void check_io(Runner& r, const Env& env) {
             return set_skip(c, c.expected,
                             env.lacks(kMapShared) + " (needed to read the data back)");
         kvm::Vm vm = env.new_vm();
-        Gmem g = env.create(vm, total, kMapShared | wf);
+        kvm::ObservedGmem g = env.create(vm, total, kMapShared | wf);
         std::vector<uint8_t> buf(p);
         for (uint64_t i = 0; i < p; ++i)
             buf[i] = static_cast<uint8_t>(i * 7 + 1);
-        ssize_t n = g->try_pwrite(buf.data(), p, p);
+        ssize_t n = g.gmem.try_pwrite(buf.data(), p, p);
         if (n != static_cast<ssize_t>(p)) {
             c.observed = n < 0 ? "pwrite: " + errno_name(static_cast<int>(-n))
                                : fmt::format("pwrite returned {}", n);
             c.outcome = Outcome::fail;
             return;
         }
-        kvm::Mapping m = kvm::Mapping::map(g.fd(), total, PROT_READ, MAP_SHARED);
+        kvm::Mapping m = kvm::Mapping::map(g.gmem.fd(), total, PROT_READ, MAP_SHARED);
         SigbusGuard guard;
         if (guard.read_faults(m.data() + p)) {
             c.observed = "SIGBUS reading the written page";
@@ -762,8 +727,8 @@ void check_file(Runner& r, const Env& env) {
         kvm::Vm vm = env.new_vm();
         Cases cases;
         for (uint64_t size : {p, 4 * p, uint64_t(2) << 20, uint64_t(1) << 40}) {
-            Gmem g = env.create(vm, size, 0);
-            struct stat st = fstat_or_throw(g.fd());
+            kvm::ObservedGmem g = env.create(vm, size, 0);
+            struct stat st = fstat_or_throw(g.gmem.fd());
             cases.add(fmt::format("size {:#x}", size), static_cast<uint64_t>(st.st_size) == size,
                       "st_size " + hex(st.st_size));
         }
@@ -773,8 +738,8 @@ void check_file(Runner& r, const Env& env) {
 
     r.run("fstat.blksize", [&](Check& c) {
         kvm::Vm vm = env.new_vm();
-        Gmem g = env.create(vm, 4 * p, 0);
-        struct stat st = fstat_or_throw(g.fd());
+        kvm::ObservedGmem g = env.create(vm, 4 * p, 0);
+        struct stat st = fstat_or_throw(g.gmem.fd());
         c.expected = fmt::format("st_blksize {} (page size; selftest test_file_size)", p);
         c.observed = fmt::format("st_blksize {}", st.st_blksize);
         c.outcome = static_cast<uint64_t>(st.st_blksize) == p ? Outcome::pass : Outcome::fail;
@@ -782,8 +747,8 @@ void check_file(Runner& r, const Env& env) {
 
     r.run("fstat.regular_file", [&](Check& c) {
         kvm::Vm vm = env.new_vm();
-        Gmem g = env.create(vm, p, 0);
-        struct stat st = fstat_or_throw(g.fd());
+        kvm::ObservedGmem g = env.create(vm, p, 0);
+        struct stat st = fstat_or_throw(g.gmem.fd());
         c.expected = "S_ISREG (__kvm_gmem_create sets S_IFREG; fallocate() needs it)";
         c.observed = fmt::format("st_mode {:#o}", st.st_mode);
         c.outcome = S_ISREG(st.st_mode) ? Outcome::pass : Outcome::fail;
@@ -792,13 +757,14 @@ void check_file(Runner& r, const Env& env) {
     r.run("fstat.blocks", [&](Check& c) {
         kvm::Vm vm = env.new_vm();
         const uint64_t total = 16 * p;
-        Gmem g = env.create(vm, total, 0);
-        struct stat before = fstat_or_throw(g.fd());
-        int e = g->try_fallocate(FALLOC_FL_KEEP_SIZE, 0, total);
+        kvm::ObservedGmem g = env.create(vm, total, 0);
+        struct stat before = fstat_or_throw(g.gmem.fd());
+        int e = g.gmem.try_fallocate(FALLOC_FL_KEEP_SIZE, 0, total);
         if (e)
             throw SysError("fallocate",
-                           fmt::format("guest_memfd={}, KEEP_SIZE, 0, {:#x}", g.fd(), total), e);
-        struct stat after = fstat_or_throw(g.fd());
+                           fmt::format("guest_memfd={}, KEEP_SIZE, 0, {:#x}", g.gmem.fd(), total),
+                           e);
+        struct stat after = fstat_or_throw(g.gmem.fd());
         // Upstream guest_memfd does not account i_blocks (it stays 0); the ABI
         // only bounds it by what the file can hold.
         c.expected = fmt::format("st_blocks*512 <= {:#x} before and after allocating every page "
@@ -814,13 +780,13 @@ void check_file(Runner& r, const Env& env) {
     r.run("file.ftruncate_refused", [&](Check& c) {
         kvm::Vm vm = env.new_vm();
         const uint64_t total = 4 * p;
-        Gmem g = env.create(vm, total, 0);
+        kvm::ObservedGmem g = env.create(vm, total, 0);
         Cases cases;
         for (uint64_t len : {2 * total, total + p, total, p, uint64_t(0)}) {
-            int e = ::ftruncate(g.fd(), static_cast<off_t>(len)) == 0 ? 0 : errno;
+            int e = ::ftruncate(g.gmem.fd(), static_cast<off_t>(len)) == 0 ? 0 : errno;
             cases.add(fmt::format("len {:#x}", len), e == EINVAL, result_str(e));
         }
-        struct stat st = fstat_or_throw(g.fd());
+        struct stat st = fstat_or_throw(g.gmem.fd());
         cases.add("st_size afterwards", static_cast<uint64_t>(st.st_size) == total,
                   hex(st.st_size));
         cases.finish(c, "EINVAL for every length and st_size unchanged (kvm_gmem_setattr "
@@ -830,49 +796,38 @@ void check_file(Runner& r, const Env& env) {
 
 // ---- memslot binding -----------------------------------------------------
 
-uapi::kvm_userspace_memory_region2 region(uint32_t slot, uint64_t gpa, uint64_t size,
-                                          uint64_t uaddr, uint32_t fd, uint64_t offset,
-                                          uint32_t flags = uapi::kMemGuestMemfd) {
-    uapi::kvm_userspace_memory_region2 r{};
-    r.slot = slot;
-    r.flags = flags;
-    r.guest_phys_addr = gpa;
-    r.memory_size = size;
-    r.userspace_addr = uaddr;
-    r.guest_memfd = fd;
-    r.guest_memfd_offset = offset;
-    return r;
-}
-
 // A binding that should be refused; if the kernel accepts it, it is deleted
 // again so that later cases start from the same state.
-int try_bad_binding(kvm::Vm& vm, const uapi::kvm_userspace_memory_region2& r) {
-    int e = vm.try_set_region_raw(r);
+int try_bad_binding(kvm::Vm& vm, const kvm::Memslot& m) {
+    int e = vm.try_set_region_raw(m);
     if (e == 0) {
-        uapi::kvm_userspace_memory_region2 d = r;
-        d.memory_size = 0;
+        kvm::Memslot d = m;
+        d.size = 0;
         vm.try_set_region_raw(d);
     }
     return e;
 }
 
-std::string region_str(const uapi::kvm_userspace_memory_region2& r) {
-    return fmt::format("slot={} gpa={:#x} size={:#x} offset={:#x}", r.slot, r.guest_phys_addr,
-                       r.memory_size, r.guest_memfd_offset);
+std::string region_str(const kvm::Memslot& m) {
+    return fmt::format("slot={} gpa={:#x} size={:#x} offset={:#x}", m.slot, m.gpa, m.size,
+                       m.gmem_offset);
 }
 
 // The VM, file and host mapping every memslot check starts from.
 struct SlotFixture {
     static constexpr uint64_t kPages = 16;
     uint64_t file_size;
-    kvm::Mapping host; // userspace_addr of the slots (declared before the VM: outlives it)
-    kvm::Vm vm;
-    Gmem gmem;
+    kvm::Mapping host;      // userspace_addr of the slots (declared first: outlives the VM)
+    kvm::ObservedGmem file; // the VM and the guest_memfd bound to it
     uint64_t uaddr() const { return reinterpret_cast<uint64_t>(host.data()); }
+    kvm::Vm& vm() { return file.vm; }
+    int fd() const { return file.gmem.fd(); }
 
     explicit SlotFixture(const Env& env)
-        : file_size(kPages * page_size()), host(kvm::Mapping::anonymous(4 * file_size)),
-          vm(env.new_vm()), gmem(env.create(vm, file_size, 0)) {}
+        : file_size(kPages * page_size()), host(kvm::Mapping::anonymous(4 * file_size)) {
+        file.vm = env.new_vm();
+        file.create_gmem(file.vm, file_size, 0, env.observer());
+    }
 };
 
 constexpr uint64_t kGpaA = 0x10000000; // 256 MiB
@@ -897,19 +852,19 @@ void check_memslots(Runner& r, const Env& env) {
     auto refused = [&](const std::string& name, int want, const std::string& source,
                        auto&& make_region) {
         slot_check(name, errno_expectation(want, source), [&](Check& c, SlotFixture& fx) {
-            uapi::kvm_userspace_memory_region2 reg = make_region(fx);
-            expect_errno(c, want, try_bad_binding(fx.vm, reg), source);
+            kvm::Memslot reg = make_region(fx);
+            expect_errno(c, want, try_bad_binding(fx.vm(), reg), source);
             c.observed += " for " + region_str(reg);
-            fx.vm.add_memslot(
-                {9, uapi::kMemGuestMemfd, kGpaA, fx.file_size, fx.uaddr(), fx.gmem.fd(), 0});
+            fx.vm().add_memslot(
+                {9, uapi::kMemGuestMemfd, kGpaA, fx.file_size, fx.uaddr(), fx.fd(), 0});
         });
     };
 
     slot_check("memslot.bind_valid",
                "success (whole file bound at offset 0; api.rst KVM_SET_USER_MEMORY_REGION2)",
                [&](Check& c, SlotFixture& fx) {
-                   int e = fx.vm.try_add_memslot(
-                       {1, uapi::kMemGuestMemfd, kGpaA, fx.file_size, fx.uaddr(), fx.gmem.fd(), 0});
+                   int e = fx.vm().try_add_memslot(
+                       {1, uapi::kMemGuestMemfd, kGpaA, fx.file_size, fx.uaddr(), fx.fd(), 0});
                    expect_errno(c, 0, e,
                                 "whole file bound at offset 0; api.rst "
                                 "KVM_SET_USER_MEMORY_REGION2");
@@ -919,67 +874,82 @@ void check_memslots(Runner& r, const Env& env) {
                "success for each step (kvm_gmem_unbind clears the range on delete)",
                [&](Check& c, SlotFixture& fx) {
                    Cases cases;
-                   kvm::Memslot m{1,          uapi::kMemGuestMemfd, kGpaA, fx.file_size,
-                                  fx.uaddr(), fx.gmem.fd(),         0};
-                   int e = fx.vm.try_add_memslot(m);
+                   kvm::Memslot m{1, uapi::kMemGuestMemfd, kGpaA, fx.file_size, fx.uaddr(), fx.fd(),
+                                  0};
+                   int e = fx.vm().try_add_memslot(m);
                    cases.add("bind", e == 0, result_str(e));
-                   e = fx.vm.try_remove_memslot(1);
+                   e = fx.vm().try_remove_memslot(1);
                    cases.add("delete (memory_size 0)", e == 0, result_str(e));
                    // The binding is gone, so the same file range can be bound again.
                    m.slot = 2;
-                   e = fx.vm.try_add_memslot(m);
+                   e = fx.vm().try_add_memslot(m);
                    cases.add("bind the same range in a new slot", e == 0, result_str(e));
                    cases.finish(c, c.expected);
                });
 
     refused("memslot.offset_misaligned", EINVAL,
-            "guest_memfd_offset not page aligned; __kvm_set_memory_region",
-            [&](SlotFixture& fx) { return region(1, kGpaB, p, fx.uaddr(), fx.gmem.fd(), p / 2); });
+            "guest_memfd_offset not page aligned; __kvm_set_memory_region", [&](SlotFixture& fx) {
+                return kvm::Memslot{1, uapi::kMemGuestMemfd, kGpaB, p, fx.uaddr(), fx.fd(), p / 2};
+            });
     refused("memslot.offset_beyond_file", EINVAL, "offset + size > file size; kvm_gmem_bind",
             [&](SlotFixture& fx) {
-                return region(1, kGpaB, fx.file_size, fx.uaddr(), fx.gmem.fd(), p);
+                return kvm::Memslot{
+                    1, uapi::kMemGuestMemfd, kGpaB, fx.file_size, fx.uaddr(), fx.fd(), p};
             });
     refused("memslot.offset_at_eof", EINVAL, "offset == file size; kvm_gmem_bind",
             [&](SlotFixture& fx) {
-                return region(1, kGpaB, p, fx.uaddr(), fx.gmem.fd(), fx.file_size);
+                return kvm::Memslot{1,       uapi::kMemGuestMemfd, kGpaB, p, fx.uaddr(),
+                                    fx.fd(), fx.file_size};
             });
     refused("memslot.size_beyond_file", EINVAL, "size > file size; kvm_gmem_bind",
             [&](SlotFixture& fx) {
-                return region(1, kGpaB, fx.file_size + p, fx.uaddr(), fx.gmem.fd(), 0);
+                return kvm::Memslot{
+                    1, uapi::kMemGuestMemfd, kGpaB, fx.file_size + p, fx.uaddr(), fx.fd(), 0};
             });
     refused("memslot.offset_uint64_max", EINVAL,
             "offset UINT64_MAX is not page aligned; __kvm_set_memory_region", [&](SlotFixture& fx) {
-                return region(1, kGpaB, p, fx.uaddr(), fx.gmem.fd(), UINT64_MAX);
+                return kvm::Memslot{1,         uapi::kMemGuestMemfd, kGpaB, p, fx.uaddr(), fx.fd(),
+                                    UINT64_MAX};
             });
     refused("memslot.offset_negative", EINVAL,
             "offset 1<<63 is negative as loff_t; kvm_gmem_bind: offset < 0", [&](SlotFixture& fx) {
-                return region(1, kGpaB, p, fx.uaddr(), fx.gmem.fd(), 1ull << 63);
+                return kvm::Memslot{1,         uapi::kMemGuestMemfd, kGpaB, p, fx.uaddr(), fx.fd(),
+                                    1ull << 63};
             });
     refused("memslot.offset_size_overflow", EINVAL,
             "offset + size wraps around; __kvm_set_memory_region", [&](SlotFixture& fx) {
-                return region(1, kGpaB, 2 * p, fx.uaddr(), fx.gmem.fd(), UINT64_MAX - p + 1);
+                return kvm::Memslot{1,       uapi::kMemGuestMemfd, kGpaB, 2 * p, fx.uaddr(),
+                                    fx.fd(), UINT64_MAX - p + 1};
             });
-    refused(
-        "memslot.size_uint64_max", EINVAL, "memory_size not page aligned; __kvm_set_memory_region",
-        [&](SlotFixture& fx) { return region(1, kGpaB, UINT64_MAX, fx.uaddr(), fx.gmem.fd(), 0); });
-    refused(
-        "memslot.size_huge", EINVAL,
-        "memory_size 1<<63: beyond KVM_MEM_MAX_NR_PAGES and the address space; "
-        "__kvm_set_memory_region",
-        [&](SlotFixture& fx) { return region(1, kGpaB, 1ull << 63, fx.uaddr(), fx.gmem.fd(), 0); });
+    refused("memslot.size_uint64_max", EINVAL,
+            "memory_size not page aligned; __kvm_set_memory_region", [&](SlotFixture& fx) {
+                return kvm::Memslot{1, uapi::kMemGuestMemfd, kGpaB, UINT64_MAX, fx.uaddr(), fx.fd(),
+                                    0};
+            });
+    refused("memslot.size_huge", EINVAL,
+            "memory_size 1<<63: beyond KVM_MEM_MAX_NR_PAGES and the address space; "
+            "__kvm_set_memory_region",
+            [&](SlotFixture& fx) {
+                return kvm::Memslot{1, uapi::kMemGuestMemfd, kGpaB, 1ull << 63, fx.uaddr(), fx.fd(),
+                                    0};
+            });
     refused("memslot.readonly_refused", EINVAL,
             "check_memory_region_flags: GUEST_MEMFD with READONLY; since 6.8 (commit "
             "e563592224e0)",
             [&](SlotFixture& fx) {
-                return region(1, kGpaB, fx.file_size, fx.uaddr(), fx.gmem.fd(), 0,
-                              uapi::kMemGuestMemfd | kMemReadonly);
+                return kvm::Memslot{1,          uapi::kMemGuestMemfd | kMemReadonly,
+                                    kGpaB,      fx.file_size,
+                                    fx.uaddr(), fx.fd(),
+                                    0};
             });
     refused("memslot.dirty_log_refused", EINVAL,
             "check_memory_region_flags: dirty logging of guest_memfd memslots is not "
             "supported",
             [&](SlotFixture& fx) {
-                return region(1, kGpaB, fx.file_size, fx.uaddr(), fx.gmem.fd(), 0,
-                              uapi::kMemGuestMemfd | kMemLogDirtyPages);
+                return kvm::Memslot{1,          uapi::kMemGuestMemfd | kMemLogDirtyPages,
+                                    kGpaB,      fx.file_size,
+                                    fx.uaddr(), fx.fd(),
+                                    0};
             });
 
     // The refusal is the ABI (api.rst: "the bound ranges must not overlap");
@@ -990,15 +960,16 @@ void check_memslots(Runner& r, const Env& env) {
                "file range may be bound to one memslot only (api.rst \"the bound ranges must not "
                "overlap\")",
                [&](Check& c, SlotFixture& fx) {
-                   fx.vm.add_memslot(
-                       {1, uapi::kMemGuestMemfd, kGpaA, fx.file_size, fx.uaddr(), fx.gmem.fd(), 0});
+                   fx.vm().add_memslot(
+                       {1, uapi::kMemGuestMemfd, kGpaA, fx.file_size, fx.uaddr(), fx.fd(), 0});
                    Cases cases;
                    // Different, non-overlapping GPAs: only the file ranges collide.
                    const std::pair<uint64_t, uint64_t> ranges[] = {
                        {0, fx.file_size}, {p, p}, {fx.file_size - p, p}};
                    for (auto [off, size] : ranges) {
-                       auto reg = region(2, kGpaB, size, fx.uaddr(), fx.gmem.fd(), off);
-                       int e = try_bad_binding(fx.vm, reg);
+                       auto reg = kvm::Memslot{
+                           2, uapi::kMemGuestMemfd, kGpaB, size, fx.uaddr(), fx.fd(), off};
+                       int e = try_bad_binding(fx.vm(), reg);
                        cases.add(fmt::format("offset={:#x} size={:#x}", off, size),
                                  e == EINVAL || e == EEXIST, result_str(e));
                    }
@@ -1011,11 +982,11 @@ void check_memslots(Runner& r, const Env& env) {
                [&](Check& c, SlotFixture& fx) {
                    const uint64_t half = fx.file_size / 2;
                    Cases cases;
-                   int e = fx.vm.try_add_memslot(
-                       {1, uapi::kMemGuestMemfd, kGpaA, half, fx.uaddr(), fx.gmem.fd(), 0});
+                   int e = fx.vm().try_add_memslot(
+                       {1, uapi::kMemGuestMemfd, kGpaA, half, fx.uaddr(), fx.fd(), 0});
                    cases.add("first half", e == 0, result_str(e));
-                   e = fx.vm.try_add_memslot({2, uapi::kMemGuestMemfd, kGpaB, half,
-                                              fx.uaddr() + half, fx.gmem.fd(), half});
+                   e = fx.vm().try_add_memslot(
+                       {2, uapi::kMemGuestMemfd, kGpaB, half, fx.uaddr() + half, fx.fd(), half});
                    cases.add("second half", e == 0, result_str(e));
                    cases.finish(c, c.expected);
                });
@@ -1025,10 +996,11 @@ void check_memslots(Runner& r, const Env& env) {
         "memslot.overlapping_gpa", errno_expectation(EEXIST, gpa_src),
         [&](Check& c, SlotFixture& fx) {
             const uint64_t half = fx.file_size / 2;
-            fx.vm.add_memslot({1, uapi::kMemGuestMemfd, kGpaA, half, fx.uaddr(), fx.gmem.fd(), 0});
+            fx.vm().add_memslot({1, uapi::kMemGuestMemfd, kGpaA, half, fx.uaddr(), fx.fd(), 0});
             // A disjoint file range, but at a GPA inside slot 1.
-            auto reg = region(2, kGpaA + p, p, fx.uaddr() + half, fx.gmem.fd(), half);
-            expect_errno(c, EEXIST, try_bad_binding(fx.vm, reg), gpa_src);
+            auto reg = kvm::Memslot{
+                2, uapi::kMemGuestMemfd, kGpaA + p, p, fx.uaddr() + half, fx.fd(), half};
+            expect_errno(c, EEXIST, try_bad_binding(fx.vm(), reg), gpa_src);
             c.observed += " for " + region_str(reg);
         });
 
@@ -1036,11 +1008,12 @@ void check_memslots(Runner& r, const Env& env) {
         "kvm_set_memory_region: guest_memfd memslots are immutable, they can only be deleted";
     slot_check("memslot.modify_refused", errno_expectation(EINVAL, modify_src),
                [&](Check& c, SlotFixture& fx) {
-                   fx.vm.add_memslot(
-                       {1, uapi::kMemGuestMemfd, kGpaA, fx.file_size, fx.uaddr(), fx.gmem.fd(), 0});
+                   fx.vm().add_memslot(
+                       {1, uapi::kMemGuestMemfd, kGpaA, fx.file_size, fx.uaddr(), fx.fd(), 0});
                    // Moving the slot to another GPA.
-                   auto reg = region(1, kGpaB, fx.file_size, fx.uaddr(), fx.gmem.fd(), 0);
-                   expect_errno(c, EINVAL, try_bad_binding(fx.vm, reg), modify_src);
+                   auto reg = kvm::Memslot{
+                       1, uapi::kMemGuestMemfd, kGpaB, fx.file_size, fx.uaddr(), fx.fd(), 0};
+                   expect_errno(c, EINVAL, try_bad_binding(fx.vm(), reg), modify_src);
                    c.observed += " for a move of slot 1 to " + hex(kGpaB);
                });
 
@@ -1048,9 +1021,10 @@ void check_memslots(Runner& r, const Env& env) {
     slot_check("memslot.foreign_vm_guest_memfd", errno_expectation(EINVAL, foreign_src),
                [&](Check& c, SlotFixture& fx) {
                    kvm::Vm other = env.new_vm();
-                   Gmem foreign = env.create(other, fx.file_size, 0);
-                   auto reg = region(1, kGpaB, fx.file_size, fx.uaddr(), foreign.fd(), 0);
-                   expect_errno(c, EINVAL, try_bad_binding(fx.vm, reg), foreign_src);
+                   kvm::ObservedGmem foreign = env.create(other, fx.file_size, 0);
+                   auto reg = kvm::Memslot{1,          uapi::kMemGuestMemfd, kGpaB, fx.file_size,
+                                           fx.uaddr(), foreign.gmem.fd(),    0};
+                   expect_errno(c, EINVAL, try_bad_binding(fx.vm(), reg), foreign_src);
                });
 
     auto non_gmem = [&](const std::string& name, const std::string& what, auto&& open_fd) {
@@ -1060,8 +1034,8 @@ void check_memslots(Runner& r, const Env& env) {
             if (!fd)
                 throw SysError("open", what, errno);
             auto reg =
-                region(1, kGpaB, fx.file_size, fx.uaddr(), static_cast<uint32_t>(fd.get()), 0);
-            expect_errno(c, EINVAL, try_bad_binding(fx.vm, reg), src);
+                kvm::Memslot{1, uapi::kMemGuestMemfd, kGpaB, fx.file_size, fx.uaddr(), fd.get(), 0};
+            expect_errno(c, EINVAL, try_bad_binding(fx.vm(), reg), src);
         });
     };
     non_gmem("memslot.non_gmem_fd.memfd", "a memfd",
@@ -1093,12 +1067,13 @@ void check_memslots(Runner& r, const Env& env) {
     slot_check(
         "memslot.closed_fd", errno_expectation(EBADF, badf_src), [&](Check& c, SlotFixture& fx) {
             // An fd number that is certainly not open: dup one, then close it.
-            int fd = ::dup(fx.gmem.fd());
+            int fd = ::dup(fx.fd());
             if (fd < 0)
-                throw SysError("dup", fmt::format("fd={}", fx.gmem.fd()), errno);
+                throw SysError("dup", fmt::format("fd={}", fx.fd()), errno);
             ::close(fd);
-            auto reg = region(1, kGpaB, fx.file_size, fx.uaddr(), static_cast<uint32_t>(fd), 0);
-            expect_errno(c, EBADF, try_bad_binding(fx.vm, reg), badf_src);
+            auto reg =
+                kvm::Memslot{1, uapi::kMemGuestMemfd, kGpaB, fx.file_size, fx.uaddr(), fd, 0};
+            expect_errno(c, EBADF, try_bad_binding(fx.vm(), reg), badf_src);
         });
 }
 

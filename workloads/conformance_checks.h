@@ -11,7 +11,7 @@
 // version or on a patch series starts with kVersionDependentTag.
 #pragma once
 
-#include "kvm/kvm.h"
+#include "kvm/observed_gmem.h"
 #include "reports/model.h"
 
 #include <functional>
@@ -19,19 +19,15 @@
 #include <string_view>
 #include <vector>
 
-namespace gms::workloads {
-class GmemObserver;
-}
-
 namespace gms::workloads::conformance {
 
 inline constexpr std::string_view kVersionDependentTag = "[version-dependent] ";
 
 struct Options {
     unsigned long vm_type = 0;
-    kvm::FlagBits bits;                // where the patch-series flags (WRITE) live
-    GmemObserver* observer = nullptr;  // told about every guest_memfd created/released
-    std::function<bool()> should_stop; // polled between groups of checks
+    kvm::FlagBits bits;                    // where the patch-series flags (WRITE) live
+    kvm::GmemObserver* observer = nullptr; // told about every guest_memfd created/released
+    std::function<bool()> should_stop;     // polled between groups of checks
 };
 
 // Runs every check on VMs of opt.vm_type. Throws only if no VM can be created

@@ -216,40 +216,28 @@ Plan plan_hypercall(const Context& ctx, const Plan& attrs, const Plan& in_place)
 
 // ---- one VM running the scenario -----------------------------------------------------
 
+// Defaults and limits live in the ParamSpecs (convert_workload()); the
+// profile loader has filled in and checked every one of them.
 struct Params {
-    uint64_t pages = 32;
-    double run_timeout_s = 5;
+    uint64_t pages = 0; // even
+    double run_timeout_s = 0;
 };
 
-// VM + one vCPU + guest_memfd (+ mappings). Teardown order: VM, mappings, fd;
-// then the observer hears of the release.
+// VM + one vCPU + guest_memfd (+ mappings). Members go in reverse order:
+// the VM (vCPU, memslots, VM fd) with its code memory, the separate shared
+// memory, then the guest_memfd and its mapping, whose release the observer
+// hears of last, no reference being left.
 struct ConvVm {
+    kvm::ObservedGmem file;  // created on gvm's VM; in place, file.map is the
+                             // shared view and where SIGBUS is checked
+    kvm::Mapping shared_mem; // separate backing: the shared view
     std::unique_ptr<GuestVm> gvm;
     kvm::Vcpu* vcpu = nullptr;
     uint64_t pages_entry = 0, hc_entry = 0;
-    kvm::GuestMemfd gmem;
-    kvm::Mapping gmem_map;   // in place: the shared view, and where SIGBUS is checked
-    kvm::Mapping shared_mem; // separate backing: the shared view
     uint8_t* shared_view = nullptr;
     bool in_place = false;
     uint64_t npages = 0;
-    GmemObserver* observer = nullptr;
-    kvm::InodeId inode;
-    bool notified = false;
 
-    ~ConvVm() { release(); }
-    void release() {
-        if (gvm)
-            gvm->destroy();
-        gvm.reset();
-        gmem_map.reset();
-        shared_mem.reset();
-        gmem.close();
-        if (notified && observer) {
-            notified = false;
-            observer->on_released(inode);
-        }
-    }
     uint64_t gpa(uint64_t page) const { return kDataGpa + page * kPage; }
 };
 
@@ -262,21 +250,17 @@ void setup(Context& ctx, ConvVm& cv, const Plan& pl, const Params& prm, Mode mod
     cv.npages = prm.pages;
     cv.in_place = pl.in_place;
     const uint64_t size = prm.pages * kPage;
-    cv.gmem = vm.create_guest_memfd(size, pl.gmem_flags);
-    cv.observer = &ctx.observer;
-    cv.inode = cv.gmem.inode();
-    ctx.observer.on_created(cv.gmem);
-    cv.notified = true;
+    cv.file.create_gmem(vm, size, pl.gmem_flags, ctx.observer);
     ++gmem_files;
     kvm::Memslot m;
     m.slot = kDataSlot;
     m.flags = uapi::kMemGuestMemfd;
     m.gpa = kDataGpa;
     m.size = size;
-    m.gmem_fd = cv.gmem.fd();
+    m.gmem_fd = cv.file.gmem.fd();
     if (cv.in_place) {
-        cv.gmem_map = cv.gmem.map_shared();
-        cv.shared_view = cv.gmem_map.data();
+        cv.file.map = cv.file.gmem.map_shared();
+        cv.shared_view = cv.file.map.data();
     } else {
         cv.shared_mem =
             kvm::Mapping::map(-1, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS);
@@ -453,11 +437,11 @@ struct Runner {
     // Host access through the guest_memfd mapping: private pages must raise
     // SIGBUS on read and write, shared pages must not.
     void sigbus_expect(const std::string& step, uint64_t first, uint64_t n, bool private_) {
-        if (!cv.gmem_map.valid())
+        if (!cv.file.map.valid())
             return;
         SigbusGuard guard;
         for (uint64_t pg = first; pg < first + n; ++pg) {
-            volatile uint8_t* p = cv.gmem_map.data() + pg * kPage;
+            volatile uint8_t* p = cv.file.map.data() + pg * kPage;
             uint8_t v = 0;
             bool rf = guard.read_faults(p, &v);
             ++sigbus_checks;
@@ -482,7 +466,7 @@ struct Runner {
         a.size = n * kPage;
         a.attributes = to_private ? uapi::kMemoryAttributePrivate : 0;
         unsigned long req = _IOWR(KVMIO, attrs2_nr, uapi::kvm_memory_attributes2);
-        int rc = ::ioctl(cv.gmem.fd(), req, &a);
+        int rc = ::ioctl(cv.file.gmem.fd(), req, &a);
         int e = rc < 0 ? errno : 0;
         if (error_offset)
             *error_offset = a.error_offset;
@@ -615,7 +599,7 @@ struct Runner {
             guest_expect_kept_or_zero("P shared again: guest reads", 0, half, G(1));
         } else {
             guest_expect("P shared again: guest reads the shared copy", 0, half, G(0), nullptr);
-            if (int e = cv.gmem.try_punch_hole(0, half * kPage))
+            if (int e = cv.file.gmem.try_punch_hole(0, half * kPage))
                 fail("P shared again: discard private copies",
                      fmt::format("PUNCH_HOLE failed: {}", errno_name(e)));
         }
@@ -646,7 +630,7 @@ struct Runner {
         if (::pipe2(pipefd, O_CLOEXEC) != 0)
             throw SysError("pipe2", "", errno);
         UniqueFd rd(pipefd[0]), wr(pipefd[1]);
-        iovec iov{cv.gmem_map.data() + pin * kPage, kPage};
+        iovec iov{cv.file.map.data() + pin * kPage, kPage};
         ssize_t sp = ::vmsplice(wr.get(), &iov, 1, 0);
         if (sp != ssize_t(kPage)) {
             c.outcome = report::Outcome::skip;
@@ -690,8 +674,7 @@ void run_mode(Context& ctx, Mode mode, const Plan& pl, const Params& prm, uint64
     report::Check c;
     c.name = std::string("convert.") + mode_name(mode);
     c.expected = "data and SIGBUS expectations hold across every private<->shared conversion";
-    const unsigned nworkers =
-        static_cast<unsigned>(std::max<int64_t>(1, int_param(ctx.spec, "threads", 1)));
+    const auto nworkers = static_cast<unsigned>(ctx.spec.integer("threads"));
     std::vector<ModeWorker> ws(nworkers);
     std::vector<std::unique_ptr<ConvVm>> vms;
     for (unsigned i = 0; i < nworkers; ++i) {
@@ -789,8 +772,8 @@ report::WorkloadResult run(Context& ctx) {
     const uint64_t t0 = now_ns();
     report::WorkloadResult r = host::start_result(ctx, "convert");
     Params prm;
-    prm.pages = static_cast<uint64_t>(int_param(ctx.spec, "pages", int64_t(prm.pages)));
-    prm.run_timeout_s = num_param(ctx.spec, "run_timeout", prm.run_timeout_s);
+    prm.pages = static_cast<uint64_t>(ctx.spec.integer("pages"));
+    prm.run_timeout_s = ctx.spec.number("run_timeout");
 
     Plan attrs = plan_attributes(ctx);
     Plan in_place = plan_in_place(ctx);
@@ -801,7 +784,7 @@ report::WorkloadResult run(Context& ctx) {
     for (auto& [m, pl] : modes)
         runnable += pl.runnable;
 
-    const uint64_t ops = static_cast<uint64_t>(int_param(ctx.spec, "ops", 0));
+    const uint64_t ops = static_cast<uint64_t>(ctx.spec.integer("ops"));
     const double budget = ctx.time_budget_s > 0 ? ctx.time_budget_s : 1e9;
     uint64_t gmem_files = 0;
     std::vector<host::WorkerResult> outs;
@@ -883,18 +866,13 @@ WorkloadInfo convert_workload() {
         {"run_timeout", ParamType::duration, 5.0, "a single KVM_RUN longer than this is a failure",
          0.1, 3600},
     };
-    w.skip_reason = [](const Caps& caps, const profile::Profile&,
-                       const profile::WorkloadSpec&) -> std::optional<std::string> {
+    w.skip_reason = [](const Caps& caps, const profile::Profile&, const profile::WorkloadSpec&) {
         // Per-mode reasons need a VM of each type: run() reports them as checks.
-        if (!caps.kvm_accessible)
-            return fmt::format("/dev/kvm is not usable: {}", caps.kvm_error);
-        if (!caps.guest_memfd)
-            return std::string("KVM_CAP_GUEST_MEMFD is not supported by this kernel");
-        return std::nullopt;
+        return kvm_skip_reason(caps);
     };
     w.memory_estimate = [](const profile::Profile&, const profile::WorkloadSpec& s) {
-        uint64_t pages = static_cast<uint64_t>(int_param(s, "pages", 32));
-        uint64_t threads = static_cast<uint64_t>(std::max<int64_t>(1, int_param(s, "threads", 1)));
+        auto pages = static_cast<uint64_t>(s.integer("pages"));
+        auto threads = static_cast<uint64_t>(s.integer("threads"));
         return threads * (2 * pages * kPage + GuestVm::code_slot_size(1));
     };
     w.run = run;

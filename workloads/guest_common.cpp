@@ -350,32 +350,6 @@ void VcpuThreads::stop_all() {
             t.join();
 }
 
-// ---- parameters ------------------------------------------------------------------
-
-int64_t int_param(const profile::WorkloadSpec& s, const std::string& key, int64_t def) {
-    auto it = s.params.find(key);
-    if (it == s.params.end())
-        return def;
-    if (auto* i = std::get_if<int64_t>(&it->second))
-        return *i;
-    if (auto* d = std::get_if<double>(&it->second))
-        return static_cast<int64_t>(*d);
-    if (auto* b = std::get_if<bool>(&it->second))
-        return *b;
-    throw UsageError(fmt::format("workload '{}': parameter '{}' is not a number", s.kind, key));
-}
-
-double num_param(const profile::WorkloadSpec& s, const std::string& key, double def) {
-    auto it = s.params.find(key);
-    if (it == s.params.end())
-        return def;
-    if (auto* d = std::get_if<double>(&it->second))
-        return *d;
-    if (auto* i = std::get_if<int64_t>(&it->second))
-        return double(*i);
-    throw UsageError(fmt::format("workload '{}': parameter '{}' is not a number", s.kind, key));
-}
-
 // ---- hooks -------------------------------------------------------------------------
 
 namespace {

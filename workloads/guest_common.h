@@ -23,7 +23,7 @@
 
 namespace gms::workloads::guest {
 
-inline constexpr uint64_t kPage = 4096;
+inline constexpr uint64_t kPage = kvm::kPageSize;
 inline constexpr uint32_t kWordsPerPage = kPage / 4;
 
 // ---- guest programs ----------------------------------------------------------
@@ -197,12 +197,6 @@ class VcpuThreads {
 // SIGUSR1 must interrupt KVM_RUN, not kill the process: installs a no-op
 // handler (no SA_RESTART) if SIGUSR1 still has its default disposition.
 void ensure_kick_handler();
-
-// ---- parameters --------------------------------------------------------------
-
-// A workload parameter, or `def` if the spec does not carry it.
-int64_t int_param(const profile::WorkloadSpec& s, const std::string& key, int64_t def);
-double num_param(const profile::WorkloadSpec& s, const std::string& key, double def);
 
 // ---- test hooks -------------------------------------------------------------------
 

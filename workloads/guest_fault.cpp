@@ -29,24 +29,24 @@ using namespace guest;
 constexpr uint32_t kDataSlot = 1;
 constexpr uint32_t kTagHost = 1, kTagGuest = 2;
 
+// Defaults and limits live in the ParamSpecs (guest_fault_workload()); the
+// profile loader has filled in and checked every one of them.
 struct Params {
-    uint32_t batch = 64;
-    unsigned prefill_pct = 25;
-    unsigned write_pct = 90;
-    unsigned stride_shift = 6; // the guest touches every 64th word
-    double run_timeout_s = 10;
-    double stop_grace_s = 0.5;
+    uint32_t batch = 0;
+    unsigned prefill_pct = 0;
+    unsigned write_pct = 0;
+    unsigned stride_shift = 0; // log2 of guest_stride (a power of two)
+    double run_timeout_s = 0;
+    double stop_grace_s = 0.5; // not a parameter: time for a batch to end on a stop
 };
 
 Params read_params(const profile::WorkloadSpec& s) {
     Params p;
-    p.batch = static_cast<uint32_t>(int_param(s, "batch_pages", p.batch));
-    p.prefill_pct = static_cast<unsigned>(int_param(s, "prefill_percent", p.prefill_pct));
-    p.write_pct = static_cast<unsigned>(int_param(s, "write_percent", p.write_pct));
-    p.run_timeout_s = num_param(s, "run_timeout", p.run_timeout_s);
-    // A power of two (checked when the profile loads, see the params below).
-    int64_t stride = int_param(s, "guest_stride", 64);
-    p.stride_shift = static_cast<unsigned>(__builtin_ctzll(uint64_t(stride)));
+    p.batch = static_cast<uint32_t>(s.integer("batch_pages"));
+    p.prefill_pct = static_cast<unsigned>(s.integer("prefill_percent"));
+    p.write_pct = static_cast<unsigned>(s.integer("write_percent"));
+    p.stride_shift = static_cast<unsigned>(__builtin_ctzll(uint64_t(s.integer("guest_stride"))));
+    p.run_timeout_s = s.number("run_timeout");
     return p;
 }
 
@@ -56,7 +56,7 @@ uint64_t threads_total(const profile::Profile& p) {
 
 std::optional<std::string> skip_reason(const Caps& caps, const profile::Profile& p,
                                        const profile::WorkloadSpec&) {
-    if (auto r = host::gmem_skip_reason(caps, p, p.gmem_flags | host::kMmapFlags))
+    if (auto r = gmem_skip_reason(caps, p, p.gmem_flags | host::kMmapFlags))
         return r;
     if (p.vm_type != uapi::kX86DefaultVm && p.vm_type != uapi::kX86SwProtectedVm)
         return fmt::format(
@@ -72,32 +72,15 @@ std::optional<std::string> skip_reason(const Caps& caps, const profile::Profile&
     return std::nullopt;
 }
 
-// One VM: guest code slot, guest_memfd, its mapping, its memslot. Teardown:
-// VM (vCPUs, memslots, VM fd), mappings, guest_memfd fd; then the observer
-// hears of the release, no reference being left.
+// One VM: guest code slot, guest_memfd, its mapping, its memslot. Members
+// go in reverse order: the VM (vCPUs, memslots, VM fd) with its code memory,
+// the fallback memory, then the guest_memfd and its mapping, whose release
+// the observer hears of last, no reference being left.
 struct VmInstance {
-    std::unique_ptr<GuestVm> gvm;
-    kvm::GuestMemfd gmem;
-    kvm::Mapping map;
+    kvm::ObservedGmem file;    // created on gvm's VM
     kvm::Mapping fallback_hva; // only if KVM refused the mapping as userspace_addr
+    std::unique_ptr<GuestVm> gvm;
     uint64_t entry = 0;
-    GmemObserver* observer = nullptr;
-    kvm::InodeId inode;
-    bool notified = false;
-
-    ~VmInstance() { release(); }
-    void release() {
-        if (gvm)
-            gvm->destroy();
-        gvm.reset();
-        map.reset();
-        fallback_hva.reset();
-        gmem.close();
-        if (notified && observer) {
-            notified = false;
-            observer->on_released(inode);
-        }
-    }
 };
 
 // Sets up VM `index`; returns a skip reason if this kernel cannot, throws on tool errors.
@@ -113,26 +96,17 @@ std::optional<std::string> setup_vm(Context& ctx, VmInstance& in, unsigned index
     if (vm_flags < 0 || (uint64_t(vm_flags) & flags) != flags)
         return fmt::format(
             "guest_memfd flags {} not supported on a {} VM (KVM_CAP_GUEST_MEMFD_FLAGS={:#x})",
-            host::flag_names(flags, p.bits), p.vm_type_name, vm_flags);
-    int fd = vm.try_create_guest_memfd_raw(p.gmem_size, flags);
-    if (fd < 0)
-        throw SysError(
-            "ioctl",
-            fmt::format("KVM_CREATE_GUEST_MEMFD size={:#x}, flags={:#x}", p.gmem_size, flags), -fd);
-    in.gmem = kvm::GuestMemfd(UniqueFd(fd), p.gmem_size, flags);
-    in.observer = &ctx.observer;
-    in.inode = in.gmem.inode();
-    ctx.observer.on_created(in.gmem);
-    in.notified = true;
-    in.map = in.gmem.map_shared();
+            flag_names(flags, p.bits), p.vm_type_name, vm_flags);
+    in.file.create_gmem(vm, p.gmem_size, flags, ctx.observer);
+    in.file.map = in.file.gmem.map_shared();
 
     kvm::Memslot m;
     m.slot = kDataSlot;
     m.flags = uapi::kMemGuestMemfd;
     m.gpa = kDataGpa;
     m.size = p.gmem_size;
-    m.userspace_addr = reinterpret_cast<uint64_t>(in.map.data());
-    m.gmem_fd = in.gmem.fd();
+    m.userspace_addr = reinterpret_cast<uint64_t>(in.file.map.data());
+    m.gmem_fd = in.file.gmem.fd();
     m.gmem_offset = 0;
     if (int e = vm.try_add_memslot(m)) {
         // Older shared-guest_memfd kernels wanted an ordinary userspace_addr;
@@ -183,7 +157,7 @@ void run_vcpu_job(Context& ctx, const Params& prm, VcpuJob& job, RunSlot& slot,
                   std::atomic<bool>& abort, double run_timeout_s) {
     GuestVm& gvm = *job.in->gvm;
     kvm::Vcpu& vcpu = *gvm.vm().vcpus().at(job.vcpu);
-    uint8_t* region = job.in->map.data() + job.first_page * kPage;
+    uint8_t* region = job.in->file.map.data() + job.first_page * kPage;
     const uint64_t region_off = job.first_page * kPage;
     Rng rng(Rng::derive(ctx.seed, uint64_t(job.vm) << 32 | job.vcpu));
     std::vector<PageState> st(job.pages);
@@ -344,7 +318,7 @@ report::WorkloadResult run(Context& ctx) {
 
     const uint64_t pages_per_vcpu = p.gmem_size / kPage / p.vcpus;
     const unsigned nthreads = static_cast<unsigned>(threads_total(p));
-    const uint64_t total_ops = static_cast<uint64_t>(int_param(ctx.spec, "ops", 0));
+    const uint64_t total_ops = static_cast<uint64_t>(ctx.spec.integer("ops"));
     std::vector<VcpuJob> jobs(nthreads);
     for (unsigned i = 0; i < p.vm_count; ++i)
         for (unsigned v = 0; v < p.vcpus; ++v) {

@@ -3,43 +3,11 @@
 #include "core/error.h"
 
 #include <algorithm>
-#include <cctype>
 #include <csignal>
 #include <fmt/format.h>
-#include <linux/falloc.h>
 #include <thread>
 
 namespace gms::workloads::host {
-
-int allocate(kvm::GuestMemfd& g, uint64_t offset, uint64_t len) {
-    return g.try_fallocate(FALLOC_FL_KEEP_SIZE, offset, len);
-}
-
-// ---- skip reasons ------------------------------------------------------------
-
-std::string flag_names(uint64_t flags, const kvm::FlagBits& bits) {
-    std::string s = kvm::flags_to_string(flags, bits);
-    for (auto& c : s)
-        c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    return s;
-}
-
-std::optional<std::string> gmem_skip_reason(const Caps& caps, const profile::Profile& p,
-                                            uint64_t flags) {
-    if (!caps.kvm_accessible)
-        return fmt::format("/dev/kvm is not usable: {}", caps.kvm_error);
-    if (!caps.guest_memfd)
-        return std::string("KVM_CAP_GUEST_MEMFD is not supported by this kernel");
-    if (!caps.vm_type_supported(p.vm_type))
-        return fmt::format(
-            "VM type {} ({}) is not supported by this kernel (KVM_CAP_VM_TYPES={:#x})",
-            p.vm_type_name, p.vm_type, caps.vm_types);
-    if (uint64_t missing = flags & ~caps.guest_memfd_flags)
-        return fmt::format(
-            "guest_memfd flags {} not supported by this kernel (KVM_CAP_GUEST_MEMFD_FLAGS={:#x})",
-            flag_names(missing, p.bits), caps.guest_memfd_flags);
-    return std::nullopt;
-}
 
 // ---- data pattern ------------------------------------------------------------
 
@@ -338,41 +306,17 @@ void run_threads(unsigned threads, std::vector<WorkerResult>& workers, std::atom
 
 // ---- VM + guest_memfd + mapping ----------------------------------------------------
 
-namespace {
-// Workers create and release files concurrently; observers need not be thread-safe.
-std::mutex g_observer_mu;
-} // namespace
-
-void notify_created(GmemObserver& o, const kvm::GuestMemfd& g) {
-    std::lock_guard lock(g_observer_mu);
-    o.on_created(g);
-}
-
-void notify_released(GmemObserver& o, kvm::InodeId id) {
-    std::lock_guard lock(g_observer_mu);
-    o.on_released(id);
-}
-
-kvm::GuestMemfd create_gmem(Context& ctx, kvm::Vm& vm, uint64_t size, uint64_t flags) {
-    kvm::GuestMemfd g = vm.create_guest_memfd(size, flags);
-    notify_created(ctx.observer, g);
-    return g;
-}
-
-Instance Instance::create(Context& ctx, uint64_t size, uint64_t flags, bool mapped,
-                          std::map<std::string, report::OpStats>* ops) {
-    Instance in;
+kvm::ObservedGmem create_instance(Context& ctx, uint64_t size, uint64_t flags, bool mapped,
+                                  std::map<std::string, report::OpStats>* ops) {
+    kvm::ObservedGmem in;
     Timer t;
     in.vm = kvm::Vm::create(ctx.kvm, ctx.profile.vm_type);
     if (ops)
         (*ops)["create_vm"].record(t.ns());
     t = Timer();
-    in.gmem = create_gmem(ctx, in.vm, size, flags);
+    in.create_gmem(in.vm, size, flags, ctx.observer);
     if (ops)
         (*ops)["create_gmem"].record(t.ns(), size);
-    in.observer_ = &ctx.observer;
-    in.inode_ = in.gmem.inode();
-    in.live_ = true;
     if (mapped) {
         t = Timer();
         in.map = in.gmem.map_shared();
@@ -380,32 +324,6 @@ Instance Instance::create(Context& ctx, uint64_t size, uint64_t flags, bool mapp
             (*ops)["mmap"].record(t.ns(), size);
     }
     return in;
-}
-
-Instance::Instance(Instance&& o) noexcept
-    : vm(std::move(o.vm)), gmem(std::move(o.gmem)), map(std::move(o.map)), observer_(o.observer_),
-      inode_(o.inode_), live_(std::exchange(o.live_, false)) {}
-
-Instance& Instance::operator=(Instance&& o) noexcept {
-    if (this != &o) {
-        release();
-        vm = std::move(o.vm);
-        gmem = std::move(o.gmem);
-        map = std::move(o.map);
-        observer_ = o.observer_;
-        inode_ = o.inode_;
-        live_ = std::exchange(o.live_, false);
-    }
-    return *this;
-}
-
-void Instance::release() {
-    vm.destroy();
-    map.reset();
-    gmem.close();
-    if (live_ && observer_)
-        notify_released(*observer_, inode_);
-    live_ = false;
 }
 
 } // namespace gms::workloads::host

@@ -1,8 +1,7 @@
 // Shared pieces of the host-side workloads (host-fault, punch-hole, populate,
-// lifecycle): skip reasons, the data pattern and page checks, a SIGBUS guard
-// for touching guest_memfd mappings, page bookkeeping for the page-cache
-// counters, per-thread partitioning and the VM + guest_memfd + mapping owner
-// that tells the observer about creation and release.
+// lifecycle): the data pattern and page checks, a SIGBUS guard for touching
+// guest_memfd mappings, page bookkeeping for the page-cache counters,
+// per-thread partitioning and creating their VM + guest_memfd + mapping.
 #pragma once
 
 #include "workloads/sigbus.h"
@@ -10,31 +9,16 @@
 
 #include <cstdint>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace gms::workloads::host {
 
-inline constexpr uint64_t kPage = 4096;
+inline constexpr uint64_t kPage = kvm::kPageSize;
 inline constexpr uint64_t kWordsPerPage = kPage / sizeof(uint64_t);
 // Flags every workload that touches the memory through mmap needs.
 inline constexpr uint64_t kMmapFlags = uapi::kGuestMemfdFlagMmap | uapi::kGuestMemfdFlagInitShared;
-
-// guest_memfd only allocates with FALLOC_FL_KEEP_SIZE (its size is fixed at
-// creation): mode 0 is EOPNOTSUPP. 0 or errno.
-int allocate(kvm::GuestMemfd& g, uint64_t offset, uint64_t len);
-
-// ---- skip reasons ------------------------------------------------------------
-
-// "MMAP|INIT_SHARED" for messages.
-std::string flag_names(uint64_t flags, const kvm::FlagBits& bits);
-
-// Why a guest_memfd with `flags` cannot be created on this machine for this
-// profile (no /dev/kvm, no guest_memfd, VM type, unsupported flags), or nullopt.
-std::optional<std::string> gmem_skip_reason(const Caps& caps, const profile::Profile& p,
-                                            uint64_t flags);
 
 // ---- data pattern ------------------------------------------------------------
 
@@ -194,39 +178,10 @@ void run_threads(unsigned threads, std::vector<WorkerResult>& workers, std::atom
 
 // ---- VM + guest_memfd + mapping ----------------------------------------------------
 
-// Observer calls, serialized: worker threads create and release concurrently.
-void notify_created(GmemObserver& o, const kvm::GuestMemfd& g);
-void notify_released(GmemObserver& o, kvm::InodeId id);
-
-// Creates a guest_memfd on `vm` and tells the observer at once.
-kvm::GuestMemfd create_gmem(Context& ctx, kvm::Vm& vm, uint64_t size, uint64_t flags);
-
-// One VM with one guest_memfd and (optionally) its shared mapping. Teardown
-// order: VM (unbinds memslots), mapping, fd; then the observer hears of the
-// release, since no reference is left.
-class Instance {
-  public:
-    Instance() = default;
-    // With `ops`, records create_vm / create_gmem / mmap latencies there.
-    static Instance create(Context& ctx, uint64_t size, uint64_t flags, bool mapped,
-                           std::map<std::string, report::OpStats>* ops = nullptr);
-    Instance(Instance&& o) noexcept;
-    Instance& operator=(Instance&& o) noexcept;
-    ~Instance() { release(); }
-
-    kvm::Vm vm;
-    kvm::GuestMemfd gmem;
-    kvm::Mapping map;
-    uint8_t* page(uint64_t idx) const { return map.data() + idx * kPage; }
-
-    // Tears everything down and notifies the observer; idempotent. Callers may
-    // first drop pieces in their own order (map.reset(), gmem.close(), vm.destroy()).
-    void release();
-
-  private:
-    GmemObserver* observer_ = nullptr;
-    kvm::InodeId inode_;
-    bool live_ = false;
-};
+// A VM of the profile's type with a guest_memfd the observer hears of and,
+// if `mapped`, its shared mapping. With `ops`, records create_vm /
+// create_gmem / mmap latencies there.
+kvm::ObservedGmem create_instance(Context& ctx, uint64_t size, uint64_t flags, bool mapped,
+                                  std::map<std::string, report::OpStats>* ops = nullptr);
 
 } // namespace gms::workloads::host

@@ -83,7 +83,7 @@ class Order {
 struct Shared {
     Context& ctx;
     Config cfg;
-    std::vector<Instance>& inst;
+    std::vector<kvm::ObservedGmem>& inst;
     std::vector<PageBook>& books;
     std::atomic<bool> abort{false};
 };
@@ -274,11 +274,11 @@ report::WorkloadResult run(Context& ctx) {
             const unsigned threads = static_cast<unsigned>(ctx.spec.integer("threads"));
             const uint64_t ops = static_cast<uint64_t>(ctx.spec.integer("ops"));
 
-            std::vector<Instance> inst;
+            std::vector<kvm::ObservedGmem> inst;
             std::vector<PageBook> books;
             for (unsigned f = 0; f < files; ++f) {
                 inst.push_back(
-                    Instance::create(ctx, prof.gmem_size, prof.gmem_flags | kMmapFlags, true));
+                    create_instance(ctx, prof.gmem_size, prof.gmem_flags | kMmapFlags, true));
                 books.emplace_back(pages);
             }
             Shared s{ctx, parse(ctx), inst, books};

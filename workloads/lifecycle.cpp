@@ -43,7 +43,7 @@ class Scenario {
         : ctx_(ctx), c_(c), w_(w), rng_(rng) {}
 
     void create() {
-        in_ = Instance::create(ctx_, c_.size, c_.flags, c_.mapped, &w_.ops);
+        in_ = create_instance(ctx_, c_.size, c_.flags, c_.mapped, &w_.ops);
         book_ = PageBook(c_.size / kPage);
         ++files_;
     }
@@ -207,7 +207,7 @@ class Scenario {
             return false;
         Range r = pick_range(rng_, Region{0, 0, c_.size / kPage}, 16, 1);
         Timer t;
-        if (int e = allocate(in_.gmem, r.offset(), r.bytes())) {
+        if (int e = in_.gmem.try_allocate(r.offset(), r.bytes())) {
             w_.ops["fallocate_after_destroy"].record_error(e);
             w_.fail(fmt::format("fallocate {} after the VM was destroyed: {}", range_str(r),
                                 errno_name(e)));
@@ -259,7 +259,7 @@ class Scenario {
     const Config& c_;
     WorkerResult& w_;
     Rng& rng_;
-    Instance in_;
+    kvm::ObservedGmem in_;
     kvm::Mapping va_;
     PageBook book_;
     uint64_t files_ = 0;
@@ -372,11 +372,9 @@ WorkloadInfo lifecycle_workload() {
         return gmem_skip_reason(caps, p, p.gmem_flags);
     };
     w.memory_estimate = [](const profile::Profile& p, const profile::WorkloadSpec& spec) {
-        uint64_t threads = spec.params.count("threads") ? uint64_t(spec.integer("threads")) : 1;
-        uint64_t size =
-            spec.params.count("size") && spec.size("size") ? spec.size("size") : p.gmem_size;
-        uint64_t touch =
-            spec.params.count("touch_pages") ? uint64_t(spec.integer("touch_pages")) : 8;
+        auto threads = static_cast<uint64_t>(spec.integer("threads"));
+        uint64_t size = spec.size("size") ? spec.size("size") : p.gmem_size;
+        auto touch = static_cast<uint64_t>(spec.integer("touch_pages"));
         // Each thread holds one scenario: touched pages (twice in destroy_vm_first, plus a
         // 16-page fallocate), the page book and the VM.
         uint64_t pages = std::min(size / kPage, 2 * touch + 16);

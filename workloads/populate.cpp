@@ -31,7 +31,7 @@ struct Config {
 struct Shared {
     Context& ctx;
     Config cfg;
-    std::vector<Instance>& inst;
+    std::vector<kvm::ObservedGmem>& inst;
     std::vector<PageBook>& books;
     bool can_pwrite = false;
     std::atomic<bool> can_pre_fault{false};
@@ -56,7 +56,7 @@ void stage(Shared& s, WorkerResult& w, const Range& r, std::vector<uint8_t>& buf
 
 bool do_fallocate(Shared& s, WorkerResult& w, const Range& r) {
     Timer t;
-    if (int e = allocate(s.inst[r.file].gmem, r.offset(), r.bytes())) {
+    if (int e = s.inst[r.file].gmem.try_allocate(r.offset(), r.bytes())) {
         w.ops["fallocate"].record_error(e);
         w.fail(fmt::format("fallocate(KEEP_SIZE) {} failed: {}", range_str(r), errno_name(e)));
         return false;
@@ -251,15 +251,15 @@ report::WorkloadResult run(Context& ctx) {
             const bool can_pre_fault = caps.pre_fault_memory;
             uint64_t flags = prof.gmem_flags | kMmapFlags | (can_write ? write_flag : 0);
 
-            std::vector<Instance> inst;
+            std::vector<kvm::ObservedGmem> inst;
             std::vector<PageBook> books;
             for (unsigned f = 0; f < files; ++f) {
-                inst.push_back(Instance::create(ctx, prof.gmem_size, flags, true));
+                inst.push_back(create_instance(ctx, prof.gmem_size, flags, true));
                 books.emplace_back(pages);
                 if (can_pre_fault) {
                     // Pre-faulting goes through a memslot bound to the guest_memfd
                     // (userspace_addr = its own mapping, as the selftests do).
-                    Instance& in = inst.back();
+                    kvm::ObservedGmem& in = inst.back();
                     in.vm.add_memslot(
                         kvm::Memslot{kSlot, uapi::kMemGuestMemfd, kGpa, prof.gmem_size,
                                      reinterpret_cast<uint64_t>(in.map.data()), in.gmem.fd(), 0});
@@ -375,9 +375,8 @@ WorkloadInfo populate_workload() {
     };
     w.memory_estimate = [](const profile::Profile& p, const profile::WorkloadSpec& spec) {
         uint64_t files = std::max(1u, p.vm_count);
-        uint64_t threads = spec.params.count("threads") ? uint64_t(spec.integer("threads")) : 1;
-        uint64_t buf =
-            spec.params.count("max_pages") ? uint64_t(spec.integer("max_pages")) * kPage : 0;
+        auto threads = static_cast<uint64_t>(spec.integer("threads"));
+        uint64_t buf = static_cast<uint64_t>(spec.integer("max_pages")) * kPage;
         return files * (p.gmem_size + p.gmem_size / kPage * 4 + (4ull << 20)) + threads * buf;
     };
     w.run = run;

@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstring>
 #include <fmt/format.h>
+#include <mutex>
 #include <pthread.h>
 #include <shared_mutex>
 #include <sys/mman.h>
@@ -52,7 +53,7 @@ constexpr uint32_t kCodeSlot = 0, kGmemSlot = 1;
 struct Shared {
     Context& ctx;
     Config cfg;
-    std::vector<Instance>& inst;
+    std::vector<kvm::ObservedGmem>& inst;
     std::vector<PageBook>& books;
     std::atomic<bool> abort{false};
     std::atomic<bool> done{false};
@@ -69,7 +70,7 @@ bool check_against_book(Shared& s, WorkerResult& w, unsigned f, uint64_t pg, con
 
 bool do_allocate(Shared& s, WorkerResult& w, const Range& r) {
     Timer t;
-    int e = allocate(s.inst[r.file].gmem, r.offset(), r.bytes());
+    int e = s.inst[r.file].gmem.try_allocate(r.offset(), r.bytes());
     if (e) {
         w.ops["allocate"].record_error(e);
         w.fail(fmt::format("fallocate(KEEP_SIZE) {} failed: {}", range_str(r), errno_name(e)));
@@ -306,7 +307,7 @@ class GuestRacers {
         ensure_kick_handler();
         results_.resize(s_.inst.size());
         for (size_t i = 0; i < s_.inst.size(); ++i) {
-            Instance& in = s_.inst[i];
+            kvm::ObservedGmem& in = s_.inst[i];
             code_.push_back(kvm::Mapping::anonymous(kCodeSize));
             std::memcpy(code_.back().data() + kCodeEntry, kGuestCode, sizeof(kGuestCode));
             in.vm.add_memslot(kvm::Memslot{kCodeSlot, 0, kCodeGpa, kCodeSize,
@@ -416,11 +417,11 @@ report::WorkloadResult run(Context& ctx) {
             const uint64_t ops = static_cast<uint64_t>(ctx.spec.integer("ops"));
 
             std::vector<kvm::Mapping> code; // guest racer code, outlives the VMs
-            std::vector<Instance> inst;
+            std::vector<kvm::ObservedGmem> inst;
             std::vector<PageBook> books;
             for (unsigned f = 0; f < files; ++f) {
                 inst.push_back(
-                    Instance::create(ctx, prof.gmem_size, prof.gmem_flags | kMmapFlags, true));
+                    create_instance(ctx, prof.gmem_size, prof.gmem_flags | kMmapFlags, true));
                 books.emplace_back(pages);
             }
             Shared s{ctx, parse(ctx), inst, books};
@@ -528,8 +529,7 @@ WorkloadInfo punch_hole_workload() {
                        const profile::WorkloadSpec& spec) -> std::optional<std::string> {
         if (auto why = gmem_skip_reason(caps, p, p.gmem_flags | kMmapFlags))
             return why;
-        if (spec.params.count("race") &&
-            (spec.str("race") == "guest" || spec.str("race") == "both")) {
+        if (const auto& race = spec.str("race"); race == "guest" || race == "both") {
             if (!caps.user_memory2)
                 return std::string(
                     "race = guest/both needs KVM_CAP_USER_MEMORY2 (guest_memfd memslots)");

@@ -6,6 +6,7 @@
 #include "core/profile.h"
 #include "core/run_control.h"
 #include "kvm/kvm.h"
+#include "kvm/observed_gmem.h"
 #include "reports/model.h"
 
 #include <atomic>
@@ -15,16 +16,6 @@
 #include <vector>
 
 namespace gms::workloads {
-
-// Told about every guest_memfd a workload creates and closes, so the probes
-// can filter on this run's inodes and checkers can close the books on a file.
-class GmemObserver {
-  public:
-    virtual ~GmemObserver() = default;
-    virtual void on_created(const kvm::GuestMemfd&) {}
-    // Called after the last userspace reference (fd, mappings, memslots, VM) is gone.
-    virtual void on_released(kvm::InodeId) {}
-};
 
 struct Progress {
     std::atomic<uint64_t> ops{0};
@@ -38,7 +29,7 @@ struct Context {
     const profile::WorkloadSpec& spec;
     uint64_t seed;
     RunControl& control;
-    GmemObserver& observer;
+    kvm::GmemObserver& observer; // every guest_memfd goes through kvm::ObservedGmem
     Progress& progress;
     double time_budget_s; // this workload's share of the run
 
@@ -60,6 +51,18 @@ struct WorkloadInfo {
     std::function<uint64_t(const profile::Profile&, const profile::WorkloadSpec&)> memory_estimate;
     std::function<report::WorkloadResult(Context&)> run;
 };
+
+// ---- skip reasons (the building blocks of WorkloadInfo::skip_reason) ----------
+
+// Why no guest_memfd can be created here at all (no usable /dev/kvm, no
+// KVM_CAP_GUEST_MEMFD), or nullopt.
+std::optional<std::string> kvm_skip_reason(const Caps& caps);
+// kvm_skip_reason(), then why a guest_memfd with `flags` cannot be created on
+// a VM of the profile's type (VM type, flags this kernel lacks), or nullopt.
+std::optional<std::string> gmem_skip_reason(const Caps& caps, const profile::Profile& p,
+                                            uint64_t flags);
+// "MMAP|INIT_SHARED" for messages.
+std::string flag_names(uint64_t flags, const kvm::FlagBits& bits);
 
 // Parameters every workload accepts: label, ops, duration, threads.
 const std::vector<profile::ParamSpec>& common_params();

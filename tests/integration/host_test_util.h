@@ -78,7 +78,7 @@ inline std::vector<std::string> live_references(kvm::InodeId id) {
 
 // Checks the observer contract: every release follows a creation, and at
 // release time nothing of ours refers to the file any more.
-struct RecordingObserver : workloads::GmemObserver {
+struct RecordingObserver : kvm::GmemObserver {
     std::mutex mu;
     std::map<std::pair<uint64_t, uint64_t>, int> live;
     int created = 0, released = 0;

@@ -40,7 +40,7 @@ std::optional<std::string> kvm_missing() {
 }
 
 // Records what the workload reports, to check that every file it creates is released.
-struct RecordingObserver : workloads::GmemObserver {
+struct RecordingObserver : kvm::GmemObserver {
     std::map<std::pair<uint64_t, uint64_t>, int> live;
     int created = 0, released = 0;
     void on_created(const kvm::GuestMemfd& g) override {
