@@ -225,16 +225,6 @@ std::optional<int> KernelTargets::btf_func_args(const std::string& fn) const {
     return std::nullopt;
 }
 
-std::string KernelTargets::btf_func_module(const std::string& fn) const {
-    if (!btf_ok_)
-        return "";
-    for (const auto& [name, b] : btfs_->modules)
-        if (btf__find_by_name_kind(b, fn.c_str(), BTF_KIND_FUNC) > 0 &&
-            btf__find_by_name_kind(btfs_->vmlinux, fn.c_str(), BTF_KIND_FUNC) <= 0)
-            return name;
-    return "";
-}
-
 bool KernelTargets::kprobe_target(const std::string& fn) const {
     return ftrace_funcs_.count(fn) != 0;
 }

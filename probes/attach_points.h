@@ -45,11 +45,8 @@ class KernelTargets {
     KernelTargets(const KernelTargets&) = delete;
     KernelTargets& operator=(const KernelTargets&) = delete;
 
-    bool btf_available() const { return btf_ok_; }
     // Number of arguments of a BTF function, nullopt if not in BTF.
     std::optional<int> btf_func_args(const std::string& fn) const;
-    // Kernel module that holds the function's BTF ("" = vmlinux).
-    std::string btf_func_module(const std::string& fn) const;
     // kprobe-able: in available_filter_functions (or kallsyms text symbols).
     bool kprobe_target(const std::string& fn) const;
     std::string kprobe_source() const { return kprobe_source_; }
