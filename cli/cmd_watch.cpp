@@ -59,6 +59,8 @@ class FileTracker {
     void initial(const probes::GmemScan& scan) { update(scan, /*first=*/true); }
     void rescan(const probes::GmemScan& scan) { update(scan, false); }
 
+    size_t count() const { return seen_.size(); }
+
     nlohmann::json to_json() const {
         auto files = nlohmann::json::array();
         for (const auto& [k, info] : seen_)
@@ -172,6 +174,10 @@ int run_watch(const WatchOptions& o) {
     // run: follow the files until the process exits, the duration ends or a signal.
     FileTracker files(*probes.session, o);
     files.initial(probes::scan_guest_memfds(o.all ? 0 : o.pid));
+    // Attaching (and the calibration) takes seconds under emulation: say
+    // when observation begins, so a user or a script starts its VM's work then.
+    fmt::print(stderr, "watch: probes attached; watching {} ({} guest_memfd file(s) now)\n",
+               o.all ? std::string("every process") : fmt::format("pid {}", o.pid), files.count());
     std::string end_reason;
     while (end_reason.empty()) {
         auto next = std::chrono::steady_clock::now() + std::chrono::duration<double>(o.interval);
