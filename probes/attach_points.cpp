@@ -68,15 +68,16 @@ const std::vector<AttachPointDef>& attach_points() {
            "filemap/mm_filemap_add_to_page_cache", "tp_pc_add");
         tp("pc_del", "folio deleted from a watched page cache",
            "filemap/mm_filemap_delete_from_page_cache", "tp_pc_del");
-        fn("add_folio", "filemap_add_folio() result (races return -EEXIST)", {"filemap_add_folio"},
-           {"fe_add_folio"}, "kp_add_folio", "kr_add_folio", 4);
-        fn("add_folio_raw", "__filemap_add_folio() result", {"__filemap_add_folio"},
-           {"fe_add_folio_raw"}, "kp_add_folio_raw", "kr_add_folio_raw", 5);
-        fn("remove_folio", "__filemap_remove_folio() (single-folio removal)",
-           {"__filemap_remove_folio"}, {"fe_remove_folio"}, "kp_remove_folio", "", -1);
-        fn("filemap_free_folio", "filemap_free_folio() returned (after a_ops->free_folio)",
+        // One program per page-cache change: the two tracepoints above. No
+        // function probe on filemap_add_folio/__filemap_add_folio/
+        // __filemap_remove_folio (docs/PROBES.md, "One program per page-cache
+        // change").
+        fn("filemap_free_folio",
+           "filemap_free_folio() returned (after a_ops->free_folio); NO_DIRECT_MAP files only",
            {"filemap_free_folio"}, {"fe_filemap_free"}, "kp_filemap_free", "kr_filemap_free", 2);
-        fn("kvm_gmem_free_folio", "kvm_gmem_free_folio() returned (guest_memfd free_folio)",
+        fn("kvm_gmem_free_folio",
+           "kvm_gmem_free_folio() returned (guest_memfd free_folio); once a NO_DIRECT_MAP file "
+           "is watched",
            {"kvm_gmem_free_folio"}, {"fe_gmem_free"}, "kp_gmem_free", "kr_gmem_free", 1, true);
         fn("dm_invalid", "set_direct_map_invalid_noflush(page): page leaves the direct map",
            {"set_direct_map_invalid_noflush"}, {"fe_dm_invalid"}, "kp_dm_invalid", "", 1);
@@ -127,6 +128,20 @@ const AttachPointDef* find_attach_point(const std::string& name) {
         if (p.name == name)
             return &p;
     return nullptr;
+}
+
+std::set<std::string> functions_with_bpf_trampoline(std::istream& in) {
+    std::set<std::string> out;
+    std::string line, fn;
+    while (std::getline(in, line)) {
+        if (line.empty())
+            continue;
+        if (line[0] != ' ' && line[0] != '\t')
+            fn = line.substr(0, line.find_first_of(" \t"));
+        else if (line.find("direct") != std::string::npos && !fn.empty())
+            out.insert(fn);
+    }
+    return out;
 }
 
 // ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 // how to tell whether the running kernel has each target.
 #pragma once
 
+#include <istream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -38,6 +39,11 @@ std::vector<std::string> attach_point_names();
 
 // What the running kernel offers as targets. Reads BTF (vmlinux + KVM
 // modules), available_filter_functions (or kallsyms) and tracefs.
+// Functions with a BPF trampoline (an ftrace direct call) in the text of
+// <tracefs>/enabled_functions: a line "name [module] (count) flags ...", then
+// "\tdirect-->..." (or "\tdirect(jmp)-->...") for the direct call.
+std::set<std::string> functions_with_bpf_trampoline(std::istream& enabled_functions);
+
 class KernelTargets {
   public:
     KernelTargets();
@@ -50,6 +56,11 @@ class KernelTargets {
     // kprobe-able: in available_filter_functions (or kallsyms text symbols).
     bool kprobe_target(const std::string& fn) const;
     std::string kprobe_source() const { return kprobe_source_; }
+    // ftrace patches this function (it is in available_filter_functions), so
+    // a BPF trampoline on it shows in <tracefs>/enabled_functions.
+    bool ftrace_managed(const std::string& fn) const {
+        return kprobe_source_ == "available_filter_functions" && kprobe_target(fn);
+    }
     bool tracepoint_exists(const std::string& cat_name) const;
     std::string tracefs() const { return tracefs_; }
     std::string tracefs_error() const { return tracefs_error_; }

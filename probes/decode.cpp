@@ -57,8 +57,6 @@ std::optional<Event> decode_record(const void* data, size_t size, DecodeError* e
     switch (h.type) {
     case GMS_EV_PC_ADD:
     case GMS_EV_PC_DEL:
-    case GMS_EV_ADD_FOLIO:
-    case GMS_EV_REMOVE_FOLIO:
     case GMS_EV_FREE_FOLIO:
     case GMS_EV_SPLIT: {
         gms_ev_folio r;

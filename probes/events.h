@@ -22,9 +22,13 @@
 enum gms_ev_type {
     GMS_EV_PC_ADD = 1,       /* folio inserted in a page cache (tracepoint) */
     GMS_EV_PC_DEL = 2,       /* folio deleted from a page cache (tracepoint) */
+    /* 3, 4: no longer emitted (the function probes on filemap_add_folio,
+     * __filemap_add_folio and __filemap_remove_folio were dropped: the
+     * tracepoints carry every page-cache change); older recordings have them. */
     GMS_EV_ADD_FOLIO = 3,    /* filemap_add_folio / __filemap_add_folio returned */
     GMS_EV_REMOVE_FOLIO = 4, /* __filemap_remove_folio entered */
-    GMS_EV_FREE_FOLIO = 5,   /* filemap_free_folio / kvm_gmem_free_folio returned */
+    GMS_EV_FREE_FOLIO = 5,   /* filemap_free_folio / kvm_gmem_free_folio returned
+                                (NO_DIRECT_MAP files only) */
     GMS_EV_DIRECT_MAP = 6,   /* direct map change (set_direct_map_*, folio_zap/restore) */
     GMS_EV_GET_PFN = 7,      /* kvm_gmem_get_pfn returned (pfn handed to the guest) */
     GMS_EV_USER_FAULT = 8,   /* kvm_gmem_fault_user_mapping returned (page to userspace) */
@@ -40,7 +44,7 @@ enum gms_src {
     GMS_SRC_UNKNOWN = 0,
     GMS_SRC_TP_PC_ADD = 1,
     GMS_SRC_TP_PC_DEL = 2,
-    GMS_SRC_FILEMAP_ADD_FOLIO = 3,
+    GMS_SRC_FILEMAP_ADD_FOLIO = 3,      /* 3-5: no longer emitted (older recordings) */
     GMS_SRC___FILEMAP_ADD_FOLIO = 4,
     GMS_SRC___FILEMAP_REMOVE_FOLIO = 5,
     GMS_SRC_FILEMAP_FREE_FOLIO = 6,

@@ -39,6 +39,13 @@ namespace {
 
 constexpr long kSysMemfdSecret = 447; // x86-64
 constexpr uint64_t kCalibrationPages = 4;
+// The ring buffer's consumer drains at least this often (ms) and is woken
+// earlier when 1/kWakeupFraction of the buffer is pending.
+constexpr int kPollTimeoutMs = 100;
+constexpr uint64_t kWakeupFraction = 8;
+// Loads of the object when fentry links the kernel does not call are sent to
+// their next variant (one more than the functions that can fail this way).
+constexpr int kMaxAttachRounds = 3;
 constexpr uint32_t kWatchGmem = GMS_WATCH_GMEM;
 constexpr uint32_t kWatchCalibration = GMS_WATCH_CALIBRATION;
 // NO_DIRECT_MAP files: the BPF side records every hand-out (not only the
@@ -113,11 +120,16 @@ struct Session::Impl {
     ring_buffer* rb = nullptr;
     std::thread poller;
     std::atomic<bool> stop{false};
+    // CPU time of the consumer thread (decoding, checkers), set when it ends:
+    // under emulation it competes with the workloads for the same CPUs.
+    std::atomic<uint64_t> consumer_cpu_ns{0};
     bool finished = false;
     std::vector<PointState> points;
     std::map<std::pair<std::string, Backend>, std::string> excluded; // failed at load
     nlohmann::json load_failures = nlohmann::json::array();          // libbpf logs of failed loads
     int load_attempts = 0;
+    int attach_rounds = 0;
+    std::string attach_check; // what unreached_fentry_points() found
     uint32_t filter_tgid = 0;
     std::string gmem_dev_source;
     std::string tracefs;
@@ -219,13 +231,21 @@ struct Session::Impl {
         }
     }
 
+    // The BPF side wakes this thread only once cfg_wakeup_bytes are pending
+    // (see submit() in gmem.bpf.c): what is submitted without a wake-up is
+    // drained here on the timeout, so no record waits longer than it.
     void poll_loop() {
         while (!stop.load()) {
-            int n = ring_buffer__poll(rb, 100);
+            int n = ring_buffer__poll(rb, kPollTimeoutMs);
             if (n < 0 && n != -EINTR)
                 break;
+            if (n <= 0)
+                ring_buffer__consume(rb);
             housekeeping();
         }
+        timespec ts{};
+        if (::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
+            consumer_cpu_ns = uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
     }
 
     // Released files leave the BPF filter a little later: their last
@@ -246,14 +266,24 @@ struct Session::Impl {
 
     bool watch_bpf(const InodeKey& k, uint32_t what) {
         gms_inode_key key{k.first, 0, k.second};
+        if (what & kWatchNoDirectMap)
+            skel->bss->cfg_ndm_watched = 1; // from now on kvm_gmem_free_folio is recorded
         int r = bpf_map__update_elem(skel->maps.watched, &key, sizeof(key), &what, sizeof(what),
                                      BPF_ANY);
+        bump_watch_gen();
         return r == 0;
     }
 
     void unwatch_bpf(const InodeKey& k) {
         gms_inode_key key{k.first, 0, k.second};
         bpf_map__delete_elem(skel->maps.watched, &key, sizeof(key), 0);
+        bump_watch_gen();
+    }
+
+    // After every change of the BPF map `watched`: voids the per-CPU memos
+    // of the hand-out programs (watch_memo in gmem.bpf.c).
+    void bump_watch_gen() {
+        __atomic_fetch_add(&skel->bss->cfg_watch_gen, 1, __ATOMIC_SEQ_CST);
     }
 
     std::array<uint64_t, GMS_CNT_MAX> read_counters() const {
@@ -523,6 +553,52 @@ struct Session::Impl {
         take_libbpf_log();
     }
 
+    // Points attached with fentry/fexit whose function has no BPF trampoline
+    // in <tracefs>/enabled_functions: the link was created but the kernel
+    // never runs the program. Seen with Debian's 7.3.4 under TCG for
+    // kvm_gmem_get_pfn in about 4 boots of 10, for the whole boot (every
+    // later fentry/fexit attach to it as well; a kprobe on it works). Only
+    // functions ftrace manages are checked (those in
+    // available_filter_functions); the others are patched without ftrace.
+    std::vector<std::pair<PointState*, std::string>>
+    unreached_fentry_points(const KernelTargets& kt) {
+        std::vector<std::pair<PointState*, std::string>> out;
+        std::vector<PointState*> check;
+        size_t fentry_points = 0;
+        for (auto& ps : points) {
+            if (!ps.attached || ps.chosen != Backend::fentry)
+                continue;
+            ++fentry_points;
+            if (kt.ftrace_managed(ps.target))
+                check.push_back(&ps);
+        }
+        if (fentry_points == 0) {
+            attach_check = "no fentry/fexit point attached";
+            return out;
+        }
+        if (check.empty()) {
+            attach_check = "not checked: which functions ftrace patches is unknown (no "
+                           "available_filter_functions)";
+            return out;
+        }
+        const std::string path = tracefs + "/enabled_functions";
+        std::ifstream in(path);
+        if (tracefs.empty() || !in) {
+            attach_check = fmt::format("not checked: cannot read {}", path);
+            return out;
+        }
+        const std::set<std::string> direct = functions_with_bpf_trampoline(in);
+        for (auto* ps : check)
+            if (!direct.count(ps->target))
+                out.emplace_back(
+                    ps, fmt::format("the link was created but {} has no BPF trampoline in {} "
+                                    "(the kernel would never run the program)",
+                                    ps->target, path));
+        attach_check = fmt::format("{} of {} fentry/fexit points have their BPF trampoline in {}",
+                                   check.size() - out.size(), check.size(), path);
+        return out;
+    }
+
     const PointState* point(const std::string& name) const {
         for (const auto& p : points)
             if (p.def->name == name)
@@ -748,18 +824,44 @@ std::unique_ptr<Session> Session::attach(const Options& opts, const Caps& caps) 
     KernelTargets kt;
     im.tracefs = kt.tracefs();
     im.kprobe_source = kt.kprobe_source();
-    im.load(kt, usable, forced);
-
-    im.skel->bss->cfg_filter_tgid = im.filter_tgid;
-    im.skel->bss->cfg_all_gmem = opts.all_guest_memfds ? 1 : 0;
+    im.vmstat_before = read_thp_split_vmstat();
+    // Load and attach; a fentry/fexit link the kernel does not call (see
+    // unreached_fentry_points) sends its point to the next variant, which
+    // takes a reload of the object.
+    for (im.attach_rounds = 1;; ++im.attach_rounds) {
+        im.load(kt, usable, forced);
+        im.skel->bss->cfg_filter_tgid = im.filter_tgid;
+        im.skel->bss->cfg_wakeup_bytes = opts.ringbuf_size / kWakeupFraction;
+        im.skel->bss->cfg_watch_gen = 1; // a memo never filled (gen 0) never matches
+        im.skel->bss->cfg_all_gmem = opts.all_guest_memfds ? 1 : 0;
+        im.attach_points_now();
+        auto unreached = im.unreached_fentry_points(kt);
+        if (unreached.empty())
+            break;
+        const bool last = im.attach_rounds == kMaxAttachRounds;
+        for (auto& [ps, why] : unreached) {
+            if (last) { // no round left: the point is not observed, and says why
+                for (auto* l : ps->links)
+                    bpf_link__destroy(l);
+                ps->links.clear();
+                ps->attached = false;
+                ps->reason = "fentry: " + why;
+            } else {
+                im.excluded[{ps->def->name, Backend::fentry}] = why;
+            }
+        }
+        if (last)
+            break;
+        im.detach_all();
+        gmem_bpf__destroy(im.skel);
+        im.skel = nullptr;
+    }
     if (opts.all_guest_memfds)
         im.learn_gmem_dev();
 
     im.rb = ring_buffer__new(bpf_map__fd(im.skel->maps.events), &Impl::on_record, &im, nullptr);
     if (!im.rb)
         throw EnvError(fmt::format("BPF: ring buffer setup failed: {}", errno_name(errno)));
-    im.vmstat_before = read_thp_split_vmstat();
-    im.attach_points_now();
     im.poller = std::thread([&im] { im.poll_loop(); });
     im.calibrate();
     return s;
@@ -870,6 +972,8 @@ nlohmann::json Session::describe() const {
     j["tracefs"] = im.tracefs;
     j["kprobe_targets_from"] = im.kprobe_source;
     j["load_attempts"] = im.load_attempts;
+    j["attach_rounds"] = im.attach_rounds;
+    j["attach_check"] = im.attach_check;
     if (!im.load_failures.empty())
         j["load_failures"] = im.load_failures;
     j["ringbuf_size"] = im.opts.ringbuf_size;
@@ -914,6 +1018,8 @@ nlohmann::json Session::describe() const {
         if (im.by_src[src])
             j["events_by_source"][src_name(static_cast<uint16_t>(src))] = im.by_src[src];
     j["events_decoded"] = im.decoded;
+    if (im.finished)
+        j["consumer_cpu_s"] = double(im.consumer_cpu_ns.load()) / 1e9;
     j["events_of_calibration_files"] = im.calibration_file_events;
     j["filter"] = {{"mode", im.opts.all_guest_memfds ? "all_guest_memfds" : "watched_inodes"},
                    {"files_watched", im.watched.size()},

@@ -3,6 +3,7 @@
 #include "reports/render.h"
 
 #include <algorithm>
+#include <cmath>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <set>
@@ -19,6 +20,31 @@ double median_of(std::vector<double> v) {
     std::sort(v.begin(), v.end());
     size_t n = v.size();
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// [x_(k), x_(n-k+1)] of the sorted sample (1-based) covers the median with
+// probability 1 - 2 P(B <= k-1), B ~ Binomial(n, 1/2): the largest k whose
+// coverage is still >= 95%.
+std::optional<std::pair<double, double>> median_ci95_of(std::vector<double> v) {
+    const size_t n = v.size();
+    if (n == 0)
+        return std::nullopt;
+    std::sort(v.begin(), v.end());
+    std::vector<double> pmf(n + 1);
+    pmf[0] = std::pow(0.5, double(n));
+    for (size_t i = 1; i <= n; ++i)
+        pmf[i] = pmf[i - 1] * double(n - i + 1) / double(i);
+    size_t best = 0;
+    double tail = 0; // P(B <= k-1)
+    for (size_t k = 1; 2 * k <= n; ++k) {
+        tail += pmf[k - 1];
+        if (1 - 2 * tail < 0.95)
+            break;
+        best = k;
+    }
+    if (!best)
+        return std::nullopt;
+    return std::make_pair(v[best - 1], v[n - best]);
 }
 
 // Workload labels in first-seen order over every run.
@@ -68,6 +94,7 @@ CostWorkload summarize_workload(const std::string& label, const std::vector<Cost
         return w;
     }
     w.median = median_of(w.ratios);
+    w.median_ci95 = median_ci95_of(w.ratios);
     w.min = *std::min_element(w.ratios.begin(), w.ratios.end());
     w.max = *std::max_element(w.ratios.begin(), w.ratios.end());
     w.off_median = median_of(off);
@@ -145,6 +172,13 @@ void summarize(CostReport& r) {
         double cost = 1 - w.median;
         std::string line = fmt::format("{}: on/off {:.3f} (cost {}, {} pairs)", w.label, w.median,
                                        pct(cost), w.ratios.size());
+        // The median decides; an interval on both sides of the target says
+        // the decision is within the noise and more pairs would firm it up.
+        if (w.median_ci95 && w.median_ci95->first < 1 - r.max_cost &&
+            w.median_ci95->second >= 1 - r.max_cost)
+            line += fmt::format(" [95% CI {:.3f}-{:.3f} straddles the target: within the noise, "
+                                "more pairs would decide]",
+                                w.median_ci95->first, w.median_ci95->second);
         if (cost > r.max_cost)
             failures.push_back(fmt::format("{} > target {}", line, pct(r.max_cost)));
         else
@@ -213,6 +247,9 @@ json to_json(const CostReport& r) {
                        {"median_ratio", w.median},
                        {"min_ratio", w.min},
                        {"max_ratio", w.max},
+                       {"median_ratio_ci95", w.median_ci95 ? json::array({w.median_ci95->first,
+                                                                          w.median_ci95->second})
+                                                           : json(nullptr)},
                        {"cost", 1 - w.median},
                        {"off_median_ops_per_s", w.off_median},
                        {"on_median_ops_per_s", w.on_median}});
@@ -250,8 +287,13 @@ std::string to_text(const CostReport& r) {
     }
     for (const auto& w : r.workloads) {
         if (w.not_measured.empty())
-            out += fmt::format("  {}: median on/off {:.3f} (min {:.3f}, max {:.3f}), cost {}\n",
-                               w.label, w.median, w.min, w.max, pct(1 - w.median));
+            out += fmt::format("  {}: median on/off {:.3f} ({}min {:.3f}, max {:.3f}), cost {}\n",
+                               w.label, w.median,
+                               w.median_ci95 ? fmt::format("95% CI {:.3f}-{:.3f}, ",
+                                                           w.median_ci95->first,
+                                                           w.median_ci95->second)
+                                             : std::string("no 95% CI below 6 pairs, "),
+                               w.min, w.max, pct(1 - w.median));
         else
             out += fmt::format("  {}: not measured: {}\n", w.label, w.not_measured);
     }

@@ -39,6 +39,11 @@ struct CostWorkload {
     std::string label;
     std::vector<double> ratios; // on/off per pair
     double median = 0, min = 0, max = 0;
+    // Distribution-free 95% confidence interval of the median ratio (order
+    // statistics of the pairs, binomial coverage >= 95%); unset below 6 pairs,
+    // where no such interval exists. It says whether more pairs are needed:
+    // an interval that straddles the target does not decide it.
+    std::optional<std::pair<double, double>> median_ci95;
     double off_median = 0, on_median = 0; // ops/s
     std::string not_measured;             // why there is no ratio (empty: measured)
 };

@@ -41,6 +41,24 @@ struct {
 	__type(value, __u32);
 } watched SEC(".maps");
 
+/* Per CPU, the last watched inode a hand-out found in `watched`: hand-outs
+ * come in long runs from one file, and this array's load is inlined where a
+ * hash lookup hashes the key and walks a bucket. Valid while its gen equals
+ * cfg_watch_gen, which the loader bumps after every change of `watched`. */
+struct watch_memo {
+	__u64 ino;
+	__u32 dev;
+	__u32 what;
+	__u64 gen;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct watch_memo);
+} memo SEC(".maps");
+
 /* Addresses of watched mappings' invalidate_lock (learned on fallocate). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -82,6 +100,14 @@ volatile __u32 cfg_all_gmem = 0;   /* observe every inode on cfg_gmem_dev */
 volatile __u32 cfg_gmem_dev = 0;   /* kernel dev_t of the guest_memfd superblock */
 volatile __u32 cfg_filter_tgid = 0; /* counters/lock contention: this tgid (0: all) */
 volatile __u64 cfg_vmemmap_base = 0; /* 0: use the vmemmap_base symbol or the default */
+/* Wake the consumer only once this many bytes wait in the ring buffer (it
+ * also drains on its poll timeout); 0: on every record, libbpf's default. */
+volatile __u64 cfg_wakeup_bytes = 0;
+/* Set once a NO_DIRECT_MAP file is watched: kvm_gmem_free_folio() cannot
+ * name its file (folio->mapping is gone), and only those files need frees. */
+volatile __u32 cfg_ndm_watched = 0;
+/* Generation of the `watched` map (never 0 once loaded): see watch_memo. */
+volatile __u64 cfg_watch_gen = 0;
 
 __u64 seq = 0;
 
@@ -116,6 +142,29 @@ static __always_inline bool inode_watch(__u32 dev, __u64 ino, __u16 *flags, __u3
 	return cfg_all_gmem && cfg_gmem_dev && dev == cfg_gmem_dev;
 }
 
+/* inode_watch() through this CPU's watch_memo. */
+static __always_inline bool memo_watch(__u32 dev, __u64 ino, __u32 *what)
+{
+	__u32 zero = 0;
+	__u64 gen = cfg_watch_gen; /* before the lookup: a change after it voids the memo */
+	struct watch_memo *w = bpf_map_lookup_elem(&memo, &zero);
+	__u16 flags = 0;
+
+	if (w && w->gen == gen && w->dev == dev && w->ino == ino) {
+		*what = w->what;
+		return true;
+	}
+	if (!inode_watch(dev, ino, &flags, what))
+		return false;
+	if (w && (flags & GMS_F_WATCHED)) {
+		w->ino = ino;
+		w->dev = dev;
+		w->what = *what;
+		w->gen = gen;
+	}
+	return true;
+}
+
 static __always_inline bool inode_selected(__u32 dev, __u64 ino, __u16 *flags)
 {
 	__u32 what;
@@ -141,9 +190,18 @@ static __always_inline void *reserve(__u32 size, __u32 type, __u16 src, __u16 fl
 	return h;
 }
 
+/* A wake-up per record costs an interrupt and a context switch each (in
+ * bursts of page-cache changes, thousands a second): records are sent
+ * without one until cfg_wakeup_bytes are pending, and the consumer drains
+ * the rest on its poll timeout. */
 static __always_inline void submit(void *rec)
 {
-	bpf_ringbuf_submit(rec, 0);
+	__u64 wake = cfg_wakeup_bytes, flags = 0;
+
+	if (wake)
+		flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wake ? BPF_RB_FORCE_WAKEUP
+									       : BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(rec, flags);
 	count(GMS_CNT_EVENTS, 1);
 }
 
@@ -274,16 +332,19 @@ static __always_inline __s64 ret_of(void *ctx)
 }
 
 /* ---- emitters shared by the fentry and kprobe variants -------------- */
+/* need: GMS_WATCH_* bits the file's watched value must have (0: any file
+ * selected by the filter). */
 static __always_inline void emit_folio(__u32 type, __u16 src, __u16 flags, struct folio *folio,
-				       struct address_space *m, __s64 ret)
+				       struct address_space *m, __s64 ret, __u32 need)
 {
 	struct gms_ev_folio *e;
-	__u32 dev = 0;
+	__u32 dev = 0, what = 0;
 	__u64 ino = 0;
 
 	if (!m)
 		m = BPF_CORE_READ(folio, mapping);
-	if (!mapping_ident(m, &dev, &ino) || !inode_selected(dev, ino, &flags))
+	if (!mapping_ident(m, &dev, &ino) || !inode_watch(dev, ino, &flags, &what) ||
+	    (what & need) != need)
 		return;
 	e = reserve(sizeof(*e), type, src, flags | GMS_F_PTR_PFN);
 	if (!e)
@@ -374,31 +435,48 @@ struct gms_first_word {
 	unsigned long w;
 };
 
+/* compound_head / compound_info of a BTF-typed page as a number, by a direct
+ * load; *ok false when the kernel has neither field. BTF types that word of
+ * struct page's union as list_head lru's `next` pointer, whose bit 0 the
+ * verifier will not let a program test, so it is loaded through a view
+ * whose second word is a plain long (struct timespec64's tv_nsec): still a
+ * load the verifier checks and makes fault-safe (BPF_PROBE_MEM), the same
+ * 8 bytes a bpf_probe_read_kernel() would copy, without the helper call. */
+static __always_inline unsigned long compound_word(struct page *page, bool *ok)
+{
+	__u64 off;
+
+	if (bpf_core_field_exists(page->compound_head))
+		off = bpf_core_field_offset(page->compound_head);
+	else if (bpf_core_field_exists(((struct page___ci *)page)->compound_info))
+		off = bpf_core_field_offset(((struct page___ci *)page)->compound_info);
+	else {
+		*ok = false;
+		return 0;
+	}
+	*ok = true;
+	return bpf_core_cast((void *)page + off - 8, struct timespec64)->tv_nsec;
+}
+
 /* fentry/fexit only. Hand-outs fire on every fault; their common cases (an
  * uptodate order-0 folio of a watched file without NO_DIRECT_MAP, or a file
  * not watched) are decided here with direct loads through BTF-typed pointers
- * (bpf_core_cast: checked by the verifier, fault-safe) instead of one
- * bpf_probe_read_kernel() call per field (all but one); under emulation (the
- * lab's TCG) those helper calls cost as much as the fexit trampoline. false:
- * emit_handout() decides (a record is due, or this path cannot judge), and it
- * repeats the judgment from the start. */
+ * (bpf_core_cast: checked by the verifier, fault-safe), no helper call, and
+ * the file looked up in this CPU's watch_memo before the `watched` hash.
+ * false: emit_handout() decides (a record is due, or this path cannot
+ * judge), and it repeats the judgment from the start. */
 static __always_inline bool handout_fast(struct page *page, __u32 cnt)
 {
 	struct address_space *m;
 	struct inode *host;
 	unsigned long info;
-	__u16 flags = 0;
 	__u32 what = 0;
+	bool known;
 
 	if (!page || !bpf_core_enum_value_exists(enum pageflags, PG_uptodate))
 		return false;
-	/* A helper read: typed, this word of the union is list_head lru's
-	 * pointer to the verifier, which refuses testing its bit 0. */
-	if (bpf_core_field_exists(page->compound_head))
-		info = BPF_CORE_READ(page, compound_head);
-	else if (bpf_core_field_exists(((struct page___ci *)page)->compound_info))
-		info = BPF_CORE_READ((struct page___ci *)page, compound_info);
-	else
+	info = compound_word(page, &known);
+	if (!known)
 		return false;
 	if (info & 1)
 		return false; /* a tail page of a large folio */
@@ -408,7 +486,7 @@ static __always_inline bool handout_fast(struct page *page, __u32 cnt)
 	host = m->host;
 	if (!host)
 		return false;
-	if (!inode_watch(host->i_sb->s_dev, host->i_ino, &flags, &what))
+	if (!memo_watch(host->i_sb->s_dev, host->i_ino, &what))
 		return true; /* not a watched file: nothing to judge */
 	if (what & GMS_WATCH_NO_DIRECT_MAP)
 		return false; /* the direct-map checker needs the record */
@@ -461,9 +539,7 @@ static __always_inline void learn_gmem_lock(struct inode *inode)
 
 /* Stash slots for the kprobe variants. */
 enum {
-	ST_ADD_FOLIO = 1,
-	ST_ADD_FOLIO_RAW,
-	ST_FILEMAP_FREE,
+	ST_FILEMAP_FREE = 1,
 	ST_GMEM_FREE,
 	ST_GET_PFN,
 	ST_USER_FAULT,
@@ -574,81 +650,24 @@ int tp_lock_end(struct trace_event_raw_contention_end *ctx)
 	return 0;
 }
 
-/* ==== page cache insert/remove/free (function probes) ================= */
-SEC("fexit/filemap_add_folio")
-int fe_add_folio(void *ctx)
-{
-	emit_folio(GMS_EV_ADD_FOLIO, GMS_SRC_FILEMAP_ADD_FOLIO, GMS_F_RETURN, (struct folio *)arg(ctx, 1),
-		   (struct address_space *)arg(ctx, 0), (int)ret_of(ctx));
-	return 0;
-}
-
-SEC("kprobe/filemap_add_folio")
-int BPF_KPROBE(kp_add_folio, struct address_space *mapping, struct folio *folio)
-{
-	stash_put(ST_ADD_FOLIO, (__u64)mapping, (__u64)folio, 0, 0);
-	return 0;
-}
-
-SEC("kretprobe/filemap_add_folio")
-int BPF_KRETPROBE(kr_add_folio, int ret)
-{
-	struct stash_val v;
-
-	if (stash_take(ST_ADD_FOLIO, &v))
-		emit_folio(GMS_EV_ADD_FOLIO, GMS_SRC_FILEMAP_ADD_FOLIO, GMS_F_RETURN,
-			   (struct folio *)v.a[1], (struct address_space *)v.a[0], ret);
-	return 0;
-}
-
-SEC("fexit/__filemap_add_folio")
-int fe_add_folio_raw(void *ctx)
-{
-	emit_folio(GMS_EV_ADD_FOLIO, GMS_SRC___FILEMAP_ADD_FOLIO, GMS_F_RETURN, (struct folio *)arg(ctx, 1),
-		   (struct address_space *)arg(ctx, 0), (int)ret_of(ctx));
-	return 0;
-}
-
-SEC("kprobe/__filemap_add_folio")
-int BPF_KPROBE(kp_add_folio_raw, struct address_space *mapping, struct folio *folio)
-{
-	stash_put(ST_ADD_FOLIO_RAW, (__u64)mapping, (__u64)folio, 0, 0);
-	return 0;
-}
-
-SEC("kretprobe/__filemap_add_folio")
-int BPF_KRETPROBE(kr_add_folio_raw, int ret)
-{
-	struct stash_val v;
-
-	if (stash_take(ST_ADD_FOLIO_RAW, &v))
-		emit_folio(GMS_EV_ADD_FOLIO, GMS_SRC___FILEMAP_ADD_FOLIO, GMS_F_RETURN,
-			   (struct folio *)v.a[1], (struct address_space *)v.a[0], ret);
-	return 0;
-}
-
-SEC("fentry/__filemap_remove_folio")
-int fe_remove_folio(void *ctx)
-{
-	emit_folio(GMS_EV_REMOVE_FOLIO, GMS_SRC___FILEMAP_REMOVE_FOLIO, 0, (struct folio *)arg(ctx, 0), 0, 0);
-	return 0;
-}
-
-SEC("kprobe/__filemap_remove_folio")
-int BPF_KPROBE(kp_remove_folio, struct folio *folio)
-{
-	emit_folio(GMS_EV_REMOVE_FOLIO, GMS_SRC___FILEMAP_REMOVE_FOLIO, 0, folio, 0, 0);
-	return 0;
-}
-
-/* filemap_free_folio(mapping, folio): the folio left the page cache and its
+/* ==== page cache: folios freed (function probes) ==========================
+ * Insertions and deletions are the filemap tracepoints above, one program
+ * each: the checkers need nothing else (exact pfn, file, index, order), and
+ * a zap of the direct map inside filemap_add_folio() (NO_DIRECT_MAP) is seen
+ * by the direct-map points whether it comes before or after the insertion
+ * (docs/PROBES.md, "One program per page-cache change").
+ *
+ * Frees matter only to the direct-map rule "restored before freed", which
+ * applies to NO_DIRECT_MAP files: records are sent only for those.
+ *
+ * filemap_free_folio(mapping, folio): the folio left the page cache and its
  * a_ops->free_folio ran (where the NO_DIRECT_MAP series restores the direct
  * map). On return every page must be back in the direct map. */
 SEC("fexit/filemap_free_folio")
 int fe_filemap_free(void *ctx)
 {
 	emit_folio(GMS_EV_FREE_FOLIO, GMS_SRC_FILEMAP_FREE_FOLIO, GMS_F_RETURN, (struct folio *)arg(ctx, 1),
-		   (struct address_space *)arg(ctx, 0), 0);
+		   (struct address_space *)arg(ctx, 0), 0, GMS_WATCH_NO_DIRECT_MAP);
 	return 0;
 }
 
@@ -666,17 +685,22 @@ int BPF_KRETPROBE(kr_filemap_free)
 
 	if (stash_take(ST_FILEMAP_FREE, &v))
 		emit_folio(GMS_EV_FREE_FOLIO, GMS_SRC_FILEMAP_FREE_FOLIO, GMS_F_RETURN,
-			   (struct folio *)v.a[1], (struct address_space *)v.a[0], 0);
+			   (struct folio *)v.a[1], (struct address_space *)v.a[0], 0,
+			   GMS_WATCH_NO_DIRECT_MAP);
 	return 0;
 }
 
 /* kvm_gmem_free_folio(folio): folio->mapping is already NULL here, so the
- * inode is unknown; the checker matches the pfn. Emitted for every call. */
+ * inode is unknown; the checker matches the pfn. Emitted for every call
+ * once a NO_DIRECT_MAP file is watched, else never (nothing needs it). */
 static __always_inline void emit_gmem_free(struct folio *folio)
 {
-	struct gms_ev_folio *e = reserve(sizeof(*e), GMS_EV_FREE_FOLIO, GMS_SRC_KVM_GMEM_FREE_FOLIO,
-					 GMS_F_RETURN | GMS_F_NO_INODE | GMS_F_PTR_PFN);
+	struct gms_ev_folio *e;
 
+	if (!cfg_ndm_watched)
+		return;
+	e = reserve(sizeof(*e), GMS_EV_FREE_FOLIO, GMS_SRC_KVM_GMEM_FREE_FOLIO,
+		    GMS_F_RETURN | GMS_F_NO_INODE | GMS_F_PTR_PFN);
 	if (!e)
 		return;
 	e->pfn = page_to_pfn(folio);
@@ -812,11 +836,13 @@ SEC("fexit/kvm_gmem_get_pfn")
 int fe_get_pfn(void *ctx)
 {
 	int ret = (int)ret_of(ctx);
-	__u64 page = 0;
 
 	if (!ret) {
-		bpf_probe_read_kernel(&page, sizeof(page), (void *)arg(ctx, 4));
-		if (handout_fast(bpf_core_cast((void *)page, struct page), GMS_CNT_GET_PFN_JUDGED))
+		/* *page (struct page **) by a direct load: the pointer at offset 0
+		 * of a list_head view, then typed as the page it is. */
+		struct list_head *p = bpf_core_cast((void *)arg(ctx, 4), struct list_head)->next;
+
+		if (handout_fast(bpf_core_cast(p, struct page), GMS_CNT_GET_PFN_JUDGED))
 			return 0;
 	}
 	get_pfn_done(arg(ctx, 3), arg(ctx, 4), ret);
@@ -954,7 +980,7 @@ int BPF_KPROBE(kp_release, struct inode *inode)
  * split_huge_page_to_list_to_order; first argument is the folio/head page) == */
 static __always_inline void split_event(struct folio *folio, __u16 flags, __s64 ret)
 {
-	emit_folio(GMS_EV_SPLIT, GMS_SRC_FOLIO_SPLIT, flags, folio, 0, ret);
+	emit_folio(GMS_EV_SPLIT, GMS_SRC_FOLIO_SPLIT, flags, folio, 0, ret, 0);
 }
 
 SEC("fentry/__folio_split")

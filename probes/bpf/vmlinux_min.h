@@ -50,6 +50,14 @@ enum {
 	BPF_NOEXIST = 1,
 	BPF_EXIST = 2,
 };
+/* bpf_ringbuf_submit() flags and bpf_ringbuf_query() selectors (UAPI). */
+enum {
+	BPF_RB_NO_WAKEUP = 1,
+	BPF_RB_FORCE_WAKEUP = 2,
+};
+enum {
+	BPF_RB_AVAIL_DATA = 0,
+};
 
 /* x86-64 kprobe context: the kernel's struct pt_regs (an ABI for kprobes). */
 struct pt_regs {
@@ -112,6 +120,19 @@ struct page {
  * that turns a tail page's address into its head's, when bit 0 is set). */
 struct page___ci {
 	unsigned long compound_info;
+};
+
+/* Views used by bpf_core_cast() to load a word with the type the program
+ * needs (see compound_word() and fe_get_pfn() in gmem.bpf.c). Both exist in
+ * every kernel's BTF. */
+struct timespec64 {
+	long long tv_sec;
+	long tv_nsec;
+};
+
+struct list_head {
+	struct list_head *next;
+	struct list_head *prev;
 };
 
 struct folio {

@@ -59,6 +59,10 @@ class Stream:
         return self.add("direct_map", src="folio_restore_direct_map", flags=RETURN | VALID | PTR_PFN, pfn=pfn, nr=nr)
 
     def free(self, pfn):
+        # Frees are recorded once a NO_DIRECT_MAP file is watched, and never
+        # before (kvm_gmem_free_folio in probes/bpf/gmem.bpf.c).
+        if not self.ndm:
+            return self
         return self.add("free_folio", src="kvm_gmem_free_folio", flags=RETURN | NO_INODE | PTR_PFN, pfn=pfn)
 
     def handout(self, kind, pfn, index, uptodate=True):
@@ -91,15 +95,20 @@ def write(name, s, note, coverage=COVERAGE, expect=None):
 
 
 def good(ndm=True, zap_a=True, restore_b=True, extra_zap=False, early_handout=False,
-         early_restore=False, uptodate=True, bpf_judged=False):
+         early_restore=False, uptodate=True, bpf_judged=False, zap_a_before_add=False):
     s = Stream(bpf_judged).created(ndm)
     # A foreign page (secretmem, vmalloc) leaving and re-entering the direct map.
     s.add("direct_map", src="set_direct_map_invalid_noflush", flags=RETURN | PTR_PFN, pfn=0x9000, nr=1)
     s.add("direct_map", src="set_direct_map_default_noflush", flags=RETURN | VALID | PTR_PFN, pfn=0x9000, nr=1)
+    if zap_a_before_add:
+        # filemap_add_folio() zapping the folio before it inserts it (a
+        # NO_DIRECT_MAP series that moves the zap into the page cache): the
+        # zap is recorded before the add tracepoint fires.
+        s.zap(0x1000)
     s.pc("pc_add", 0x1000, 0)
     if early_handout:
         s.handout("get_pfn", 0x1000, 0)
-    if zap_a and ndm:
+    if zap_a and ndm and not zap_a_before_add:
         s.zap(0x1000)
     if extra_zap:
         s.zap(0x1000)
@@ -132,6 +141,11 @@ write("ndm-never-zapped", good(zap_a=False), "pfn 0x1000 never leaves the direct
 write("ndm-handout-before-zap", good(early_handout=True),
       "pfn 0x1000 is handed to the guest before it leaves the direct map")
 write("not-uptodate", good(uptodate=False), "kvm_gmem_get_pfn hands out pfn 0x1000 while not uptodate")
+write("ndm-zap-before-add", good(zap_a_before_add=True),
+      "NO_DIRECT_MAP file: pfn 0x1000 leaves the direct map before its insertion is recorded "
+      "(a zap inside filemap_add_folio, before __filemap_add_folio)")
+write("plain-zap-before-add", good(ndm=False, zap_a_before_add=True),
+      "plain file: pfn 0x1000 is out of the direct map when it is inserted")
 
 lost = copy.deepcopy(COVERAGE)
 lost["lost_events"] = 3

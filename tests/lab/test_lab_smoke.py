@@ -1,16 +1,31 @@
 #!/usr/bin/env python3
 """The `smoke` profile in the lab on Debian's newest kernel, with probes: the
 report comes back with its "lab" section; fentry/kprobe probes were used; the
-secretmem calibration saw direct-map zap/restore pairs; the uptodate and
-page-cache invariants were verified with event counts matching the
-workloads; the guest's kernel log had no findings. Prints the boot-to-report
-time (docs/LAB.md)."""
+secretmem calibration saw direct-map zap/restore pairs; the uptodate,
+page-cache and direct-map invariants were verified with event counts matching
+the workloads (the direct map checked on every folio the page cache saw); the
+guest's kernel log had no findings. Prints the boot-to-report time
+(docs/LAB.md)."""
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lab_common import (Lab, check, check_invariants, check_kernel_log,  # noqa: E402
-                        check_lab_section, check_probes, fetch_kernel, load_json)
+                        check_lab_section, check_probes, fetch_kernel, invariant, load_json)
+
+
+def check_direct_map(report):
+    """direct_map verified on every folio added to a watched page cache (the
+    checker takes its folios from the same tracepoint as the balance)."""
+    dm = invariant(report, "direct_map")
+    check(dm.get("verdict") == "verified", f"direct_map verified ({dm.get('reason')})")
+    ev = dm.get("evidence", {})
+    pc = invariant(report, "page_cache_balance").get("evidence", {})
+    check(ev.get("lost_events", 1) == 0, "no probe events lost (direct map)")
+    check(ev.get("folios_watched", 0) > 0 and ev.get("folios_watched") == pc.get("folios_added"),
+          f"the direct map was checked on every folio added ({ev.get('folios_watched')} of "
+          f"{pc.get('folios_added')})")
+
 
 kernel = fetch_kernel()
 lab = Lab()
@@ -32,6 +47,7 @@ try:
     check(len(ran) >= 3, f"the workloads ran in the guest ({ran})")
     check_probes(report)
     check_invariants(report)
+    check_direct_map(report)
     check_kernel_log(report)
     print(f"boot-to-report: {p.elapsed:.1f} s (boot {lab_info.get('boot_s', 0):.1f} s, run "
           f"{lab_info.get('run_s', 0):.1f} s) on {lab_info.get('cpus')} cpus under "
@@ -53,6 +69,7 @@ try:
     check(touching and set(touching) <= set(exact),
           f"every workload accounts its page-cache pages exactly ({exact} of {touching})")
     check_invariants(report)
+    check_direct_map(report)
     check_kernel_log(report)
 finally:
     lab.cleanup()

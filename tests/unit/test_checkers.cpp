@@ -2,6 +2,7 @@
 // captured on the host with the tracepoint backend; lab-fentry-faults.jsonl,
 // captured in the lab with fentry) and deliberately broken streams
 // (tests/data/synthetic-*.jsonl and mutations of the recordings).
+#include "probes/attach_points.h"
 #include "probes/checkers.h"
 #include "probes/decode.h"
 #include "probes/events.h"
@@ -12,6 +13,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
+#include <sstream>
 #include <sys/sysmacros.h>
 
 using namespace gms::probes;
@@ -127,6 +129,17 @@ TEST_CASE("checkers: the recorded lab stream (fentry) verifies every invariant",
     auto pc = get(res, "page_cache_balance");
     REQUIRE(s.expect.pages_added);
     CHECK(pc.evidence.at("pages_added") == *s.expect.pages_added);
+    // One record per page-cache change (the tracepoints), nothing from the
+    // dropped function probes, no frees for a file without NO_DIRECT_MAP.
+    auto n = [&s](EventType t) {
+        return std::count_if(s.events.begin(), s.events.end(),
+                             [t](const Event& e) { return e.type == t; });
+    };
+    CHECK(uint64_t(n(EventType::pc_add)) == *s.expect.pages_added);
+    CHECK(n(EventType::add_folio) == 0);
+    CHECK(n(EventType::remove_folio) == 0);
+    CHECK(n(EventType::free_folio) == 0);
+    CHECK(s.coverage.attached.count("add_folio") == 0);
     auto dm = get(res, "direct_map");
     CHECK(dm.backend.find("fentry") != std::string::npos);
     auto up = get(res, "uptodate");
@@ -341,6 +354,42 @@ TEST_CASE("checkers: broken direct-map streams give the right violation", "[chec
     auto plain = check_file("synthetic-plain-good.jsonl", "direct_map");
     CHECK(plain.verdict == Verdict::verified);
     CHECK(plain.evidence.at("folios_watched") == 2);
+}
+
+// The NO_DIRECT_MAP series may zap the direct map inside filemap_add_folio():
+// before the insertion (the zap is recorded before the add tracepoint) or
+// after it (recorded after). The checker needs only the add, the zap and
+// their order, not a probe on filemap_add_folio itself.
+TEST_CASE("checkers: a zap before the insertion is seen as the folio's zap", "[checkers]") {
+    auto s = load_stream(data("synthetic-ndm-zap-before-add.jsonl"));
+    auto first_zap = std::find_if(s.events.begin(), s.events.end(),
+                                  [](const Event& e) { return e.type == EventType::direct_map &&
+                                                              e.pfn == 0x1000; });
+    auto first_add = std::find_if(s.events.begin(), s.events.end(),
+                                  [](const Event& e) { return e.type == EventType::pc_add; });
+    REQUIRE(first_zap < first_add);
+    for (const auto& r : run(s)) {
+        INFO(dump(r));
+        CHECK(r.verdict == Verdict::verified);
+    }
+    // A folio of a plain file already out of the direct map when inserted.
+    auto plain = check_file("synthetic-plain-zap-before-add.jsonl", "direct_map");
+    CHECK(plain.verdict == Verdict::violated);
+    CHECK(any_violation(plain, "added to a file without NO_DIRECT_MAP while out of the direct map"));
+    CHECK(any_violation(plain, "pfn=0x1000"));
+}
+
+// Frees are recorded only once a NO_DIRECT_MAP file is watched: a plain
+// file's stream has none and still verifies.
+TEST_CASE("checkers: plain files need no free records", "[checkers]") {
+    auto s = load_stream(data("synthetic-plain-good.jsonl"));
+    REQUIRE(std::none_of(s.events.begin(), s.events.end(),
+                         [](const Event& e) { return e.type == EventType::free_folio; }));
+    auto dm = get(run(s), "direct_map");
+    INFO(dump(dm));
+    CHECK(dm.verdict == Verdict::verified);
+    CHECK(dm.evidence.at("frees_seen") == 0);
+    CHECK(dm.evidence.at("removed_without_free_event") == 0);
 }
 
 TEST_CASE("checkers: missing restore is found at the end when no free is probed", "[checkers]") {
@@ -621,4 +670,28 @@ TEST_CASE("checkers: expectations are summed only when every workload knows them
     CHECK(x.verify_mismatches == 1);
     REQUIRE(x.mismatch_examples.size() == 1);
     CHECK(x.mismatch_examples[0] == "host-fault: page 3: read 0xff");
+}
+
+// <tracefs>/enabled_functions as Debian's 7.3.4 wrote it in the lab while the
+// probes were attached, in a boot where kvm_gmem_get_pfn got no trampoline
+// (the session then moves get_pfn to kprobe). A function line without a
+// "direct" line after it (the function tracer's) has no BPF trampoline.
+TEST_CASE("probes: BPF trampolines are read from enabled_functions", "[checkers]") {
+    std::istringstream in(
+        "set_direct_map_invalid_noflush (1) R   D   M \ttramp: ftrace_regs_caller+0x0/0x61 "
+        "(call_direct_funcs+0x0/0x20)\n"
+        "\tdirect(jmp)-->bpf_trampoline_6442564287+0x0/0xd7\n"
+        "kvm_gmem_release [kvm] (1) R   D   M \ttramp: ftrace_regs_caller+0x0/0x61 "
+        "(call_direct_funcs+0x0/0x20)\n"
+        "\tdirect-->bpf_trampoline_32212389376+0x0/0xb4\n"
+        "kvm_gmem_fault_user_mapping [kvm] (1) R   D   M \ttramp: ftrace_regs_caller+0x0/0x61 "
+        "(call_direct_funcs+0x0/0x20)\n"
+        "\tdirect(jmp)-->bpf_trampoline_32212389362+0x0/0xd7\n"
+        "kvm_gmem_get_pfn [kvm] (1)           \ttramp: 0xffffffffc08f3000 "
+        "(function_trace_call+0x0/0x160) ->function_trace_call+0x0/0x160\n");
+    auto direct = functions_with_bpf_trampoline(in);
+    CHECK(direct == std::set<std::string>{"set_direct_map_invalid_noflush", "kvm_gmem_release",
+                                          "kvm_gmem_fault_user_mapping"});
+    std::istringstream empty("");
+    CHECK(functions_with_bpf_trampoline(empty).empty());
 }

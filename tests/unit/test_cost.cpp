@@ -191,3 +191,52 @@ TEST_CASE("cost: a tool error after some pairs keeps them and is an error, not a
     run.errors.push_back("recording not saved: disk full");
     CHECK(cost_run_from(run).failures.at(0) == "tool error: recording not saved: disk full");
 }
+
+// The 95% interval of the median from order statistics: with 9 pairs it is
+// [x(2), x(8)] (coverage 96.1%), with 11 pairs [x(2), x(10)] (98.8%; [x(3), x(9)]
+// would cover only 93.5%); below 6 pairs no interval reaches 95%.
+TEST_CASE("cost: the median's 95% interval comes from order statistics", "[cost]") {
+    std::vector<std::pair<double, double>> nine;
+    for (int i = 1; i <= 9; ++i)
+        nine.emplace_back(100, 80 + i); // ratios 0.81 .. 0.89
+    auto r = with_pairs(nine);
+    summarize(r);
+    REQUIRE(r.workloads.size() == 1);
+    REQUIRE(r.workloads[0].median_ci95);
+    CHECK(r.workloads[0].median_ci95->first == Approx(0.82));
+    CHECK(r.workloads[0].median_ci95->second == Approx(0.88));
+
+    auto eleven = nine;
+    eleven.emplace_back(100, 90);
+    eleven.emplace_back(100, 91);
+    auto r11 = with_pairs(eleven);
+    summarize(r11);
+    REQUIRE(r11.workloads[0].median_ci95);
+    CHECK(r11.workloads[0].median_ci95->first == Approx(0.82));
+    CHECK(r11.workloads[0].median_ci95->second == Approx(0.90));
+
+    auto r5 = with_pairs({{100, 95}, {100, 96}, {100, 97}, {100, 98}, {100, 99}});
+    summarize(r5);
+    CHECK_FALSE(r5.workloads[0].median_ci95);
+    CHECK_THAT(to_text(r5), ContainsSubstring("no 95% CI below 6 pairs"));
+}
+
+TEST_CASE("cost: a median interval across the target is named in the verdict", "[cost]") {
+    // Ratios 0.86 .. 0.94: median 0.90 passes a 10% target, but the interval
+    // [0.87, 0.93] lies on both sides of 0.90.
+    std::vector<std::pair<double, double>> pairs;
+    for (int i = 0; i < 9; ++i)
+        pairs.emplace_back(100, 86 + i);
+    auto r = with_pairs(pairs);
+    summarize(r);
+    CHECK(r.verdict == Outcome::pass);
+    CHECK_THAT(r.verdict_reason, ContainsSubstring("straddles the target"));
+    // Well inside the target: no such note.
+    std::vector<std::pair<double, double>> clear;
+    for (int i = 0; i < 9; ++i)
+        clear.emplace_back(100, 96 + i * 0.5);
+    auto c = with_pairs(clear);
+    summarize(c);
+    CHECK(c.verdict == Outcome::pass);
+    CHECK_THAT(c.verdict_reason, !ContainsSubstring("straddles"));
+}
