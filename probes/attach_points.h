@@ -44,26 +44,40 @@ std::vector<std::string> attach_point_names();
 // "\tdirect-->..." (or "\tdirect(jmp)-->...") for the direct call.
 std::set<std::string> functions_with_bpf_trampoline(std::istream& enabled_functions);
 
-class KernelTargets {
+// What the attach planner needs to know about the running kernel: an
+// interface so that a test can plan against a fake kernel.
+class KernelView {
+  public:
+    virtual ~KernelView() = default;
+    // Number of arguments of a BTF function, nullopt if not in BTF.
+    virtual std::optional<int> btf_func_args(const std::string& fn) const = 0;
+    // kprobe-able: in available_filter_functions (or kallsyms text symbols).
+    virtual bool kprobe_target(const std::string& fn) const = 0;
+    // Where kprobe_target() looked: "available_filter_functions", "kallsyms" or "".
+    virtual std::string kprobe_source() const = 0;
+    virtual bool tracepoint_exists(const std::string& cat_name) const = 0;
+    virtual std::string tracefs() const = 0; // "" when unavailable
+    virtual std::string tracefs_error() const = 0;
+    // ftrace patches this function (it is in available_filter_functions), so
+    // a BPF trampoline on it shows in <tracefs>/enabled_functions.
+    virtual bool ftrace_managed(const std::string& fn) const {
+        return kprobe_source() == "available_filter_functions" && kprobe_target(fn);
+    }
+};
+
+class KernelTargets final : public KernelView {
   public:
     KernelTargets();
-    ~KernelTargets();
+    ~KernelTargets() override;
     KernelTargets(const KernelTargets&) = delete;
     KernelTargets& operator=(const KernelTargets&) = delete;
 
-    // Number of arguments of a BTF function, nullopt if not in BTF.
-    std::optional<int> btf_func_args(const std::string& fn) const;
-    // kprobe-able: in available_filter_functions (or kallsyms text symbols).
-    bool kprobe_target(const std::string& fn) const;
-    std::string kprobe_source() const { return kprobe_source_; }
-    // ftrace patches this function (it is in available_filter_functions), so
-    // a BPF trampoline on it shows in <tracefs>/enabled_functions.
-    bool ftrace_managed(const std::string& fn) const {
-        return kprobe_source_ == "available_filter_functions" && kprobe_target(fn);
-    }
-    bool tracepoint_exists(const std::string& cat_name) const;
-    std::string tracefs() const { return tracefs_; }
-    std::string tracefs_error() const { return tracefs_error_; }
+    std::optional<int> btf_func_args(const std::string& fn) const override;
+    bool kprobe_target(const std::string& fn) const override;
+    std::string kprobe_source() const override { return kprobe_source_; }
+    bool tracepoint_exists(const std::string& cat_name) const override;
+    std::string tracefs() const override { return tracefs_; }
+    std::string tracefs_error() const override { return tracefs_error_; }
 
   private:
     struct Btfs;

@@ -5,6 +5,7 @@
 #include "core/caps.h"
 #include "kvm/observed_gmem.h"
 #include "reports/model.h"
+#include "reports/probes_summary.h"
 
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -61,11 +62,10 @@ class Session : public kvm::GmemObserver {
     // Stops collection and drains the ring buffer. Idempotent.
     void finish();
     // Attach results, backends, drop counters, calibration.
-    nlohmann::json describe() const;
+    report::ProbesSummary summary() const;
+    nlohmann::json describe() const; // report::to_json(summary())
     // Verdicts of every invariant, given what the workloads say they did.
     std::vector<report::InvariantResult> check(const std::vector<report::WorkloadResult>& w) const;
-    // Events decoded so far (all types).
-    uint64_t events_seen() const;
     // Writes the recorded stream (Options.record) as JSON lines with the
     // coverage and the workloads' expectations in the first line.
     void save_recording(const std::string& path, const std::vector<report::WorkloadResult>& w,

@@ -1,0 +1,71 @@
+#include "reports/probes_summary.h"
+
+namespace gms::report {
+
+namespace {
+
+nlohmann::json to_json(const AttachPointSummary& p) {
+    nlohmann::json e = {{"name", p.name}, {"what", p.what}, {"attached", p.attached}};
+    if (p.backend) {
+        e["backend"] = *p.backend;
+        e["target"] = p.target;
+        e["programs"] = p.programs;
+    }
+    if (!p.attached)
+        e["reason"] = p.reason;
+    if (p.optional)
+        e["optional"] = true;
+    if (!p.rejected.empty())
+        e["rejected"] = p.rejected;
+    return e;
+}
+
+} // namespace
+
+nlohmann::json to_json(const ProbesSummary& s) {
+    nlohmann::json j;
+    j["backend_requested"] = s.backend_requested;
+    j["backends"] = s.backends;
+    j["lockdown"] = s.lockdown;
+    j["tracefs"] = s.tracefs;
+    j["kprobe_targets_from"] = s.kprobe_targets_from;
+    j["load_attempts"] = s.load_attempts;
+    j["attach_rounds"] = s.attach_rounds;
+    j["attach_check"] = s.attach_check;
+    if (!s.load_failures.empty())
+        j["load_failures"] = s.load_failures;
+    j["ringbuf_size"] = s.ringbuf_size;
+    j["attach_points"] = nlohmann::json::array();
+    for (const auto& p : s.attach_points)
+        j["attach_points"].push_back(to_json(p));
+    j["backends_in_use"] = s.backends_in_use;
+    j["counters"] = s.counters;
+    j["lock_contention_gmem_identifiable"] = s.lock_contention_gmem_identifiable;
+    j["losses"] = s.losses;
+    j["drops"] = {{"ringbuf_reserve_failures", s.drops.ringbuf_reserve_failures},
+                  {"host_short_records", s.drops.host_short_records},
+                  {"host_unknown_types", s.drops.host_unknown_types},
+                  {"kprobe_stash_full", s.drops.kprobe_stash_full},
+                  {"watch_map_full", s.drops.watch_map_full},
+                  {"recording_dropped", s.drops.recording_dropped}};
+    j["events"] = s.events;
+    j["events_by_source"] = s.events_by_source;
+    j["events_decoded"] = s.events_decoded;
+    if (s.consumer_cpu_s)
+        j["consumer_cpu_s"] = *s.consumer_cpu_s;
+    j["events_of_calibration_files"] = s.events_of_calibration_files;
+    j["filter"] = {{"mode", s.filter.all_guest_memfds ? "all_guest_memfds" : "watched_inodes"},
+                   {"files_watched", s.filter.files_watched},
+                   {"counters_tgid", s.filter.counters_tgid}};
+    if (s.filter.gmem_dev)
+        j["filter"]["gmem_dev"] = *s.filter.gmem_dev;
+    if (!s.filter.gmem_dev_source.empty())
+        j["filter"]["gmem_dev_source"] = s.filter.gmem_dev_source;
+    j["calibration"] = s.calibration;
+    j["pfn_correction"] = s.pfn_correction;
+    j["thp_split_vmstat_delta"] = s.thp_split_vmstat_delta;
+    j["finished"] = s.finished;
+    return j;
+}
+
+} // namespace gms::report

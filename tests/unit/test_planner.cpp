@@ -1,0 +1,190 @@
+// The attach planner against fake kernels, and the secretmem calibration's
+// evaluation fed event lists: both pure, no BPF, no kernel.
+#include "probes/calibration.h"
+#include "probes/events.h"
+#include "probes/planner.h"
+
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
+
+using namespace gms::probes;
+using Catch::Matchers::ContainsSubstring;
+
+namespace {
+
+struct FakeKernel final : KernelView {
+    std::map<std::string, int> btf;     // function -> number of arguments
+    std::set<std::string> kprobe_funcs; // available_filter_functions
+    std::set<std::string> tracepoints;  // "category/name"
+    std::string tracefs_dir = "/sys/kernel/tracing";
+
+    std::optional<int> btf_func_args(const std::string& fn) const override {
+        auto it = btf.find(fn);
+        return it == btf.end() ? std::nullopt : std::optional<int>(it->second);
+    }
+    bool kprobe_target(const std::string& fn) const override { return kprobe_funcs.count(fn); }
+    std::string kprobe_source() const override { return "available_filter_functions"; }
+    bool tracepoint_exists(const std::string& t) const override { return tracepoints.count(t); }
+    std::string tracefs() const override { return tracefs_dir; }
+    std::string tracefs_error() const override { return "not mounted (fake)"; }
+};
+
+PlanRequest all_usable() {
+    PlanRequest r;
+    for (Backend b : {Backend::fentry, Backend::kprobe, Backend::tracepoint})
+        r.usable[b] = BackendStatus{true, 0, "", ""};
+    return r;
+}
+
+const PlannedPoint& find(const std::vector<PlannedPoint>& plan, const std::string& name) {
+    for (const auto& p : plan)
+        if (p.def->name == name)
+            return p;
+    FAIL("no planned point " << name);
+    return plan.front();
+}
+
+// A kernel like Debian's 7.3.4: every function in BTF with the arity the
+// programs expect, every tracepoint present.
+FakeKernel full_kernel() {
+    FakeKernel k;
+    for (const auto& def : attach_points()) {
+        for (const auto& fn : def.functions) {
+            k.btf[fn] = def.nargs >= 0 ? def.nargs : 1;
+            k.kprobe_funcs.insert(fn);
+        }
+        if (!def.tracepoint.empty())
+            k.tracepoints.insert(def.tracepoint);
+    }
+    return k;
+}
+
+} // namespace
+
+TEST_CASE("planner: fentry first, tracepoints as tracepoints, one entry per point", "[planner]") {
+    auto k = full_kernel();
+    auto plan = plan_attach_points(attach_points(), k, all_usable());
+    REQUIRE(plan.size() == attach_points().size());
+    CHECK(find(plan, "pc_add").chosen == Backend::tracepoint);
+    const auto& gp = find(plan, "get_pfn");
+    CHECK(gp.chosen == Backend::fentry);
+    CHECK(gp.target == "kvm_gmem_get_pfn");
+    CHECK(gp.progs == find_attach_point("get_pfn")->fentry_progs);
+    CHECK(gp.rejected.empty());
+}
+
+TEST_CASE("planner: a function with another arity is skipped with the reason", "[planner]") {
+    // Debian's 6.12: kvm_gmem_get_pfn takes 5 arguments, the program expects 6.
+    auto k = full_kernel();
+    const auto* def = find_attach_point("get_pfn");
+    REQUIRE(def->nargs == 6);
+    k.btf["kvm_gmem_get_pfn"] = 5;
+    auto plan = plan_attach_points(attach_points(), k, all_usable());
+    const auto& gp = find(plan, "get_pfn");
+    CHECK_FALSE(gp.chosen);
+    CHECK_THAT(gp.reason, ContainsSubstring("kvm_gmem_get_pfn takes 5 arguments, the program "
+                                            "expects 6"));
+}
+
+TEST_CASE("planner: unusable fentry falls back to kprobe and says why", "[planner]") {
+    auto k = full_kernel();
+    auto req = all_usable();
+    req.usable[Backend::fentry] = BackendStatus{false, 1, "load", "EPERM (lockdown)"};
+    auto plan = plan_attach_points(attach_points(), k, req);
+    const auto& uf = find(plan, "user_fault");
+    CHECK(uf.chosen == Backend::kprobe);
+    REQUIRE(uf.rejected.size() == 1);
+    CHECK_THAT(uf.rejected[0], ContainsSubstring("fentry unusable here: EPERM (lockdown)"));
+    CHECK(uf.progs.size() == 2); // kprobe + kretprobe
+}
+
+TEST_CASE("planner: ruled-out variants, exclusions, forced tracepoint, missing tracefs",
+          "[planner]") {
+    auto k = full_kernel();
+    auto req = all_usable();
+    req.ruled_out[{"get_pfn", Backend::fentry}] = "no BPF trampoline";
+    req.excluded = {"user_fault"};
+    auto plan = plan_attach_points(attach_points(), k, req);
+    CHECK(find(plan, "get_pfn").chosen == Backend::kprobe);
+    CHECK_THAT(find(plan, "get_pfn").rejected.at(0), ContainsSubstring("no BPF trampoline"));
+    CHECK_FALSE(find(plan, "user_fault").chosen);
+    CHECK(find(plan, "user_fault").reason == kExcludedReason);
+
+    req = all_usable();
+    req.forced = Backend::tracepoint;
+    plan = plan_attach_points(attach_points(), k, req);
+    CHECK_FALSE(find(plan, "get_pfn").chosen);
+    CHECK_THAT(find(plan, "get_pfn").reason, ContainsSubstring("forced to tracepoint"));
+    CHECK(find(plan, "pc_del").chosen == Backend::tracepoint);
+
+    k.tracefs_dir.clear();
+    plan = plan_attach_points(attach_points(), k, all_usable());
+    CHECK_FALSE(find(plan, "pc_add").chosen);
+    CHECK_THAT(find(plan, "pc_add").reason, ContainsSubstring("tracefs unavailable"));
+}
+
+TEST_CASE("planner: a function missing from BTF and symbols is skipped for both backends",
+          "[planner]") {
+    auto k = full_kernel();
+    for (const auto& fn : find_attach_point("split")->functions) {
+        k.btf.erase(fn);
+        k.kprobe_funcs.erase(fn);
+    }
+    auto plan = plan_attach_points(attach_points(), k, all_usable());
+    const auto& sp = find(plan, "split");
+    CHECK_FALSE(sp.chosen);
+    CHECK_THAT(sp.reason, ContainsSubstring("fentry:"));
+    CHECK_THAT(sp.reason, ContainsSubstring("not in kernel BTF"));
+    CHECK_THAT(sp.reason, ContainsSubstring("kprobe:"));
+}
+
+namespace {
+Event ev(EventType t, uint64_t pfn, uint32_t dev = 0, uint64_t ino = 0, bool valid = false) {
+    Event e;
+    e.type = t;
+    e.pfn = pfn;
+    e.dev = dev;
+    e.ino = ino;
+    e.nr = 1;
+    if (valid)
+        e.flags |= GMS_F_VALID;
+    return e;
+}
+} // namespace
+
+TEST_CASE("calibration: matched pairs pass, with the pfn correction learned", "[calibration]") {
+    std::vector<Event> evs;
+    for (uint64_t i = 0; i < 4; ++i) {
+        evs.push_back(ev(EventType::pc_add, 0x1000 + i, 5, 42));
+        evs.push_back(ev(EventType::direct_map, 0x1000 + i - 0x10)); // zap, pointer-derived pfn
+    }
+    for (uint64_t i = 0; i < 4; ++i) {
+        evs.push_back(ev(EventType::direct_map, 0x1000 + i - 0x10, 0, 0, true)); // restore
+        evs.push_back(ev(EventType::pc_del, 0x1000 + i, 5, 42));
+    }
+    auto c = evaluate_calibration(evs, 5, 42, 4);
+    CHECK(c.ok);
+    CHECK(c.pfn_correction == 0x10);
+    CHECK(c.zaps_matched == 4);
+    CHECK(c.restores_matched == 4);
+    CHECK_THAT(c.reason, ContainsSubstring("pfn correction 16"));
+    CHECK(to_json(c).at("ok") == true);
+}
+
+TEST_CASE("calibration: restores by address the probes cannot read fail it", "[calibration]") {
+    // NO_DIRECT_MAP v12: secretmem restores with set_direct_map_default_noflush(addr);
+    // a program reading a struct page * sees other pfns: 4 zaps, 0 restores.
+    std::vector<Event> evs;
+    for (uint64_t i = 0; i < 4; ++i) {
+        evs.push_back(ev(EventType::pc_add, 0x2000 + i, 5, 43));
+        evs.push_back(ev(EventType::direct_map, 0x2000 + i));
+        evs.push_back(ev(EventType::direct_map, 0xdead0000 + i, 0, 0, true));
+    }
+    auto c = evaluate_calibration(evs, 5, 43, 4);
+    CHECK_FALSE(c.ok);
+    CHECK(c.zaps_matched == 4);
+    CHECK(c.restores_matched == 0);
+    CHECK_THAT(c.reason, ContainsSubstring("4 zaps and 0 restores matched"));
+    // Another file's insertions do not count.
+    CHECK(evaluate_calibration(evs, 5, 99, 4).page_cache_adds == 0);
+}
