@@ -309,31 +309,26 @@ Coverage Coverage::from_json(const nlohmann::json& j) {
 
 Expectations Expectations::from_workloads(const std::vector<report::WorkloadResult>& w) {
     Expectations x;
-    auto add = [](std::optional<uint64_t>& into, const report::WorkloadResult& r, const char* key) {
-        auto it = r.counters.find(key);
-        if (it != r.counters.end())
-            into = into.value_or(0) + it->second;
+    auto add = [](std::optional<uint64_t>& into, const std::optional<uint64_t>& v) {
+        if (v)
+            into = into.value_or(0) + *v;
     };
     // A sum is only comparable when every workload that touched guest_memfd
     // files knows its count: one that does not (racing threads) voids it.
     bool files_known = true, added_known = true, removed_known = true;
     for (const auto& r : w) {
-        auto files = r.counters.find("gmem_files");
-        bool touched = files == r.counters.end() || files->second > 0;
-        if (r.outcome == report::Outcome::skip && files == r.counters.end())
+        const report::ProbeExpectations& e = r.expect;
+        bool touched = !e.gmem_files || *e.gmem_files > 0;
+        if (r.outcome == report::Outcome::skip && !e.gmem_files)
             touched = false; // never ran
-        files_known &= files != r.counters.end() || !touched;
-        added_known &= r.counters.count("expected_pages_added") || !touched;
-        removed_known &= r.counters.count("expected_pages_removed") || !touched;
-        add(x.gmem_files, r, "gmem_files");
-        add(x.pages_added, r, "expected_pages_added");
-        add(x.pages_removed, r, "expected_pages_removed");
-        auto bound = [&](const char* key) {
-            auto it = r.counters.find(key);
-            return it == r.counters.end() ? uint64_t(0) : it->second;
-        };
-        x.min_handouts_user += bound("min_handouts_to_user");
-        x.min_handouts_guest += bound("min_handouts_to_guest");
+        files_known &= e.gmem_files || !touched;
+        added_known &= e.pages_added || !touched;
+        removed_known &= e.pages_removed || !touched;
+        add(x.gmem_files, e.gmem_files);
+        add(x.pages_added, e.pages_added);
+        add(x.pages_removed, e.pages_removed);
+        x.min_handouts_user += e.min_handouts_to_user.value_or(0);
+        x.min_handouts_guest += e.min_handouts_to_guest.value_or(0);
         x.pages_verified += r.verification.pages_checked;
         x.verify_mismatches += r.verification.mismatches;
         for (const auto& m : r.verification.first_mismatches)

@@ -117,15 +117,16 @@ struct Coverage {
     static Coverage from_json(const nlohmann::json& j);
 };
 
-// What the workloads say they did (summed over workloads).
+// What the workloads say they did (summed over workloads, from each
+// report::WorkloadResult::expect and its verification).
 struct Expectations {
     std::optional<uint64_t> gmem_files;
     std::optional<uint64_t> pages_added;
     std::optional<uint64_t> pages_removed;
-    // Lower bounds of hand-outs (workload counters min_handouts_to_*): a page
-    // first touched through the mapping faults at least once, a page a fresh
-    // guest touches goes through kvm_gmem_get_pfn at least once. Sums of what
-    // was reported stay lower bounds, so no workload voids them.
+    // Lower bounds of hand-outs (report::ProbeExpectations::min_handouts_to_*):
+    // a page first touched through the mapping faults at least once, a page a
+    // fresh guest touches goes through kvm_gmem_get_pfn at least once. Sums of
+    // what was reported stay lower bounds, so no workload voids them.
     uint64_t min_handouts_user = 0;
     uint64_t min_handouts_guest = 0;
     uint64_t pages_verified = 0;    // fresh pages the workloads read back

@@ -55,6 +55,25 @@ struct Verification {
     }
 };
 
+// What a workload says it did, for the probes' checkers to compare against
+// (probes::Expectations sums them over workloads). Unset: not known (or, for
+// the lower bounds, not claimed). The JSON report writes the set ones into
+// the workload's "counters" object under the names in the comments.
+struct ProbeExpectations {
+    // "gmem_files": guest_memfd files the workload created. Unset on a
+    // workload that ran: it touched files without knowing how many.
+    std::optional<uint64_t> gmem_files;
+    // "expected_pages_added" / "expected_pages_removed": exact page-cache
+    // adds and removals over those files; unset when not predictable (races).
+    std::optional<uint64_t> pages_added;
+    std::optional<uint64_t> pages_removed;
+    // "min_handouts_to_user" / "min_handouts_to_guest": lower bounds of
+    // folios handed to host userspace (user faults) and to the guest
+    // (kvm_gmem_get_pfn).
+    std::optional<uint64_t> min_handouts_to_user;
+    std::optional<uint64_t> min_handouts_to_guest;
+};
+
 struct WorkloadResult {
     std::string name;  // registry name, e.g. "host-fault"
     std::string label; // instance label from the profile (defaults to name)
@@ -64,8 +83,9 @@ struct WorkloadResult {
     std::map<std::string, OpStats> ops;
     Verification verification;
     std::vector<Check> checks;
-    // Counts the probes' checkers compare against (e.g. "pages_first_touched").
+    // Informational counts (e.g. "pages_first_touched", "guest_rounds").
     std::map<std::string, uint64_t> counters;
+    ProbeExpectations expect; // rendered inside "counters" too
     nlohmann::json params = nlohmann::json::object();
 };
 

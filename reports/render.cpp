@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <optional>
 #include <unistd.h>
 
 namespace gms::report {
@@ -32,6 +33,22 @@ json check_json(const Check& c) {
             {"reason", c.reason}};
 }
 
+// The informational counters plus the set fields of w.expect, under the
+// names the report has always used for them.
+json counters_json(const WorkloadResult& w) {
+    json j = w.counters;
+    auto put = [&j](const char* key, const std::optional<uint64_t>& v) {
+        if (v)
+            j[key] = *v;
+    };
+    put("gmem_files", w.expect.gmem_files);
+    put("expected_pages_added", w.expect.pages_added);
+    put("expected_pages_removed", w.expect.pages_removed);
+    put("min_handouts_to_user", w.expect.min_handouts_to_user);
+    put("min_handouts_to_guest", w.expect.min_handouts_to_guest);
+    return j;
+}
+
 json workload_json(const WorkloadResult& w) {
     json ops = json::object();
     for (const auto& [name, s] : w.ops)
@@ -53,7 +70,7 @@ json workload_json(const WorkloadResult& w) {
               {"mismatches", w.verification.mismatches},
               {"first_mismatches", w.verification.first_mismatches}}},
             {"checks", checks},
-            {"counters", w.counters},
+            {"counters", counters_json(w)},
             {"params", w.params}};
 }
 

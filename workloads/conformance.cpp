@@ -73,7 +73,7 @@ WorkloadInfo conformance_workload() {
                                  res.checks.size(), n[0], n[1], n[2], n[3]);
         if (stopped)
             res.reason += " (stopped before every group ran)";
-        res.counters["gmem_files"] = files.created;
+        res.expect.gmem_files = files.created;
         res.counters["checks"] = res.checks.size();
         res.counters["checks_failed"] = n[static_cast<int>(report::Outcome::fail)];
         res.counters["checks_skipped"] = n[static_cast<int>(report::Outcome::skip)];

@@ -804,7 +804,7 @@ report::WorkloadResult run(Context& ctx) {
         uint64_t iter_limit = ops ? std::max<uint64_t>(1, ops / runnable) : 0;
         run_mode(ctx, m, pl, prm, deadline, iter_limit, r, gmem_files, outs);
     }
-    r.counters["gmem_files"] = gmem_files;
+    r.expect.gmem_files = gmem_files;
     r.params["pages"] = prm.pages;
     r.params["run_timeout"] = prm.run_timeout_s;
     r.params["attrs2_ioctl_nr"] = ctx.profile.attrs2_ioctl_nr;

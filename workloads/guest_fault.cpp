@@ -309,7 +309,7 @@ report::WorkloadResult run(Context& ctx) {
         if (auto why = setup_vm(ctx, *vms.back(), i, notes)) {
             r.outcome = report::Outcome::skip;
             r.reason = *why;
-            r.counters["gmem_files"] = vms.size();
+            r.expect.gmem_files = vms.size();
             vms.clear();
             r.duration_s = double(now_ns() - t0) / 1e9;
             return r;
@@ -362,15 +362,15 @@ report::WorkloadResult run(Context& ctx) {
         cut_short |= !j.exact && j.out.error.empty() && j.out.failures.empty();
         outs.push_back(std::move(j.out));
     }
-    r.counters["gmem_files"] = p.vm_count;
+    r.expect.gmem_files = p.vm_count;
     r.counters["guest_rounds"] = rounds;
     // Released below: every page the run brought in leaves with the file.
     if (exact) {
         r.counters["pages_touched"] = touched;
         // The guest reads every page of each batch; a fresh VM has no SPTEs.
-        r.counters["min_handouts_to_guest"] = touched;
-        r.counters["expected_pages_added"] = touched;
-        r.counters["expected_pages_removed"] = touched;
+        r.expect.min_handouts_to_guest = touched;
+        r.expect.pages_added = touched;
+        r.expect.pages_removed = touched;
     }
     r.params["batch_pages"] = prm.batch;
     r.params["prefill_percent"] = prm.prefill_pct;

@@ -203,10 +203,10 @@ void publish_page_counts(report::WorkloadResult& r, uint64_t files, const PageCo
                          bool exact, const std::vector<WorkerResult>& workers) {
     for (const auto& w : workers)
         exact = exact && w.failures.empty() && w.error.empty();
-    r.counters["gmem_files"] = files;
+    r.expect.gmem_files = files;
     if (exact) {
-        r.counters["expected_pages_added"] = pc.added;
-        r.counters["expected_pages_removed"] = pc.removed;
+        r.expect.pages_added = pc.added;
+        r.expect.pages_removed = pc.removed;
     }
 }
 

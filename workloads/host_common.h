@@ -123,9 +123,9 @@ struct WorkerResult {
     void fail(std::string what);
 };
 
-// Counters the page-cache checker compares its events with: the file count
-// always, the page counts only when the run predicted them exactly (no race,
-// no failure). `exact` is and-ed with every worker being clean.
+// What the page-cache checker compares its events with (r.expect): the file
+// count always, the page counts only when the run predicted them exactly (no
+// race, no failure). `exact` is and-ed with every worker being clean.
 void publish_page_counts(report::WorkloadResult& r, uint64_t files, const PageCounts& pc,
                          bool exact, const std::vector<WorkerResult>& workers);
 

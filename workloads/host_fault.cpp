@@ -301,7 +301,7 @@ report::WorkloadResult run(Context& ctx) {
             for (auto& in : inst)
                 in.release();
             r.counters["pages_first_touched"] = pc.added;
-            r.counters["min_handouts_to_user"] = pc.added; // each first touch faults
+            r.expect.min_handouts_to_user = pc.added; // each first touch faults
             // A failed fault leaves the page's presence unknown: no prediction then.
             publish_page_counts(r, files, pc, true, workers);
         });

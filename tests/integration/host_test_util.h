@@ -21,6 +21,7 @@
 #include <string>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <utility>
 #include <vector>
 
 namespace host_test {
@@ -160,6 +161,14 @@ inline std::string summary(const report::WorkloadResult& r) {
         s += "    " + m + "\n";
     for (const auto& [k, v] : r.counters)
         s += fmt::format("  counter {} = {}\n", k, v);
+    const auto& x = r.expect;
+    for (const auto& [k, v] :
+         {std::pair{"gmem_files", x.gmem_files}, std::pair{"pages_added", x.pages_added},
+          std::pair{"pages_removed", x.pages_removed},
+          std::pair{"min_handouts_to_user", x.min_handouts_to_user},
+          std::pair{"min_handouts_to_guest", x.min_handouts_to_guest}})
+        if (v)
+            s += fmt::format("  expect {} = {}\n", k, *v);
     for (const auto& c : r.checks)
         s += fmt::format("  check {} [{}] expected: {} observed: {} reason: {}\n", c.name,
                          report::to_string(c.outcome), c.expected, c.observed, c.reason);

@@ -84,10 +84,10 @@ TEST_CASE("guest-fault: vCPUs on several VMs check and write their regions", "[g
     CHECK(op_count(r, "host_verify") == op_count(r, "guest_round"));
     CHECK(op_count(r, "KVM_RUN") >= op_count(r, "guest_round"));
     CHECK(op_count(r, "host_prefill") > 0);
-    CHECK(r.counters.at("gmem_files") == 2);
+    CHECK(r.expect.gmem_files.value() == 2);
     // 300 ops over 128 pages: every page of every region was touched.
-    CHECK(r.counters.at("expected_pages_added") == 2 * 256);
-    CHECK(r.counters.at("expected_pages_removed") == 2 * 256);
+    CHECK(r.expect.pages_added.value() == 2 * 256);
+    CHECK(r.expect.pages_removed.value() == 2 * 256);
     CHECK(obs.created == 2);
     CHECK(obs.released == 2);
     CHECK(obs.live.empty());
@@ -110,7 +110,7 @@ TEST_CASE("guest-fault: a partial first pass predicts exactly the pages touched"
     auto o = run(p, obs);
     INFO(summary(o.result));
     REQUIRE(o.result.outcome == report::Outcome::pass);
-    CHECK(o.result.counters.at("expected_pages_added") == 100);
+    CHECK(o.result.expect.pages_added.value() == 100);
     CHECK(last_resident == 100);
 }
 

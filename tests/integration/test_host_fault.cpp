@@ -38,20 +38,20 @@ TEST_CASE("host-fault: every pattern verifies each page and predicts the page ca
             CHECK(op_count(r, "fault_read") > 0);
             CHECK(op_count(r, "fault_write") > 0);
             // Every touch checks its page, plus the final read-back of every touched page.
-            CHECK(r.verification.pages_checked >= 4000 + r.counters.at("expected_pages_added"));
+            CHECK(r.verification.pages_checked >= 4000 + r.expect.pages_added.value());
             CHECK(r.verification.mismatches == 0);
-            CHECK(r.counters.at("gmem_files") == 1);
+            CHECK(r.expect.gmem_files.value() == 1);
             const uint64_t pages = (4u << 20) / 4096;
             if (pattern != "random") {
                 // 2000 touches per thread over 512 pages: every page gets touched.
-                CHECK(r.counters.at("expected_pages_added") == pages);
+                CHECK(r.expect.pages_added.value() == pages);
                 CHECK(op_count(r, "zap") > 0);
             } else {
-                CHECK(r.counters.at("expected_pages_added") <= pages);
-                CHECK(r.counters.at("expected_pages_added") > pages / 2);
+                CHECK(r.expect.pages_added.value() <= pages);
+                CHECK(r.expect.pages_added.value() > pages / 2);
             }
             // Nothing is punched: every page added is still there at release.
-            CHECK(r.counters.at("expected_pages_removed") == r.counters.at("expected_pages_added"));
+            CHECK(r.expect.pages_removed.value() == r.expect.pages_added.value());
             CHECK(o.progress_ops == 4000);
             CHECK(obs.created == 1);
             CHECK(obs.released == 1);
@@ -74,9 +74,9 @@ TEST_CASE("host-fault: the same seed gives the same run, another seed another", 
     REQUIRE(rb.outcome == report::Outcome::pass);
     REQUIRE(rc.outcome == report::Outcome::pass);
     CHECK(op_count(ra, "fault_read") == op_count(rb, "fault_read"));
-    CHECK(ra.counters.at("expected_pages_added") == rb.counters.at("expected_pages_added"));
+    CHECK(ra.expect.pages_added.value() == rb.expect.pages_added.value());
     CHECK((op_count(ra, "fault_read") != op_count(rc, "fault_read") ||
-           ra.counters.at("expected_pages_added") != rc.counters.at("expected_pages_added")));
+           ra.expect.pages_added.value() != rc.expect.pages_added.value()));
     CHECK(op_count(ra, "zap") == 0);
 }
 
@@ -88,13 +88,13 @@ TEST_CASE("host-fault: several VMs, more threads than files", "[host-fault]") {
     auto r = run(p, obs).result;
     INFO(summary(r));
     REQUIRE(r.outcome == report::Outcome::pass);
-    CHECK(r.counters.at("gmem_files") == 2);
+    CHECK(r.expect.gmem_files.value() == 2);
     CHECK(obs.created == 2);
     CHECK(obs.released == 2);
     CHECK(obs.violations.empty());
     // File 0 (1024 pages) is split between threads 0 and 2 (512 pages each),
     // file 1 belongs to thread 1: 1000 sequential touches each.
-    CHECK(r.counters.at("expected_pages_added") == 512 + 512 + 1000);
+    CHECK(r.expect.pages_added.value() == 512 + 512 + 1000);
 }
 
 TEST_CASE("host-fault: stops on its time budget", "[host-fault]") {

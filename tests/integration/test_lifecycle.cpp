@@ -27,7 +27,7 @@ TEST_CASE("lifecycle: every scenario, every file released", "[lifecycle]") {
     CHECK(scenarios == 60);
     CHECK(o.progress_ops == 60);
     // One guest_memfd per scenario, each created and released exactly once.
-    CHECK(r.counters.at("gmem_files") == 60);
+    CHECK(r.expect.gmem_files.value() == 60);
     CHECK(op_count(r, "create_gmem") == 60);
     CHECK(op_count(r, "create_vm") == 60);
     CHECK(op_count(r, "bind") > 0);
@@ -38,7 +38,7 @@ TEST_CASE("lifecycle: every scenario, every file released", "[lifecycle]") {
     CHECK(obs.violations.empty());
     if (caps().has_gmem_flag(workloads::host::kMmapFlags)) {
         CHECK(r.verification.pages_checked > 0);
-        CHECK(r.counters.at("expected_pages_added") == r.counters.at("expected_pages_removed"));
+        CHECK(r.expect.pages_added.value() == r.expect.pages_removed.value());
     }
     CHECK(r.verification.mismatches == 0);
 }
@@ -77,7 +77,7 @@ TEST_CASE("lifecycle: close while bound, threads in parallel", "[lifecycle]") {
     CHECK(op_count(r, "close_while_bound") + op_count(r, "bind_unbind") == 30);
     CHECK(op_count(r, "close_while_bound") > 0);
     CHECK(op_count(r, "unbind_after_close") > 0);
-    CHECK(r.counters.at("gmem_files") == 30);
+    CHECK(r.expect.gmem_files.value() == 30);
     CHECK(obs.released == 30);
     CHECK(obs.violations.empty());
 }

@@ -33,9 +33,9 @@ TEST_CASE("populate: every available way populates and reads back", "[populate]"
     CHECK(op_count(r, "fallocate") > 0);
     CHECK(op_count(r, "memcpy") > 0);
     CHECK(op_count(r, "punch_hole") > 0);
-    CHECK(r.counters.at("gmem_files") == 1);
-    CHECK(r.counters.count("expected_pages_added") == 1);
-    CHECK(r.counters.at("expected_pages_added") >= r.counters.at("expected_pages_removed"));
+    CHECK(r.expect.gmem_files.value() == 1);
+    CHECK(r.expect.pages_added.has_value());
+    CHECK(r.expect.pages_added.value() >= r.expect.pages_removed.value());
     CHECK(o.progress_ops == 400);
 
     const auto* fa = find_check(r, "populate by fallocate");
@@ -88,7 +88,7 @@ TEST_CASE("populate: same seed, same operations", "[populate]") {
     REQUIRE(rb.outcome == report::Outcome::pass);
     for (const auto* op : {"fallocate", "memcpy", "punch_hole", "pwrite", "pre_fault"})
         CHECK(op_count(ra, op) == op_count(rb, op));
-    CHECK(ra.counters.at("expected_pages_added") == rb.counters.at("expected_pages_added"));
-    CHECK(ra.counters.at("expected_pages_removed") == rb.counters.at("expected_pages_removed"));
-    CHECK(ra.counters.at("gmem_files") == 2);
+    CHECK(ra.expect.pages_added.value() == rb.expect.pages_added.value());
+    CHECK(ra.expect.pages_removed.value() == rb.expect.pages_removed.value());
+    CHECK(ra.expect.gmem_files.value() == 2);
 }

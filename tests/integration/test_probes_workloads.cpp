@@ -117,13 +117,13 @@ void expect_balanced(const Ran& ran) {
     INFO(dump(pc));
     INFO(ran.describe["drops"].dump());
     REQUIRE(pc.verdict == Verdict::verified);
-    const auto& c = ran.result.counters;
-    REQUIRE(c.count("gmem_files"));
-    CHECK(pc.evidence.at("files_announced") == c.at("gmem_files"));
+    const auto& x = ran.result.expect;
+    REQUIRE(x.gmem_files.has_value());
+    CHECK(pc.evidence.at("files_announced") == x.gmem_files.value());
     // The workload's own counts, when it knows them, must equal the probes'.
-    if (c.count("expected_pages_added")) {
-        CHECK(pc.evidence.at("pages_added") == c.at("expected_pages_added"));
-        CHECK(pc.evidence.at("pages_removed") == c.at("expected_pages_removed"));
+    if (x.pages_added.has_value()) {
+        CHECK(pc.evidence.at("pages_added") == x.pages_added.value());
+        CHECK(pc.evidence.at("pages_removed") == x.pages_removed.value());
     }
     CHECK(pc.evidence.at("pages_added") > 0);
     CHECK(pc.evidence.at("pages_added") == pc.evidence.at("pages_removed"));

@@ -1,5 +1,6 @@
 // punch-hole against the real /dev/kvm, and the page bookkeeping behind the
-// expected_pages_* counters checked against the kernel's own view (mincore).
+// expected page counts (WorkloadResult::expect) checked against the kernel's
+// own view (mincore).
 #include "host_test_util.h"
 #include "workloads/host_common.h"
 
@@ -33,11 +34,11 @@ TEST_CASE("punch-hole race=none: punched ranges read zero, counters exact", "[pu
     CHECK(op_count(r, "write") > 0);
     CHECK(r.verification.pages_checked > 300);
     CHECK(r.verification.mismatches == 0);
-    CHECK(r.counters.at("gmem_files") == 1);
+    CHECK(r.expect.gmem_files.value() == 1);
     // Every cycle ends with the punched range faulted back in as zero pages,
     // so pages were both added and removed.
-    CHECK(r.counters.at("expected_pages_added") > r.counters.at("expected_pages_removed") / 2);
-    CHECK(r.counters.at("expected_pages_removed") > 0);
+    CHECK(r.expect.pages_added.value() > r.expect.pages_removed.value() / 2);
+    CHECK(r.expect.pages_removed.value() > 0);
     CHECK(obs.created == 1);
     CHECK(obs.released == 1);
     CHECK(obs.violations.empty());
@@ -56,8 +57,8 @@ TEST_CASE("punch-hole race=host: racing faults see only zero or the data", "[pun
     CHECK(op_count(r, "fault_read") + op_count(r, "fault_write") > 0);
     CHECK(r.verification.mismatches == 0);
     // Racy: no exact page-cache prediction is claimed.
-    CHECK(r.counters.count("expected_pages_added") == 0);
-    CHECK(r.counters.at("gmem_files") == 2);
+    CHECK(!r.expect.pages_added.has_value());
+    CHECK(r.expect.gmem_files.value() == 2);
     CHECK(obs.released == 2);
     CHECK(obs.violations.empty());
 }

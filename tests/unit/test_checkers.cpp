@@ -362,9 +362,9 @@ TEST_CASE("checkers: broken direct-map streams give the right violation", "[chec
 // their order, not a probe on filemap_add_folio itself.
 TEST_CASE("checkers: a zap before the insertion is seen as the folio's zap", "[checkers]") {
     auto s = load_stream(data("synthetic-ndm-zap-before-add.jsonl"));
-    auto first_zap = std::find_if(s.events.begin(), s.events.end(),
-                                  [](const Event& e) { return e.type == EventType::direct_map &&
-                                                              e.pfn == 0x1000; });
+    auto first_zap = std::find_if(s.events.begin(), s.events.end(), [](const Event& e) {
+        return e.type == EventType::direct_map && e.pfn == 0x1000;
+    });
     auto first_add = std::find_if(s.events.begin(), s.events.end(),
                                   [](const Event& e) { return e.type == EventType::pc_add; });
     REQUIRE(first_zap < first_add);
@@ -375,7 +375,8 @@ TEST_CASE("checkers: a zap before the insertion is seen as the folio's zap", "[c
     // A folio of a plain file already out of the direct map when inserted.
     auto plain = check_file("synthetic-plain-zap-before-add.jsonl", "direct_map");
     CHECK(plain.verdict == Verdict::violated);
-    CHECK(any_violation(plain, "added to a file without NO_DIRECT_MAP while out of the direct map"));
+    CHECK(
+        any_violation(plain, "added to a file without NO_DIRECT_MAP while out of the direct map"));
     CHECK(any_violation(plain, "pfn=0x1000"));
 }
 
@@ -643,11 +644,11 @@ TEST_CASE("checkers: expectations are summed only when every workload knows them
     using gms::report::WorkloadResult;
     WorkloadResult a, b, c;
     a.name = "host-fault";
-    a.counters = {{"gmem_files", 1}, {"expected_pages_added", 10}, {"expected_pages_removed", 10}};
+    a.expect = {.gmem_files = 1, .pages_added = 10, .pages_removed = 10};
     b.name = "guest-fault";
-    b.counters = {{"gmem_files", 2}, {"expected_pages_added", 5}, {"expected_pages_removed", 4}};
+    b.expect = {.gmem_files = 2, .pages_added = 5, .pages_removed = 4};
     c.name = "punch-hole"; // racing threads: no page counts
-    c.counters = {{"gmem_files", 1}};
+    c.expect = {.gmem_files = 1};
     auto x = Expectations::from_workloads({a, b});
     CHECK(x.gmem_files == 3u);
     CHECK(x.pages_added == 15u);

@@ -60,6 +60,29 @@ TEST_CASE("JSON rendering carries ops, errors and percentiles", "[report]") {
     CHECK(j["invariants"][0]["evidence"]["adds"] == 3);
 }
 
+TEST_CASE("JSON rendering writes the probe expectations among the counters", "[report]") {
+    Report r = sample();
+    auto& w = r.workloads[0];
+    w.counters["pages_first_touched"] = 7;
+    CHECK(to_json(r)["workloads"][0]["counters"] == nlohmann::json{{"pages_first_touched", 7}});
+    w.expect.gmem_files = 1;
+    w.expect.pages_added = 7;
+    w.expect.pages_removed = 6;
+    w.expect.min_handouts_to_user = 0; // set, even to zero: written
+    auto c = to_json(r)["workloads"][0]["counters"];
+    CHECK(c == nlohmann::json{{"pages_first_touched", 7},
+                              {"gmem_files", 1},
+                              {"expected_pages_added", 7},
+                              {"expected_pages_removed", 6},
+                              {"min_handouts_to_user", 0}});
+    w.expect.min_handouts_to_guest = 3;
+    CHECK(to_json(r)["workloads"][0]["counters"]["min_handouts_to_guest"] == 3);
+    // A workload without counters still has a counters object.
+    WorkloadResult bare;
+    r.workloads = {bare};
+    CHECK(to_json(r)["workloads"][0]["counters"] == nlohmann::json::object());
+}
+
 TEST_CASE("JUnit escapes text and counts outcomes", "[report]") {
     std::string x = to_junit(sample());
     CHECK_THAT(x, ContainsSubstring("no &lt;WRITE&gt; &amp; flag"));
