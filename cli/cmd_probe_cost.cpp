@@ -52,7 +52,7 @@ double parse_max_cost(const std::string& s) {
 // kernel log is scanned over the whole command instead.
 report::Report run_once(const profile::Profile& base, const Caps& caps, bool on) {
     profile::Profile p = base;
-    p.probes.mode = on ? "on" : "off"; // on: a failure to attach is an error, not a silent off
+    p.probes.mode = on ? profile::ProbesMode::on : profile::ProbesMode::off; // on: a failure to attach is an error, not a silent off
     engine::RunSpec spec;
     spec.kernel_log = false;
     return engine::run_profile(p, caps, spec);
@@ -83,7 +83,7 @@ int probe_cost(const CostOptions& o) {
     report::CostReport rep;
     engine::stamp(rep, "probe-cost", caps);
     rep.profile = prof.to_json();
-    rep.backend_requested = prof.probes.backend;
+    rep.backend_requested = profile::to_string(prof.probes.backend);
     rep.reps_requested = o.reps;
     rep.max_cost = max_cost;
     if (!o.quiet)

@@ -163,7 +163,7 @@ int run_watch(const WatchOptions& o) {
 
     // attach
     probes::Options po;
-    po.backend = o.backend;
+    po.backend = *profile::probe_backend_from_string(o.backend); // checked by the flag
     po.all_guest_memfds = o.all;
     po.ringbuf_size = *ringbuf;
     po.calibrate = !o.no_calibrate;

@@ -47,6 +47,7 @@ struct Caps {
 };
 
 // Probes /dev/kvm and the kernel. Never throws for a missing feature.
-Caps detect_caps(const kvm::FlagBits& bits, unsigned cap_memory_attributes2 = 245);
+Caps detect_caps(const kvm::FlagBits& bits,
+                 unsigned cap_memory_attributes2 = uapi::kDefaultCapMemoryAttributes2);
 
 } // namespace gms

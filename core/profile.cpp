@@ -12,6 +12,47 @@
 
 namespace gms::profile {
 
+std::string to_string(ProbesMode m) {
+    switch (m) {
+    case ProbesMode::automatic:
+        return "auto";
+    case ProbesMode::on:
+        return "on";
+    case ProbesMode::off:
+        return "off";
+    }
+    return "?";
+}
+
+std::string to_string(ProbeBackendRequest b) {
+    switch (b) {
+    case ProbeBackendRequest::automatic:
+        return "auto";
+    case ProbeBackendRequest::fentry:
+        return "fentry";
+    case ProbeBackendRequest::kprobe:
+        return "kprobe";
+    case ProbeBackendRequest::tracepoint:
+        return "tracepoint";
+    }
+    return "?";
+}
+
+std::optional<ProbesMode> probes_mode_from_string(std::string_view s) {
+    for (auto m : {ProbesMode::automatic, ProbesMode::on, ProbesMode::off})
+        if (s == to_string(m))
+            return m;
+    return std::nullopt;
+}
+
+std::optional<ProbeBackendRequest> probe_backend_from_string(std::string_view s) {
+    for (auto b : {ProbeBackendRequest::automatic, ProbeBackendRequest::fentry,
+                   ProbeBackendRequest::kprobe, ProbeBackendRequest::tracepoint})
+        if (s == to_string(b))
+            return b;
+    return std::nullopt;
+}
+
 namespace {
 
 // ---- where things came from ------------------------------------------------
@@ -543,8 +584,9 @@ Profile parse_profile(const std::string& text, const std::string& source,
                      f));
         p.gmem_flags |= *v;
     }
-    p.probes.mode = get<std::string>(sec["probes"], "mode");
-    p.probes.backend = get<std::string>(sec["probes"], "backend");
+    // Choices were checked against the spec when the section was read.
+    p.probes.mode = *probes_mode_from_string(get<std::string>(sec["probes"], "mode"));
+    p.probes.backend = *probe_backend_from_string(get<std::string>(sec["probes"], "backend"));
     p.probes.all_guest_memfds = get<bool>(sec["probes"], "all");
     p.probes.ringbuf_size = static_cast<uint64_t>(get<int64_t>(sec["probes"], "ringbuf_size"));
     p.probes.exclude = get<std::vector<std::string>>(sec["probes"], "exclude");
@@ -646,8 +688,8 @@ nlohmann::json Profile::to_json() const {
         {"no_direct_map", bits.no_direct_map}, {"write", bits.write}, {"hugetlb", bits.hugetlb}};
     j["abi"] = {{"set_memory_attributes2_nr", attrs2_ioctl_nr},
                 {"cap_memory_attributes2", cap_memory_attributes2}};
-    j["probes"] = {{"mode", probes.mode},
-                   {"backend", probes.backend},
+    j["probes"] = {{"mode", to_string(probes.mode)},
+                   {"backend", to_string(probes.backend)},
                    {"all", probes.all_guest_memfds},
                    {"ringbuf_size", probes.ringbuf_size},
                    {"exclude", probes.exclude}};

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -66,9 +67,21 @@ struct WorkloadSpec {
     const std::vector<std::string>& list(const std::string& key) const;
 };
 
+// probes.mode: attach what can be attached (auto), require it (on: a failure
+// to attach is an error, never a silent off), or not at all (off).
+enum class ProbesMode { automatic, on, off };
+// probes.backend: the attach method asked for; automatic lets the planner
+// pick per attach point (fentry, else kprobe; tracepoints stay tracepoints).
+enum class ProbeBackendRequest { automatic, fentry, kprobe, tracepoint };
+std::string to_string(ProbesMode m);
+std::string to_string(ProbeBackendRequest b);
+// The spellings of profiles and flags ("auto", "on", "off"; "auto", "fentry", ...).
+std::optional<ProbesMode> probes_mode_from_string(std::string_view s);
+std::optional<ProbeBackendRequest> probe_backend_from_string(std::string_view s);
+
 struct ProbeSettings {
-    std::string mode = "auto";    // auto: attach what can be attached; on: required; off
-    std::string backend = "auto"; // auto | fentry | kprobe | tracepoint
+    ProbesMode mode = ProbesMode::automatic;
+    ProbeBackendRequest backend = ProbeBackendRequest::automatic;
     bool all_guest_memfds = false;
     uint64_t ringbuf_size = 8ull << 20;
     std::vector<std::string> exclude; // attach points left out (probes/attach_points.cpp names)
@@ -90,8 +103,8 @@ struct Profile {
     uint64_t gmem_flags = 0; // resolved from names with bits
     kvm::FlagBits bits;
     // In-place conversion ioctl (KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd): patch series only.
-    unsigned attrs2_ioctl_nr = 0xd6;
-    unsigned cap_memory_attributes2 = 245;
+    unsigned attrs2_ioctl_nr = uapi::kDefaultSetMemoryAttributes2Nr;
+    unsigned cap_memory_attributes2 = uapi::kDefaultCapMemoryAttributes2;
     ProbeSettings probes;
     std::vector<WorkloadSpec> workloads;
 

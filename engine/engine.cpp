@@ -92,7 +92,7 @@ report::Report new_report(const std::string& command, const Caps& caps) {
 ProbeAttachment attach_probes(const profile::Profile& p, const Caps& caps, report::Report& rep,
                               bool record) {
     ProbeAttachment a;
-    if (p.probes.mode == "off") {
+    if (p.probes.mode == profile::ProbesMode::off) {
         rep.probes = {{"status", "off"}, {"reason", "probes.mode = off"}};
         return a;
     }
@@ -105,7 +105,7 @@ ProbeAttachment attach_probes(const profile::Profile& p, const Caps& caps, repor
     try {
         a.session = probes::Session::attach(opts, caps);
     } catch (const EnvError& e) {
-        if (p.probes.mode == "on")
+        if (p.probes.mode == profile::ProbesMode::on)
             throw;
         rep.probes = {{"status", "unavailable"}, {"reason", e.what()}};
     }

@@ -28,16 +28,6 @@ std::string to_string(Backend b) {
     return "?";
 }
 
-std::optional<Backend> backend_from_string(const std::string& s) {
-    if (s == "fentry" || s == "fexit")
-        return Backend::fentry;
-    if (s == "kprobe" || s == "kretprobe")
-        return Backend::kprobe;
-    if (s == "tracepoint" || s == "tp")
-        return Backend::tracepoint;
-    return std::nullopt;
-}
-
 const std::vector<AttachPointDef>& attach_points() {
     static const std::vector<AttachPointDef> points = [] {
         std::vector<AttachPointDef> p;

@@ -14,7 +14,6 @@ namespace gms::probes {
 
 enum class Backend { fentry, kprobe, tracepoint };
 std::string to_string(Backend b);
-std::optional<Backend> backend_from_string(const std::string& s);
 
 struct AttachPointDef {
     std::string name; // "pc_add", "dm_invalid", ... (Coverage keys)

@@ -372,11 +372,18 @@ Session::~Session() = default;
 
 std::unique_ptr<Session> Session::attach(const Options& opts, const Caps& caps) {
     std::optional<Backend> forced;
-    if (opts.backend != "auto") {
-        forced = backend_from_string(opts.backend);
-        if (!forced)
-            throw UsageError(fmt::format(
-                "probes backend '{}': expected auto, fentry, kprobe or tracepoint", opts.backend));
+    switch (opts.backend) {
+    case profile::ProbeBackendRequest::automatic:
+        break;
+    case profile::ProbeBackendRequest::fentry:
+        forced = Backend::fentry;
+        break;
+    case profile::ProbeBackendRequest::kprobe:
+        forced = Backend::kprobe;
+        break;
+    case profile::ProbeBackendRequest::tracepoint:
+        forced = Backend::tracepoint;
+        break;
     }
     for (const auto& name : opts.exclude)
         if (!find_attach_point(name))
@@ -522,7 +529,7 @@ void Session::finish() {
 report::ProbesSummary Session::summary() const {
     const auto& im = *impl_;
     report::ProbesSummary j;
-    j.backend_requested = im.opts.backend;
+    j.backend_requested = profile::to_string(im.opts.backend);
     j.backends = detect_backends();
     j.lockdown = im.lockdown;
     j.tracefs = im.tracefs;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "core/caps.h"
+#include "core/profile.h"
 #include "kvm/observed_gmem.h"
 #include "reports/model.h"
 #include "reports/probes_summary.h"
@@ -18,7 +19,7 @@
 namespace gms::probes {
 
 struct Options {
-    std::string backend = "auto";  // auto | fentry | kprobe | tracepoint
+    profile::ProbeBackendRequest backend = profile::ProbeBackendRequest::automatic;
     bool all_guest_memfds = false; // observe every guest_memfd, not only ours
     uint64_t ringbuf_size = 8ull << 20;
     bool calibrate = true; // secretmem calibration before direct-map verdicts
