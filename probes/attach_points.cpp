@@ -1,5 +1,7 @@
 #include "probes/attach_points.h"
 
+#include "probes/point_names.h"
+
 #include "core/util.h"
 
 #include <bpf/btf.h>
@@ -54,53 +56,53 @@ const std::vector<AttachPointDef>& attach_points() {
             d.where_present = where_present;
             p.push_back(std::move(d));
         };
-        tp("pc_add", "folio inserted in a watched page cache",
+        tp(point::pc_add, "folio inserted in a watched page cache",
            "filemap/mm_filemap_add_to_page_cache", "tp_pc_add");
-        tp("pc_del", "folio deleted from a watched page cache",
+        tp(point::pc_del, "folio deleted from a watched page cache",
            "filemap/mm_filemap_delete_from_page_cache", "tp_pc_del");
         // One program per page-cache change: the two tracepoints above. No
         // function probe on filemap_add_folio/__filemap_add_folio/
         // __filemap_remove_folio (docs/PROBES.md, "One program per page-cache
         // change").
-        fn("filemap_free_folio",
+        fn(point::filemap_free_folio,
            "filemap_free_folio() returned (after a_ops->free_folio); NO_DIRECT_MAP files only",
            {"filemap_free_folio"}, {"fe_filemap_free"}, "kp_filemap_free", "kr_filemap_free", 2);
-        fn("kvm_gmem_free_folio",
+        fn(point::kvm_gmem_free_folio,
            "kvm_gmem_free_folio() returned (guest_memfd free_folio); once a NO_DIRECT_MAP file "
            "is watched",
            {"kvm_gmem_free_folio"}, {"fe_gmem_free"}, "kp_gmem_free", "kr_gmem_free", 1, true);
-        fn("dm_invalid", "set_direct_map_invalid_noflush(page): page leaves the direct map",
+        fn(point::dm_invalid, "set_direct_map_invalid_noflush(page): page leaves the direct map",
            {"set_direct_map_invalid_noflush"}, {"fe_dm_invalid"}, "kp_dm_invalid", "", 1);
-        fn("dm_default", "set_direct_map_default_noflush(page): page restored",
+        fn(point::dm_default, "set_direct_map_default_noflush(page): page restored",
            {"set_direct_map_default_noflush"}, {"fe_dm_default"}, "kp_dm_default", "", 1);
-        fn("dm_valid", "set_direct_map_valid_noflush(page, nr, valid)",
+        fn(point::dm_valid, "set_direct_map_valid_noflush(page, nr, valid)",
            {"set_direct_map_valid_noflush"}, {"fe_dm_valid"}, "kp_dm_valid", "", 3, true);
-        fn("folio_zap", "folio_zap_direct_map(folio) (NO_DIRECT_MAP series)",
+        fn(point::folio_zap, "folio_zap_direct_map(folio) (NO_DIRECT_MAP series)",
            {"folio_zap_direct_map"}, {"fe_folio_zap"}, "kp_folio_zap", "", -1, true);
-        fn("folio_restore", "folio_restore_direct_map(folio) (NO_DIRECT_MAP series)",
+        fn(point::folio_restore, "folio_restore_direct_map(folio) (NO_DIRECT_MAP series)",
            {"folio_restore_direct_map"}, {"fe_folio_restore"}, "kp_folio_restore", "", -1, true);
-        fn("get_pfn", "kvm_gmem_get_pfn() returned: pfn handed to the guest, folio uptodate?",
+        fn(point::get_pfn, "kvm_gmem_get_pfn() returned: pfn handed to the guest, folio uptodate?",
            {"kvm_gmem_get_pfn"}, {"fe_get_pfn"}, "kp_get_pfn", "kr_get_pfn", 6);
-        fn("user_fault", "kvm_gmem_fault_user_mapping() returned: page mapped to host userspace",
+        fn(point::user_fault, "kvm_gmem_fault_user_mapping() returned: page mapped to host userspace",
            {"kvm_gmem_fault_user_mapping"}, {"fe_user_fault"}, "kp_user_fault", "kr_user_fault", 1);
-        fn("fallocate", "kvm_gmem_fallocate() (allocate / punch hole)", {"kvm_gmem_fallocate"},
+        fn(point::fallocate, "kvm_gmem_fallocate() (allocate / punch hole)", {"kvm_gmem_fallocate"},
            {"fe_fallocate"}, "kp_fallocate", "kr_fallocate", 4);
-        fn("populate", "kvm_gmem_populate() result (SNP/TDX only)", {"kvm_gmem_populate"},
+        fn(point::populate, "kvm_gmem_populate() result (SNP/TDX only)", {"kvm_gmem_populate"},
            {"fe_populate"}, "", "kr_populate", -1, true);
-        fn("release", "kvm_gmem_release(): the file's last reference", {"kvm_gmem_release"},
+        fn(point::release, "kvm_gmem_release(): the file's last reference", {"kvm_gmem_release"},
            {"fe_release"}, "kp_release", "", 2);
-        fn("split", "folio split entry and return",
+        fn(point::split, "folio split entry and return",
            {"__folio_split", "split_huge_page_to_list_to_order"},
            {"fe_split_enter", "fe_split_return"}, "kp_split_enter", "kr_split_return", -1, true);
-        tp("kvm_page_fault", "kvm:kvm_page_fault (counted)", "kvm/kvm_page_fault",
+        tp(point::kvm_page_fault, "kvm:kvm_page_fault (counted)", "kvm/kvm_page_fault",
            "tp_kvm_page_fault");
-        tp("spte_set", "kvmmmu:kvm_mmu_set_spte (counted)", "kvmmmu/kvm_mmu_set_spte",
+        tp(point::spte_set, "kvmmmu:kvm_mmu_set_spte (counted)", "kvmmmu/kvm_mmu_set_spte",
            "tp_spte_set");
-        tp("spte_changed", "kvmmmu:kvm_tdp_mmu_spte_changed (counted)",
+        tp(point::spte_changed, "kvmmmu:kvm_tdp_mmu_spte_changed (counted)",
            "kvmmmu/kvm_tdp_mmu_spte_changed", "tp_spte_changed");
-        tp("lock_contention_begin", "lock:contention_begin (counted, timed)",
+        tp(point::lock_contention_begin, "lock:contention_begin (counted, timed)",
            "lock/contention_begin", "tp_lock_begin");
-        tp("lock_contention_end", "lock:contention_end", "lock/contention_end", "tp_lock_end");
+        tp(point::lock_contention_end, "lock:contention_end", "lock/contention_end", "tp_lock_end");
         return p;
     }();
     return points;

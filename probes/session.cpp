@@ -14,6 +14,7 @@
 #include "probes/decode.h"
 #include "probes/events.h"
 #include "probes/loader.h"
+#include "probes/point_names.h"
 #include "probes/ring_reader.h"
 
 #include <array>
@@ -70,25 +71,31 @@ uint64_t monotonic_ns() {
     return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
 }
 
+// Report names of the BPF per-CPU counters, indexed by enum gms_cnt
+// (probes/events.h): one name per value, checked at compile time, so a new
+// counter without a name does not build.
+constexpr auto kCounterNames = std::to_array<const char*>({
+    "ringbuf_reserve_failures",         // GMS_CNT_RB_DROPS
+    "events_submitted",                 // GMS_CNT_EVENTS
+    "kvm_page_fault",                   // GMS_CNT_KVM_PAGE_FAULT
+    "spte_set",                         // GMS_CNT_SPTE_SET
+    "spte_changed",                     // GMS_CNT_SPTE_CHANGED
+    "lock_contended",                   // GMS_CNT_LOCK_CONTENDED
+    "lock_wait_ns",                     // GMS_CNT_LOCK_WAIT_NS
+    "gmem_lock_contended",              // GMS_CNT_GMEM_LOCK_CONTENDED
+    "gmem_lock_wait_ns",                // GMS_CNT_GMEM_LOCK_WAIT_NS
+    "direct_map_calls",                 // GMS_CNT_DM_FOREIGN
+    "split_calls",                      // GMS_CNT_SPLIT_CALLS
+    "kprobe_stash_full",                // GMS_CNT_ARG_STASH_FULL
+    "page_cache_events_of_other_files", // GMS_CNT_PC_FILTERED_OUT
+    "get_pfn_judged_in_bpf",            // GMS_CNT_GET_PFN_JUDGED
+    "user_fault_judged_in_bpf",         // GMS_CNT_USER_FAULT_JUDGED
+});
+static_assert(kCounterNames.size() == GMS_CNT_MAX, "a name for every enum gms_cnt value");
+static_assert(GMS_CNT_USER_FAULT_JUDGED == GMS_CNT_MAX - 1, "the last counter is named last");
+
 std::string counter_name(int i) {
-    static const char* names[GMS_CNT_MAX] = {
-        "ringbuf_reserve_failures",
-        "events_submitted",
-        "kvm_page_fault",
-        "spte_set",
-        "spte_changed",
-        "lock_contended",
-        "lock_wait_ns",
-        "gmem_lock_contended",
-        "gmem_lock_wait_ns",
-        "direct_map_calls",
-        "split_calls",
-        "kprobe_stash_full",
-        "page_cache_events_of_other_files",
-        "get_pfn_judged_in_bpf",
-        "user_fault_judged_in_bpf",
-    };
-    return names[i];
+    return kCounterNames.at(size_t(i));
 }
 
 } // namespace
@@ -307,13 +314,14 @@ struct Session::Impl {
         if (!opts.calibrate)
             return "calibration disabled";
         bool any_dm = false;
-        for (const char* n : {"dm_invalid", "dm_default", "dm_valid", "folio_zap", "folio_restore"})
+        for (const char* n : {point::dm_invalid, point::dm_default, point::dm_valid,
+                              point::folio_zap, point::folio_restore})
             any_dm |= attached(n);
         if (!any_dm) {
-            auto* p = object ? object->point("dm_invalid") : nullptr;
+            auto* p = object ? object->point(point::dm_invalid) : nullptr;
             return "no direct-map probe attached (dm_invalid: " + (p ? p->reason : "?") + ")";
         }
-        if (!attached("pc_add"))
+        if (!attached(point::pc_add))
             return "page-cache tracepoint not attached";
         return "";
     }
@@ -561,7 +569,7 @@ report::ProbesSummary Session::summary() const {
     auto cnt = im.read_counters();
     for (int i = 0; i < GMS_CNT_MAX; ++i)
         j.counters[counter_name(i)] = cnt[i];
-    j.lock_contention_gmem_identifiable = im.attached("fallocate");
+    j.lock_contention_gmem_identifiable = im.attached(point::fallocate);
     j.losses = im.coverage().losses();
     std::lock_guard lk(im.mu);
     j.drops.ringbuf_reserve_failures = cnt[GMS_CNT_RB_DROPS];

@@ -3,6 +3,7 @@
 #include "probes/calibration.h"
 #include "probes/events.h"
 #include "probes/planner.h"
+#include "probes/point_names.h"
 
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
@@ -187,4 +188,11 @@ TEST_CASE("calibration: restores by address the probes cannot read fail it", "[c
     CHECK_THAT(c.reason, ContainsSubstring("4 zaps and 0 restores matched"));
     // Another file's insertions do not count.
     CHECK(evaluate_calibration(evs, 5, 99, 4).page_cache_adds == 0);
+}
+
+TEST_CASE("attach points: the table and the name constants agree", "[planner]") {
+    std::vector<std::string> names(gms::probes::point::all.begin(), gms::probes::point::all.end());
+    CHECK(names == attach_point_names());
+    for (const auto& n : names)
+        CHECK(find_attach_point(n) != nullptr);
 }
