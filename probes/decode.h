@@ -1,7 +1,7 @@
 // Ring-buffer record -> checker Event (the host side of probes/events.h).
 #pragma once
 
-#include "probes/checkers.h"
+#include "probes/event.h"
 
 #include <cstddef>
 #include <optional>
