@@ -4,6 +4,7 @@
 #include "probes/checkers.h"
 #include "probes/checkers/common.h"
 #include "probes/events.h"
+#include "probes/point_names.h"
 
 #include <fmt/format.h>
 #include <iterator>
@@ -20,8 +21,9 @@ bool is_direct_map_page_level(uint16_t src) {
            src == GMS_SRC_SET_DM_VALID;
 }
 
-const std::vector<std::string> kPageLevelDm = {"dm_invalid", "dm_default", "dm_valid"};
-const std::vector<std::string> kFolioLevelDm = {"folio_zap", "folio_restore"};
+const std::vector<std::string> kPageLevelDm = {point::dm_invalid, point::dm_default,
+                                               point::dm_valid};
+const std::vector<std::string> kFolioLevelDm = {point::folio_zap, point::folio_restore};
 
 class DirectMap final : public Checker {
   public:
@@ -60,12 +62,12 @@ class DirectMap final : public Checker {
         std::vector<std::string> dm_points = kPageLevelDm;
         dm_points.insert(dm_points.end(), kFolioLevelDm.begin(), kFolioLevelDm.end());
         std::vector<std::string> all = dm_points;
-        all.insert(all.end(), {"pc_add", "pc_del"});
+        all.insert(all.end(), {point::pc_add, point::pc_del});
         r.backend = summarize_backends(cov, all);
 
         Violations v = violations_;
         uint64_t unrestored = 0, never_freed_checked = 0;
-        bool free_probed = cov.has_any({"filemap_free_folio", "kvm_gmem_free_folio"});
+        bool free_probed = cov.has_any({point::filemap_free_folio, point::kvm_gmem_free_folio});
         for (const auto& [pfn, o] : owned_) {
             if (!o.removed || !o.ndm)
                 continue;
@@ -104,10 +106,10 @@ class DirectMap final : public Checker {
                       {"lost_events", cov.losses()}};
         put_violations(r, v);
 
-        if (!cov.has("pc_add") || !cov.has("pc_del")) {
+        if (!cov.has(point::pc_add) || !cov.has(point::pc_del)) {
             r.verdict = report::Verdict::unverifiable;
-            r.reason =
-                "page-cache tracepoints not attached: " + cov.why_missing({"pc_add", "pc_del"});
+            r.reason = "page-cache tracepoints not attached: " +
+                       cov.why_missing({point::pc_add, point::pc_del});
         } else if (!cov.has_any(dm_points)) {
             r.verdict = report::Verdict::unverifiable;
             r.reason = "no direct-map change can be observed (there is no tracepoint for it; needs "

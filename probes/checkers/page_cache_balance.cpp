@@ -3,6 +3,7 @@
 // workloads' own (see checkers.h).
 #include "probes/checkers.h"
 #include "probes/checkers/common.h"
+#include "probes/point_names.h"
 
 #include <fmt/format.h>
 #include <iterator>
@@ -42,7 +43,7 @@ class PageCacheBalance final : public Checker {
     report::InvariantResult result(const Coverage& cov, const Expectations& exp) const override {
         report::InvariantResult r;
         r.name = "page_cache_balance";
-        const std::vector<std::string> need = {"pc_add", "pc_del"};
+        const std::vector<std::string> need = {point::pc_add, point::pc_del};
         r.backend = summarize_backends(cov, need);
 
         Violations v = violations_;
@@ -113,7 +114,7 @@ class PageCacheBalance final : public Checker {
             r.evidence["expected_gmem_files"] = *exp.gmem_files;
         put_violations(r, v);
 
-        if (!cov.has("pc_add") || !cov.has("pc_del")) {
+        if (!cov.has(point::pc_add) || !cov.has(point::pc_del)) {
             r.verdict = report::Verdict::unverifiable;
             r.reason = "page-cache tracepoints not attached: " + cov.why_missing(need);
         } else if (cov.losses()) {

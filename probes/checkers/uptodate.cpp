@@ -3,6 +3,7 @@
 #include "probes/checkers.h"
 #include "probes/checkers/common.h"
 #include "probes/events.h"
+#include "probes/point_names.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -38,7 +39,7 @@ class Uptodate final : public Checker {
     report::InvariantResult result(const Coverage& cov, const Expectations& exp) const override {
         report::InvariantResult r;
         r.name = "uptodate";
-        const std::vector<std::string> need = {"get_pfn", "user_fault"};
+        const std::vector<std::string> need = {point::get_pfn, point::user_fault};
         r.backend = summarize_backends(cov, need);
         Violations v = violations_;
         for (const auto& m : exp.mismatch_examples)
@@ -100,7 +101,7 @@ class Uptodate final : public Checker {
                 "{} hand-outs to the guest and {} to host userspace were uptodate", guest, user);
             if (bpf_guest + bpf_user)
                 r.reason += fmt::format(" ({} judged in BPF)", bpf_guest + bpf_user);
-            if (!cov.has_any({"get_pfn"}) || !cov.has_any({"user_fault"}))
+            if (!cov.has_any({point::get_pfn}) || !cov.has_any({point::user_fault}))
                 r.reason += "; only partly observed: " + cov.why_missing(need);
         }
         return r;
@@ -112,11 +113,11 @@ class Uptodate final : public Checker {
     static std::string missed_handouts(const Coverage& cov, const Expectations& exp, uint64_t guest,
                                        uint64_t user) {
         std::vector<std::string> out;
-        if (cov.has_any({"get_pfn"}) && guest < exp.min_handouts_guest)
+        if (cov.has_any({point::get_pfn}) && guest < exp.min_handouts_guest)
             out.push_back(fmt::format("kvm_gmem_get_pfn saw {} hand-outs to the guest, the "
                                       "workloads made at least {}",
                                       guest, exp.min_handouts_guest));
-        if (cov.has_any({"user_fault"}) && user < exp.min_handouts_user)
+        if (cov.has_any({point::user_fault}) && user < exp.min_handouts_user)
             out.push_back(fmt::format("the user-fault probe saw {} hand-outs to host userspace, "
                                       "the workloads made at least {}",
                                       user, exp.min_handouts_user));
