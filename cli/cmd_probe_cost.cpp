@@ -114,7 +114,7 @@ int probe_cost(const CostOptions& o) {
                 failed = true;
                 break;
             }
-            if (rep.probes.empty() && on)
+            if (!rep.probes.attached() && on)
                 rep.probes = run.probes;
             (on ? pair.on : pair.off) = report::cost_run_from(run);
             if (control.interrupted())

@@ -196,8 +196,8 @@ int run_watch(const WatchOptions& o) {
     rep.interrupted = false;
     rep.interrupt_reason = end_reason;
     engine::finish_probes(probes, rep, o.record, {{"pid", o.pid}, {"all", o.all}});
-    rep.probes["watch"] = files.to_json();
-    rep.probes["watch"]["ended_by"] = end_reason;
+    rep.probes.watch = files.to_json();
+    rep.probes.watch["ended_by"] = end_reason;
     engine::collect_kernel_log(kmsg, rep);
 
     // write

@@ -93,7 +93,8 @@ ProbeAttachment attach_probes(const profile::Profile& p, const Caps& caps, repor
                               bool record) {
     ProbeAttachment a;
     if (p.probes.mode == profile::ProbesMode::off) {
-        rep.probes = {{"status", "off"}, {"reason", "probes.mode = off"}};
+        rep.probes.status = report::ProbesSection::Status::off;
+        rep.probes.reason = "probes.mode = off";
         return a;
     }
     probes::Options opts;
@@ -107,7 +108,8 @@ ProbeAttachment attach_probes(const profile::Profile& p, const Caps& caps, repor
     } catch (const EnvError& e) {
         if (p.probes.mode == profile::ProbesMode::on)
             throw;
-        rep.probes = {{"status", "unavailable"}, {"reason", e.what()}};
+        rep.probes.status = report::ProbesSection::Status::unavailable;
+        rep.probes.reason = e.what();
     }
     return a;
 }
@@ -121,7 +123,7 @@ ProbeAttachment attach_probes(const probes::Options& opts, const Caps& caps) {
 void finish_probes(ProbeAttachment& a, report::Report& rep, const std::string& record_path,
                    const nlohmann::json& record_meta) {
     if (!a.session) {
-        std::string why = rep.probes.value("reason", std::string("probes not attached"));
+        std::string why = rep.probes.reason.empty() ? "probes not attached" : rep.probes.reason;
         // Every invariant the checkers judge (names from the checkers themselves),
         // each unverifiable without events.
         for (const auto& named : probes::CheckerSet().results({}, {})) {
@@ -134,8 +136,8 @@ void finish_probes(ProbeAttachment& a, report::Report& rep, const std::string& r
         return;
     }
     a.session->finish();
-    rep.probes = a.session->describe();
-    rep.probes["status"] = "attached";
+    rep.probes.status = report::ProbesSection::Status::attached;
+    rep.probes.summary = a.session->summary();
     rep.invariants = a.session->check(rep.workloads);
     if (!record_path.empty()) {
         nlohmann::json meta = {{"command", rep.command},

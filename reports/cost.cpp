@@ -130,10 +130,11 @@ CostRun cost_run_from(const Report& rep) {
         else
             run.not_measured[label] = "ran for no measurable time";
     }
-    if (rep.probes.value("status", "") == "attached") {
-        run.backends = rep.probes.value("backends_in_use", std::vector<std::string>{});
-        run.events = rep.probes.value("events_decoded", uint64_t{0});
-        run.losses = rep.probes.value("losses", uint64_t{0});
+    if (rep.probes.attached()) {
+        const auto& s = *rep.probes.summary;
+        run.backends.assign(s.backends_in_use.begin(), s.backends_in_use.end());
+        run.events = s.events_decoded;
+        run.losses = s.losses;
     }
     run.invariants = rep.invariants;
     return run;
@@ -257,7 +258,7 @@ json to_json(const CostReport& r) {
             wj["reason"] = w.not_measured;
         j["workloads"].push_back(wj);
     }
-    j["probes"] = r.probes;
+    j["probes"] = to_json(r.probes);
     j["verdict"] = to_string(r.verdict);
     j["verdict_reason"] = r.verdict_reason;
     return j;

@@ -55,8 +55,8 @@ struct CostReport : Envelope {
     int reps_requested = 0;
     double max_cost = 0.10; // target: on/off >= 1 - max_cost
     std::vector<CostPair> pairs;
-    // describe() of the first probes-on run: attach points, backends, reasons.
-    nlohmann::json probes = nlohmann::json::object();
+    // The probes of the first probes-on run: attach points, backends, reasons.
+    ProbesSection probes;
     // The envelope's kernel_log covers the whole command; its errors are
     // what the tool could not do as asked (the pairs measured are kept).
 

@@ -4,6 +4,7 @@
 
 #include "core/histogram.h"
 #include "core/kmsg.h"
+#include "reports/probes_summary.h"
 
 #include <cstdint>
 #include <map>
@@ -140,7 +141,7 @@ struct Report : Envelope {
     std::vector<WorkloadResult> workloads;
     std::vector<Check> conformance;
     std::vector<InvariantResult> invariants;
-    nlohmann::json probes = nlohmann::json::object(); // attach results, counters
+    ProbesSection probes; // attach results, counters
 
     // fail: a check, workload, invariant or kernel log finding failed;
     // error: the tool could not do what was asked; skip: nothing ran (no

@@ -68,4 +68,29 @@ nlohmann::json to_json(const ProbesSummary& s) {
     return j;
 }
 
+std::string to_string(ProbesSection::Status s) {
+    switch (s) {
+    case ProbesSection::Status::off:
+        return "off";
+    case ProbesSection::Status::unavailable:
+        return "unavailable";
+    case ProbesSection::Status::attached:
+        return "attached";
+    }
+    return "?";
+}
+
+nlohmann::json to_json(const ProbesSection& s) {
+    nlohmann::json j = s.summary ? to_json(*s.summary) : nlohmann::json::object();
+    if (!s.summary && s.reason.empty() && s.watch.is_null() &&
+        s.status == ProbesSection::Status::off)
+        return j; // never set: as before, an empty object
+    j["status"] = to_string(s.status);
+    if (!s.reason.empty())
+        j["reason"] = s.reason;
+    if (!s.watch.is_null())
+        j["watch"] = s.watch;
+    return j;
+}
+
 } // namespace gms::report

@@ -74,4 +74,22 @@ struct ProbesSummary {
 
 nlohmann::json to_json(const ProbesSummary& s);
 
+// The report's "probes" section: whether the probes were attached, and what
+// they attached and saw if so.
+struct ProbesSection {
+    enum class Status { off, unavailable, attached };
+    Status status = Status::off;
+    std::string reason;                   // off, unavailable: why
+    std::optional<ProbesSummary> summary; // attached
+    // `watch`: the files it followed and why it ended (null for other commands).
+    nlohmann::json watch;
+
+    bool attached() const { return status == Status::attached && summary.has_value(); }
+};
+
+std::string to_string(ProbesSection::Status s);
+// The summary's JSON with "status", "reason" and "watch" added; an empty
+// object when nothing was recorded (a default-constructed section).
+nlohmann::json to_json(const ProbesSection& s);
+
 } // namespace gms::report

@@ -152,7 +152,7 @@ json to_json(const Report& r) {
     j["invariants"] = json::array();
     for (const auto& i : r.invariants)
         j["invariants"].push_back(invariant_json(i));
-    j["probes"] = r.probes;
+    j["probes"] = to_json(r.probes);
     j["verdict"] = to_string(r.verdict());
     return j;
 }

@@ -59,10 +59,11 @@ TEST_CASE("cost: a run's figures come from its report", "[cost]") {
     gf.outcome = Outcome::fail;
     gf.reason = "3 pages not zero";
     rep.workloads.push_back(gf);
-    rep.probes = {{"status", "attached"},
-                  {"backends_in_use", {"fentry", "tracepoint"}},
-                  {"events_decoded", 123},
-                  {"losses", 7}};
+    rep.probes.status = ProbesSection::Status::attached;
+    rep.probes.summary.emplace();
+    rep.probes.summary->backends_in_use = {"fentry", "tracepoint"};
+    rep.probes.summary->events_decoded = 123;
+    rep.probes.summary->losses = 7;
 
     CostRun run = cost_run_from(rep);
     CHECK(run.ops_per_s.at("host-fault") == Approx(200.0)); // every op over the duration
@@ -74,7 +75,7 @@ TEST_CASE("cost: a run's figures come from its report", "[cost]") {
     CHECK(run.events == 123);
     CHECK(run.losses == 7);
 
-    rep.probes = {{"status", "off"}};
+    rep.probes = ProbesSection{}; // off
     CHECK(cost_run_from(rep).losses == 0);
     CHECK(cost_run_from(rep).backends.empty());
 }
