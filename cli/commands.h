@@ -28,6 +28,18 @@ using engine::kExitUsage;
 
 using Action = std::function<int()>;
 
+// How this process's exit code is spelt, and what the mapping needs beyond
+// the standard code (engine::map_exit_code()). Commands return standard
+// codes; run and lab fill this from --exit-codes (and lab's --boot-failure,
+// and what happened to its kernel); main maps once, at the end.
+struct ExitPolicy {
+    engine::ExitCodeStyle style = engine::ExitCodeStyle::standard;
+    engine::ExitContext context;
+};
+ExitPolicy& exit_policy();
+// --exit-codes standard|bisect|kselftest, into exit_policy().style.
+void add_exit_codes_flag(CLI::App* cmd);
+
 void add_caps_command(CLI::App& app, Action& action);
 void add_run_command(CLI::App& app, Action& action);
 void add_profiles_command(CLI::App& app, Action& action);

@@ -12,6 +12,22 @@
 namespace gms::cli {
 namespace {
 std::vector<std::string> g_invocation;
+ExitPolicy g_exit_policy;
+std::string g_exit_codes = "standard";
+} // namespace
+ExitPolicy& exit_policy() {
+    return g_exit_policy;
+}
+void add_exit_codes_flag(CLI::App* cmd) {
+    cmd->add_option("--exit-codes", g_exit_codes,
+                    "how the exit code is spelt: standard (README \"Exit codes\"); bisect "
+                    "(git bisect run: 0 good, 1 bad, 125 untestable, 128+ tool or usage "
+                    "error); kselftest (0 pass, 1 fail, 4 skip)")
+        ->check(CLI::IsMember({"standard", "bisect", "kselftest"}))
+        ->each([](const std::string& v) {
+            if (auto s = engine::parse_exit_code_style(v))
+                g_exit_policy.style = *s;
+        });
 }
 void set_invocation(int argc, char** argv) {
     g_invocation.assign(argv, argv + argc);
@@ -19,7 +35,35 @@ void set_invocation(int argc, char** argv) {
 const std::vector<std::string>& invocation() {
     return g_invocation;
 }
+// --exit-codes as typed, for errors found before the command's options are
+// parsed (a usage error must still abort a bisection). Not after `--`.
+engine::ExitCodeStyle exit_style_in(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+        std::string_view a = argv[i];
+        if (a == "--")
+            break;
+        std::optional<engine::ExitCodeStyle> s;
+        if (a.starts_with("--exit-codes="))
+            s = engine::parse_exit_code_style(a.substr(a.find('=') + 1));
+        else if (a == "--exit-codes" && i + 1 < argc)
+            s = engine::parse_exit_code_style(argv[i + 1]);
+        if (s)
+            return *s;
+    }
+    return engine::ExitCodeStyle::standard;
+}
+
 } // namespace gms::cli
+
+namespace {
+
+// The command's outcome, or the error's standard exit code, in the asked style.
+int exit_with(int code) {
+    const auto& p = gms::cli::exit_policy();
+    return gms::engine::map_exit_code(code, p.style, p.context);
+}
+
+} // namespace
 
 int main(int argc, char** argv) {
     using namespace gms;
@@ -43,29 +87,31 @@ int main(int argc, char** argv) {
         std::find(names.begin(), names.end(), argv[1]) == names.end()) {
         fmt::print(stderr, "gmemstress: error: unknown command '{}' (commands: {})\n", argv[1],
                    fmt::join(names, ", "));
-        return cli::kExitUsage;
+        cli::exit_policy().style = cli::exit_style_in(argc, argv);
+        return exit_with(cli::kExitUsage);
     }
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         int rc = app.exit(e);
-        return rc == 0 ? cli::kExitPass : cli::kExitUsage;
+        cli::exit_policy().style = cli::exit_style_in(argc, argv);
+        return exit_with(rc == 0 ? cli::kExitPass : cli::kExitUsage);
     }
 
     RunControl::install_signal_handlers();
     try {
-        return action ? action() : cli::kExitUsage;
+        return exit_with(action ? action() : cli::kExitUsage);
     } catch (const UsageError& e) {
         fmt::print(stderr, "gmemstress: error: {}\n", e.what());
-        return cli::kExitUsage;
+        return exit_with(cli::kExitUsage);
     } catch (const EnvError& e) {
         fmt::print(stderr, "gmemstress: cannot run here: {}\n", e.what());
-        return cli::kExitEnvironment;
+        return exit_with(cli::kExitEnvironment);
     } catch (const Interrupted&) {
         fmt::print(stderr, "gmemstress: interrupted\n");
-        return cli::kExitInterrupted;
+        return exit_with(cli::kExitInterrupted);
     } catch (const std::exception& e) {
         fmt::print(stderr, "gmemstress: internal error: {}\n", e.what());
-        return cli::kExitToolError;
+        return exit_with(cli::kExitToolError);
     }
 }
