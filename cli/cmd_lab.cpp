@@ -5,10 +5,14 @@
 // finding about the kernel under test, with a report naming the splat; 3 when
 // the lab could not run (boot failure, guest setup failure, --timeout); 4 when
 // results were lost on the way back; 130 on SIGINT/SIGTERM. See docs/LAB.md.
+// --exit-codes bisect|kselftest respell these in main (engine/exit_codes.h);
+// this file says only whether the kernel failed to boot.
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/util.h"
 #include "lab/lab.h"
+#include "reports/ktap.h"
+#include "reports/render.h"
 
 #include <fmt/format.h>
 
@@ -21,6 +25,7 @@ struct LabCli {
     std::string memory = "2G";
     std::string timeout = "10m";
     bool exec = false;
+    std::string boot_failure = "skip";
 };
 
 int exit_code_for(lab::Failure f) {
@@ -46,6 +51,8 @@ int run_lab_command(LabCli& c) {
         throw UsageError(
             fmt::format("--timeout {}: expected a duration like 300s or 10m", c.timeout));
     c.o.timeout_s = *t;
+    exit_policy().context.boot_failure_is =
+        c.boot_failure == "bad" ? engine::BootFailure::bad : engine::BootFailure::skip;
     if (c.exec) {
         if (c.o.guest_args.empty())
             throw UsageError("--exec: give the command after '--' (e.g. --exec -- uname -a)");
@@ -55,18 +62,44 @@ int run_lab_command(LabCli& c) {
     return run_in_lab(c.o);
 }
 
-} // namespace
+// The guest's KTAP, or (when the guest wrote none: its kernel did not boot,
+// crashed, or the results were lost) one test saying why, in the standard
+// code's terms: exit 1 not ok, 3 SKIP (a boot failure not ok with
+// --boot-failure=bad), others an error.
+void write_lab_ktap(const lab::Options& o, const lab::Result& r, int code) {
+    if (o.ktap_path.empty())
+        return;
+    std::string text;
+    if (r.ktap) {
+        text = *r.ktap;
+    } else {
+        std::string why =
+            r.kernel_crashed ? "the guest kernel crashed: " + r.message
+            : r.failure != lab::Failure::none
+                ? fmt::format("lab {} failure: {}", lab::to_string(r.failure), r.message)
+                : fmt::format("the guest's gmemstress {} wrote no KTAP (exit status {})",
+                              o.guest_command, r.guest_status.value_or(-1));
+        std::vector<std::string> diag;
+        for (const auto& f : r.kernel_findings)
+            diag.push_back(fmt::format("[{}] {}", f.kind, f.line));
+        bool bad_boot = r.failure == lab::Failure::boot &&
+                        exit_policy().context.boot_failure_is == engine::BootFailure::bad;
+        report::Outcome outcome = code == kExitFailures || bad_boot ? report::Outcome::fail
+                                  : code == kExitEnvironment        ? report::Outcome::skip
+                                                                    : report::Outcome::error;
+        text = report::ktap_single(outcome, why, diag);
+    }
+    if (o.ktap_path == "-") {
+        std::fflush(stderr);
+        fmt::print("{}", text);
+        std::fflush(stdout);
+    } else {
+        report::write_atomically(o.ktap_path, text);
+    }
+}
 
-int run_in_lab(const lab::Options& o) {
-    lab::Result r = lab::run_lab(o);
-
-    // What the guest's gmemstress printed (its summary, JSON of `caps --json`, ...).
-    if (!r.guest_stdout.empty())
-        fmt::print("{}", r.guest_stdout);
-    if (!r.guest_stderr.empty())
-        fmt::print(stderr, "{}", r.guest_stderr);
-    std::fflush(stdout);
-
+// Says what went wrong, returns the standard exit code.
+int lab_exit_code(const lab::Options& o, const lab::Result& r) {
     if (r.kernel_crashed) {
         fmt::print(stderr, "gmemstress lab: the guest kernel crashed: {}\n", r.message);
         for (const auto& f : r.kernel_findings)
@@ -106,6 +139,28 @@ int run_in_lab(const lab::Options& o) {
     return status;
 }
 
+} // namespace
+
+int run_in_lab(const lab::Options& o) {
+    lab::Result r = lab::run_lab(o);
+    // What the exit code alone does not say, for --exit-codes bisect|kselftest.
+    exit_policy().context.boot_failure = r.failure == lab::Failure::boot;
+    exit_policy().context.passthrough = !o.exec_command.empty() && r.guest_status &&
+                                        r.failure == lab::Failure::none && !r.kernel_crashed;
+
+    // What the guest's gmemstress printed (its summary, JSON of `caps --json`, ...);
+    // on stderr when the KTAP goes to stdout.
+    if (!r.guest_stdout.empty())
+        fmt::print(o.ktap_path == "-" ? stderr : stdout, "{}", r.guest_stdout);
+    if (!r.guest_stderr.empty())
+        fmt::print(stderr, "{}", r.guest_stderr);
+    std::fflush(stdout);
+
+    int code = lab_exit_code(o, r);
+    write_lab_ktap(o, r, code);
+    return code;
+}
+
 void add_lab_command(CLI::App& app, Action& action) {
     static LabCli c;
     auto* cmd = app.add_subcommand(
@@ -134,6 +189,14 @@ void add_lab_command(CLI::App& app, Action& action) {
     cmd->add_option("-r,--report", c.o.report_path,
                     "write the guest's JSON report here, with a \"lab\" section added");
     cmd->add_option("--junit", c.o.junit_path, "write the guest's JUnit XML here");
+    cmd->add_option("--ktap", c.o.ktap_path,
+                    "write the guest's KTAP v1 here ('-': stdout); a run that wrote none (boot "
+                    "failure, crash) is one test saying why");
+    add_exit_codes_flag(cmd);
+    cmd->add_option("--boot-failure", c.boot_failure,
+                    "with --exit-codes bisect|kselftest: a kernel that does not boot is skip "
+                    "(untestable, default) or bad (a kernel problem)")
+        ->check(CLI::IsMember({"skip", "bad"}));
     cmd->add_option("--record", c.o.record_path,
                     "write the guest's recorded probe event stream here (run --record)");
     cmd->add_option("--keep-console", c.o.console_path,

@@ -19,6 +19,7 @@ struct RunOptions {
     std::string profile = "smoke";
     std::string report_path = "gmemstress-report.json";
     std::string junit_path;
+    std::string ktap_path; // "-": stdout
     std::string record_path;
     std::vector<std::string> sets;
     std::optional<uint64_t> seed;
@@ -110,8 +111,8 @@ std::vector<profile::Override> overrides_from(const RunOptions& o) {
 
 // run's own options that `gmemstress lab` takes itself (with host paths);
 // every other argument is passed to run in the guest after `--`.
-const std::vector<std::string> kLabOwnOptions = {"-p",       "--profile", "-r",
-                                                 "--report", "--junit",   "--record"};
+const std::vector<std::string> kLabOwnOptions = {"-p",      "--profile", "-r",     "--report",
+                                                 "--junit", "--record",  "--ktap", "--exit-codes"};
 
 // The same run in the lab: `gmemstress lab` with run's arguments, as typed.
 struct LabEquivalent {
@@ -164,6 +165,7 @@ int run_in_lab_vm(const RunOptions& o, const profile::Profile& prof) {
     lo.report_path = o.report_path;
     lo.junit_path = o.junit_path;
     lo.record_path = o.record_path;
+    lo.ktap_path = o.ktap_path;
     lo.guest_args = lab_equivalent(invocation()).guest;
     // Room for the profile's own memory, and for booting under TCG.
     lo.memory = std::max<uint64_t>(2ull << 30, engine::peak_memory(prof).bytes + (1ull << 30));
@@ -175,7 +177,8 @@ int run(const RunOptions& o) {
     // parse
     profile::Profile prof = profile::load_profile(
         o.profile, overrides_from(o), workloads::schemas(), probes::attach_point_names());
-    engine::check_output_paths({o.report_path, o.junit_path, o.record_path});
+    engine::check_output_paths(
+        {o.report_path, o.junit_path, o.record_path, o.ktap_path == "-" ? "" : o.ktap_path});
     if (o.where == "lab")
         return run_in_lab_vm(o, prof);
 
@@ -203,7 +206,8 @@ int run(const RunOptions& o) {
 
     // write
     return engine::write_reports(rep, {o.report_path, o.junit_path,
-                                       o.quiet ? engine::Summary::none : engine::Summary::text});
+                                       o.quiet ? engine::Summary::none : engine::Summary::text,
+                                       o.ktap_path});
 }
 
 } // namespace
@@ -215,6 +219,10 @@ void add_run_command(CLI::App& app, Action& action) {
                     "built-in profile name or TOML file (default: smoke)");
     cmd->add_option("-r,--report", o.report_path, "JSON report path (written atomically)");
     cmd->add_option("--junit", o.junit_path, "also write JUnit XML here");
+    cmd->add_option("--ktap", o.ktap_path,
+                    "also write KTAP v1 here (kselftest format; '-': stdout, the summary then "
+                    "goes to stderr)");
+    add_exit_codes_flag(cmd);
     cmd->add_option("--record", o.record_path,
                     "also save the probes' decoded event stream with the workloads' "
                     "expectations (JSON lines; implies --probes on)");

@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/util.h"
 #include "probes/checkers.h"
+#include "reports/ktap.h"
 #include "reports/render.h"
 
 #include <algorithm>
@@ -328,20 +329,30 @@ report::Report run_profile(const profile::Profile& p, const Caps& caps, const Ru
 
 namespace {
 
-// The JSON file (unless `out` has none), the JUnit file (when asked and the
-// report type has one), then the summary on stdout.
-void emit(const nlohmann::json& json, const std::string& junit, const std::string& text,
-          const Output& out) {
+// The JSON file (unless `out` has none), the JUnit and KTAP files (when
+// asked and the report type has them), then the summary on stdout (on
+// stderr when the KTAP goes to stdout).
+void emit(const nlohmann::json& json, const std::string& junit, const std::string& ktap,
+          const std::string& text, const Output& out) {
     if (!out.json_path.empty())
         report::write_atomically(out.json_path, json.dump(2) + "\n");
     if (!out.junit_path.empty())
         report::write_atomically(out.junit_path, junit);
+    bool ktap_on_stdout = out.ktap_path == "-";
+    if (!out.ktap_path.empty() && !ktap_on_stdout)
+        report::write_atomically(out.ktap_path, ktap);
+    FILE* summary = ktap_on_stdout ? stderr : stdout;
     if (out.summary == Summary::json)
-        fmt::print("{}\n", json.dump(2));
+        fmt::print(summary, "{}\n", json.dump(2));
     if (out.summary == Summary::text) {
-        fmt::print("{}", text);
+        fmt::print(summary, "{}", text);
         if (!out.json_path.empty())
-            fmt::print("report: {}\n", out.json_path);
+            fmt::print(summary, "report: {}\n", out.json_path);
+    }
+    if (ktap_on_stdout) {
+        std::fflush(stderr);
+        fmt::print("{}", ktap);
+        std::fflush(stdout);
     }
 }
 
@@ -349,13 +360,14 @@ void emit(const nlohmann::json& json, const std::string& junit, const std::strin
 
 int write_reports(const report::Report& rep, const Output& out) {
     emit(report::to_json(rep), out.junit_path.empty() ? "" : report::to_junit(rep),
-         report::to_text(rep, isatty(STDOUT_FILENO)), out);
+         out.ktap_path.empty() ? "" : report::to_ktap(rep),
+         report::to_text(rep, isatty(out.ktap_path == "-" ? STDERR_FILENO : STDOUT_FILENO)), out);
     return exit_code_for(rep.verdict(), rep.interrupted);
 }
 
-// probe-cost has no JUnit form: its commands never ask for one.
+// probe-cost has no JUnit or KTAP form: its commands never ask for one.
 int write_reports(const report::CostReport& rep, const Output& out) {
-    emit(report::to_json(rep), "", report::to_text(rep), out);
+    emit(report::to_json(rep), "", "", report::to_text(rep), out);
     return exit_code_for(rep.verdict, rep.interrupted);
 }
 

@@ -129,6 +129,8 @@ struct Output {
     std::string json_path; // empty: no JSON file
     std::string junit_path;
     Summary summary = Summary::text;
+    // KTAP v1 (reports/ktap.h); "-": on stdout, and the text summary on stderr.
+    std::string ktap_path;
 };
 
 // Writes the report files, prints the summary, returns the exit code.

@@ -741,13 +741,15 @@ void LabRun::check_options() {
     if (o.guest_command == "lab")
         throw UsageError("--guest-command lab: the lab does not nest");
     for (const auto& [path, flag] :
-         {std::pair{o.junit_path, "--junit"}, std::pair{o.record_path, "--record"}})
+         {std::pair{o.junit_path, "--junit"}, std::pair{o.record_path, "--record"},
+          std::pair{o.ktap_path, "--ktap"}})
         if (!path.empty() && o.guest_command != "run")
             throw UsageError(
                 fmt::format("{}: only for gmemstress run (not {})", flag, o.guest_command));
     if (takes_profile_and_report(o.guest_command)) {
         for (const auto& a : o.guest_args)
-            for (const char* own : {"-r", "--report", "--junit", "--record", "-p", "--profile"})
+            for (const char* own : {"-r", "--report", "--junit", "--record", "-p", "--profile",
+                                    "--ktap", "--exit-codes"})
                 if (a == own || a.rfind(std::string(own) + "=", 0) == 0)
                     throw UsageError(fmt::format(
                         "'{}' after '--': give it to gmemstress lab itself (its paths are host "
@@ -758,7 +760,8 @@ void LabRun::check_options() {
         throw UsageError("--exec takes its command after '--'; there are no other guest arguments");
     if (!o.exec_command.empty())
         for (const auto& [path, flag] :
-             {std::pair{o.report_path, "--report"}, std::pair{o.profile, "--profile"}})
+             {std::pair{o.report_path, "--report"}, std::pair{o.profile, "--profile"},
+              std::pair{o.ktap_path, "--ktap"}})
             if (!path.empty())
                 throw UsageError(fmt::format(
                     "{} with --exec: the command writes its own files (give it --writable DIR)",
@@ -775,8 +778,9 @@ void LabRun::check_options() {
     }
     for (const auto& [path, what] :
          {std::pair{o.report_path, "--report"}, std::pair{o.junit_path, "--junit"},
-          std::pair{o.record_path, "--record"}, std::pair{o.console_path, "--keep-console"},
-          std::pair{o.dmesg_path, "--keep-dmesg"}}) {
+          std::pair{o.record_path, "--record"},
+          std::pair{o.ktap_path == "-" ? std::string() : o.ktap_path, "--ktap"},
+          std::pair{o.console_path, "--keep-console"}, std::pair{o.dmesg_path, "--keep-dmesg"}}) {
         if (path.empty())
             continue;
         fs::path parent = fs::absolute(path).parent_path();
@@ -935,6 +939,8 @@ void LabRun::plan_guest() {
             plan_.command.insert(plan_.command.end(), {"--junit", guest_out_ + "/junit.xml"});
         if (!opts_.record_path.empty())
             plan_.command.insert(plan_.command.end(), {"--record", guest_out_ + "/record.jsonl"});
+        if (!opts_.ktap_path.empty())
+            plan_.command.insert(plan_.command.end(), {"--ktap", guest_out_ + "/ktap.txt"});
     }
     plan_.command.insert(plan_.command.end(), opts_.guest_args.begin(), opts_.guest_args.end());
 }
@@ -1030,8 +1036,8 @@ Boot LabRun::boot_with_fallback() {
         con_ = Console{.token = con_.token, .file = std::move(con_.file)};
         // Inputs (a copied profile) stay; outputs are written only after
         // "ready", which the failed attempt never reached.
-        for (const char* f : {"report.json", "junit.xml", "record.jsonl", "dmesg.txt", "stdout",
-                              "stderr", "status"})
+        for (const char* f : {"report.json", "junit.xml", "record.jsonl", "ktap.txt", "dmesg.txt",
+                              "stdout", "stderr", "status"})
             fs::remove(out_dir_ + "/" + f);
         accel_ = "tcg";
     }
@@ -1078,6 +1084,7 @@ Result LabRun::collect(const Boot& boot) {
     rename(guest_out_ + "/report.json", opts_.report_path);
     rename(guest_out_ + "/junit.xml", opts_.junit_path);
     rename(guest_out_ + "/record.jsonl", opts_.record_path);
+    rename(guest_out_ + "/ktap.txt", opts_.ktap_path == "-" ? "(stdout)" : opts_.ktap_path);
     for (const auto& [guest_path, host_path] : path_renames_)
         rename(guest_path, host_path);
 
@@ -1130,6 +1137,8 @@ Result LabRun::collect(const Boot& boot) {
             report::write_atomically(opts_.report_path, res.report->dump(2) + "\n");
     }
     copy_out(out_dir_ + "/junit.xml", opts_.junit_path, "JUnit XML");
+    if (!opts_.ktap_path.empty())
+        res.ktap = slurp_if_exists(out_dir_ + "/ktap.txt");
     copy_out(out_dir_ + "/record.jsonl", opts_.record_path, "recorded event stream");
     return res;
 }

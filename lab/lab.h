@@ -28,6 +28,7 @@ struct Options {
     std::string report_path;             // the guest's report + "lab", written atomically
     std::string junit_path;              // the guest's JUnit XML, copied
     std::string record_path;             // the guest's recorded event stream (run --record), copied
+    std::string ktap_path;               // run --ktap: Result::ktap, for the caller to write here
     std::string console_path;            // full serial console (+ QEMU's stderr)
     std::string dmesg_path;              // the guest's dmesg at the end of the run
     std::string accel = "auto";          // auto | kvm | tcg
@@ -75,6 +76,7 @@ struct Result {
     std::optional<int> guest_status; // exit status of gmemstress in the guest
     std::string guest_stdout, guest_stderr;
     std::optional<nlohmann::json> report; // the guest's report with "lab" added
+    std::optional<std::string> ktap;      // the guest's KTAP (Options::ktap_path)
     // Oops, BUG, panic ... lines the guest kernel printed on the console.
     std::vector<report::KmsgFinding> kernel_findings;
     // The guest kernel crashed after the lab's init started: a finding about
