@@ -42,4 +42,11 @@ apt-get install -y -qq --no-install-recommends "${bpo[@]}" \
 apt-get install -y -qq --no-install-recommends \
   qemu-system-x86 busybox-static cpio xz-utils kmod zstd >/dev/null
 
+# The kernel's own KTAP parser (tools/testing/kunit/*.py from Debian's
+# linux-source), cached outside the clone for the KTAP tests. Fetched here, on
+# the host: where those tests run inside the lab (no /dev/kvm on the host), the
+# guest sees the host's cache through the shared root but has no network.
+"$(dirname "$0")/fetch-kunit-parser.sh" >/dev/null ||
+  echo "install-deps: the KTAP tests will skip: kunit parser unavailable (see above)" >&2
+
 echo "install-deps: done"
