@@ -210,9 +210,13 @@ void add_lab_command(CLI::App& app, Action& action) {
     cmd->add_flag("--exec", c.exec,
                   "run the command after '--' in the guest instead of gmemstress (host root "
                   "shared read-only, cwd kept); its output and exit status pass through");
+    // One value per occurrence: a list option would also swallow the `--`
+    // that starts the guest command, and its arguments with it.
     cmd->add_option("--writable", c.o.writable,
-                    "a host directory the guest command may write, at the same path (repeatable)");
-    cmd->add_option("--env", c.o.env, "KEY=VALUE for the guest command's environment (repeatable)");
+                    "a host directory the guest command may write, at the same path (repeatable)")
+        ->allow_extra_args(false);
+    cmd->add_option("--env", c.o.env, "KEY=VALUE for the guest command's environment (repeatable)")
+        ->allow_extra_args(false);
     cmd->add_option("--before", c.o.before,
                     "shell command run in the guest right before the command (e.g. '(sleep 10; "
                     "echo c > /proc/sysrq-trigger) &')");

@@ -201,6 +201,12 @@ def setup(build):
            "--keep-dmesg", os.path.join(d, "dmesg.txt")]
     if os.environ.get("GMS_LAB_KERNEL"):
         cmd += ["--kernel", os.environ["GMS_LAB_KERNEL"]]
+    # The host's caches by the same paths (the guest sees the host's root,
+    # read-only, and has no network): e.g. the kernel's KTAP parser that
+    # install-deps fetched into ~/.cache/gmemstress/kunit.
+    for key in ("HOME", "XDG_CACHE_HOME", "GMS_KUNIT_DIR"):
+        if os.environ.get(key):
+            cmd += ["--env", f"{key}={os.environ[key]}"]
     cmd += shlex.split(os.environ.get("GMS_LAB_ARGS", ""))
     cmd += ["--", sys.executable if sys.executable else "python3", os.path.abspath(__file__),
             "--run-batch", manifest, d]
