@@ -13,6 +13,34 @@ SCHEMA_PATH = os.path.join(SOURCE_DIR, "reports", "schema", "report.schema.json"
 SKIP = 77
 
 
+# Profiles several tests run for their outcome on this kernel.
+# Only the convert workload, which skips where the kernel has no conversion
+# mode (no memory attributes): exit 3 there.
+NEEDS_ATTRIBUTES_PROFILE = """name = "needs-attributes"
+duration = "10s"
+[guest_memfd]
+size = "2MiB"
+flags = ["mmap", "init_shared"]
+[probes]
+mode = "off"
+[[workload]]
+kind = "convert"
+"""
+
+# The lifecycle workload's time budget runs out before its first scenario:
+# it creates nothing, does nothing and has no check, so nothing ran (exit 3).
+NOTHING_RUNS_PROFILE = """name = "nothing-ran"
+duration = "20s"
+[guest_memfd]
+size = "1MiB"
+flags = ["mmap", "init_shared"]
+[probes]
+mode = "off"
+[[workload]]
+kind = "lifecycle"
+duration = 0.000001
+"""
+
 def skip(reason):
     print(f"SKIP: {reason}")
     sys.exit(SKIP)

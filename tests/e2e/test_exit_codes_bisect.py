@@ -10,7 +10,8 @@ import os
 import shutil
 import subprocess
 
-from gms_e2e import GMS_BIN, main, require_kvm, run, skip, tmpdir
+from gms_e2e import (GMS_BIN, NEEDS_ATTRIBUTES_PROFILE, NOTHING_RUNS_PROFILE, main, require_kvm,
+                     run, skip, tmpdir)
 
 # The conformance profile with the probes off: under a second here.
 GOOD = ["--profile", "conformance", "--probes", "off"]
@@ -18,29 +19,6 @@ GOOD = ["--profile", "conformance", "--probes", "off"]
 # io.write_flag_populates check pwrite()s a guest_memfd, which refuses.
 BAD = GOOD + ["--flag-bit", "write=0"]
 
-NEEDS_ATTRIBUTES = """name = "needs-attributes"
-duration = "10s"
-[guest_memfd]
-size = "2MiB"
-flags = ["mmap", "init_shared"]
-[probes]
-mode = "off"
-[[workload]]
-kind = "convert"
-"""
-# Fallback where this host can convert: a workload whose time budget runs out
-# before its first scenario does nothing, so nothing ran (tests/e2e/test_verdicts.py).
-NOTHING_RUNS = """name = "nothing-runs"
-duration = "10s"
-[guest_memfd]
-size = "1MiB"
-flags = ["mmap", "init_shared"]
-[probes]
-mode = "off"
-[[workload]]
-kind = "lifecycle"
-duration = 0.000001
-"""
 
 # The commits, oldest first: c0 good (the known-good end), then good, the
 # middle ones untestable (git bisect run tests the middle first), good again,
@@ -97,12 +75,12 @@ def test():
     # The three kinds of commit, for real on this host, in both styles.
     untestable = os.path.join(d, "untestable.toml")
     with open(untestable, "w") as f:
-        f.write(NEEDS_ATTRIBUTES)
+        f.write(NEEDS_ATTRIBUTES_PROFILE)
     p = run("run", "--profile", untestable, "--report", os.path.join(d, "r.json"), "--quiet")
     if p.returncode != 3:
         print(f"this host can convert (exit {p.returncode}); untestable = a workload that does nothing")
         with open(untestable, "w") as f:
-            f.write(NOTHING_RUNS)
+            f.write(NOTHING_RUNS_PROFILE)
     report = os.path.join(d, "r.json")
     for args, standard, bisect in [(GOOD, 0, 0), (BAD, 1, 1),
                                    (["--profile", untestable], 3, 125)]:

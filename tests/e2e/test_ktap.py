@@ -10,18 +10,9 @@ import os
 import subprocess
 import sys
 
-from gms_e2e import SOURCE_DIR, main, require_kvm, run, skip, tmpdir, validate_report
+from gms_e2e import (NEEDS_ATTRIBUTES_PROFILE, SOURCE_DIR, main, require_kvm, run, skip, tmpdir,
+                     validate_report)
 
-NEEDS_ATTRIBUTES = """name = "needs-attributes"
-duration = "10s"
-[guest_memfd]
-size = "2MiB"
-flags = ["mmap", "init_shared"]
-[probes]
-mode = "off"
-[[workload]]
-kind = "convert"
-"""
 
 
 def kunit_parser():
@@ -109,7 +100,7 @@ def test():
     # Nothing ran: one SKIP, never 1..0; kselftest's skip code.
     prof = os.path.join(d, "needs.toml")
     with open(prof, "w") as f:
-        f.write(NEEDS_ATTRIBUTES)
+        f.write(NEEDS_ATTRIBUTES_PROFILE)
     p = run("run", "--profile", prof, "--report", report, "--ktap", "-", "--exit-codes",
             "kselftest")
     rep = validate_report(report)

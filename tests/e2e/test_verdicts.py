@@ -6,21 +6,8 @@ catch a report that claims otherwise."""
 import copy
 import os
 
-from gms_e2e import check_honesty, main, require_kvm, run, tmpdir, validate_report
-
-# The lifecycle workload's time budget runs out before its first scenario:
-# it creates nothing, does nothing and has no check.
-PROFILE = """name = "nothing-ran"
-duration = "20s"
-[guest_memfd]
-size = "1MiB"
-flags = ["mmap", "init_shared"]
-[probes]
-mode = "off"
-[[workload]]
-kind = "lifecycle"
-duration = 0.000001
-"""
+from gms_e2e import (NOTHING_RUNS_PROFILE, check_honesty, main, require_kvm, run, tmpdir,
+                     validate_report)
 
 RAN = """[[workload]]
 kind = "host-fault"
@@ -43,7 +30,7 @@ def test():
     d = tmpdir()
     prof = os.path.join(d, "nothing.toml")
     with open(prof, "w") as f:
-        f.write(PROFILE)
+        f.write(NOTHING_RUNS_PROFILE)
     report = os.path.join(d, "r.json")
     p = run("run", "--profile", prof, "--report", report)
     print(p.stdout)
