@@ -2,6 +2,7 @@
 #include "cli/commands.h"
 #include "core/caps.h"
 #include "core/util.h"
+#include "lab/kernel_config.h"
 #include "probes/session.h"
 
 #include <fmt/format.h>
@@ -82,13 +83,52 @@ void print_text(const Caps& c) {
                            b.value("reason", std::string()));
 }
 
+// The running kernel's .config against lab/kconfig's fragments: what it lacks
+// and what each option would add (issue: users building their own kernels).
+nlohmann::json kernel_config_json() {
+    auto running = lab::read_running_config();
+    if (!running)
+        return {{"source", nullptr},
+                {"reason", "the kernel's configuration is not readable (no /proc/config.gz: "
+                           "CONFIG_IKCONFIG_PROC; no /boot/config-<release>)"}};
+    nlohmann::json gaps = nlohmann::json::array();
+    for (const auto& g : lab::config_gaps(lab::gmemstress_fragments(), running->options))
+        gaps.push_back({{"option", g.option.name},
+                        {"want", g.option.value},
+                        {"have", g.have},
+                        {"layer", g.option.layer},
+                        {"adds", g.option.why}});
+    return {{"source", running->source}, {"gaps", gaps}};
+}
+
+void print_kernel_config(const nlohmann::json& k) {
+    if (k["source"].is_null()) {
+        fmt::print("\nkernel config: {}\n", k["reason"].get<std::string>());
+        return;
+    }
+    const auto& gaps = k["gaps"];
+    fmt::print("\nkernel config ({}): {} option(s) of gmemstress.config / "
+               "gmemstress-debug.config differ{}\n",
+               k["source"].get<std::string>(), gaps.size(), gaps.empty() ? "" : ":");
+    for (const auto& g : gaps)
+        fmt::print("  {:<34} want {}, have {:<6} [{}] {}\n", g["option"].get<std::string>(),
+                   g["want"].get<std::string>(),
+                   g["have"].get<std::string>().empty() ? "unset" : g["have"].get<std::string>(),
+                   g["layer"].get<std::string>(), g["adds"].get<std::string>());
+}
+
 int run_caps(bool json) {
     Caps c = detect_caps(kvm::FlagBits{});
     c.bpf = probes::detect_backends();
-    if (json)
-        fmt::print("{}\n", c.to_json().dump(2));
-    else
+    nlohmann::json kconfig = kernel_config_json();
+    if (json) {
+        nlohmann::json j = c.to_json();
+        j["kernel_config"] = kconfig;
+        fmt::print("{}\n", j.dump(2));
+    } else {
         print_text(c);
+        print_kernel_config(kconfig);
+    }
     return exit_code(c);
 }
 

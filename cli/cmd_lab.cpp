@@ -172,6 +172,16 @@ void add_lab_command(CLI::App& app, Action& action) {
                     "where downloaded kernels are cached (default $GMS_LAB_KERNEL_DIR, else "
                     "~/.cache/gmemstress/kernels)");
     cmd->add_flag("--offline", c.o.offline, "do not download: use the newest kernel in the cache");
+    cmd->add_flag("--test-kernel", c.o.test_kernel,
+                  "boot the project's test kernel: Debian's newest linux-source with the "
+                  "lab/kconfig fragments (KVM_SW_PROTECTED_VM, FAULT_INJECTION, LOCK_STAT, ...), "
+                  "everything built in; built once (tens of minutes), then cached");
+    cmd->add_option("--kernel-tree", c.o.kernel_tree,
+                    "like --test-kernel, built from this kernel tree (your series applied; out of "
+                    "tree, incremental)");
+    cmd->add_option("--kconfig-fragment", c.o.kconfig_fragments,
+                    "one more Kconfig fragment for the test kernel (repeatable)")
+        ->allow_extra_args(false);
     auto* modules = cmd->add_option("--modules", c.o.modules_dir,
                                     "the kernel's modules (a lib/modules/<release> tree); default: "
                                     "next to the kernel, else /lib/modules/<release>");

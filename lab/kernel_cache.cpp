@@ -5,12 +5,40 @@
 #include "lab/process.h"
 
 #include <cstdlib>
+#include <filesystem>
 #include <fmt/format.h>
+#include <fstream>
+#include <map>
 #include <sstream>
 
 namespace gms::lab {
 
 extern const char* const kFetchKernelScript;
+extern const char* const kBuildTestKernelScript;
+extern const char* const kLabBootConfig;
+extern const char* const kGmemstressConfig;
+extern const char* const kGmemstressDebugConfig;
+
+namespace {
+
+std::string cache_root() {
+    if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
+        return std::string(x) + "/gmemstress";
+    const char* home = std::getenv("HOME");
+    return std::string(home && *home ? home : "/root") + "/.cache/gmemstress";
+}
+
+// "key=value" lines a script printed on stdout.
+std::map<std::string, std::string> parse_key_values(const std::string& out) {
+    std::map<std::string, std::string> kv;
+    std::istringstream lines(out);
+    for (std::string line; std::getline(lines, line);)
+        if (auto eq = line.find('='); eq != std::string::npos)
+            kv[line.substr(0, eq)] = line.substr(eq + 1);
+    return kv;
+}
+
+} // namespace
 
 std::string default_kernel_cache_dir() {
     if (const char* d = std::getenv("GMS_LAB_KERNEL_DIR"); d && *d)
@@ -19,6 +47,49 @@ std::string default_kernel_cache_dir() {
         return std::string(x) + "/gmemstress/kernels";
     const char* home = std::getenv("HOME");
     return std::string(home && *home ? home : "/root") + "/.cache/gmemstress/kernels";
+}
+
+std::string default_test_kernel_dir() {
+    if (const char* d = std::getenv("GMS_TEST_KERNEL_DIR"); d && *d)
+        return d;
+    return cache_root() + "/test-kernel";
+}
+
+TestKernel build_test_kernel(const TestKernelOptions& o) {
+    std::string dest = default_test_kernel_dir();
+    // The fragments travel with the binary: written next to the cache, where
+    // the script reads them (their content is part of the cache key).
+    std::string kconfig_dir = dest + "/kconfig";
+    std::filesystem::create_directories(kconfig_dir);
+    for (auto [name, text] : {std::pair{"lab-boot.config", kLabBootConfig},
+                              std::pair{"gmemstress.config", kGmemstressConfig},
+                              std::pair{"gmemstress-debug.config", kGmemstressDebugConfig}}) {
+        std::string path = kconfig_dir + "/" + name, tmp = path + ".tmp";
+        std::ofstream(tmp, std::ios::trunc) << text;
+        std::filesystem::rename(tmp, path);
+    }
+    std::vector<std::string> argv = {"bash",    "-c", kBuildTestKernelScript, "build-test-kernel",
+                                     "--cache", dest, "--kconfig-dir",        kconfig_dir};
+    if (!o.tree.empty())
+        argv.insert(argv.end(), {"--tree", o.tree});
+    for (const auto& f : o.fragments)
+        argv.insert(argv.end(), {"--fragment", f});
+    if (o.offline)
+        argv.push_back("--offline");
+    Child::Io io;
+    io.pipe_stdout = true;
+    io.inherit_stderr = !o.quiet;
+    Child c = Child::spawn(argv, io);
+    int status = -1;
+    auto kv =
+        parse_key_values(read_stdout_to_end(c, "building the test kernel", o.timeout_s, status));
+    TestKernel k{kv["release"], kv["kernel"], kv["config"], kv["source"], kv["key"]};
+    if (status != 0 || k.kernel.empty())
+        throw EnvError(
+            fmt::format("no test kernel: building it {} failed (exit {}; the reason is above{})",
+                        o.tree.empty() ? "from Debian's linux-source" : "from " + o.tree, status,
+                        o.quiet ? ", rerun without --quiet" : ""));
+    return k;
 }
 
 CachedKernel fetch_newest_kernel(const FetchOptions& o) {

@@ -689,6 +689,9 @@ class LabRun {
         fs::create_directories(out_dir_);
         fs::create_directories(work_->path() + "/scratch");
         locate_kernel();
+        // --timeout bounds boot + run + shutdown: a test kernel's first build
+        // (tens of minutes, bounded on its own) does not count against it.
+        t0_ = now_ns();
         select_modules();
         plan_guest();
         write_initramfs();
@@ -715,6 +718,7 @@ class LabRun {
     std::string out_dir_;
     std::string qemu_, qemu_version_, busybox_;
     std::string kernel_, modules_dir_;
+    bool test_kernel_built_in_ = false; // the project's test kernel: no modules needed
     BzImageInfo bz_;
     ModuleSet mods_;
     GuestPlan plan_;
@@ -726,6 +730,28 @@ class LabRun {
     std::string accel_, accel_note_;
     nlohmann::json lab_ = nlohmann::json::object();
 };
+
+void check_test_kernel_options(const Options& o) {
+    bool test_kernel = o.test_kernel || !o.kernel_tree.empty();
+    if (!test_kernel) {
+        if (!o.kconfig_fragments.empty())
+            throw UsageError("--kconfig-fragment: only with --test-kernel or --kernel-tree");
+        return;
+    }
+    for (const auto& [given, flag] : {std::pair{!o.kernel.empty(), "--kernel"},
+                                      std::pair{!o.kernel_debs.empty(), "--kernel-deb"},
+                                      std::pair{!o.modules_dir.empty(), "--modules"}})
+        if (given)
+            throw UsageError(fmt::format("{} and --test-kernel/--kernel-tree both choose the "
+                                         "kernel: give one",
+                                         flag));
+    std::error_code ec;
+    if (!o.kernel_tree.empty() && !fs::is_directory(o.kernel_tree, ec))
+        throw UsageError(fmt::format("--kernel-tree {}: no such directory", o.kernel_tree));
+    for (const auto& f : o.kconfig_fragments)
+        if (!fs::is_regular_file(f, ec))
+            throw UsageError(fmt::format("--kconfig-fragment {}: no such file", f));
+}
 
 void LabRun::check_options() {
     const Options& o = opts_;
@@ -740,6 +766,7 @@ void LabRun::check_options() {
         throw UsageError(fmt::format("--accel {}: expected auto, kvm or tcg", o.accel));
     if (o.guest_command == "lab")
         throw UsageError("--guest-command lab: the lab does not nest");
+    check_test_kernel_options(o);
     for (const auto& [path, flag] :
          {std::pair{o.junit_path, "--junit"}, std::pair{o.record_path, "--record"},
           std::pair{o.ktap_path, "--ktap"}})
@@ -823,7 +850,18 @@ void LabRun::find_host_tools() {
 void LabRun::locate_kernel() {
     kernel_ = opts_.kernel;
     modules_dir_ = opts_.modules_dir;
-    if (kernel_.empty() && opts_.kernel_debs.empty()) {
+    if (opts_.test_kernel || !opts_.kernel_tree.empty()) {
+        progress(opts_, "building the test kernel (once per source and config; cached in " +
+                            default_test_kernel_dir() + ")");
+        TestKernel k = build_test_kernel({.tree = opts_.kernel_tree,
+                                          .fragments = opts_.kconfig_fragments,
+                                          .offline = opts_.offline,
+                                          .quiet = opts_.quiet});
+        kernel_ = k.kernel;
+        test_kernel_built_in_ = true;
+        lab_["test_kernel"] = {
+            {"release", k.release}, {"source", k.source}, {"config", k.config}, {"key", k.key}};
+    } else if (kernel_.empty() && opts_.kernel_debs.empty()) {
         progress(opts_, "no --kernel: using Debian's newest kernel (downloaded once, cached in " +
                             (opts_.kernel_cache.empty() ? default_kernel_cache_dir()
                                                         : opts_.kernel_cache) +
@@ -872,6 +910,8 @@ void LabRun::locate_kernel() {
             return;
         }
     }
+    if (test_kernel_built_in_)
+        return; // everything the lab needs is built in (lab/kconfig/lab-boot.config)
     progress(opts_, fmt::format("warning: no modules found for {} (looked next to the kernel and "
                                 "in /lib/modules/{}); KVM and 9p must be built in, else pass "
                                 "--modules or --kernel-deb",

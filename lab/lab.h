@@ -41,8 +41,13 @@ struct Options {
     std::vector<std::string> env;      // KEY=VALUE for the guest command
     std::string before;       // shell command run in the guest just before it (e.g. a trigger, &)
     std::string kernel_cache; // where fetched kernels live (default_kernel_cache_dir())
-    bool offline = false;     // no download: the newest cached kernel
-    std::string append;       // more kernel command line (e.g. loglevel=7)
+    // --test-kernel / --kernel-tree: boot the project's test kernel, built
+    // (once, cached) from Debian's linux-source or from this tree.
+    bool test_kernel = false;
+    std::string kernel_tree;
+    std::vector<std::string> kconfig_fragments; // more fragments for the test kernel
+    bool offline = false;                       // no download: the newest cached kernel
+    std::string append;                         // more kernel command line (e.g. loglevel=7)
     std::string qemu = "qemu-system-x86_64";
     std::string busybox;       // static busybox; default: found on the host
     bool keep_workdir = false; // debugging: leave the initramfs etc. behind
@@ -109,6 +114,23 @@ struct CachedKernel {
 // cached; without a network (or offline) the newest cached one. EnvError
 // saying what to do when there is none.
 CachedKernel fetch_newest_kernel(const FetchOptions& o);
+
+// The project's test kernel (scripts/build-test-kernel.sh, embedded): Debian's
+// newest linux-source or the user's tree, allnoconfig + lab/kconfig fragments,
+// everything built in. Built once per (source, fragments), cached in
+// default_test_kernel_dir(); a tree is handed to make every time (incremental).
+std::string default_test_kernel_dir();
+struct TestKernelOptions {
+    std::string tree;                   // empty: Debian's newest linux-source
+    std::vector<std::string> fragments; // applied after the project's own
+    bool offline = false;
+    bool quiet = false; // else make's progress lines show on stderr
+    double timeout_s = 4 * 3600;
+};
+struct TestKernel {
+    std::string release, kernel, config, source, key;
+};
+TestKernel build_test_kernel(const TestKernelOptions& o);
 
 // Console lines of a guest kernel that are findings (timestamp prefix
 // removed before classifying); the rest are nullopt.

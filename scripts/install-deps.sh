@@ -42,6 +42,10 @@ apt-get install -y -qq --no-install-recommends "${bpo[@]}" \
 apt-get install -y -qq --no-install-recommends \
   qemu-system-x86 busybox-static cpio xz-utils kmod zstd >/dev/null
 
+# Building the project's test kernel (scripts/build-test-kernel.sh).
+apt-get install -y -qq --no-install-recommends \
+  make gcc flex bison bc dwarves libssl-dev perl >/dev/null
+
 # The kernel's own KTAP parser (tools/testing/kunit/*.py from Debian's
 # linux-source), cached outside the clone for the KTAP tests. Fetched here, on
 # the host: where those tests run inside the lab (no /dev/kvm on the host), the
