@@ -4,6 +4,7 @@
 #include "core/util.h"
 #include "lab/kernel_config.h"
 #include "probes/session.h"
+#include "reports/render.h"
 
 #include <fmt/format.h>
 
@@ -17,6 +18,18 @@ struct Item {
     std::string value;
     std::string why; // what is lost without it
 };
+
+// A patch-series flag: its bit as the fingerprint decided it, advertised or not.
+Item series_flag(const Caps& c, const std::string& title, const std::string& name, unsigned bit,
+                 const std::string& why) {
+    if (auto u = c.series.abi.unknown_bits.find(name); u != c.series.abi.unknown_bits.end())
+        return {title, false, "bit unknown: " + u->second, why};
+    bool adv = c.has_gmem_flag(1ull << bit);
+    return {title, adv,
+            fmt::format("bit {} ({}) {}", bit, c.series.abi.bit_source.at(name),
+                        adv ? "advertised" : "not advertised"),
+            why};
+}
 
 std::vector<Item> items(const Caps& c) {
     auto yes = [](bool b) { return std::string(b ? "yes" : "no"); };
@@ -33,18 +46,20 @@ std::vector<Item> items(const Caps& c) {
          fmt::format("{:#x} ({})", c.guest_memfd_flags,
                      kvm::flags_to_string(c.guest_memfd_flags, c.bits)),
          "MMAP|INIT_SHARED: host-fault, punch-hole, guest-fault data checks"},
-        {"NO_DIRECT_MAP flag", c.has_gmem_flag(1ull << c.bits.no_direct_map),
-         fmt::format("bit {} {}", c.bits.no_direct_map,
-                     c.has_gmem_flag(1ull << c.bits.no_direct_map) ? "advertised"
-                                                                   : "not advertised"),
-         "direct-map removal workloads and the direct-map invariant (patch series)"},
-        {"WRITE flag", c.has_gmem_flag(1ull << c.bits.write),
-         fmt::format("bit {} {}", c.bits.write,
-                     c.has_gmem_flag(1ull << c.bits.write) ? "advertised" : "not advertised"),
-         "write()/pwrite() population (patch series)"},
+        {"series (fingerprint)", c.series.notes.empty() && c.series.abi.unknown_bits.empty(),
+         report::series_line(c.series),
+         "the patch-series flag bits and ioctls (kvm/series.h); set [flag_bits]/[abi] in a "
+         "profile"},
+        series_flag(c, "NO_DIRECT_MAP flag", "no_direct_map", c.bits.no_direct_map,
+                    "direct-map removal workloads and the direct-map invariant (patch series)"),
+        series_flag(c, "WRITE flag", "write", c.bits.write,
+                    "write()/pwrite() population (patch series)"),
+        series_flag(c, "HUGETLB flag", "hugetlb", c.bits.hugetlb,
+                    "HugeTLB-backed guest_memfd (patch series)"),
         {"memory attributes", (c.memory_attributes & uapi::kMemoryAttributePrivate) != 0,
          fmt::format("{:#x}", c.memory_attributes), "KVM_SET_MEMORY_ATTRIBUTES conversion"},
-        {"memory attributes2 (in-place)", c.memory_attributes2, yes(c.memory_attributes2),
+        {"memory attributes2 (in-place)", c.memory_attributes2,
+         fmt::format("{}: {}", yes(c.memory_attributes2), c.memory_attributes2_how),
          "in-place conversion on the guest_memfd (patch series)"},
         {"pre-fault memory", c.pre_fault_memory, yes(c.pre_fault_memory),
          "KVM_PRE_FAULT_MEMORY populate path"},
@@ -75,6 +90,8 @@ void print_text(const Caps& c) {
     for (const auto& i : items(c))
         fmt::print("{:<30} {:<4} {}{}\n", i.name, i.ok ? "ok" : "--", i.value,
                    i.ok || i.why.empty() ? "" : "  [needed for: " + i.why + "]");
+    for (const auto& n : c.series.notes)
+        fmt::print("{:<30} {:<4} {}\n", "series note", "--", n);
     if (c.bpf.is_object())
         for (auto& [name, b] : c.bpf.items())
             if (b.is_object())
@@ -118,11 +135,12 @@ void print_kernel_config(const nlohmann::json& k) {
 }
 
 int run_caps(bool json) {
-    Caps c = detect_caps(kvm::FlagBits{});
+    Caps c = detect_caps();
     c.bpf = probes::detect_backends();
     nlohmann::json kconfig = kernel_config_json();
     if (json) {
         nlohmann::json j = c.to_json();
+        j["series"] = report::series_json(c.series);
         j["kernel_config"] = kconfig;
         fmt::print("{}\n", j.dump(2));
     } else {

@@ -155,7 +155,7 @@ int run_watch(const WatchOptions& o) {
     RunControl& control = RunControl::global();
     if (duration > 0)
         control.set_deadline(duration);
-    Caps caps = detect_caps(kvm::FlagBits{});
+    Caps caps = detect_caps();
     caps.bpf = probes::detect_backends();
     KmsgWatcher kmsg;
     report::Report rep = engine::new_report("watch", caps);

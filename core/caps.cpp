@@ -1,6 +1,8 @@
 #include "core/caps.h"
 
+#include "core/fd.h"
 #include "core/util.h"
+#include "kvm/btf_view.h"
 #include "kvm/kvm.h"
 
 #include <cerrno>
@@ -72,11 +74,46 @@ std::string kvm_open_advice(int err, const std::string& dev) {
     }
 }
 
+// In-place conversion on a default VM: the capability a profile named, else
+// the ioctl itself, issued on a guest_memfd with size 0 (EINVAL from every
+// version of the series, ENOTTY without it).
+void detect_memory_attributes2(Caps& c, kvm::Vm& vm) {
+    const auto& abi = c.series.abi;
+    if (abi.cap_attrs2 != uapi::kCapMemoryAttributes2None) {
+        long v = std::max<long>(0, vm.check_extension(abi.cap_attrs2));
+        c.memory_attributes2 = v > 0;
+        c.memory_attributes2_how =
+            fmt::format("capability {} (abi.cap_memory_attributes2) = {:#x}", abi.cap_attrs2, v);
+        return;
+    }
+    if (!c.guest_memfd) {
+        c.memory_attributes2_how = "no guest_memfd on a default VM to ask";
+        return;
+    }
+    int fd = vm.try_create_guest_memfd_raw(4096, 0);
+    if (fd < 0) {
+        c.memory_attributes2_how =
+            fmt::format("KVM_CREATE_GUEST_MEMFD failed ({})", errno_name(-fd));
+        return;
+    }
+    UniqueFd owner(fd);
+    int e = kvm::probe_set_memory_attributes2(fd, abi);
+    c.memory_attributes2 = e != ENOTTY;
+    c.memory_attributes2_how =
+        fmt::format("KVM_SET_MEMORY_ATTRIBUTES2 ({:#x}: nr {:#x}, {} bytes) on a guest_memfd with "
+                    "size 0: {}",
+                    abi.attrs2_request(), abi.attrs2_nr, abi.attrs2.size,
+                    e == ENOTTY ? "ENOTTY (no such ioctl)"
+                                : fmt::format("{} (the ioctl exists)", e ? errno_name(e) : "0"));
+}
+
 } // namespace
 
-Caps detect_caps(const kvm::FlagBits& bits, unsigned cap_memory_attributes2) {
+Caps detect_caps(const kvm::AbiOverrides& overrides) {
     Caps c;
-    c.bits = bits;
+    c.series.fingerprint = kvm::fingerprint_running_kernel();
+    c.series.abi = kvm::resolve_series_abi(c.series.fingerprint, overrides);
+    c.bits = c.series.abi.bits;
     struct utsname u {};
     if (uname(&u) == 0)
         c.kernel_release = u.release;
@@ -115,7 +152,11 @@ Caps detect_caps(const kvm::FlagBits& bits, unsigned cap_memory_attributes2) {
         c.guest_memfd_flags = vcap(uapi::kCapGuestMemfdFlags);
         c.memory_attributes = vcap(uapi::kCapMemoryAttributes);
         c.pre_fault_memory = vcap(uapi::kCapPreFaultMemory) > 0;
-        c.memory_attributes2 = vcap(cap_memory_attributes2) > 0;
+        detect_memory_attributes2(c, vm);
+        // 0: no KVM_CAP_GUEST_MEMFD_FLAGS (MMAP is advertised wherever it exists).
+        c.series.notes = kvm::check_advertised(
+            c.series.fingerprint, c.series.abi,
+            c.guest_memfd_flags ? std::optional<uint64_t>(c.guest_memfd_flags) : std::nullopt);
     } else {
         // A device that opens but cannot create a VM is no KVM to run on.
         c.kvm_accessible = false;
@@ -141,6 +182,7 @@ nlohmann::json Caps::to_json() const {
     j["guest_memfd_flags_decoded"] = kvm::flags_to_string(guest_memfd_flags, bits);
     j["memory_attributes"] = memory_attributes;
     j["memory_attributes2"] = memory_attributes2;
+    j["memory_attributes2_how"] = memory_attributes2_how;
     j["pre_fault_memory"] = pre_fault_memory;
     j["user_memory2"] = user_memory2;
     j["exit_hypercall_map_gpa_range"] = exit_hypercall;

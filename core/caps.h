@@ -4,6 +4,7 @@
 #pragma once
 
 #include "kvm/flags.h"
+#include "kvm/series.h"
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -34,8 +35,15 @@ struct Caps {
     int nr_vcpus = 0;
     int max_vcpus = 0;
     int nr_memslots = 0;
-    bool memory_attributes2 = false; // patch-series cap number (overridable)
+    // In-place conversion (KVM_SET_MEMORY_ATTRIBUTES2 on a guest_memfd), and how
+    // that was decided: the ioctl's answer to an invalid argument, or the
+    // capability a profile named (abi.cap_memory_attributes2).
+    bool memory_attributes2 = false;
+    std::string memory_attributes2_how;
 
+    // The in-flight series this kernel carries, and the ABI taken from them
+    // (kvm/series.h). `bits` is series.abi.bits.
+    kvm::SeriesInfo series;
     kvm::FlagBits bits;
     bool has_gmem_flag(uint64_t f) const { return (guest_memfd_flags & f) == f; }
     bool vm_type_supported(unsigned long t) const {
@@ -46,8 +54,9 @@ struct Caps {
     nlohmann::json to_json() const;
 };
 
-// Probes /dev/kvm and the kernel. Never throws for a missing feature.
-Caps detect_caps(const kvm::FlagBits& bits,
-                 unsigned cap_memory_attributes2 = uapi::kDefaultCapMemoryAttributes2);
+// Probes /dev/kvm and the kernel, and fingerprints its series. `overrides`:
+// the ABI values a profile or the command line set explicitly (they win over
+// the fingerprint). Never throws for a missing feature.
+Caps detect_caps(const kvm::AbiOverrides& overrides = {});
 
 } // namespace gms

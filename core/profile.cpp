@@ -296,18 +296,24 @@ const std::map<std::string, std::vector<ParamSpec>>& section_params() {
            "mmap, init_shared, no_direct_map, write, hugetlb, bit:N"}}},
         {"flag_bits",
          {{"no_direct_map", ParamType::integer, int64_t(uapi::kDefaultNoDirectMapBit),
-           "bit of GUEST_MEMFD_FLAG_NO_DIRECT_MAP (patch series)", 0, 63},
+           "bit of GUEST_MEMFD_FLAG_NO_DIRECT_MAP (patch series; unset: from the kernel's "
+           "series fingerprint)",
+           0, 63},
           {"write", ParamType::integer, int64_t(uapi::kDefaultWriteBit),
-           "bit of GUEST_MEMFD_FLAG_WRITE (patch series)", 0, 63},
+           "bit of GUEST_MEMFD_FLAG_WRITE (patch series; unset: from the fingerprint)", 0, 63},
           {"hugetlb", ParamType::integer, int64_t(uapi::kDefaultHugetlbBit),
-           "bit of GUEST_MEMFD_FLAG_HUGETLB (patch series)", 0, 63}}},
+           "bit of GUEST_MEMFD_FLAG_HUGETLB (patch series; unset: from the fingerprint)", 0, 63}}},
         {"abi",
          {{"set_memory_attributes2_nr", ParamType::integer,
            int64_t(uapi::kDefaultSetMemoryAttributes2Nr),
-           "ioctl number of KVM_SET_MEMORY_ATTRIBUTES2 (patch series)", 0, 255},
+           "ioctl number of KVM_SET_MEMORY_ATTRIBUTES2 (patch series; the struct size in the "
+           "request comes from the kernel's BTF)",
+           0, 255},
           {"cap_memory_attributes2", ParamType::integer,
            int64_t(uapi::kDefaultCapMemoryAttributes2),
-           "capability number of KVM_CAP_MEMORY_ATTRIBUTES2 (patch series)", 0, 100000}}},
+           "capability to ask for in-place conversion (patch series; 0: none, the ioctl itself "
+           "is probed)",
+           0, 100000}}},
         {"probes",
          {{"mode",
            ParamType::choice,
@@ -571,6 +577,19 @@ Profile parse_profile(const std::string& text, const std::string& source,
     p.bits.hugetlb = unsigned(get<int64_t>(sec["flag_bits"], "hugetlb"));
     p.attrs2_ioctl_nr = unsigned(get<int64_t>(sec["abi"], "set_memory_attributes2_nr"));
     p.cap_memory_attributes2 = unsigned(get<int64_t>(sec["abi"], "cap_memory_attributes2"));
+    // What was set explicitly (in the file or by an override) wins over the
+    // fingerprint; the rest is decided once the kernel is known.
+    auto given = [&](const char* path) { return bool(doc.at_path(path).node()); };
+    if (given("flag_bits.no_direct_map"))
+        p.abi_overrides.no_direct_map_bit = p.bits.no_direct_map;
+    if (given("flag_bits.write"))
+        p.abi_overrides.write_bit = p.bits.write;
+    if (given("flag_bits.hugetlb"))
+        p.abi_overrides.hugetlb_bit = p.bits.hugetlb;
+    if (given("abi.set_memory_attributes2_nr"))
+        p.abi_overrides.attrs2_nr = p.attrs2_ioctl_nr;
+    if (given("abi.cap_memory_attributes2"))
+        p.abi_overrides.cap_attrs2 = p.cap_memory_attributes2;
     p.gmem_size = static_cast<uint64_t>(get<int64_t>(sec["guest_memfd"], "size"));
     p.gmem_flag_names = get<std::vector<std::string>>(sec["guest_memfd"], "flags");
     p.gmem_flags = 0;
@@ -669,6 +688,20 @@ nlohmann::json param_json(const ParamValue& v) {
     return std::visit([](auto&& x) { return nlohmann::json(x); }, v);
 }
 } // namespace
+
+void apply_series_abi(Profile& p, const kvm::SeriesAbi& abi) {
+    p.bits = abi.bits;
+    p.attrs2_ioctl_nr = abi.attrs2_nr;
+    p.cap_memory_attributes2 = abi.cap_attrs2;
+    p.gmem_flags = 0;
+    for (const auto& f : p.gmem_flag_names) {
+        if (auto why = abi.unknown_bits.find(f); why != abi.unknown_bits.end())
+            throw UsageError(
+                fmt::format("{}: guest_memfd.flags names '{}', but {}", p.source, f, why->second));
+        // Known names: checked when the profile was read.
+        p.gmem_flags |= kvm::flag_from_name(f, p.bits).value_or(0);
+    }
+}
 
 nlohmann::json Profile::to_json() const {
     nlohmann::json j;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "kvm/flags.h"
+#include "kvm/series.h"
 
 #include <cstdint>
 #include <functional>
@@ -105,6 +106,10 @@ struct Profile {
     // In-place conversion ioctl (KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd): patch series only.
     unsigned attrs2_ioctl_nr = uapi::kDefaultSetMemoryAttributes2Nr;
     unsigned cap_memory_attributes2 = uapi::kDefaultCapMemoryAttributes2;
+    // The [flag_bits] and [abi] values the profile or the command line set:
+    // they win over the series fingerprint (kvm/series.h); the others are
+    // taken from it once the kernel is known (apply_series_abi()).
+    kvm::AbiOverrides abi_overrides;
     ProbeSettings probes;
     std::vector<WorkloadSpec> workloads;
 
@@ -136,6 +141,12 @@ using WorkloadSchemas = std::map<std::string, std::vector<ParamSpec>>;
 Profile load_profile(const std::string& name_or_path, const std::vector<Override>& overrides,
                      const WorkloadSchemas& schemas,
                      const std::vector<std::string>& probe_points = {});
+
+// Takes the flag bits and the in-place conversion ABI the running kernel's
+// series fingerprint gave (overrides already applied) and resolves
+// guest_memfd.flags again with them. Throws UsageError when the profile names
+// a flag whose bit this kernel leaves unknown, naming the override to set.
+void apply_series_abi(Profile& p, const kvm::SeriesAbi& abi);
 
 // Parses TOML text (exposed for tests): `source` names it in messages.
 Profile parse_profile(const std::string& text, const std::string& source,

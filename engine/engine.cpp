@@ -28,8 +28,10 @@ void check_output_paths(const std::vector<std::string>& paths) {
     }
 }
 
-Caps detect(const profile::Profile& p) {
-    return detect_caps(p.bits, p.cap_memory_attributes2);
+Caps detect(profile::Profile& p) {
+    Caps caps = detect_caps(p.abi_overrides);
+    profile::apply_series_abi(p, caps.series.abi);
+    return caps;
 }
 
 bool host_can_run(const Caps& caps) {
@@ -82,6 +84,7 @@ void stamp(report::Envelope& e, const std::string& command, const Caps& caps) {
     e.timestamp = utc_timestamp();
     e.command = command;
     e.host = caps.to_json();
+    e.series = caps.series;
 }
 
 report::Report new_report(const std::string& command, const Caps& caps) {

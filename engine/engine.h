@@ -27,8 +27,10 @@ namespace gms::engine {
 
 // Fails early (UsageError) if a report could not be written at the end.
 void check_output_paths(const std::vector<std::string>& paths);
-// This machine, with the profile's patch-series numbers.
-Caps detect(const profile::Profile& p);
+// This machine and the series its kernel carries; the profile then takes the
+// flag bits and conversion ABI from that fingerprint where it set none itself
+// (profile::apply_series_abi: UsageError for a flag whose bit is unknown here).
+Caps detect(profile::Profile& p);
 // Can this machine's KVM run workloads: a usable /dev/kvm with guest_memfd?
 bool host_can_run(const Caps& caps);
 // Why not, in words (empty when it can).

@@ -87,26 +87,48 @@ inline constexpr unsigned long kCreateGuestMemfd =
     _IOWR(KVMIO, 0xd4, struct kvm_create_guest_memfd);
 inline constexpr unsigned long kPreFaultMemory = _IOWR(KVMIO, 0xd5, struct kvm_pre_fault_memory);
 
-// ---- Part 2: patch-series defaults (never facts; see FlagBits) -----------
-// NO_DIRECT_MAP: bit 2 in the v8..v12 "direct map removal" series.
-inline constexpr unsigned kDefaultNoDirectMapBit = 2;
-// WRITE (write()/pwrite() population): posted as bit 2 upstream, bit 3 in one
-// VMM's tests; we default to 3 so it does not collide with NO_DIRECT_MAP.
-inline constexpr unsigned kDefaultWriteBit = 3;
-// HugeTLB backing: bit 4 in the HugeTLB guest_memfd RFCs (with the page size
-// encoded in bits 26.. as for memfd_create).
+// ---- Part 2: patch-series values (never facts; see kvm/series.h) --------
+// Which of these apply is decided from the running kernel's BTF (the series
+// fingerprint, kvm/series.h); a profile's [flag_bits] and [abi] override them.
+//
+// Flag bits, per series and per combination of series seen in public trees.
+// Bit 2 is claimed by three series on their own:
+inline constexpr unsigned kNoDirectMapBit = 2; // NO_DIRECT_MAP, v8..v12
+inline constexpr unsigned kWriteBit = 2;       // WRITE (write() population), v7
+inline constexpr unsigned kHugetlbBit = 2;     // HugeTLB guest_memfd (work in progress)
+// The one public tree carrying NO_DIRECT_MAP and WRITE together (Firecracker's
+// feature/secret-hiding) keeps NO_DIRECT_MAP at 2 and moves WRITE to 3.
+inline constexpr unsigned kWriteBitWithNoDirectMap = 3;
+// Bits named when the kernel carries none of the series (nothing is advertised
+// then; the names only need to stay apart).
+inline constexpr unsigned kDefaultNoDirectMapBit = kNoDirectMapBit;
+inline constexpr unsigned kDefaultWriteBit = kWriteBitWithNoDirectMap;
 inline constexpr unsigned kDefaultHugetlbBit = 4;
-// In-place conversion: KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd fd.
-inline constexpr unsigned kDefaultSetMemoryAttributes2Nr = 0xd6;
-inline constexpr unsigned kDefaultCapMemoryAttributes2 = 245;
+
+// In-place conversion (v8..v13): KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd
+// fd, _IOWR(KVMIO, 0xd2, struct kvm_memory_attributes2). The struct's size is
+// part of the request number: the size comes from BTF when the kernel has the
+// struct, else this layout's.
+inline constexpr unsigned kDefaultSetMemoryAttributes2Nr = 0xd2;
+// Its capability number moved between versions (245, 248, ...), and both are
+// merged capabilities of other features in Linux 7.3 (KVM_CAP_ARM_SEA_TO_USER,
+// KVM_CAP_S390_VSIE_ESAMODE). By default no capability is asked: support is
+// detected by issuing the ioctl with an invalid argument (kvm/series.h). A
+// profile's abi.cap_memory_attributes2 names one to ask instead.
+inline constexpr unsigned kCapMemoryAttributes2None = 0;
+inline constexpr unsigned kDefaultCapMemoryAttributes2 = kCapMemoryAttributes2None;
 
 struct kvm_memory_attributes2 {
-    uint64_t address; // offset into the guest_memfd when issued on its fd
+    union {
+        uint64_t address; // issued on a VM fd
+        uint64_t offset;  // issued on a guest_memfd fd
+    };
     uint64_t size;
     uint64_t attributes;
     uint64_t flags;
-    uint64_t error_offset; // out: first offset that failed (-EAGAIN)
-    uint64_t reserved[3];
+    uint64_t error_offset; // out: the page that had an unexpected reference (-EAGAIN)
+    uint64_t reserved[11];
 };
+static_assert(sizeof(kvm_memory_attributes2) == 128);
 
 } // namespace gms::uapi

@@ -1,8 +1,8 @@
 #include "probes/attach_points.h"
 
-#include "probes/point_names.h"
-
 #include "core/util.h"
+#include "kvm/btf_view.h"
+#include "probes/point_names.h"
 
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
@@ -30,6 +30,22 @@ std::string to_string(Backend b) {
     return "?";
 }
 
+std::string to_string(ArgForm f) {
+    switch (f) {
+    case ArgForm::fixed:
+        return "fixed";
+    case ArgForm::page:
+        return "struct page *";
+    case ArgForm::address:
+        return "direct-map address";
+    case ArgForm::pfn_only:
+        return "5 arguments: the page from *pfn";
+    case ArgForm::pfn_and_page:
+        return "6 arguments: *pfn and *page";
+    }
+    return "?";
+}
+
 const std::vector<AttachPointDef>& attach_points() {
     static const std::vector<AttachPointDef> points = [] {
         std::vector<AttachPointDef> p;
@@ -44,7 +60,7 @@ const std::vector<AttachPointDef>& attach_points() {
         };
         auto fn = [&p](std::string name, std::string what, std::vector<std::string> functions,
                        std::vector<std::string> fentry, std::string kp, std::string kr, int nargs,
-                       bool where_present = false) {
+                       bool where_present = false, ArgDecoding decoding = ArgDecoding::fixed) {
             AttachPointDef d;
             d.name = std::move(name);
             d.what = std::move(what);
@@ -54,6 +70,7 @@ const std::vector<AttachPointDef>& attach_points() {
             d.kretprobe_prog = std::move(kr);
             d.nargs = nargs;
             d.where_present = where_present;
+            d.decoding = decoding;
             p.push_back(std::move(d));
         };
         tp(point::pc_add, "folio inserted in a watched page cache",
@@ -71,19 +88,25 @@ const std::vector<AttachPointDef>& attach_points() {
            "kvm_gmem_free_folio() returned (guest_memfd free_folio); once a NO_DIRECT_MAP file "
            "is watched",
            {"kvm_gmem_free_folio"}, {"fe_gmem_free"}, "kp_gmem_free", "kr_gmem_free", 1, true);
-        fn(point::dm_invalid, "set_direct_map_invalid_noflush(page): page leaves the direct map",
-           {"set_direct_map_invalid_noflush"}, {"fe_dm_invalid"}, "kp_dm_invalid", "", 1);
-        fn(point::dm_default, "set_direct_map_default_noflush(page): page restored",
-           {"set_direct_map_default_noflush"}, {"fe_dm_default"}, "kp_dm_default", "", 1);
-        fn(point::dm_valid, "set_direct_map_valid_noflush(page, nr, valid)",
-           {"set_direct_map_valid_noflush"}, {"fe_dm_valid"}, "kp_dm_valid", "", 3, true);
+        fn(point::dm_invalid,
+           "set_direct_map_invalid_noflush(page or address): page leaves the direct map",
+           {"set_direct_map_invalid_noflush"}, {"fe_dm_invalid"}, "kp_dm_invalid", "", 1, false,
+           ArgDecoding::direct_map);
+        fn(point::dm_default, "set_direct_map_default_noflush(page or address): page restored",
+           {"set_direct_map_default_noflush"}, {"fe_dm_default"}, "kp_dm_default", "", 1, false,
+           ArgDecoding::direct_map);
+        fn(point::dm_valid, "set_direct_map_valid_noflush(page or address, nr, valid)",
+           {"set_direct_map_valid_noflush"}, {"fe_dm_valid"}, "kp_dm_valid", "", 3, true,
+           ArgDecoding::direct_map);
         fn(point::folio_zap, "folio_zap_direct_map(folio) (NO_DIRECT_MAP series)",
-           {"folio_zap_direct_map"}, {"fe_folio_zap"}, "kp_folio_zap", "", -1, true);
+           {"folio_zap_direct_map"}, {"fe_folio_zap"}, "kp_folio_zap", "", 1, true);
         fn(point::folio_restore, "folio_restore_direct_map(folio) (NO_DIRECT_MAP series)",
-           {"folio_restore_direct_map"}, {"fe_folio_restore"}, "kp_folio_restore", "", -1, true);
+           {"folio_restore_direct_map"}, {"fe_folio_restore"}, "kp_folio_restore", "", 1, true);
         fn(point::get_pfn, "kvm_gmem_get_pfn() returned: pfn handed to the guest, folio uptodate?",
-           {"kvm_gmem_get_pfn"}, {"fe_get_pfn"}, "kp_get_pfn", "kr_get_pfn", 6);
-        fn(point::user_fault, "kvm_gmem_fault_user_mapping() returned: page mapped to host userspace",
+           {"kvm_gmem_get_pfn"}, {"fe_get_pfn"}, "kp_get_pfn", "kr_get_pfn", -1, false,
+           ArgDecoding::get_pfn);
+        fn(point::user_fault,
+           "kvm_gmem_fault_user_mapping() returned: page mapped to host userspace",
            {"kvm_gmem_fault_user_mapping"}, {"fe_user_fault"}, "kp_user_fault", "kr_user_fault", 1);
         fn(point::fallocate, "kvm_gmem_fallocate() (allocate / punch hole)", {"kvm_gmem_fallocate"},
            {"fe_fallocate"}, "kp_fallocate", "kr_fallocate", 4);
@@ -152,32 +175,7 @@ std::string ensure_tracefs(std::string* err) {
     return "";
 }
 
-struct KernelTargets::Btfs {
-    struct btf* vmlinux = nullptr;
-    std::vector<std::pair<std::string, struct btf*>> modules;
-    ~Btfs() {
-        for (auto& [n, b] : modules)
-            btf__free(b);
-        btf__free(vmlinux);
-    }
-};
-
-KernelTargets::KernelTargets() : btfs_(std::make_unique<Btfs>()) {
-    btfs_->vmlinux = btf__load_vmlinux_btf();
-    btf_ok_ = btfs_->vmlinux != nullptr;
-    if (btf_ok_) {
-        // KVM is usually a module: its functions live in module BTF.
-        if (DIR* d = ::opendir("/sys/kernel/btf")) {
-            while (auto* ent = ::readdir(d)) {
-                std::string n = ent->d_name;
-                if (n.rfind("kvm", 0) != 0)
-                    continue;
-                if (auto* b = btf__load_module_btf(n.c_str(), btfs_->vmlinux))
-                    btfs_->modules.emplace_back(n, b);
-            }
-            ::closedir(d);
-        }
-    }
+KernelTargets::KernelTargets() : btf_(std::make_unique<kvm::KernelBtf>()) {
     tracefs_ = ensure_tracefs(&tracefs_error_);
     // kprobe-able functions: ftrace's list is exact (no notrace, no inlined
     // copies); without it (lockdown), kallsyms' text symbols.
@@ -212,24 +210,12 @@ KernelTargets::KernelTargets() : btfs_(std::make_unique<Btfs>()) {
 KernelTargets::~KernelTargets() = default;
 
 std::optional<int> KernelTargets::btf_func_args(const std::string& fn) const {
-    auto lookup = [&fn](struct btf* b) -> std::optional<int> {
-        int id = btf__find_by_name_kind(b, fn.c_str(), BTF_KIND_FUNC);
-        if (id <= 0)
-            return std::nullopt;
-        const struct btf_type* t = btf__type_by_id(b, id);
-        const struct btf_type* proto = t ? btf__type_by_id(b, t->type) : nullptr;
-        if (!proto || !btf_is_func_proto(proto))
-            return std::nullopt;
-        return btf_vlen(proto);
-    };
-    if (!btf_ok_)
-        return std::nullopt;
-    if (auto n = lookup(btfs_->vmlinux))
-        return n;
-    for (const auto& [name, b] : btfs_->modules)
-        if (auto n = lookup(b))
-            return n;
-    return std::nullopt;
+    return btf_->func_args(fn);
+}
+
+std::optional<std::vector<std::string>>
+KernelTargets::btf_param_types(const std::string& fn) const {
+    return btf_->param_types(fn);
 }
 
 bool KernelTargets::kprobe_target(const std::string& fn) const {

@@ -10,10 +10,25 @@
 #include <string>
 #include <vector>
 
+namespace gms::kvm {
+class KernelBtf;
+}
+
 namespace gms::probes {
 
 enum class Backend { fentry, kprobe, tracepoint };
 std::string to_string(Backend b);
+
+// Functions whose arguments changed across kernels: the programs read either
+// form, told which one by the planner from the BTF prototype.
+enum class ArgDecoding {
+    fixed,      // one form (checked against `nargs` where BTF has the function)
+    direct_map, // set_direct_map_*_noflush(struct page * | const void *addr, ...)
+    get_pfn,    // kvm_gmem_get_pfn with 5 (6.12) or 6 (6.13+: struct page **) arguments
+};
+// The form found on this kernel.
+enum class ArgForm { fixed, page, address, pfn_only, pfn_and_page };
+std::string to_string(ArgForm f);
 
 struct AttachPointDef {
     std::string name; // "pc_add", "dm_invalid", ... (Coverage keys)
@@ -27,6 +42,7 @@ struct AttachPointDef {
     std::string kretprobe_prog;
     std::string tp_prog;
     int nargs = -1; // the programs assume this many arguments (-1: any)
+    ArgDecoding decoding = ArgDecoding::fixed;
     // Missing on kernels without the feature (NO_DIRECT_MAP series, SNP/TDX
     // populate): reported, never an error.
     bool where_present = false;
@@ -50,6 +66,13 @@ class KernelView {
     virtual ~KernelView() = default;
     // Number of arguments of a BTF function, nullopt if not in BTF.
     virtual std::optional<int> btf_func_args(const std::string& fn) const = 0;
+    // C types of its parameters ("struct page *", "const void *", ...),
+    // nullopt if not in BTF (then an ArgDecoding other than fixed cannot be
+    // decided).
+    virtual std::optional<std::vector<std::string>> btf_param_types(const std::string& fn) const {
+        (void)fn;
+        return std::nullopt;
+    }
     // kprobe-able: in available_filter_functions (or kallsyms text symbols).
     virtual bool kprobe_target(const std::string& fn) const = 0;
     // Where kprobe_target() looked: "available_filter_functions", "kallsyms" or "".
@@ -72,6 +95,7 @@ class KernelTargets final : public KernelView {
     KernelTargets& operator=(const KernelTargets&) = delete;
 
     std::optional<int> btf_func_args(const std::string& fn) const override;
+    std::optional<std::vector<std::string>> btf_param_types(const std::string& fn) const override;
     bool kprobe_target(const std::string& fn) const override;
     std::string kprobe_source() const override { return kprobe_source_; }
     bool tracepoint_exists(const std::string& cat_name) const override;
@@ -79,9 +103,7 @@ class KernelTargets final : public KernelView {
     std::string tracefs_error() const override { return tracefs_error_; }
 
   private:
-    struct Btfs;
-    std::unique_ptr<Btfs> btfs_;
-    bool btf_ok_ = false;
+    std::unique_ptr<kvm::KernelBtf> btf_;
     std::set<std::string> ftrace_funcs_;
     std::string kprobe_source_;
     std::string tracefs_;

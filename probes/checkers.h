@@ -37,9 +37,12 @@ class Checker {
 // Every folio added to a watched guest_memfd is removed by the time the file
 // is released, and page counts match the workloads' own counts.
 std::unique_ptr<Checker> make_page_cache_balance_checker();
-// NO_DIRECT_MAP files: each folio out of the direct map while in the page
-// cache (and before being handed out), restored before freed; no double zap,
-// no restore without zap, same granularity. Other files: never touched.
+// NO_DIRECT_MAP files: each folio out of the direct map before it is handed
+// out (to the guest or host userspace) and from then on while in the page
+// cache, restored before freed; no double zap, no restore without zap, same
+// granularity. Other files: never touched. A folio never handed out may stay
+// in the direct map: NO_DIRECT_MAP v12 zaps at hand-out (kvm_gmem_get_pfn,
+// kvm_gmem_fault_user_mapping), not when the folio enters the page cache.
 std::unique_ptr<Checker> make_direct_map_checker();
 // Every folio handed to the guest (kvm_gmem_get_pfn) or to host userspace
 // (user fault) is uptodate at that moment; fresh memory reads zero.

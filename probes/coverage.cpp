@@ -44,6 +44,7 @@ nlohmann::json Coverage::to_json() const {
             {"calibration_reason", calibration_reason},
             {"lockdown", lockdown},
             {"pfn_correction", pfn_correction},
+            {"addr_pfn_correction", addr_pfn_correction},
             {"handouts_judged_in_bpf",
              {{"enabled", bpf_judges_handouts},
               {"get_pfn", judged_get_pfn},
@@ -63,6 +64,7 @@ Coverage Coverage::from_json(const nlohmann::json& j) {
     c.calibration_reason = j.value("calibration_reason", std::string());
     c.lockdown = j.value("lockdown", std::string());
     c.pfn_correction = j.value("pfn_correction", int64_t(0));
+    c.addr_pfn_correction = j.value("addr_pfn_correction", int64_t(0));
     // Absent in streams recorded before hand-outs were judged in BPF.
     if (j.contains("handouts_judged_in_bpf")) {
         const auto& h = j.at("handouts_judged_in_bpf");

@@ -32,8 +32,9 @@ struct Coverage {
     bool calibration_ran = false;
     bool calibration_ok = false;
     std::string calibration_reason;
-    std::string lockdown;       // none | integrity | confidentiality | unknown
-    int64_t pfn_correction = 0; // added to pointer-derived pfns (learned by calibration)
+    std::string lockdown;            // none | integrity | confidentiality | unknown
+    int64_t pfn_correction = 0;      // added to pointer-derived pfns (learned by calibration)
+    int64_t addr_pfn_correction = 0; // added to address-derived pfns (likewise)
     // Hand-outs judged uptodate-or-not inside BPF (per-CPU counters). Such a
     // hand-out yields a record only when it was not uptodate (or its file is
     // NO_DIRECT_MAP); those records carry GMS_F_COUNTED. Older streams: false/0,

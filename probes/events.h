@@ -49,9 +49,9 @@ enum gms_src {
     GMS_SRC___FILEMAP_REMOVE_FOLIO = 5,
     GMS_SRC_FILEMAP_FREE_FOLIO = 6,
     GMS_SRC_KVM_GMEM_FREE_FOLIO = 7,
-    GMS_SRC_SET_DM_INVALID = 8, /* set_direct_map_invalid_noflush(page) */
-    GMS_SRC_SET_DM_DEFAULT = 9, /* set_direct_map_default_noflush(page) */
-    GMS_SRC_SET_DM_VALID = 10,  /* set_direct_map_valid_noflush(page, nr, valid) */
+    GMS_SRC_SET_DM_INVALID = 8, /* set_direct_map_invalid_noflush(page or addr) */
+    GMS_SRC_SET_DM_DEFAULT = 9, /* set_direct_map_default_noflush(page or addr) */
+    GMS_SRC_SET_DM_VALID = 10,  /* set_direct_map_valid_noflush(page or addr, nr, valid) */
     GMS_SRC_FOLIO_ZAP = 11,     /* folio_zap_direct_map(folio) */
     GMS_SRC_FOLIO_RESTORE = 12, /* folio_restore_direct_map(folio) */
     GMS_SRC_KVM_GMEM_GET_PFN = 13,
@@ -76,6 +76,9 @@ enum gms_src {
  * count it a second time. Records without it (older streams, hand-outs that
  * could not be judged in BPF) are counted from the records. */
 #define GMS_F_COUNTED (1u << 7)
+/* pfn derived from a direct-map address ((addr - page_offset_base) >> 12):
+ * set_direct_map_*_noflush() of NO_DIRECT_MAP v12 take one. */
+#define GMS_F_ADDR_PFN (1u << 8)
 
 /* Per-CPU counters (array map "counters", index = enum value). */
 enum gms_counter {
@@ -99,6 +102,12 @@ enum gms_counter {
     GMS_CNT_USER_FAULT_JUDGED = 14, /* kvm_gmem_fault_user_mapping */
     GMS_CNT_MAX = 15,
 };
+
+/* Bits of the BPF object's cfg_dm_addr: the direct-map function takes a
+ * direct-map address (NO_DIRECT_MAP v12), not a struct page *. */
+#define GMS_DM_ADDR_INVALID (1u << 0) /* set_direct_map_invalid_noflush */
+#define GMS_DM_ADDR_DEFAULT (1u << 1) /* set_direct_map_default_noflush */
+#define GMS_DM_ADDR_VALID (1u << 2)   /* set_direct_map_valid_noflush */
 
 /* Values of the "watched" map (bit set). NO_DIRECT_MAP: the file was created
  * with that flag, so every hand-out of it is recorded (not only bad ones). */

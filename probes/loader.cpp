@@ -4,6 +4,8 @@
 #include "core/util.h"
 #include "gmem.skel.h"
 #include "probes/bpf_util.h"
+#include "probes/events.h"
+#include "probes/point_names.h"
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -22,6 +24,26 @@ constexpr int kMaxAttachRounds = 3;
 // Verifier rejections: each rules out one variant; more than this is a bug.
 constexpr int kMaxLoadAttempts = 64;
 constexpr size_t kMaxLoadFailuresKept = 16;
+// How the programs read the arguments that changed across kernels: read-only
+// data, set before load, so the verifier drops what this kernel does not need.
+void set_decodings(gmem_bpf& skel, const std::vector<AttachedPoint>& points) {
+    uint32_t dm_addr = 0, get_pfn_has_page = 1;
+    for (const auto& p : points) {
+        if (!p.chosen)
+            continue;
+        const std::string& n = p.def->name;
+        if (p.form == ArgForm::address)
+            dm_addr |= n == point::dm_invalid   ? GMS_DM_ADDR_INVALID
+                       : n == point::dm_default ? GMS_DM_ADDR_DEFAULT
+                       : n == point::dm_valid   ? GMS_DM_ADDR_VALID
+                                                : 0;
+        if (n == point::get_pfn)
+            get_pfn_has_page = p.form == ArgForm::pfn_only ? 0 : 1;
+    }
+    skel.rodata->cfg_dm_addr = dm_addr;
+    skel.rodata->cfg_get_pfn_has_page = get_pfn_has_page;
+}
+
 } // namespace
 
 std::unique_ptr<ProbeObject> ProbeObject::load_and_attach(const KernelView& kernel,
@@ -111,6 +133,7 @@ int ProbeObject::try_load(std::string* failed_prog, std::string* log) {
                 bpf_program__set_attach_target(prog, 0, ps.target.c_str());
         }
     }
+    set_decodings(*skel_, points_);
     if (int r =
             bpf_map__set_max_entries(skel_->maps.events, static_cast<uint32_t>(req_.ringbuf_size));
         r)

@@ -1,5 +1,6 @@
 #include "probes/planner.h"
 
+#include "kvm/series.h"      // direct_map_arg_of
 #include "probes/checkers.h" // kExcludedReason
 
 #include <fmt/format.h>
@@ -31,12 +32,14 @@ PlannedPoint plan_tracepoint(const AttachPointDef& def, const KernelView& kernel
     return p;
 }
 
-// The first of the point's functions this backend can reach, or why none.
-std::optional<std::string> function_for(const AttachPointDef& def, Backend b,
-                                        const KernelView& kernel, std::string* why) {
+// The first of the point's functions this backend can reach, and how to
+// read its arguments, or why none.
+std::optional<std::pair<std::string, ArgForm>>
+function_for(const AttachPointDef& def, Backend b, const KernelView& kernel, std::string* why) {
     std::vector<std::string> whys;
     for (const auto& fn : def.functions) {
-        auto nargs = kernel.btf_func_args(fn);
+        auto params = kernel.btf_param_types(fn);
+        auto nargs = params ? std::optional<int>(int(params->size())) : kernel.btf_func_args(fn);
         if (b == Backend::fentry && !nargs) {
             whys.push_back(fmt::format("{} not in kernel BTF (missing or inlined)", fn));
             continue;
@@ -47,12 +50,18 @@ std::optional<std::string> function_for(const AttachPointDef& def, Backend b,
                                                                       : kernel.kprobe_source()));
             continue;
         }
-        if (nargs && def.nargs >= 0 && *nargs != def.nargs) {
-            whys.push_back(fmt::format("{} takes {} arguments, the program expects {}", fn, *nargs,
-                                       def.nargs));
-            continue;
+        if (def.decoding == ArgDecoding::fixed) {
+            if (nargs && def.nargs >= 0 && *nargs != def.nargs) {
+                whys.push_back(fmt::format("{} takes {} arguments, the program expects {}", fn,
+                                           *nargs, def.nargs));
+                continue;
+            }
+            return std::make_pair(fn, ArgForm::fixed);
         }
-        return fn;
+        std::string fwhy;
+        if (auto form = classify_signature(def, fn, params, &fwhy))
+            return std::make_pair(fn, *form);
+        whys.push_back(fwhy);
     }
     *why = fmt::format("{}", fmt::join(whys, ", "));
     return std::nullopt;
@@ -88,7 +97,8 @@ PlannedPoint plan_function(const AttachPointDef& def, const KernelView& kernel,
             continue;
         }
         p.chosen = b;
-        p.target = *fn;
+        p.target = fn->first;
+        p.form = fn->second;
         p.rejected = why;
         if (b == Backend::fentry)
             p.progs = def.fentry_progs;
@@ -103,6 +113,50 @@ PlannedPoint plan_function(const AttachPointDef& def, const KernelView& kernel,
 }
 
 } // namespace
+
+std::optional<ArgForm> classify_signature(const AttachPointDef& def, const std::string& fn,
+                                          const std::optional<std::vector<std::string>>& params,
+                                          std::string* why) {
+    if (def.decoding == ArgDecoding::fixed)
+        return ArgForm::fixed;
+    if (!params) {
+        *why = fmt::format("{}'s parameter types are unknown (not in kernel BTF): its arguments "
+                           "changed across kernels and cannot be read blind",
+                           fn);
+        return std::nullopt;
+    }
+    const auto& p = *params;
+    auto proto = [&] { return fmt::format("{}({})", fn, fmt::join(p, ", ")); };
+    if (def.decoding == ArgDecoding::direct_map) {
+        if (def.nargs >= 0 && int(p.size()) != def.nargs) {
+            *why = fmt::format("{} takes {} arguments, the program expects {}", proto(), p.size(),
+                               def.nargs);
+            return std::nullopt;
+        }
+        switch (kvm::direct_map_arg_of(p.front())) {
+        case kvm::DirectMapArg::page:
+            return ArgForm::page;
+        case kvm::DirectMapArg::address:
+            return ArgForm::address;
+        case kvm::DirectMapArg::unknown:
+            break;
+        }
+        *why = fmt::format("{}: the first parameter is neither a struct page * nor a direct-map "
+                           "address",
+                           proto());
+        return std::nullopt;
+    }
+    // get_pfn: (kvm, slot, gfn, kvm_pfn_t *pfn, [struct page **page,] int *max_order)
+    auto is_ptr = [](const std::string& t) { return !t.empty() && t.back() == '*'; };
+    if (p.size() == 5 && is_ptr(p[3]) && p[3] != "struct page **")
+        return ArgForm::pfn_only;
+    if (p.size() == 6 && is_ptr(p[3]) && p[4] == "struct page **")
+        return ArgForm::pfn_and_page;
+    *why = fmt::format("{}: neither the 5-argument (6.12) nor the 6-argument (6.13+: struct page "
+                       "**) form the program reads",
+                       proto());
+    return std::nullopt;
+}
 
 std::vector<PlannedPoint> plan_attach_points(const std::vector<AttachPointDef>& defs,
                                              const KernelView& kernel, const PlanRequest& req) {

@@ -35,7 +35,16 @@ struct PlannedPoint {
     std::vector<std::string> progs;    // programs of gmem.bpf.c to load and attach
     std::string reason;                // why not chosen
     std::vector<std::string> rejected; // better variants that could not be used
+    ArgForm form = ArgForm::fixed;     // how the programs read the target's arguments
 };
+
+// How the programs must read `fn`'s arguments on this kernel, from its BTF
+// parameter types (`params`, nullopt when not in BTF); nullopt and *why when
+// they cannot (an unknown prototype, or no BTF for a point whose arguments
+// changed across kernels).
+std::optional<ArgForm> classify_signature(const AttachPointDef& def, const std::string& fn,
+                                          const std::optional<std::vector<std::string>>& params,
+                                          std::string* why);
 
 // One entry per definition, in the same order.
 std::vector<PlannedPoint> plan_attach_points(const std::vector<AttachPointDef>& defs,

@@ -120,7 +120,8 @@ struct Session::Impl {
     uint64_t calibration_file_events = 0;
     std::vector<Event> recorded;
     uint64_t record_dropped = 0;
-    int64_t pfn_correction = 0;
+    int64_t pfn_correction = 0; // learned by the calibration, per derivation
+    int64_t addr_pfn_correction = 0;
     std::set<InodeKey> watched;
     std::deque<std::pair<uint64_t, InodeKey>> unwatch_queue; // (due ns, key)
     std::optional<uint32_t> gmem_kdev;
@@ -168,6 +169,8 @@ struct Session::Impl {
         ++by_src[std::min<size_t>(ev->src, GMS_SRC_MAX)];
         if (ev->has(GMS_F_PTR_PFN))
             ev->pfn = uint64_t(int64_t(ev->pfn) + pfn_correction);
+        else if (ev->has(GMS_F_ADDR_PFN))
+            ev->pfn = uint64_t(int64_t(ev->pfn) + addr_pfn_correction);
         if (calibrating &&
             (ev->type == EventType::direct_map || calib_keys.count({ev->dev, ev->ino})))
             calib_events.push_back(*ev);
@@ -267,6 +270,7 @@ struct Session::Impl {
         c.calibration_reason = calibration.reason;
         c.lockdown = lockdown;
         c.pfn_correction = pfn_correction;
+        c.addr_pfn_correction = addr_pfn_correction;
         return c;
     }
 
@@ -369,8 +373,10 @@ struct Session::Impl {
             result.reason = fail;
         }
         calibration = result;
-        if (calibration.ok)
+        if (calibration.ok) {
             pfn_correction = calibration.pfn_correction;
+            addr_pfn_correction = calibration.addr_pfn_correction;
+        }
     }
 };
 
@@ -560,6 +566,8 @@ report::ProbesSummary Session::summary() const {
             e.reason = p.reason;
             e.optional = p.def->where_present;
             e.rejected = p.rejected;
+            if (p.chosen && p.def->decoding != ArgDecoding::fixed)
+                e.decoding = to_string(p.form);
             if (p.attached)
                 j.backends_in_use.insert(to_string(*p.chosen));
             j.attach_points.push_back(std::move(e));

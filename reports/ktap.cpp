@@ -1,6 +1,7 @@
 #include "reports/ktap.h"
 
 #include "core/util.h"
+#include "reports/render.h"
 
 #include <algorithm>
 #include <fmt/format.h>
@@ -182,6 +183,8 @@ std::string to_ktap(const Report& r) {
                                      r.command, r.profile.value("name", std::string("?")), r.seed);
     if (r.interrupted)
         header += ", INTERRUPTED (" + one_line(r.interrupt_reason) + ")";
+    if (r.series)
+        header += "\n# series: " + one_line(series_line(*r.series));
 
     if (r.verdict() == Outcome::skip) {
         out += "1..1\n" + header + "\n";

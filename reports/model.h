@@ -4,6 +4,7 @@
 
 #include "core/histogram.h"
 #include "core/kmsg.h"
+#include "kvm/series.h"
 #include "reports/probes_summary.h"
 
 #include <cstdint>
@@ -129,6 +130,9 @@ struct Envelope {
     bool interrupted = false;
     std::string interrupt_reason;
     std::optional<nlohmann::json> lab; // set when run inside `gmemstress lab`
+    // The in-flight guest_memfd series the kernel carries and the ABI used
+    // (kvm/series.h); unset only in reports made without detecting the host.
+    std::optional<kvm::SeriesInfo> series;
     std::vector<KmsgFinding> kernel_log;
     bool kernel_log_available = true;
     std::string kernel_log_reason;

@@ -17,6 +17,8 @@ nlohmann::json to_json(const AttachPointSummary& p) {
         e["optional"] = true;
     if (!p.rejected.empty())
         e["rejected"] = p.rejected;
+    if (!p.decoding.empty())
+        e["decoding"] = p.decoding;
     return e;
 }
 

@@ -24,6 +24,9 @@ struct AttachPointSummary {
     std::string reason;                 // why not attached
     bool optional = false;              // only where the kernel has the feature
     std::vector<std::string> rejected;  // better variants that could not be used
+    // How the programs read arguments that changed across kernels
+    // ("direct-map address", "5 arguments: ..."); empty for the others.
+    std::string decoding;
 };
 
 struct ProbeDrops {

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <optional>
 #include <unistd.h>
 
@@ -122,6 +123,72 @@ json kernel_log_json(const std::vector<KmsgFinding>& findings, bool available,
 }
 } // namespace
 
+namespace {
+json presence_json(const kvm::SeriesPresence& p) {
+    return {{"present", p.present}, {"evidence", p.evidence}};
+}
+
+json abi_json(const kvm::SeriesAbi& a) {
+    json attrs2 = {{"nr", a.attrs2_nr},
+                   {"size", a.attrs2.size},
+                   {"request", a.attrs2_request()},
+                   {"layout", a.attrs2_source},
+                   {"offset_field", a.attrs2.address},
+                   {"error_offset_field",
+                    a.attrs2.error_offset ? json(*a.attrs2.error_offset) : json(nullptr)}};
+    return {{"flag_bits",
+             {{"no_direct_map", a.bits.no_direct_map},
+              {"write", a.bits.write},
+              {"hugetlb", a.bits.hugetlb}}},
+            {"flag_bit_sources", a.bit_source},
+            {"unknown_flag_bits", a.unknown_bits},
+            {"set_memory_attributes2", attrs2},
+            {"cap_memory_attributes2",
+             a.cap_attrs2 == uapi::kCapMemoryAttributes2None ? json(nullptr) : json(a.cap_attrs2)}};
+}
+} // namespace
+
+json series_json(const kvm::SeriesInfo& s) {
+    const auto& f = s.fingerprint;
+    json ndm = presence_json(f.no_direct_map);
+    ndm["set_direct_map_arg"] = kvm::to_string(f.set_direct_map_arg);
+    ndm["set_direct_map_arg_type"] = f.set_direct_map_arg_type;
+    ndm["as_no_direct_map"] = f.as_no_direct_map ? json(*f.as_no_direct_map) : json(nullptr);
+    json conv = presence_json(f.conversion);
+    conv["struct_size"] = f.attrs2 ? json(f.attrs2->size) : json(nullptr);
+    if (!f.attrs2_problem.empty())
+        conv["problem"] = f.attrs2_problem;
+    json huge = presence_json(f.hugetlb);
+    huge["page_order_offset"] = f.page_order_offset ? json(*f.page_order_offset) : json(nullptr);
+    return {{"source", f.source},          {"combination", f.combination()},
+            {"no_direct_map", ndm},        {"write", presence_json(f.write)},
+            {"in_place_conversion", conv}, {"hugetlb", huge},
+            {"abi", abi_json(s.abi)},      {"notes", s.notes}};
+}
+
+std::string series_line(const kvm::SeriesInfo& s) {
+    const auto& f = s.fingerprint;
+    std::string out = f.combination() == "none" ? std::string("none") : f.combination();
+    std::vector<std::string> bits;
+    for (const auto& name : f.flag_series()) {
+        if (s.abi.unknown_bits.count(name)) {
+            bits.push_back(name + " bit unknown");
+            continue;
+        }
+        unsigned b = name == "no_direct_map" ? s.abi.bits.no_direct_map
+                     : name == "write"       ? s.abi.bits.write
+                                             : s.abi.bits.hugetlb;
+        bits.push_back(fmt::format("{} bit {}", name, b));
+    }
+    if (f.conversion.present)
+        bits.push_back(fmt::format("KVM_SET_MEMORY_ATTRIBUTES2 {:#x} ({} bytes)",
+                                   s.abi.attrs2_request(), s.abi.attrs2.size));
+    if (!bits.empty())
+        out += " [" + fmt::format("{}", fmt::join(bits, ", ")) + "]";
+    out += " from " + f.source;
+    return out;
+}
+
 json envelope_json(const Envelope& e) {
     json j = {
         {"schema_version", kSchemaVersion},
@@ -136,6 +203,8 @@ json envelope_json(const Envelope& e) {
         {"errors", e.errors}};
     if (e.lab)
         j["lab"] = *e.lab;
+    if (e.series)
+        j["series"] = series_json(*e.series);
     return j;
 }
 
@@ -174,6 +243,11 @@ std::string to_text(const Report& r, bool color) {
     out += r.host.value("lab_guest", false)
                ? fmt::format("ran in: the QEMU lab (gmemstress lab), guest kernel {}\n", kernel)
                : fmt::format("ran on: this host's KVM, kernel {}\n", kernel);
+    if (r.series) {
+        out += fmt::format("series: {}\n", series_line(*r.series));
+        for (const auto& n : r.series->notes)
+            out += fmt::format("  series note: {}\n", n);
+    }
     for (const auto& w : r.workloads) {
         uint64_t ops = 0;
         for (const auto& [_, s] : w.ops)
@@ -270,6 +344,10 @@ std::string to_junit(const Report& r) {
         "timestamp=\"{}\">\n",
         xml_escape("gmemstress." + r.profile.value("name", std::string("run"))), cases.size(),
         failures, errors, skipped, xml_escape(r.timestamp));
+    if (r.series)
+        out += fmt::format("    <properties>\n      <property name=\"series\" value=\"{}\"/>\n    "
+                           "</properties>\n",
+                           xml_escape(series_line(*r.series)));
     for (const auto& c : cases) {
         out += fmt::format("    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3f}\"",
                            xml_escape(c.classname), xml_escape(c.name), c.time);

@@ -14,6 +14,10 @@ nlohmann::json to_json(const Report& r);
 nlohmann::json envelope_json(const Envelope& e);
 // One invariant's verdict, as in the report (also used by probe-cost).
 nlohmann::json invariant_json(const InvariantResult& i);
+// The series fingerprint and the ABI taken from it ("series" in reports and
+// in `caps --json`), and the same in one line for people.
+nlohmann::json series_json(const kvm::SeriesInfo& s);
+std::string series_line(const kvm::SeriesInfo& s);
 // Concise human summary.
 std::string to_text(const Report& r, bool color = false);
 // JUnit XML: one test case per check, per workload and per invariant.

@@ -24,6 +24,8 @@
 // MMAP) when the VM's guest_memfd can be mapped, else ordinary shared memory
 // as userspace_addr with the private copy in the guest_memfd (upstream 6.8+).
 #include "core/error.h"
+#include "core/fd.h"
+#include "kvm/series.h"
 #include "workloads/guest_common.h"
 #include "workloads/host_common.h"
 #include "workloads/sigbus.h"
@@ -141,9 +143,46 @@ Plan plan_attributes(const Context& ctx) {
     return pl;
 }
 
+// The in-place conversion ABI: the layout from the kernel's fingerprint, the
+// ioctl number and capability as the profile has them (engine::detect put
+// the fingerprint's there unless the profile set its own).
+kvm::SeriesAbi in_place_abi(const Context& ctx) {
+    kvm::SeriesAbi abi = ctx.caps.series.abi;
+    abi.attrs2_nr = ctx.profile.attrs2_ioctl_nr;
+    abi.cap_attrs2 = ctx.profile.cap_memory_attributes2;
+    return abi;
+}
+
+// Whether a VM of this type converts in place: the capability the profile
+// names, else the ioctl itself on a guest_memfd (ENOTTY: not there). "" or why not.
+std::string in_place_support(const Context& ctx, kvm::Vm& vm, unsigned long t) {
+    const kvm::SeriesAbi abi = in_place_abi(ctx);
+    if (abi.cap_attrs2 != uapi::kCapMemoryAttributes2None) {
+        long c2 = vm.check_extension(abi.cap_attrs2);
+        if (c2 <= 0)
+            return fmt::format("KVM_CAP_MEMORY_ATTRIBUTES2 (cap {}, abi.cap_memory_attributes2) = "
+                               "{} on a {} VM",
+                               abi.cap_attrs2, c2, vm_type_name(t));
+        if (!(uint64_t(c2) & uapi::kMemoryAttributePrivate))
+            return fmt::format("KVM_CAP_MEMORY_ATTRIBUTES2 (cap {}) = {:#x} on a {} VM: no "
+                               "PRIVATE bit",
+                               abi.cap_attrs2, c2, vm_type_name(t));
+        return "";
+    }
+    int fd = vm.try_create_guest_memfd_raw(kPage, host::kMmapFlags);
+    if (fd < 0)
+        return fmt::format("KVM_CREATE_GUEST_MEMFD(MMAP|INIT_SHARED) on a {} VM failed: {}",
+                           vm_type_name(t), errno_name(-fd));
+    UniqueFd owner(fd);
+    if (kvm::probe_set_memory_attributes2(fd, abi) == ENOTTY)
+        return fmt::format("KVM_SET_MEMORY_ATTRIBUTES2 ({:#x}: nr {:#x}, {} bytes; patch series) "
+                           "on a guest_memfd of a {} VM: ENOTTY (no such ioctl)",
+                           abi.attrs2_request(), abi.attrs2_nr, abi.attrs2.size, vm_type_name(t));
+    return "";
+}
+
 Plan plan_in_place(const Context& ctx) {
     Plan pl;
-    const unsigned cap = ctx.profile.cap_memory_attributes2;
     std::vector<std::string> seen;
     for (unsigned long t : vm_candidates(ctx.caps, ctx.profile)) {
         kvm::Vm vm;
@@ -152,25 +191,16 @@ Plan plan_in_place(const Context& ctx) {
                 fmt::format("KVM_CREATE_VM({}) failed: {}", vm_type_name(t), errno_name(e)));
             continue;
         }
-        long c2 = vm.check_extension(cap);
-        if (c2 <= 0) {
-            seen.push_back(
-                fmt::format("KVM_CAP_MEMORY_ATTRIBUTES2 (cap {}, patch series) = {} on a {} VM",
-                            cap, c2, vm_type_name(t)));
-            continue;
-        }
-        if (c2 > 0 && !(uint64_t(c2) & uapi::kMemoryAttributePrivate)) {
-            seen.push_back(fmt::format(
-                "KVM_CAP_MEMORY_ATTRIBUTES2 (cap {}) = {:#x} on a {} VM: no PRIVATE bit", cap, c2,
-                vm_type_name(t)));
-            continue;
-        }
         long gflags = vm.check_extension(uapi::kCapGuestMemfdFlags);
         if (gflags < 0 || (uint64_t(gflags) & host::kMmapFlags) != host::kMmapFlags) {
             seen.push_back(
                 fmt::format("in-place conversion needs guest_memfd MMAP|INIT_SHARED on a {} VM "
                             "(KVM_CAP_GUEST_MEMFD_FLAGS={:#x})",
                             vm_type_name(t), gflags));
+            continue;
+        }
+        if (auto why = in_place_support(ctx, vm, t); !why.empty()) {
+            seen.push_back(why);
             continue;
         }
         pl.runnable = true;
@@ -289,7 +319,7 @@ struct Runner {
     const Params& prm;
     Mode mode;
     Mode converter;
-    unsigned attrs2_nr;
+    kvm::SeriesAbi attrs2_abi; // layout from the fingerprint, number from the profile
     uint64_t iteration = 0;
     uint64_t conversions = 0, hypercalls = 0, sigbus_checks = 0;
     std::string in_place_policy; // what in-place conversion did to data ("preserved", "zeroed")
@@ -461,16 +491,9 @@ struct Runner {
     }
 
     int attrs2(uint64_t first, uint64_t n, bool to_private, uint64_t* error_offset) {
-        uapi::kvm_memory_attributes2 a{};
-        a.address = first * kPage; // offset in the guest_memfd
-        a.size = n * kPage;
-        a.attributes = to_private ? uapi::kMemoryAttributePrivate : 0;
-        unsigned long req = _IOWR(KVMIO, attrs2_nr, uapi::kvm_memory_attributes2);
-        int rc = ::ioctl(cv.file.gmem.fd(), req, &a);
-        int e = rc < 0 ? errno : 0;
-        if (error_offset)
-            *error_offset = a.error_offset;
-        return e;
+        return kvm::try_set_memory_attributes2(
+            cv.file.gmem.fd(), attrs2_abi, first * kPage, n * kPage,
+            to_private ? uapi::kMemoryAttributePrivate : 0, error_offset);
     }
 
     int apply(Mode how, uint64_t first, uint64_t n, bool to_private,
@@ -688,8 +711,7 @@ void run_mode(Context& ctx, Mode mode, const Plan& pl, const Params& prm, uint64
             ModeWorker* mw = &ws[i];
             ConvVm* cv = vms[i].get();
             threads.spawn([&, mw, cv, i](RunSlot& slot) {
-                Runner run{ctx, *cv,  slot,         mw->out,
-                           prm, mode, pl.converter, ctx.profile.attrs2_ioctl_nr};
+                Runner run{ctx, *cv, slot, mw->out, prm, mode, pl.converter, in_place_abi(ctx)};
                 try {
                     do {
                         run.iterate();
@@ -807,6 +829,7 @@ report::WorkloadResult run(Context& ctx) {
     r.expect.gmem_files = gmem_files;
     r.params["pages"] = prm.pages;
     r.params["run_timeout"] = prm.run_timeout_s;
+    r.params["attrs2_request"] = in_place_abi(ctx).attrs2_request();
     r.params["attrs2_ioctl_nr"] = ctx.profile.attrs2_ioctl_nr;
     r.params["cap_memory_attributes2"] = ctx.profile.cap_memory_attributes2;
     r.params["cpu_vendor"] = to_string(cpu_vendor());

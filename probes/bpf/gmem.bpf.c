@@ -109,9 +109,27 @@ volatile __u32 cfg_ndm_watched = 0;
 /* Generation of the `watched` map (never 0 once loaded): see watch_memo. */
 volatile __u64 cfg_watch_gen = 0;
 
+/* ---- how arguments are decoded, set by the loader before load from the
+ * kernel's BTF prototypes (probes/planner.cpp, classify_signature): the
+ * verifier drops the branches a kernel does not need. -------------------- */
+/* GMS_DM_ADDR_* bits: that set_direct_map_*_noflush() takes a direct-map
+ * address (NO_DIRECT_MAP v12), not a struct page *. */
+const volatile __u32 cfg_dm_addr = 0;
+/* kvm_gmem_get_pfn() has its struct page ** parameter (6 arguments, 6.13+);
+ * 0: 5 arguments (6.12), the page is the pfn's. */
+const volatile __u32 cfg_get_pfn_has_page = 1;
+
 __u64 seq = 0;
 
+/* The bases of the vmemmap and of the direct map, read once from the kernel
+ * variables (their addresses come from kallsyms through libbpf's typeless
+ * ksyms) and kept here. The pfns are made exact in BPF because userspace
+ * cannot read kernel memory; the secretmem calibration would show a wrong
+ * base (probes/calibration.h). */
 extern const void vmemmap_base __ksym __weak;
+extern const void page_offset_base __ksym __weak;
+__u64 gms_vmemmap_base = 0;
+__u64 gms_page_offset_base = 0;
 
 /* ---- helpers ------------------------------------------------------- */
 static __always_inline void count(__u32 idx, __u64 n)
@@ -205,16 +223,52 @@ static __always_inline void submit(void *rec)
 	count(GMS_CNT_EVENTS, 1);
 }
 
-/* struct page pointer -> pfn (SPARSEMEM_VMEMMAP, x86-64). */
-static __always_inline __u64 page_to_pfn(const void *page)
+static __always_inline __u64 vmemmap_start(void)
 {
 	__u64 base = cfg_vmemmap_base;
 
-	if (!base && bpf_ksym_exists(&vmemmap_base))
+	if (!base)
+		base = gms_vmemmap_base;
+	if (base)
+		return base;
+	if (bpf_ksym_exists(&vmemmap_base))
 		bpf_probe_read_kernel(&base, sizeof(base), &vmemmap_base);
 	if (!base)
 		base = 0xffffea0000000000ULL; /* __VMEMMAP_BASE_L4 without KASLR */
-	return ((__u64)page - base) / bpf_core_type_size(struct page);
+	gms_vmemmap_base = base;
+	return base;
+}
+
+static __always_inline __u64 direct_map_start(void)
+{
+	__u64 base = gms_page_offset_base;
+
+	if (base)
+		return base;
+	if (bpf_ksym_exists(&page_offset_base))
+		bpf_probe_read_kernel(&base, sizeof(base), &page_offset_base);
+	if (!base)
+		base = 0xffff888000000000ULL; /* __PAGE_OFFSET_BASE_L4 without KASLR */
+	gms_page_offset_base = base;
+	return base;
+}
+
+/* struct page pointer -> pfn (SPARSEMEM_VMEMMAP, x86-64). */
+static __always_inline __u64 page_to_pfn(const void *page)
+{
+	return ((__u64)page - vmemmap_start()) / bpf_core_type_size(struct page);
+}
+
+/* pfn -> struct page pointer, as a number. */
+static __always_inline __u64 pfn_to_page_addr(__u64 pfn)
+{
+	return vmemmap_start() + pfn * bpf_core_type_size(struct page);
+}
+
+/* Direct-map address -> pfn (x86-64: addr = page_offset_base + (pfn << 12)). */
+static __always_inline __u64 addr_to_pfn(__u64 addr)
+{
+	return (addr - direct_map_start()) >> 12;
 }
 
 static __always_inline unsigned long page_flags(const void *page)
@@ -359,16 +413,18 @@ static __always_inline void emit_folio(__u32 type, __u16 src, __u16 flags, struc
 }
 
 /* Direct-map changes are emitted for every page: they are rare, and the
- * checker correlates them with watched folios by pfn in userspace. */
-static __always_inline void emit_direct_map(__u16 src, __u16 flags, const void *page, __u64 nr,
-					    __s64 ret)
+ * checker correlates them with watched folios by pfn in userspace. `target`:
+ * a struct page (or folio) pointer, or with `is_addr` a direct-map address. */
+static __always_inline void emit_direct_map(__u16 src, __u16 flags, __u64 target, bool is_addr,
+					    __u64 nr, __s64 ret)
 {
-	struct gms_ev_direct_map *e = reserve(sizeof(*e), GMS_EV_DIRECT_MAP, src, flags | GMS_F_PTR_PFN);
+	struct gms_ev_direct_map *e = reserve(sizeof(*e), GMS_EV_DIRECT_MAP, src,
+					      flags | (is_addr ? GMS_F_ADDR_PFN : GMS_F_PTR_PFN));
 
 	count(GMS_CNT_DM_FOREIGN, 1);
 	if (!e)
 		return;
-	e->pfn = page_to_pfn(page);
+	e->pfn = is_addr ? addr_to_pfn(target) : page_to_pfn((const void *)target);
 	e->nr = nr;
 	e->ret = ret;
 	submit(e);
@@ -736,34 +792,50 @@ int BPF_KRETPROBE(kr_gmem_free)
 	return 0;
 }
 
-/* ==== direct map ======================================================= */
+/* ==== direct map =======================================================
+ * set_direct_map_{invalid,default}_noflush(target) and
+ * set_direct_map_valid_noflush(target, nr, valid): `target` is a struct page *
+ * up to Linux 7.3 and a direct-map address with NO_DIRECT_MAP v12
+ * (cfg_dm_addr), where nr also became an unsigned long. */
+static __always_inline bool dm_addr(__u32 bit)
+{
+	return cfg_dm_addr & bit;
+}
+
 SEC("fexit/set_direct_map_invalid_noflush")
 int fe_dm_invalid(void *ctx)
 {
-	emit_direct_map(GMS_SRC_SET_DM_INVALID, GMS_F_RETURN, (void *)arg(ctx, 0), 1, (int)ret_of(ctx));
+	emit_direct_map(GMS_SRC_SET_DM_INVALID, GMS_F_RETURN, arg(ctx, 0), dm_addr(GMS_DM_ADDR_INVALID), 1,
+			(int)ret_of(ctx));
 	return 0;
 }
 
 SEC("kprobe/set_direct_map_invalid_noflush")
-int BPF_KPROBE(kp_dm_invalid, struct page *page)
+int BPF_KPROBE(kp_dm_invalid, void *target)
 {
-	emit_direct_map(GMS_SRC_SET_DM_INVALID, 0, page, 1, 0);
+	emit_direct_map(GMS_SRC_SET_DM_INVALID, 0, (__u64)target, dm_addr(GMS_DM_ADDR_INVALID), 1, 0);
 	return 0;
 }
 
 SEC("fexit/set_direct_map_default_noflush")
 int fe_dm_default(void *ctx)
 {
-	emit_direct_map(GMS_SRC_SET_DM_DEFAULT, GMS_F_RETURN | GMS_F_VALID, (void *)arg(ctx, 0), 1,
-			(int)ret_of(ctx));
+	emit_direct_map(GMS_SRC_SET_DM_DEFAULT, GMS_F_RETURN | GMS_F_VALID, arg(ctx, 0),
+			dm_addr(GMS_DM_ADDR_DEFAULT), 1, (int)ret_of(ctx));
 	return 0;
 }
 
 SEC("kprobe/set_direct_map_default_noflush")
-int BPF_KPROBE(kp_dm_default, struct page *page)
+int BPF_KPROBE(kp_dm_default, void *target)
 {
-	emit_direct_map(GMS_SRC_SET_DM_DEFAULT, GMS_F_VALID, page, 1, 0);
+	emit_direct_map(GMS_SRC_SET_DM_DEFAULT, GMS_F_VALID, (__u64)target, dm_addr(GMS_DM_ADDR_DEFAULT),
+			1, 0);
 	return 0;
+}
+
+static __always_inline __u64 dm_valid_nr(__u64 raw)
+{
+	return dm_addr(GMS_DM_ADDR_VALID) ? raw : (__u32)raw; /* unsigned long vs unsigned int */
 }
 
 SEC("fexit/set_direct_map_valid_noflush")
@@ -771,33 +843,36 @@ int fe_dm_valid(void *ctx)
 {
 	bool valid = (__u8)arg(ctx, 2);
 
-	emit_direct_map(GMS_SRC_SET_DM_VALID, GMS_F_RETURN | (valid ? GMS_F_VALID : 0), (void *)arg(ctx, 0),
-			(__u32)arg(ctx, 1), (int)ret_of(ctx));
+	emit_direct_map(GMS_SRC_SET_DM_VALID, GMS_F_RETURN | (valid ? GMS_F_VALID : 0), arg(ctx, 0),
+			dm_addr(GMS_DM_ADDR_VALID), dm_valid_nr(arg(ctx, 1)), (int)ret_of(ctx));
 	return 0;
 }
 
 SEC("kprobe/set_direct_map_valid_noflush")
-int BPF_KPROBE(kp_dm_valid, struct page *page, unsigned int nr, bool valid)
+int BPF_KPROBE(kp_dm_valid, void *target, unsigned long nr, bool valid)
 {
-	emit_direct_map(GMS_SRC_SET_DM_VALID, valid ? GMS_F_VALID : 0, page, nr, 0);
+	emit_direct_map(GMS_SRC_SET_DM_VALID, valid ? GMS_F_VALID : 0, (__u64)target,
+			dm_addr(GMS_DM_ADDR_VALID), dm_valid_nr(nr), 0);
 	return 0;
 }
 
-/* folio_zap_direct_map / folio_restore_direct_map (NO_DIRECT_MAP series):
- * folio-granular markers; the page-level change is seen above as well. */
+/* folio_zap_direct_map(folio) -> int and folio_restore_direct_map(folio) ->
+ * void (NO_DIRECT_MAP v12; secretmem and guest_memfd use them): folio-granular
+ * markers; the page-level change is seen above as well. */
 SEC("fexit/folio_zap_direct_map")
 int fe_folio_zap(void *ctx)
 {
 	struct folio *folio = (struct folio *)arg(ctx, 0);
 
-	emit_direct_map(GMS_SRC_FOLIO_ZAP, GMS_F_RETURN, folio, folio_nr_pages_of(folio), (int)ret_of(ctx));
+	emit_direct_map(GMS_SRC_FOLIO_ZAP, GMS_F_RETURN, (__u64)folio, false, folio_nr_pages_of(folio),
+			(int)ret_of(ctx));
 	return 0;
 }
 
 SEC("kprobe/folio_zap_direct_map")
 int BPF_KPROBE(kp_folio_zap, struct folio *folio)
 {
-	emit_direct_map(GMS_SRC_FOLIO_ZAP, 0, folio, folio_nr_pages_of(folio), 0);
+	emit_direct_map(GMS_SRC_FOLIO_ZAP, 0, (__u64)folio, false, folio_nr_pages_of(folio), 0);
 	return 0;
 }
 
@@ -806,19 +881,23 @@ int fe_folio_restore(void *ctx)
 {
 	struct folio *folio = (struct folio *)arg(ctx, 0);
 
-	emit_direct_map(GMS_SRC_FOLIO_RESTORE, GMS_F_RETURN | GMS_F_VALID, folio, folio_nr_pages_of(folio), 0);
+	emit_direct_map(GMS_SRC_FOLIO_RESTORE, GMS_F_RETURN | GMS_F_VALID, (__u64)folio, false,
+			folio_nr_pages_of(folio), 0);
 	return 0;
 }
 
 SEC("kprobe/folio_restore_direct_map")
 int BPF_KPROBE(kp_folio_restore, struct folio *folio)
 {
-	emit_direct_map(GMS_SRC_FOLIO_RESTORE, GMS_F_VALID, folio, folio_nr_pages_of(folio), 0);
+	emit_direct_map(GMS_SRC_FOLIO_RESTORE, GMS_F_VALID, (__u64)folio, false,
+			folio_nr_pages_of(folio), 0);
 	return 0;
 }
 
 /* ==== hand-outs ========================================================= */
-/* kvm_gmem_get_pfn(kvm, slot, gfn, kvm_pfn_t *pfn, struct page **page, int *max_order) */
+/* kvm_gmem_get_pfn(kvm, slot, gfn, kvm_pfn_t *pfn, struct page **page, int *max_order)
+ * since 6.13; kvm_gmem_get_pfn(kvm, slot, gfn, kvm_pfn_t *pfn, int *max_order)
+ * before (cfg_get_pfn_has_page = 0): the page is then the pfn's. */
 static __always_inline void get_pfn_done(__u64 pfnp, __u64 pagep, __s64 ret)
 {
 	kvm_pfn_t pfn = 0;
@@ -827,7 +906,10 @@ static __always_inline void get_pfn_done(__u64 pfnp, __u64 pagep, __s64 ret)
 	if (ret)
 		return; /* failed lookups hand nothing out */
 	bpf_probe_read_kernel(&pfn, sizeof(pfn), (void *)pfnp);
-	bpf_probe_read_kernel(&page, sizeof(page), (void *)pagep);
+	if (cfg_get_pfn_has_page)
+		bpf_probe_read_kernel(&page, sizeof(page), (void *)pagep);
+	else
+		page = (struct page *)pfn_to_page_addr(pfn);
 	emit_handout(GMS_EV_GET_PFN, GMS_SRC_KVM_GMEM_GET_PFN, GMS_CNT_GET_PFN_JUDGED, page, pfn, ret,
 		     true);
 }
@@ -838,21 +920,32 @@ int fe_get_pfn(void *ctx)
 	int ret = (int)ret_of(ctx);
 
 	if (!ret) {
-		/* *page (struct page **) by a direct load: the pointer at offset 0
-		 * of a list_head view, then typed as the page it is. */
-		struct list_head *p = bpf_core_cast((void *)arg(ctx, 4), struct list_head)->next;
+		struct page *pg;
 
-		if (handout_fast(bpf_core_cast(p, struct page), GMS_CNT_GET_PFN_JUDGED))
+		if (cfg_get_pfn_has_page) {
+			/* *page (struct page **) by a direct load: the pointer at
+			 * offset 0 of a list_head view, then typed as the page it is. */
+			struct list_head *p = bpf_core_cast((void *)arg(ctx, 4), struct list_head)->next;
+
+			pg = bpf_core_cast(p, struct page);
+		} else {
+			/* *pfn by a direct load (time64_t tv_sec: the u64 at offset 0
+			 * of a timespec64 view), then its struct page. */
+			__u64 pfn = bpf_core_cast((void *)arg(ctx, 3), struct timespec64)->tv_sec;
+
+			pg = bpf_core_cast((void *)pfn_to_page_addr(pfn), struct page);
+		}
+		if (handout_fast(pg, GMS_CNT_GET_PFN_JUDGED))
 			return 0;
 	}
-	get_pfn_done(arg(ctx, 3), arg(ctx, 4), ret);
+	get_pfn_done(arg(ctx, 3), cfg_get_pfn_has_page ? arg(ctx, 4) : 0, ret);
 	return 0;
 }
 
 SEC("kprobe/kvm_gmem_get_pfn")
 int BPF_KPROBE(kp_get_pfn, void *kvm, void *slot, gfn_t gfn, kvm_pfn_t *pfn, struct page **page)
 {
-	stash_put(ST_GET_PFN, (__u64)pfn, (__u64)page, 0, 0);
+	stash_put(ST_GET_PFN, (__u64)pfn, cfg_get_pfn_has_page ? (__u64)page : 0, 0, 0);
 	return 0;
 }
 

@@ -1,6 +1,6 @@
-// direct_map: folios of NO_DIRECT_MAP files leave the direct map while in
-// the page cache and come back before they are freed; other files' folios
-// are never touched (see checkers.h).
+// direct_map: folios of NO_DIRECT_MAP files leave the direct map before they
+// are handed out, stay out while in the page cache and come back before they
+// are freed; other files' folios are never touched (see checkers.h).
 #include "probes/checkers.h"
 #include "probes/checkers/common.h"
 #include "probes/events.h"
@@ -148,13 +148,17 @@ class DirectMap final : public Checker {
         Event ev; // the pc_add
         bool ndm = false;
         bool flags_known = false;
-        bool zapped = false;  // left the direct map at some point while owned
-        bool removed = false; // left the page cache
+        bool zapped = false;     // left the direct map at some point while owned
+        bool handed_out = false; // to the guest or host userspace
+        bool removed = false;    // left the page cache
     };
     struct Zap {
         uint64_t start = 0; // granularity of the zap that covered this page
         uint64_t nr = 0;
         uint64_t seq = 0;
+        // Recorded from a folio-level marker before any page-level record: with
+        // kprobes the marker (at entry) precedes the page-level change it makes.
+        bool marker = false;
     };
 
     // Owner folio of a pfn (watched folios only).
@@ -198,11 +202,15 @@ class DirectMap final : public Checker {
         if (it == owned_.end())
             return;
         Owned& o = it->second;
-        if (o.ndm && !o.zapped)
-            violations_.add(fmt::format("folio of a NO_DIRECT_MAP file was never removed from the "
-                                        "direct map while in the page cache: {}",
-                                        describe_folio(o.ev)));
-        else if (o.ndm && !all_invalid(o.ev.pfn, o.ev.pages()))
+        // Only a folio handed out must have left the direct map (v12 zaps at
+        // hand-out): one that never was may leave the page cache mapped.
+        if (o.ndm && !o.zapped) {
+            if (o.handed_out)
+                violations_.add(fmt::format("folio of a NO_DIRECT_MAP file was handed out but "
+                                            "never removed from the direct map while in the page "
+                                            "cache: {}",
+                                            describe_folio(o.ev)));
+        } else if (o.ndm && !all_invalid(o.ev.pfn, o.ev.pages()))
             violations_.add(fmt::format("folio of a NO_DIRECT_MAP file was back in the direct map "
                                         "before leaving the page cache: {}",
                                         describe_folio(o.ev)));
@@ -237,6 +245,7 @@ class DirectMap final : public Checker {
         if (!o || !o->ndm)
             return;
         ++handouts_checked_;
+        o->handed_out = true;
         if (!invalid_.count(e.pfn))
             violations_.add(
                 fmt::format("folio of a NO_DIRECT_MAP file handed out ({}) while still in "
@@ -259,6 +268,7 @@ class DirectMap final : public Checker {
         if (e.ret != 0)
             return; // the change failed: nothing changed
         bool valid = e.has(GMS_F_VALID);
+        const bool marker = !is_direct_map_page_level(e.src);
         uint64_t nr = e.nr ? e.nr : 1;
         bool touched_watched = false;
         for (uint64_t i = 0; i < nr; ++i) {
@@ -268,12 +278,14 @@ class DirectMap final : public Checker {
                 touched_watched = true;
             auto z = invalid_.find(pfn);
             if (!valid) {
-                if (z != invalid_.end() && o)
+                // A page-level zap after the marker of the same change is not a second zap.
+                const bool same_change = z != invalid_.end() && z->second.marker && !marker;
+                if (z != invalid_.end() && o && !same_change)
                     violations_.add(fmt::format(
                         "double zap of pfn {:#x} (first zap seq={}, again seq={} "
                         "by {}): {}",
                         pfn, z->second.seq, e.seq, src_name(e.src), describe_folio(o->ev)));
-                invalid_[pfn] = Zap{e.pfn, nr, e.seq};
+                invalid_[pfn] = Zap{e.pfn, nr, e.seq, marker};
                 if (o) {
                     o->zapped = true;
                     if (o->flags_known && !o->ndm && i == 0)

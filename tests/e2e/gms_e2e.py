@@ -101,6 +101,8 @@ def check_honesty(rep):
     """The schema and the honesty rules: skips say why, a pass ran something
     and hides no failure, the verdict follows from the parts."""
     jsonschema.Draft202012Validator(load_schema()).validate(rep)
+    # Every report of a detected host says which patch series its kernel carries.
+    assert "series" in rep, "report without the series fingerprint"
     for w in rep["workloads"]:
         if w["outcome"] == "skip":
             assert w["reason"], f"workload {w['label']} skipped without a reason"

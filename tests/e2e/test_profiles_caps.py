@@ -34,9 +34,22 @@ def test():
         assert caps["kvm"]["api_version"] == 12
     else:
         assert c.returncode == 3 and caps["kvm"]["error"], (c.returncode, caps["kvm"])
+    # The series fingerprint, in both outputs: what was read, what was found,
+    # the ABI taken from it (KVM_SET_MEMORY_ATTRIBUTES2 is _IOWR(KVMIO, 0xd2,
+    # its struct) whatever the kernel; the default struct is 128 bytes).
+    series = caps["series"]
+    assert series["source"] and series["combination"], series
+    for name in ("no_direct_map", "write", "in_place_conversion", "hugetlb"):
+        assert isinstance(series[name]["present"], bool), (name, series[name])
+    attrs2 = series["abi"]["set_memory_attributes2"]
+    assert attrs2["nr"] == 0xd2, attrs2
+    assert attrs2["request"] == (3 << 30) | (attrs2["size"] << 16) | (0xAE << 8) | 0xd2, attrs2
+    if os.path.exists("/sys/kernel/btf/vmlinux"):
+        assert series["source"].startswith("BTF"), series["source"]
     t = run("caps")
     text = t.stdout
     assert "/dev/kvm" in text and "guest_memfd" in text and "lockdown" in text
+    assert "series (fingerprint)" in text and series["combination"] in text, text
     # One rule for both outputs: a script reading the JSON gets the same answer.
     assert t.returncode == c.returncode, f"caps exits {t.returncode}, caps --json {c.returncode}"
 

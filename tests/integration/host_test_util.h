@@ -111,7 +111,7 @@ struct Outcome {
 };
 
 inline const Caps& caps() {
-    static const Caps c = detect_caps(kvm::FlagBits{});
+    static const Caps c = detect_caps();
     return c;
 }
 

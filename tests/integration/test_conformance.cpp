@@ -71,7 +71,8 @@ TEST_CASE("conformance workload on this kernel: every check judged, none errors"
     REQUIRE(spec.kind == "conformance");
     const workloads::WorkloadInfo* info = workloads::find("conformance");
     REQUIRE(info != nullptr);
-    Caps caps = detect_caps(prof.bits, prof.cap_memory_attributes2);
+    Caps caps = detect_caps(prof.abi_overrides);
+    profile::apply_series_abi(prof, caps.series.abi);
     if (auto why = info->skip_reason(caps, prof, spec))
         SKIP("conformance skips here: " + *why);
 

@@ -24,7 +24,7 @@ using gms::report::Verdict;
 namespace {
 
 const Caps& host_caps() {
-    static Caps c = detect_caps(kvm::FlagBits{});
+    static Caps c = detect_caps();
     return c;
 }
 

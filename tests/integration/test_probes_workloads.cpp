@@ -51,7 +51,8 @@ Ran run_observed(const std::string& kind, const std::string& extra = "",
         profile::parse_profile(profile_text(kind, extra), "test:" + kind, {}, workloads::schemas());
     REQUIRE(prof.workloads.size() == 1);
     const auto& spec = prof.workloads[0];
-    Caps caps = detect_caps(prof.bits, prof.cap_memory_attributes2);
+    Caps caps = detect_caps(prof.abi_overrides);
+    profile::apply_series_abi(prof, caps.series.abi);
     if (!caps.kvm_accessible)
         SKIP("no /dev/kvm: " + caps.kvm_error);
     const auto* info = workloads::find(kind);

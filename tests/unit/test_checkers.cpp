@@ -330,6 +330,58 @@ TEST_CASE("checkers: good NO_DIRECT_MAP stream is verified by all checkers", "[c
     CHECK(dm.evidence.at("handouts_checked") == 2);
 }
 
+TEST_CASE("checkers: a NO_DIRECT_MAP folio never handed out may stay in the direct map",
+          "[checkers]") {
+    // NO_DIRECT_MAP v12 zaps at hand-out: pfn 0x1000 without its hand-out
+    // and without zap/restore is fine; with the hand-out it is not.
+    auto s = load_stream(data("synthetic-ndm-good.jsonl"));
+    auto handout = std::find_if(s.events.begin(), s.events.end(), [](const Event& e) {
+        return e.type == EventType::get_pfn && e.pfn == 0x1000;
+    });
+    REQUIRE(handout != s.events.end());
+    const Event kept = *handout;
+    s.events.erase(std::remove_if(s.events.begin(), s.events.end(),
+                                  [](const Event& e) {
+                                      return e.pfn == 0x1000 && (e.type == EventType::direct_map ||
+                                                                 e.type == EventType::get_pfn);
+                                  }),
+                   s.events.end());
+    auto dm = get(run(s), "direct_map");
+    INFO(dump(dm));
+    CHECK(dm.verdict == Verdict::verified);
+    CHECK(dm.evidence.at("handouts_checked") == 1);
+
+    auto pos = std::find_if(s.events.begin(), s.events.end(),
+                            [&](const Event& e) { return e.seq > kept.seq; });
+    s.events.insert(pos, kept);
+    dm = get(run(s), "direct_map");
+    CHECK(dm.verdict == Verdict::violated);
+    CHECK(any_violation(dm, "handed out (get_pfn) while still in the direct map"));
+    CHECK(any_violation(dm, "handed out but never removed from the direct map"));
+}
+
+TEST_CASE("checkers: kprobe order (folio marker before its page-level change) is no double zap",
+          "[checkers]") {
+    // With kprobes, folio_zap_direct_map's record (at entry) precedes the
+    // set_direct_map_valid_noflush() it calls; when it is the first
+    // direct-map record of the stream it still is one zap.
+    auto s = load_stream(data("synthetic-ndm-good.jsonl"));
+    auto first_zap = std::find_if(s.events.begin(), s.events.end(), [](const Event& e) {
+        return e.type == EventType::direct_map && e.pfn == 0x1000 && !e.has(GMS_F_VALID);
+    });
+    REQUIRE(first_zap != s.events.end());
+    auto marker = std::next(first_zap);
+    REQUIRE(marker->src == GMS_SRC_FOLIO_ZAP);
+    std::iter_swap(first_zap, marker);
+    // Nothing page-level before it: drop the unrelated page's pair.
+    s.events.erase(std::remove_if(s.events.begin(), s.events.end(),
+                                  [](const Event& e) { return e.pfn == 0x9000; }),
+                   s.events.end());
+    auto dm = get(run(s), "direct_map");
+    INFO(dump(dm));
+    CHECK(dm.verdict == Verdict::verified);
+}
+
 TEST_CASE("checkers: broken direct-map streams give the right violation", "[checkers]") {
     struct Case {
         const char* file;
