@@ -2,6 +2,7 @@
 // Every error names file:line and the key (or the --set flag).
 #pragma once
 
+#include "core/kmsg.h"
 #include "kvm/flags.h"
 
 #include <cstdint>
@@ -106,6 +107,9 @@ struct Profile {
     unsigned attrs2_ioctl_nr = uapi::kDefaultSetMemoryAttributes2Nr;
     unsigned cap_memory_attributes2 = uapi::kDefaultCapMemoryAttributes2;
     ProbeSettings probes;
+    // [kernel_log] waive: known kernel messages reported as waived, not as
+    // findings; commands append --waive / --waivers ones.
+    std::vector<KmsgWaiver> kernel_log_waivers;
     std::vector<WorkloadSpec> workloads;
 
     nlohmann::json to_json() const;
