@@ -9,9 +9,13 @@
 // this file says only whether the kernel failed to boot.
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/kmsg.h"
 #include "core/util.h"
+#include "engine/engine.h"
 #include "lab/lab.h"
+#include "reports/kcidb.h"
 #include "reports/ktap.h"
+#include "reports/lava.h"
 #include "reports/render.h"
 
 #include <fmt/format.h>
@@ -26,6 +30,13 @@ struct LabCli {
     std::string timeout = "10m";
     bool exec = false;
     std::string boot_failure = "skip";
+};
+
+// What the host writes for a run whose guest wrote no results.
+struct Fallback {
+    report::Outcome outcome;
+    std::string reason;
+    std::vector<std::string> diagnostics;
 };
 
 int exit_code_for(lab::Failure f) {
@@ -53,6 +64,11 @@ int run_lab_command(LabCli& c) {
     c.o.timeout_s = *t;
     exit_policy().context.boot_failure_is =
         c.boot_failure == "bad" ? engine::BootFailure::bad : engine::BootFailure::skip;
+    check_kcidb_flags(c.o.kcidb_path, c.o.kcidb_origin, c.o.kcidb_build_id);
+    if (c.o.lava && c.o.ktap_path == "-")
+        throw UsageError("--lava with --ktap -: both write to stdout; give --ktap a file");
+    for (const auto& f : c.o.waivers) // errors at FILE:LINE before anything boots
+        read_waivers_file(f);
     if (c.exec) {
         if (c.o.guest_args.empty())
             throw UsageError("--exec: give the command after '--' (e.g. --exec -- uname -a)");
@@ -62,10 +78,27 @@ int run_lab_command(LabCli& c) {
     return run_in_lab(c.o);
 }
 
-// The guest's KTAP, or (when the guest wrote none: its kernel did not boot,
-// crashed, or the results were lost) one test saying why, in the standard
-// code's terms: exit 1 not ok, 3 SKIP (a boot failure not ok with
-// --boot-failure=bad), others an error.
+// Why the guest wrote no results (its kernel did not boot, crashed, or the
+// results were lost), in the standard code's terms: exit 1 a failure, 3 a
+// skip (a boot failure a failure with --boot-failure=bad), others an error.
+Fallback fallback(const lab::Options& o, const lab::Result& r, int code, const char* what) {
+    Fallback f;
+    f.reason = r.kernel_crashed ? "the guest kernel crashed: " + r.message
+               : r.failure != lab::Failure::none
+                   ? fmt::format("lab {} failure: {}", lab::to_string(r.failure), r.message)
+                   : fmt::format("the guest's gmemstress {} wrote no {} (exit status {})",
+                                 o.guest_command, what, r.guest_status.value_or(-1));
+    for (const auto& k : r.kernel_findings)
+        f.diagnostics.push_back(fmt::format("[{}] {}", k.kind, k.line));
+    bool bad_boot = r.failure == lab::Failure::boot &&
+                    exit_policy().context.boot_failure_is == engine::BootFailure::bad;
+    f.outcome = code == kExitFailures || bad_boot ? report::Outcome::fail
+                : code == kExitEnvironment        ? report::Outcome::skip
+                                                  : report::Outcome::error;
+    return f;
+}
+
+// The guest's KTAP, or one test saying why there is none.
 void write_lab_ktap(const lab::Options& o, const lab::Result& r, int code) {
     if (o.ktap_path.empty())
         return;
@@ -73,21 +106,8 @@ void write_lab_ktap(const lab::Options& o, const lab::Result& r, int code) {
     if (r.ktap) {
         text = *r.ktap;
     } else {
-        std::string why =
-            r.kernel_crashed ? "the guest kernel crashed: " + r.message
-            : r.failure != lab::Failure::none
-                ? fmt::format("lab {} failure: {}", lab::to_string(r.failure), r.message)
-                : fmt::format("the guest's gmemstress {} wrote no KTAP (exit status {})",
-                              o.guest_command, r.guest_status.value_or(-1));
-        std::vector<std::string> diag;
-        for (const auto& f : r.kernel_findings)
-            diag.push_back(fmt::format("[{}] {}", f.kind, f.line));
-        bool bad_boot = r.failure == lab::Failure::boot &&
-                        exit_policy().context.boot_failure_is == engine::BootFailure::bad;
-        report::Outcome outcome = code == kExitFailures || bad_boot ? report::Outcome::fail
-                                  : code == kExitEnvironment        ? report::Outcome::skip
-                                                                    : report::Outcome::error;
-        text = report::ktap_single(outcome, why, diag);
+        Fallback f = fallback(o, r, code, "KTAP");
+        text = report::ktap_single(f.outcome, f.reason, f.diagnostics);
     }
     if (o.ktap_path == "-") {
         std::fflush(stderr);
@@ -96,6 +116,50 @@ void write_lab_ktap(const lab::Options& o, const lab::Result& r, int code) {
     } else {
         report::write_atomically(o.ktap_path, text);
     }
+}
+
+// The guest's KCIDB tests, or one test saying why there are none.
+void write_lab_kcidb(const lab::Options& o, const lab::Result& r, int code) {
+    if (o.kcidb_path.empty())
+        return;
+    if (r.kcidb) {
+        report::write_atomically(o.kcidb_path, *r.kcidb);
+        return;
+    }
+    Fallback f = fallback(o, r, code, "KCIDB tests");
+    auto opts = report::kcidb_options(o.kcidb_origin, o.kcidb_build_id);
+    report::write_atomically(
+        o.kcidb_path, report::kcidb_single(f.outcome, f.reason, f.diagnostics, opts,
+                                           r.lab.value("kernel_release", std::string()), r.lab)
+                              .dump(2) +
+                          "\n");
+}
+
+// The guest's LAVA results, made on the host (whose PATH has LAVA's
+// helpers), or one case saying why there are none.
+int emit_lab_lava(const lab::Options& o, const lab::Result& r, int code) {
+    if (!o.lava)
+        return code;
+    std::vector<report::LavaSet> sets;
+    std::string lost;
+    if (r.lava) {
+        try {
+            sets = report::lava_from_json(nlohmann::json::parse(*r.lava));
+        } catch (const std::exception& e) {
+            lost = fmt::format("the guest's LAVA results are unreadable: {}", e.what());
+        }
+    }
+    if (!r.lava || !lost.empty()) {
+        Fallback f = fallback(o, r, code, "LAVA results");
+        if (!lost.empty()) {
+            f = {report::Outcome::error, lost, {}};
+            fmt::print(stderr, "gmemstress lab: {}\n", lost);
+            if (code == kExitPass)
+                code = kExitToolError;
+        }
+        sets = report::lava_single(f.outcome, f.reason, f.diagnostics);
+    }
+    return engine::emit_lava(sets, code);
 }
 
 // Says what went wrong, returns the standard exit code.
@@ -158,7 +222,8 @@ int run_in_lab(const lab::Options& o) {
 
     int code = lab_exit_code(o, r);
     write_lab_ktap(o, r, code);
-    return code;
+    write_lab_kcidb(o, r, code);
+    return emit_lab_lava(o, r, code);
 }
 
 void add_lab_command(CLI::App& app, Action& action) {
@@ -203,6 +268,11 @@ void add_lab_command(CLI::App& app, Action& action) {
                     "write the guest's KTAP v1 here ('-': stdout); a run that wrote none (boot "
                     "failure, crash) is one test saying why");
     add_exit_codes_flag(cmd);
+    add_ecosystem_flags(cmd, c.o.kcidb_path, c.o.kcidb_origin, c.o.kcidb_build_id, c.o.lava);
+    cmd->add_option("--waivers", c.o.waivers,
+                    "a file of known kernel messages (regexes) for the guest's run (repeatable; "
+                    "--waive REGEX goes after '--')")
+        ->allow_extra_args(false);
     cmd->add_option("--boot-failure", c.boot_failure,
                     "with --exit-codes bisect|kselftest: a kernel that does not boot is skip "
                     "(untestable, default) or bad (a kernel problem)")

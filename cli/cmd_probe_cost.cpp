@@ -52,7 +52,9 @@ double parse_max_cost(const std::string& s) {
 // kernel log is scanned over the whole command instead.
 report::Report run_once(const profile::Profile& base, const Caps& caps, bool on) {
     profile::Profile p = base;
-    p.probes.mode = on ? profile::ProbesMode::on : profile::ProbesMode::off; // on: a failure to attach is an error, not a silent off
+    p.probes.mode =
+        on ? profile::ProbesMode::on
+           : profile::ProbesMode::off; // on: a failure to attach is an error, not a silent off
     engine::RunSpec spec;
     spec.kernel_log = false;
     return engine::run_profile(p, caps, spec);
@@ -128,7 +130,7 @@ int probe_cost(const CostOptions& o) {
     }
 
     // finish
-    engine::collect_kernel_log(kmsg, rep);
+    engine::collect_kernel_log(kmsg, rep, prof.kernel_log_waivers);
     engine::mark_interrupted(control, rep);
     report::summarize(rep);
 

@@ -20,6 +20,10 @@ struct RunOptions {
     std::string report_path = "gmemstress-report.json";
     std::string junit_path;
     std::string ktap_path; // "-": stdout
+    std::string kcidb_path, kcidb_origin, kcidb_build_id;
+    bool lava = false;
+    std::string lava_json_path;              // hidden: the lab's guest
+    std::vector<std::string> waive, waivers; // regexes, files of regexes
     std::string record_path;
     std::vector<std::string> sets;
     std::optional<uint64_t> seed;
@@ -111,8 +115,11 @@ std::vector<profile::Override> overrides_from(const RunOptions& o) {
 
 // run's own options that `gmemstress lab` takes itself (with host paths);
 // every other argument is passed to run in the guest after `--`.
-const std::vector<std::string> kLabOwnOptions = {"-p",      "--profile", "-r",     "--report",
-                                                 "--junit", "--record",  "--ktap", "--exit-codes"};
+const std::vector<std::string> kLabOwnOptions = {
+    "-p",     "--profile",    "-r",      "--report",       "--junit",          "--record",
+    "--ktap", "--exit-codes", "--kcidb", "--kcidb-origin", "--kcidb-build-id", "--waivers"};
+// ... and its flags (no value).
+const std::vector<std::string> kLabOwnFlags = {"--lava"};
 
 // The same run in the lab: `gmemstress lab` with run's arguments, as typed.
 struct LabEquivalent {
@@ -130,9 +137,14 @@ LabEquivalent lab_equivalent(const std::vector<std::string>& argv) {
             it += !joined && it + 1 != argv.end();
             continue;
         }
-        bool own =
-            std::find(kLabOwnOptions.begin(), kLabOwnOptions.end(), name) != kLabOwnOptions.end();
+        bool flag = std::find(kLabOwnFlags.begin(), kLabOwnFlags.end(), name) != kLabOwnFlags.end();
+        bool own = flag || std::find(kLabOwnOptions.begin(), kLabOwnOptions.end(), name) !=
+                               kLabOwnOptions.end();
         auto& to = own ? eq.own : eq.guest;
+        if (flag) {
+            to.push_back(a);
+            continue;
+        }
         to.push_back(a);
         if (own && !joined && it + 1 != argv.end())
             to.push_back(*++it);
@@ -166,6 +178,11 @@ int run_in_lab_vm(const RunOptions& o, const profile::Profile& prof) {
     lo.junit_path = o.junit_path;
     lo.record_path = o.record_path;
     lo.ktap_path = o.ktap_path;
+    lo.kcidb_path = o.kcidb_path;
+    lo.kcidb_origin = o.kcidb_origin;
+    lo.kcidb_build_id = o.kcidb_build_id;
+    lo.lava = o.lava;
+    lo.waivers = o.waivers;
     lo.guest_args = lab_equivalent(invocation()).guest;
     // Room for the profile's own memory, and for booting under TCG.
     lo.memory = std::max<uint64_t>(2ull << 30, engine::peak_memory(prof).bytes + (1ull << 30));
@@ -175,10 +192,15 @@ int run_in_lab_vm(const RunOptions& o, const profile::Profile& prof) {
 
 int run(const RunOptions& o) {
     // parse
+    report::KcidbOptions kcidb = check_kcidb_flags(o.kcidb_path, o.kcidb_origin, o.kcidb_build_id);
+    if (o.lava && o.ktap_path == "-")
+        throw UsageError("--lava with --ktap -: both write to stdout; give --ktap a file");
     profile::Profile prof = profile::load_profile(
         o.profile, overrides_from(o), workloads::schemas(), probes::attach_point_names());
-    engine::check_output_paths(
-        {o.report_path, o.junit_path, o.record_path, o.ktap_path == "-" ? "" : o.ktap_path});
+    add_waivers(prof, o.waive, o.waivers);
+    engine::check_output_paths({o.report_path, o.junit_path, o.record_path,
+                                o.ktap_path == "-" ? "" : o.ktap_path, o.kcidb_path,
+                                o.lava_json_path});
     if (o.where == "lab")
         return run_in_lab_vm(o, prof);
 
@@ -205,9 +227,13 @@ int run(const RunOptions& o) {
     report::Report rep = engine::run_profile(prof, caps, spec);
 
     // write
-    return engine::write_reports(rep, {o.report_path, o.junit_path,
-                                       o.quiet ? engine::Summary::none : engine::Summary::text,
-                                       o.ktap_path});
+    engine::Output out{o.report_path, o.junit_path,
+                       o.quiet ? engine::Summary::none : engine::Summary::text, o.ktap_path};
+    out.kcidb_path = o.kcidb_path;
+    out.kcidb = kcidb;
+    out.lava = o.lava;
+    out.lava_json_path = o.lava_json_path;
+    return engine::write_reports(rep, out);
 }
 
 } // namespace
@@ -223,6 +249,9 @@ void add_run_command(CLI::App& app, Action& action) {
                     "also write KTAP v1 here (kselftest format; '-': stdout, the summary then "
                     "goes to stderr)");
     add_exit_codes_flag(cmd);
+    add_ecosystem_flags(cmd, o.kcidb_path, o.kcidb_origin, o.kcidb_build_id, o.lava);
+    cmd->add_option("--lava-json", o.lava_json_path)->group(""); // the lab's guest
+    add_waiver_flags(cmd, o.waive, o.waivers);
     cmd->add_option("--record", o.record_path,
                     "also save the probes' decoded event stream with the workloads' "
                     "expectations (JSON lines; implies --probes on)");

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "engine/exit_codes.h"
+#include "reports/kcidb.h"
 
 #include <CLI/CLI.hpp>
 #include <functional>
@@ -14,6 +15,9 @@
 
 namespace gms::lab {
 struct Options;
+}
+namespace gms::profile {
+struct Profile;
 }
 
 namespace gms::cli {
@@ -39,6 +43,22 @@ struct ExitPolicy {
 ExitPolicy& exit_policy();
 // --exit-codes standard|bisect|kselftest, into exit_policy().style.
 void add_exit_codes_flag(CLI::App* cmd);
+
+// --kcidb FILE, --kcidb-origin, --kcidb-build-id and --lava, spelt the same
+// on run and lab (cli/ecosystem.cpp).
+void add_ecosystem_flags(CLI::App* cmd, std::string& kcidb_path, std::string& kcidb_origin,
+                         std::string& kcidb_build_id, bool& lava);
+// The KCIDB options of those flags: UsageError for an origin KCIDB rejects,
+// an origin or build id without --kcidb, --kcidb without an origin.
+report::KcidbOptions check_kcidb_flags(const std::string& path, const std::string& origin,
+                                       const std::string& build_id);
+// --waive REGEX and --waivers FILE (both repeatable).
+void add_waiver_flags(CLI::App* cmd, std::vector<std::string>& waive,
+                      std::vector<std::string>& waivers);
+// Appends them to the profile's [kernel_log] waivers, each checked
+// (UsageError naming --waive, or FILE:LINE).
+void add_waivers(profile::Profile& p, const std::vector<std::string>& waive,
+                 const std::vector<std::string>& waivers);
 
 void add_caps_command(CLI::App& app, Action& action);
 void add_run_command(CLI::App& app, Action& action);

@@ -1,10 +1,13 @@
 #include "core/kmsg.h"
 
+#include "core/error.h"
 #include "core/util.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <fstream>
 #include <regex>
 #include <unistd.h>
 
@@ -32,6 +35,62 @@ std::optional<std::string> classify_kernel_message(const std::string& msg) {
         if (std::regex_search(msg, re))
             return kind;
     return std::nullopt;
+}
+
+namespace {
+std::regex compile(const KmsgWaiver& w) {
+    try {
+        return std::regex(w.regex, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+        throw UsageError(
+            fmt::format("{}: bad regular expression '{}': {}", w.origin, w.regex, e.what()));
+    }
+}
+} // namespace
+
+KmsgWaiver make_waiver(std::string regex, std::string origin, std::string reason) {
+    KmsgWaiver w{std::move(regex), std::move(origin), std::move(reason)};
+    if (w.regex.empty())
+        throw UsageError(fmt::format("{}: empty regular expression (it would waive every "
+                                     "kernel log finding)",
+                                     w.origin));
+    compile(w);
+    return w;
+}
+
+std::vector<KmsgWaiver> read_waivers_file(const std::string& path) {
+    std::ifstream f(path);
+    if (!f)
+        throw UsageError(fmt::format("--waivers {}: cannot read it ({})", path, errno_name(errno)));
+    std::vector<KmsgWaiver> out;
+    std::string line;
+    for (int n = 1; std::getline(f, line); ++n) {
+        auto first = line.find_first_not_of(" \t\r");
+        if (first == std::string::npos || line[first] == '#')
+            continue;
+        auto last = line.find_last_not_of(" \t\r");
+        out.push_back(
+            make_waiver(line.substr(first, last - first + 1), fmt::format("{}:{}", path, n)));
+    }
+    return out;
+}
+
+SplitFindings apply_waivers(const std::vector<KmsgFinding>& findings,
+                            const std::vector<KmsgWaiver>& waivers) {
+    std::vector<std::regex> res;
+    for (const auto& w : waivers)
+        res.push_back(compile(w));
+    SplitFindings out;
+    for (const auto& f : findings) {
+        auto hit = std::find_if(res.begin(), res.end(), [&](const std::regex& re) {
+            return std::regex_search(f.line, re);
+        });
+        if (hit == res.end())
+            out.findings.push_back(f);
+        else
+            out.waived.push_back({f, size_t(hit - res.begin())});
+    }
+    return out;
 }
 
 KmsgWatcher::KmsgWatcher() {

@@ -19,6 +19,37 @@ struct KmsgFinding {
     uint64_t timestamp_us = 0;
 };
 
+// A known kernel message that is reported as waived, not as a finding: an
+// ECMAScript regular expression searched in the finding's message, with
+// where it was given ("profile.toml:12", "--waive", "waivers.txt:3") and why.
+struct KmsgWaiver {
+    std::string regex;
+    std::string origin;
+    std::string reason; // optional
+};
+
+// A finding a waiver matched: `waiver` indexes the run's waiver list.
+struct WaivedFinding {
+    KmsgFinding finding;
+    size_t waiver = 0;
+};
+
+// A waiver whose regex compiles; UsageError "ORIGIN: bad regular expression
+// 'RE': why" when it does not.
+KmsgWaiver make_waiver(std::string regex, std::string origin, std::string reason = "");
+
+// A --waivers file: one regex a line; blank lines and lines starting with
+// '#' are skipped, surrounding blanks ignored. Errors name FILE:LINE.
+std::vector<KmsgWaiver> read_waivers_file(const std::string& path);
+
+// Findings split by a list of waivers (the first that matches wins).
+struct SplitFindings {
+    std::vector<KmsgFinding> findings;
+    std::vector<WaivedFinding> waived;
+};
+SplitFindings apply_waivers(const std::vector<KmsgFinding>& findings,
+                            const std::vector<KmsgWaiver>& waivers);
+
 // Classifies one kernel log message; nullopt if it is not a finding.
 // Pure, for tests.
 std::optional<std::string> classify_kernel_message(const std::string& msg);

@@ -472,6 +472,55 @@ unsigned long vm_type_from(const std::string& s, const std::string& where) {
              "unknown VM type '{}' (default, sw_protected, sev, sev_es, snp, tdx, or 0..63)", s));
 }
 
+// [kernel_log] waive = ["regex", { regex = "...", reason = "..." }, ...]:
+// each regex compiled here, so a bad one is an error at its own line.
+std::vector<KmsgWaiver> read_kernel_log(const toml::table& doc, const Origins& origins) {
+    std::vector<KmsgWaiver> out;
+    const toml::node* n = doc.get("kernel_log");
+    if (!n)
+        return out;
+    const toml::table* t = n->as_table();
+    if (!t)
+        fail(origins.where("kernel_log", n), "'kernel_log' must be a table ([kernel_log])");
+    for (auto&& [k, v] : *t)
+        if (k.str() != "waive")
+            fail(origins.where("kernel_log." + std::string(k.str()), &v),
+                 fmt::format("unknown key 'kernel_log.{}' (known: waive)", k.str()));
+    const toml::node* waive = t->get("waive");
+    if (!waive)
+        return out;
+    std::string where = origins.where("kernel_log.waive", waive);
+    const toml::array* arr = waive->as_array();
+    if (!arr)
+        fail(where, "'kernel_log.waive' must be an array of regular expressions (strings, or "
+                    "tables { regex = \"...\", reason = \"...\" })");
+    for (const auto& e : *arr) {
+        // An override has no lines of its own: its flag names it.
+        std::string at = origins.is_overridden("kernel_log.waive") ? where : origins.where("", &e);
+        if (auto re = e.value_exact<std::string>()) {
+            out.push_back(make_waiver(*re, at));
+            continue;
+        }
+        const toml::table* w = e.as_table();
+        if (!w)
+            fail(at, fmt::format("kernel_log.waive: expected a string or a table, got {}",
+                                 type_name(e)));
+        std::string regex, reason;
+        for (auto&& [k, v] : *w) {
+            auto s = v.value_exact<std::string>();
+            if ((k.str() != "regex" && k.str() != "reason") || !s)
+                fail(at, fmt::format("kernel_log.waive: '{}' is not a string key of a waiver "
+                                     "(regex, reason)",
+                                     k.str()));
+            (k.str() == "regex" ? regex : reason) = *s;
+        }
+        if (regex.empty() && !w->get("regex"))
+            fail(at, "kernel_log.waive: a waiver table needs 'regex'");
+        out.push_back(make_waiver(regex, at, reason));
+    }
+    return out;
+}
+
 } // namespace
 
 // ---- rules -------------------------------------------------------------------
@@ -549,7 +598,7 @@ Profile parse_profile(const std::string& text, const std::string& source,
 
     Profile p;
     p.source = source;
-    std::set<std::string> sections = {"workload"};
+    std::set<std::string> sections = {"workload", "kernel_log"};
     for (const auto& [name, _] : section_params())
         sections.insert(name);
     auto top = read_table(doc, top_params(), "", origins, sections);
@@ -615,6 +664,8 @@ Profile parse_profile(const std::string& text, const std::string& source,
             fail(origins.where("probes.exclude", doc.at_path("probes.exclude").node()),
                  fmt::format("unknown attach point '{}' in probes.exclude (known: {})", name,
                              fmt::join(probe_points, ", ")));
+
+    p.kernel_log_waivers = read_kernel_log(doc, origins);
 
     const toml::node* wl = doc.get("workload");
     if (!wl)
@@ -726,6 +777,10 @@ nlohmann::json Profile::to_json() const {
                    {"all", probes.all_guest_memfds},
                    {"ringbuf_size", probes.ringbuf_size},
                    {"exclude", probes.exclude}};
+    j["kernel_log"] = {{"waive", nlohmann::json::array()}};
+    for (const auto& w : kernel_log_waivers)
+        j["kernel_log"]["waive"].push_back(
+            {{"regex", w.regex}, {"origin", w.origin}, {"reason", w.reason}});
     j["workloads"] = nlohmann::json::array();
     for (const auto& w : workloads) {
         nlohmann::json wj = {{"kind", w.kind}, {"label", w.label}};

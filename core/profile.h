@@ -2,6 +2,7 @@
 // Every error names file:line and the key (or the --set flag).
 #pragma once
 
+#include "core/kmsg.h"
 #include "kvm/flags.h"
 #include "kvm/series.h"
 
@@ -111,6 +112,9 @@ struct Profile {
     // taken from it once the kernel is known (apply_series_abi()).
     kvm::AbiOverrides abi_overrides;
     ProbeSettings probes;
+    // [kernel_log] waive: known kernel messages reported as waived, not as
+    // findings; commands append --waive / --waivers ones.
+    std::vector<KmsgWaiver> kernel_log_waivers;
     std::vector<WorkloadSpec> workloads;
 
     nlohmann::json to_json() const;

@@ -4,6 +4,7 @@
 #include "core/util.h"
 #include "probes/checkers.h"
 #include "reports/ktap.h"
+#include "reports/lava.h"
 #include "reports/render.h"
 
 #include <algorithm>
@@ -281,11 +282,15 @@ void run_workloads(const profile::Profile& p, const Caps& caps, RunControl& cont
     }
 }
 
-void collect_kernel_log(KmsgWatcher& kmsg, report::Envelope& rep) {
+void collect_kernel_log(KmsgWatcher& kmsg, report::Envelope& rep,
+                        const std::vector<KmsgWaiver>& waivers) {
     rep.kernel_log_available = kmsg.available();
     rep.kernel_log_reason = kmsg.reason();
-    auto findings = kmsg.collect();
-    rep.kernel_log.insert(rep.kernel_log.end(), findings.begin(), findings.end());
+    rep.kernel_log_waivers = waivers;
+    auto split = apply_waivers(kmsg.collect(), waivers);
+    rep.kernel_log.insert(rep.kernel_log.end(), split.findings.begin(), split.findings.end());
+    rep.kernel_log_waived.insert(rep.kernel_log_waived.end(), split.waived.begin(),
+                                 split.waived.end());
 }
 
 void mark_interrupted(const RunControl& control, report::Envelope& rep) {
@@ -323,7 +328,7 @@ report::Report run_profile(const profile::Profile& p, const Caps& caps, const Ru
     // finish
     finish_probes(probes, rep, spec.record_path);
     if (kmsg)
-        collect_kernel_log(*kmsg, rep);
+        collect_kernel_log(*kmsg, rep, p.kernel_log_waivers);
     mark_interrupted(control, rep);
     return rep;
 }
@@ -362,10 +367,26 @@ void emit(const nlohmann::json& json, const std::string& junit, const std::strin
 } // namespace
 
 int write_reports(const report::Report& rep, const Output& out) {
+    if (!out.kcidb_path.empty())
+        report::write_atomically(out.kcidb_path, report::to_kcidb(rep, out.kcidb).dump(2) + "\n");
+    if (!out.lava_json_path.empty())
+        report::write_atomically(out.lava_json_path,
+                                 report::lava_to_json(report::to_lava(rep)).dump(2) + "\n");
     emit(report::to_json(rep), out.junit_path.empty() ? "" : report::to_junit(rep),
          out.ktap_path.empty() ? "" : report::to_ktap(rep),
          report::to_text(rep, isatty(out.ktap_path == "-" ? STDERR_FILENO : STDOUT_FILENO)), out);
-    return exit_code_for(rep.verdict(), rep.interrupted);
+    int code = exit_code_for(rep.verdict(), rep.interrupted);
+    if (out.lava)
+        code = emit_lava(report::to_lava(rep), code);
+    return code;
+}
+
+int emit_lava(const std::vector<report::LavaSet>& sets, int code) {
+    auto failed = report::emit_lava(sets);
+    for (const auto& f : failed)
+        fmt::print(stderr, "gmemstress: LAVA: {}\n", f);
+    // Results LAVA did not record are lost results: never a pass.
+    return !failed.empty() && code == kExitPass ? kExitToolError : code;
 }
 
 // probe-cost has no JUnit or KTAP form: its commands never ask for one.

@@ -11,6 +11,8 @@
 #include "engine/exit_codes.h"
 #include "probes/session.h"
 #include "reports/cost.h"
+#include "reports/kcidb.h"
+#include "reports/lava.h"
 #include "reports/model.h"
 #include "workloads/workload.h"
 
@@ -103,8 +105,10 @@ void run_workloads(const profile::Profile& p, const Caps& caps, RunControl& cont
 void finish_probes(ProbeAttachment& probes, report::Report& rep,
                    const std::string& record_path = "",
                    const nlohmann::json& record_meta = nlohmann::json::object());
-// The kernel log's findings since `kmsg` opened, into any report.
-void collect_kernel_log(KmsgWatcher& kmsg, report::Envelope& rep);
+// The kernel log's findings since `kmsg` opened, into any report; those a
+// waiver matches go to the waived list instead (and fail nothing).
+void collect_kernel_log(KmsgWatcher& kmsg, report::Envelope& rep,
+                        const std::vector<KmsgWaiver>& waivers = {});
 // A stop by signal marks the report (exit 130); a deadline does not.
 void mark_interrupted(const RunControl& control, report::Envelope& rep);
 
@@ -133,7 +137,19 @@ struct Output {
     Summary summary = Summary::text;
     // KTAP v1 (reports/ktap.h); "-": on stdout, and the text summary on stderr.
     std::string ktap_path;
+    // KCIDB v5.3 tests (reports/kcidb.h), with their origin, build and run ids.
+    std::string kcidb_path;
+    report::KcidbOptions kcidb;
+    // LAVA (reports/lava.h): its helpers run, or its signal lines on stdout,
+    // after the summary; a failed helper call makes a pass a tool error.
+    bool lava = false;
+    // The LAVA calls as JSON instead, for `gmemstress lab` to make on the host.
+    std::string lava_json_path;
 };
+
+// Makes the LAVA calls (reports/lava.h), says on stderr which failed;
+// returns `code`, or a tool error instead of a pass when one failed.
+int emit_lava(const std::vector<report::LavaSet>& sets, int code);
 
 // Writes the report files, prints the summary, returns the exit code.
 int write_reports(const report::Report& rep, const Output& out);

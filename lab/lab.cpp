@@ -703,6 +703,8 @@ class LabRun {
   private:
     void check_options();
     void find_host_tools();
+    // A host file the guest command reads, as the guest sees it.
+    std::string guest_input(const std::string& host_file);
     void locate_kernel();
     void select_modules();
     void plan_guest();
@@ -769,14 +771,16 @@ void LabRun::check_options() {
     check_test_kernel_options(o);
     for (const auto& [path, flag] :
          {std::pair{o.junit_path, "--junit"}, std::pair{o.record_path, "--record"},
-          std::pair{o.ktap_path, "--ktap"}})
+          std::pair{o.ktap_path, "--ktap"}, std::pair{o.kcidb_path, "--kcidb"},
+          std::pair{o.lava ? std::string("on") : std::string(), "--lava"}})
         if (!path.empty() && o.guest_command != "run")
             throw UsageError(
                 fmt::format("{}: only for gmemstress run (not {})", flag, o.guest_command));
     if (takes_profile_and_report(o.guest_command)) {
         for (const auto& a : o.guest_args)
             for (const char* own : {"-r", "--report", "--junit", "--record", "-p", "--profile",
-                                    "--ktap", "--exit-codes"})
+                                    "--ktap", "--exit-codes", "--kcidb", "--kcidb-origin",
+                                    "--kcidb-build-id", "--lava", "--lava-json", "--waivers"})
                 if (a == own || a.rfind(std::string(own) + "=", 0) == 0)
                     throw UsageError(fmt::format(
                         "'{}' after '--': give it to gmemstress lab itself (its paths are host "
@@ -788,7 +792,8 @@ void LabRun::check_options() {
     if (!o.exec_command.empty())
         for (const auto& [path, flag] :
              {std::pair{o.report_path, "--report"}, std::pair{o.profile, "--profile"},
-              std::pair{o.ktap_path, "--ktap"}})
+              std::pair{o.ktap_path, "--ktap"}, std::pair{o.kcidb_path, "--kcidb"},
+              std::pair{o.lava ? std::string("on") : std::string(), "--lava"}})
             if (!path.empty())
                 throw UsageError(fmt::format(
                     "{} with --exec: the command writes its own files (give it --writable DIR)",
@@ -807,7 +812,8 @@ void LabRun::check_options() {
          {std::pair{o.report_path, "--report"}, std::pair{o.junit_path, "--junit"},
           std::pair{o.record_path, "--record"},
           std::pair{o.ktap_path == "-" ? std::string() : o.ktap_path, "--ktap"},
-          std::pair{o.console_path, "--keep-console"}, std::pair{o.dmesg_path, "--keep-dmesg"}}) {
+          std::pair{o.kcidb_path, "--kcidb"}, std::pair{o.console_path, "--keep-console"},
+          std::pair{o.dmesg_path, "--keep-dmesg"}}) {
         if (path.empty())
             continue;
         fs::path parent = fs::absolute(path).parent_path();
@@ -962,15 +968,8 @@ void LabRun::plan_guest() {
     if (takes_profile_and_report(opts_.guest_command)) {
         std::string profile = opts_.profile;
         if (fs::is_regular_file(profile, ec)) {
-            profile = fs::absolute(profile).lexically_normal().string();
-            host_profile_ = profile;
-            // The guest's tmpfs hides the host's files there: hand it a copy.
-            if (under(profile, plan_.scratch)) {
-                std::string name = fs::path(profile).filename().string();
-                fs::copy_file(profile, out_dir_ + "/" + name, fs::copy_options::overwrite_existing);
-                path_renames_.emplace_back(guest_out_ + "/" + name, profile);
-                profile = guest_out_ + "/" + name;
-            }
+            host_profile_ = fs::absolute(profile).lexically_normal().string();
+            profile = guest_input(profile);
         }
         if (!profile.empty())
             plan_.command.insert(plan_.command.end(), {"--profile", profile});
@@ -981,8 +980,33 @@ void LabRun::plan_guest() {
             plan_.command.insert(plan_.command.end(), {"--record", guest_out_ + "/record.jsonl"});
         if (!opts_.ktap_path.empty())
             plan_.command.insert(plan_.command.end(), {"--ktap", guest_out_ + "/ktap.txt"});
+        if (!opts_.kcidb_path.empty()) {
+            plan_.command.insert(plan_.command.end(), {"--kcidb", guest_out_ + "/kcidb.json",
+                                                       "--kcidb-origin", opts_.kcidb_origin});
+            if (!opts_.kcidb_build_id.empty())
+                plan_.command.insert(plan_.command.end(),
+                                     {"--kcidb-build-id", opts_.kcidb_build_id});
+        }
+        // The host makes the LAVA calls: its PATH has LAVA's helpers.
+        if (opts_.lava)
+            plan_.command.insert(plan_.command.end(), {"--lava-json", guest_out_ + "/lava.json"});
+        for (const auto& w : opts_.waivers)
+            plan_.command.insert(plan_.command.end(), {"--waivers", guest_input(w)});
     }
     plan_.command.insert(plan_.command.end(), opts_.guest_args.begin(), opts_.guest_args.end());
+}
+
+std::string LabRun::guest_input(const std::string& host_file) {
+    std::string path = fs::absolute(host_file).lexically_normal().string();
+    if (!under(path, plan_.scratch))
+        return path; // the host root is shared read-only at the same paths
+    // The guest's tmpfs hides the host's files there: hand it a copy.
+    std::string name = fs::path(path).filename().string();
+    if (fs::exists(out_dir_ + "/" + name))
+        name = fmt::format("{}-{}", path_renames_.size(), name);
+    fs::copy_file(path, out_dir_ + "/" + name, fs::copy_options::overwrite_existing);
+    path_renames_.emplace_back(guest_out_ + "/" + name, path);
+    return guest_out_ + "/" + name;
 }
 
 void LabRun::write_initramfs() {
@@ -1076,8 +1100,8 @@ Boot LabRun::boot_with_fallback() {
         con_ = Console{.token = con_.token, .file = std::move(con_.file)};
         // Inputs (a copied profile) stay; outputs are written only after
         // "ready", which the failed attempt never reached.
-        for (const char* f : {"report.json", "junit.xml", "record.jsonl", "ktap.txt", "dmesg.txt",
-                              "stdout", "stderr", "status"})
+        for (const char* f : {"report.json", "junit.xml", "record.jsonl", "ktap.txt", "kcidb.json",
+                              "lava.json", "dmesg.txt", "stdout", "stderr", "status"})
             fs::remove(out_dir_ + "/" + f);
         accel_ = "tcg";
     }
@@ -1125,6 +1149,7 @@ Result LabRun::collect(const Boot& boot) {
     rename(guest_out_ + "/junit.xml", opts_.junit_path);
     rename(guest_out_ + "/record.jsonl", opts_.record_path);
     rename(guest_out_ + "/ktap.txt", opts_.ktap_path == "-" ? "(stdout)" : opts_.ktap_path);
+    rename(guest_out_ + "/kcidb.json", opts_.kcidb_path);
     for (const auto& [guest_path, host_path] : path_renames_)
         rename(guest_path, host_path);
 
@@ -1179,6 +1204,10 @@ Result LabRun::collect(const Boot& boot) {
     copy_out(out_dir_ + "/junit.xml", opts_.junit_path, "JUnit XML");
     if (!opts_.ktap_path.empty())
         res.ktap = slurp_if_exists(out_dir_ + "/ktap.txt");
+    if (!opts_.kcidb_path.empty())
+        res.kcidb = slurp_if_exists(out_dir_ + "/kcidb.json");
+    if (opts_.lava)
+        res.lava = slurp_if_exists(out_dir_ + "/lava.json");
     copy_out(out_dir_ + "/record.jsonl", opts_.record_path, "recorded event stream");
     return res;
 }

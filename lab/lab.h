@@ -24,16 +24,20 @@ struct Options {
     std::string profile; // built-in name or a host path; empty: the command's default
     unsigned cpus = 2;
     uint64_t memory = 2ull << 30;
-    double timeout_s = 600;              // boot + run + shutdown
-    std::string report_path;             // the guest's report + "lab", written atomically
-    std::string junit_path;              // the guest's JUnit XML, copied
-    std::string record_path;             // the guest's recorded event stream (run --record), copied
-    std::string ktap_path;               // run --ktap: Result::ktap, for the caller to write here
-    std::string console_path;            // full serial console (+ QEMU's stderr)
-    std::string dmesg_path;              // the guest's dmesg at the end of the run
-    std::string accel = "auto";          // auto | kvm | tcg
-    std::string guest_command = "run";   // gmemstress subcommand run in the guest
-    std::vector<std::string> guest_args; // after `--`
+    double timeout_s = 600;  // boot + run + shutdown
+    std::string report_path; // the guest's report + "lab", written atomically
+    std::string junit_path;  // the guest's JUnit XML, copied
+    std::string record_path; // the guest's recorded event stream (run --record), copied
+    std::string ktap_path;   // run --ktap: Result::ktap, for the caller to write here
+    std::string kcidb_path;  // run --kcidb: Result::kcidb, for the caller to write here
+    std::string kcidb_origin, kcidb_build_id; // passed to the guest's run
+    bool lava = false;                        // run --lava: Result::lava, for the caller to make
+    std::vector<std::string> waivers;         // run --waivers files (host paths)
+    std::string console_path;                 // full serial console (+ QEMU's stderr)
+    std::string dmesg_path;                   // the guest's dmesg at the end of the run
+    std::string accel = "auto";               // auto | kvm | tcg
+    std::string guest_command = "run";        // gmemstress subcommand run in the guest
+    std::vector<std::string> guest_args;      // after `--`
     // --exec: this command (any program) instead of gmemstress; its output
     // and exit status are passed through.
     std::vector<std::string> exec_command;
@@ -82,6 +86,8 @@ struct Result {
     std::string guest_stdout, guest_stderr;
     std::optional<nlohmann::json> report; // the guest's report with "lab" added
     std::optional<std::string> ktap;      // the guest's KTAP (Options::ktap_path)
+    std::optional<std::string> kcidb;     // the guest's KCIDB JSON (Options::kcidb_path)
+    std::optional<std::string> lava;      // the guest's LAVA calls as JSON (Options::lava)
     // Oops, BUG, panic ... lines the guest kernel printed on the console.
     std::vector<report::KmsgFinding> kernel_findings;
     // The guest kernel crashed after the lab's init started: a finding about

@@ -16,6 +16,7 @@ struct Leaf {
     Outcome outcome = Outcome::pass;
     std::string reason;            // SKIP directive, or first diagnostic of a failure
     std::vector<std::string> diag; // more diagnostic lines, before the result line
+    bool xfail = false;            // an expected failure (a waived kernel finding): ok # XFAIL
 };
 struct Suite {
     std::string name;
@@ -53,8 +54,12 @@ Outcome of(Verdict v) {
 }
 
 struct Totals {
-    size_t pass = 0, fail = 0, skip = 0, error = 0;
-    void add(Outcome o) {
+    size_t pass = 0, fail = 0, xfail = 0, skip = 0, error = 0;
+    void add(Outcome o, bool expected_failure = false) {
+        if (expected_failure) {
+            ++xfail;
+            return;
+        }
         pass += o == Outcome::pass;
         fail += o == Outcome::fail;
         skip += o == Outcome::skip;
@@ -72,6 +77,11 @@ void result(std::string& out, const std::string& indent, size_t n, const Leaf& l
     }
     for (const auto& d : l.diag)
         out += fmt::format("{}# {}\n", indent, one_line(d));
+    if (l.xfail) {
+        out += fmt::format("{}ok {} {} # XFAIL {}\n", indent, n, test_name(l.name),
+                           one_line(l.reason));
+        return;
+    }
     switch (l.outcome) {
     case Outcome::pass:
         out += fmt::format("{}ok {} {}\n", indent, n, test_name(l.name));
@@ -88,8 +98,8 @@ void result(std::string& out, const std::string& indent, size_t n, const Leaf& l
 }
 
 std::string totals_line(const Totals& t) {
-    return fmt::format("# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:{}\n", t.pass,
-                       t.fail, t.skip, t.error);
+    return fmt::format("# Totals: pass:{} fail:{} xfail:{} xpass:0 skip:{} error:{}\n", t.pass,
+                       t.fail, t.xfail, t.skip, t.error);
 }
 
 std::vector<Suite> suites_of(const Report& r) {
@@ -160,6 +170,15 @@ std::vector<Suite> suites_of(const Report& r) {
     } else {
         klog.leaves.push_back({"clean", Outcome::pass, "", {}});
     }
+    for (const auto& w : r.kernel_log_waived) {
+        const auto& by = r.waiver_of(w);
+        klog.leaves.push_back(
+            {w.finding.kind,
+             Outcome::pass,
+             fmt::format("waived by /{}/ ({}): {}", by.regex, by.origin, w.finding.line),
+             {},
+             true});
+    }
     suites.push_back(std::move(klog));
     return suites;
 }
@@ -208,7 +227,7 @@ std::string to_ktap(const Report& r) {
         Totals t;
         for (size_t i = 0; i < s.leaves.size(); ++i) {
             result(out, "  ", i + 1, s.leaves[i]);
-            t.add(s.leaves[i].outcome);
+            t.add(s.leaves[i].outcome, s.leaves[i].xfail);
         }
         Leaf whole{name, Outcome::pass, "", {}};
         if (t.fail || t.error)
@@ -220,6 +239,7 @@ std::string to_ktap(const Report& r) {
         result(out, "", k + 1, whole);
         total.pass += t.pass;
         total.fail += t.fail;
+        total.xfail += t.xfail;
         total.skip += t.skip;
         total.error += t.error;
     }

@@ -8,9 +8,11 @@
 // one for the invariants ("invariants": verified ok, violated not ok,
 // incomplete and unverifiable ok # SKIP), one for the tool's own errors (when
 // there are any) and one for the kernel log ("kernel_log": each finding a
-// not ok leaf; none, one ok leaf "clean"). The last line is kselftest's
-// "# Totals: pass:N fail:N xfail:0 xpass:0 skip:N error:N", counting leaves
-// (an error leaf is `not ok` and counted under error, not fail).
+// not ok leaf; none, one ok leaf "clean"; each waived finding an
+// "ok N KIND # XFAIL waived by /REGEX/ (ORIGIN): line" leaf). The last line is
+// kselftest's "# Totals: pass:N fail:N xfail:N xpass:0 skip:N error:N",
+// counting leaves (an error leaf is `not ok` and counted under error, not
+// fail; a waived finding under xfail).
 // A report in which nothing ran (verdict skip) is one skipped test:
 // "1..1" / "ok 1 gmemstress # SKIP reason", never "1..0".
 #pragma once

@@ -68,6 +68,20 @@ void settle_outcome(WorkloadResult& w) {
                    (w.reason.empty() ? std::string() : " (" + w.reason + ")");
 }
 
+std::vector<size_t> Envelope::waiver_counts() const {
+    std::vector<size_t> n(kernel_log_waivers.size());
+    for (const auto& w : kernel_log_waived)
+        if (w.waiver < n.size())
+            ++n[w.waiver];
+    return n;
+}
+
+const KmsgWaiver& Envelope::waiver_of(const WaivedFinding& w) const {
+    static const KmsgWaiver unknown{"?", "?", ""};
+    return w.waiver < kernel_log_waivers.size() ? kernel_log_waivers[w.waiver] : unknown;
+}
+
+// Waived findings (kernel_log_waived) are known messages: they fail nothing.
 Outcome Report::verdict() const {
     bool failed = !kernel_log.empty();
     bool errored = !errors.empty();

@@ -113,8 +113,11 @@ struct InvariantResult {
     std::vector<std::string> violations;      // first N
 };
 
-// The kernel log scanner's finding (core/kmsg.h), as reports carry it.
+// The kernel log scanner's finding (core/kmsg.h), as reports carry it, and
+// the known messages waived (reported, not counted as findings).
 using KmsgFinding = gms::KmsgFinding;
+using KmsgWaiver = gms::KmsgWaiver;
+using WaivedFinding = gms::WaivedFinding;
 
 // What every report starts with, whatever the command (run, watch,
 // probe-cost): who wrote it, when, on which host, with which profile,
@@ -133,9 +136,15 @@ struct Envelope {
     // The in-flight guest_memfd series the kernel carries and the ABI used
     // (kvm/series.h); unset only in reports made without detecting the host.
     std::optional<kvm::SeriesInfo> series;
-    std::vector<KmsgFinding> kernel_log;
+    std::vector<KmsgFinding> kernel_log; // findings: each fails the verdict
     bool kernel_log_available = true;
     std::string kernel_log_reason;
+    std::vector<KmsgWaiver> kernel_log_waivers;   // every waiver of the run
+    std::vector<WaivedFinding> kernel_log_waived; // matched one: not in kernel_log
+    // How many findings each of kernel_log_waivers waived.
+    std::vector<size_t> waiver_counts() const;
+    // The waiver of a waived finding.
+    const KmsgWaiver& waiver_of(const WaivedFinding& w) const;
     std::vector<std::string> errors; // tool-level errors that did not abort the run
 };
 

@@ -114,12 +114,31 @@ json invariant_json(const InvariantResult& i) {
 }
 
 namespace {
-json kernel_log_json(const std::vector<KmsgFinding>& findings, bool available,
-                     const std::string& reason) {
+json kernel_log_json(const Envelope& e) {
     json list = json::array();
-    for (const auto& f : findings)
+    for (const auto& f : e.kernel_log)
         list.push_back({{"kind", f.kind}, {"line", f.line}, {"timestamp_us", f.timestamp_us}});
-    return {{"available", available}, {"reason", reason}, {"findings", list}};
+    json waivers = json::array();
+    auto counts = e.waiver_counts();
+    for (size_t i = 0; i < e.kernel_log_waivers.size(); ++i) {
+        const auto& w = e.kernel_log_waivers[i];
+        waivers.push_back({{"regex", w.regex},
+                           {"origin", w.origin},
+                           {"reason", w.reason},
+                           {"waived", counts[i]}});
+    }
+    json waived = json::array();
+    for (const auto& w : e.kernel_log_waived)
+        waived.push_back({{"kind", w.finding.kind},
+                          {"line", w.finding.line},
+                          {"timestamp_us", w.finding.timestamp_us},
+                          {"waived_by", e.waiver_of(w).regex},
+                          {"waiver_origin", e.waiver_of(w).origin}});
+    return {{"available", e.kernel_log_available},
+            {"reason", e.kernel_log_reason},
+            {"findings", list},
+            {"waivers", waivers},
+            {"waived", waived}};
 }
 } // namespace
 
@@ -190,17 +209,16 @@ std::string series_line(const kvm::SeriesInfo& s) {
 }
 
 json envelope_json(const Envelope& e) {
-    json j = {
-        {"schema_version", kSchemaVersion},
-        {"tool", {{"name", "gmemstress"}, {"version", e.tool_version}}},
-        {"command", e.command},
-        {"timestamp", e.timestamp},
-        {"host", e.host},
-        {"profile", e.profile},
-        {"interrupted", e.interrupted},
-        {"interrupt_reason", e.interrupt_reason},
-        {"kernel_log", kernel_log_json(e.kernel_log, e.kernel_log_available, e.kernel_log_reason)},
-        {"errors", e.errors}};
+    json j = {{"schema_version", kSchemaVersion},
+              {"tool", {{"name", "gmemstress"}, {"version", e.tool_version}}},
+              {"command", e.command},
+              {"timestamp", e.timestamp},
+              {"host", e.host},
+              {"profile", e.profile},
+              {"interrupted", e.interrupted},
+              {"interrupt_reason", e.interrupt_reason},
+              {"kernel_log", kernel_log_json(e)},
+              {"errors", e.errors}};
     if (e.lab)
         j["lab"] = *e.lab;
     if (e.series)
@@ -285,6 +303,18 @@ std::string to_text(const Report& r, bool color) {
         out += fmt::format("  kernel log: not scanned ({})\n", r.kernel_log_reason);
     for (const auto& f : r.kernel_log)
         out += fmt::format("  kernel log {}: {}\n", f.kind, f.line);
+    for (const auto& w : r.kernel_log_waived)
+        out += fmt::format("  kernel log waived {}: {} (by /{}/, {})\n", w.finding.kind,
+                           w.finding.line, r.waiver_of(w).regex, r.waiver_of(w).origin);
+    if (!r.kernel_log_waived.empty()) {
+        auto counts = r.waiver_counts();
+        std::vector<std::string> per;
+        for (size_t i = 0; i < counts.size(); ++i)
+            if (counts[i])
+                per.push_back(fmt::format("/{}/: {}", r.kernel_log_waivers[i].regex, counts[i]));
+        out += fmt::format("  kernel log: {} finding{} waived ({})\n", r.kernel_log_waived.size(),
+                           r.kernel_log_waived.size() == 1 ? "" : "s", fmt::join(per, ", "));
+    }
     for (const auto& e : r.errors)
         out += fmt::format("  error: {}\n", e);
     out += fmt::format("verdict: {}\n", paint(r.verdict()));
@@ -328,6 +358,15 @@ std::string to_junit(const Report& r) {
     for (const auto& f : r.kernel_log)
         kmsg += f.kind + ": " + f.line + "\n";
     cases.push_back({"gmemstress.kernel", "kernel_log", klog, kmsg});
+    // JUnit has no expected failure: a waived finding is a skipped case
+    // naming the regex that waived it.
+    for (size_t k = 0; k < r.kernel_log_waived.size(); ++k) {
+        const auto& w = r.kernel_log_waived[k];
+        cases.push_back({"gmemstress.kernel.waived", fmt::format("{}.{}", w.finding.kind, k + 1),
+                         Outcome::skip,
+                         fmt::format("waived by /{}/ ({}): {}", r.waiver_of(w).regex,
+                                     r.waiver_of(w).origin, w.finding.line)});
+    }
 
     size_t failures = 0, errors = 0, skipped = 0;
     for (const auto& c : cases) {
