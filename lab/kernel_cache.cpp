@@ -28,10 +28,18 @@ std::string cache_root() {
     return std::string(home && *home ? home : "/root") + "/.cache/gmemstress";
 }
 
-// "key=value" lines a script printed on stdout.
-std::map<std::string, std::string> parse_key_values(const std::string& out) {
+// Runs one of the embedded kernel scripts with the user's stderr (its
+// progress: apt's downloads, make's steps) unless quiet, and returns the
+// "key=value" lines it printed on stdout as its result.
+std::map<std::string, std::string> run_kernel_script(const std::vector<std::string>& argv,
+                                                     const std::string& what, bool quiet,
+                                                     double timeout_s, int& status) {
+    Child::Io io;
+    io.pipe_stdout = true;
+    io.inherit_stderr = !quiet;
+    Child c = Child::spawn(argv, io);
+    std::istringstream lines(read_stdout_to_end(c, what, timeout_s, status));
     std::map<std::string, std::string> kv;
-    std::istringstream lines(out);
     for (std::string line; std::getline(lines, line);)
         if (auto eq = line.find('='); eq != std::string::npos)
             kv[line.substr(0, eq)] = line.substr(eq + 1);
@@ -43,10 +51,7 @@ std::map<std::string, std::string> parse_key_values(const std::string& out) {
 std::string default_kernel_cache_dir() {
     if (const char* d = std::getenv("GMS_LAB_KERNEL_DIR"); d && *d)
         return d;
-    if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
-        return std::string(x) + "/gmemstress/kernels";
-    const char* home = std::getenv("HOME");
-    return std::string(home && *home ? home : "/root") + "/.cache/gmemstress/kernels";
+    return cache_root() + "/kernels";
 }
 
 std::string default_test_kernel_dir() {
@@ -76,13 +81,8 @@ TestKernel build_test_kernel(const TestKernelOptions& o) {
         argv.insert(argv.end(), {"--fragment", f});
     if (o.offline)
         argv.push_back("--offline");
-    Child::Io io;
-    io.pipe_stdout = true;
-    io.inherit_stderr = !o.quiet;
-    Child c = Child::spawn(argv, io);
     int status = -1;
-    auto kv =
-        parse_key_values(read_stdout_to_end(c, "building the test kernel", o.timeout_s, status));
+    auto kv = run_kernel_script(argv, "building the test kernel", o.quiet, o.timeout_s, status);
     TestKernel k{kv["release"], kv["kernel"], kv["config"], kv["source"], kv["key"]};
     if (status != 0 || k.kernel.empty())
         throw EnvError(
@@ -98,29 +98,9 @@ CachedKernel fetch_newest_kernel(const FetchOptions& o) {
                                      "--dest", dest};
     if (o.offline)
         argv.push_back("--offline");
-    // stderr stays the user's: apt's download progress shows there.
-    Child::Io io;
-    io.pipe_stdout = true;
-    io.inherit_stderr = !o.quiet;
-    Child c = Child::spawn(argv, io);
     int status = -1;
-    std::string out = read_stdout_to_end(c, "fetching the lab kernel", o.timeout_s, status);
-    CachedKernel k;
-    std::istringstream lines(out);
-    for (std::string line; std::getline(lines, line);) {
-        auto eq = line.find('=');
-        if (eq == std::string::npos)
-            continue;
-        std::string key = line.substr(0, eq), value = line.substr(eq + 1);
-        if (key == "release")
-            k.release = value;
-        else if (key == "version")
-            k.version = value;
-        else if (key == "kernel")
-            k.kernel = value;
-        else if (key == "modules")
-            k.modules = value;
-    }
+    auto kv = run_kernel_script(argv, "fetching the lab kernel", o.quiet, o.timeout_s, status);
+    CachedKernel k{kv["release"], kv["version"], kv["kernel"], kv["modules"]};
     if (status != 0 || k.kernel.empty())
         throw EnvError(fmt::format(
             "no lab kernel: fetching Debian's newest kernel into {} failed (exit {}{}) and none "

@@ -72,6 +72,14 @@ def run(*args, timeout=300, check_rc=None, **kw):
     return p
 
 
+def expect_usage_error(args, *needles):
+    """A usage error: exit 2, and stderr names every needle (the flag, FILE:LINE ...)."""
+    p = run(*args)
+    assert p.returncode == 2, f"{args}: exit {p.returncode}, expected 2\n{p.stderr}"
+    for n in needles:
+        assert n in p.stderr, f"{args}: stderr lacks {n!r}:\n{p.stderr}"
+
+
 def tmpdir():
     return tempfile.mkdtemp(prefix="gms-e2e-")
 

@@ -1,14 +1,7 @@
 """Bad input: clear error naming what and where, exit 2, nothing half-written."""
 import os
 
-from gms_e2e import main, run, tmpdir
-
-
-def expect_usage_error(args, *needles):
-    p = run(*args)
-    assert p.returncode == 2, f"{args}: exit {p.returncode}, expected 2\n{p.stderr}"
-    for n in needles:
-        assert n in p.stderr, f"{args}: stderr lacks {n!r}:\n{p.stderr}"
+from gms_e2e import expect_usage_error, main, tmpdir
 
 
 def test():

@@ -3,14 +3,7 @@ flag (or FILE:LINE for profiles and waiver files), exit 2, nothing written,
 before anything runs or boots (no KVM, no QEMU needed)."""
 import os
 
-from gms_e2e import main, run, tmpdir
-
-
-def expect_usage_error(args, *needles):
-    p = run(*args)
-    assert p.returncode == 2, f"{args}: exit {p.returncode}, expected 2\n{p.stderr}"
-    for n in needles:
-        assert n in p.stderr, f"{args}: stderr lacks {n!r}:\n{p.stderr}"
+from gms_e2e import expect_usage_error, main, tmpdir
 
 
 def test():
