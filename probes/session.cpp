@@ -432,7 +432,8 @@ std::unique_ptr<Session> Session::attach(const Options& opts, const Caps& caps) 
     req.lockdown = im.lockdown;
     req.configure = [&im, &opts](gmem_bpf& skel) {
         skel.bss->cfg_filter_tgid = im.filter_tgid;
-        skel.bss->cfg_wakeup_bytes = opts.ringbuf_size / kWakeupFraction;
+        skel.bss->cfg_wakeup_bytes =
+            opts.wakeup_bytes ? opts.wakeup_bytes : opts.ringbuf_size / kWakeupFraction;
         skel.bss->cfg_watch_gen = 1; // a memo never filled (gen 0) never matches
         skel.bss->cfg_all_gmem = opts.all_guest_memfds ? 1 : 0;
     };

@@ -22,6 +22,9 @@ struct Options {
     profile::ProbeBackendRequest backend = profile::ProbeBackendRequest::automatic;
     bool all_guest_memfds = false; // observe every guest_memfd, not only ours
     uint64_t ringbuf_size = 8ull << 20;
+    // Pending bytes at which BPF wakes the consumer; 0: ringbuf_size / 8.
+    // Above ringbuf_size the consumer drains only on its poll timeout.
+    uint64_t wakeup_bytes = 0;
     bool calibrate = true; // secretmem calibration before direct-map verdicts
     // Counters (KVM faults, SPTEs, lock contention) count this process only:
     // -1 = the calling process, 0 = every process, N = pid N.
