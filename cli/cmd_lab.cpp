@@ -244,6 +244,11 @@ void add_lab_command(CLI::App& app, Action& action) {
     cmd->add_option("--kernel-tree", c.o.kernel_tree,
                     "like --test-kernel, built from this kernel tree (your series applied; out of "
                     "tree, incremental)");
+    cmd->add_option("--plant", c.o.plants,
+                    "plant a known bug in the test kernel (repeatable): nozero, not-uptodate, "
+                    "punch-leaves, ref-leak, long-hold, warn, stale-guest (docs/DETECTION.md); "
+                    "implies --test-kernel")
+        ->allow_extra_args(false);
     cmd->add_option("--kconfig-fragment", c.o.kconfig_fragments,
                     "one more Kconfig fragment for the test kernel (repeatable)")
         ->allow_extra_args(false);

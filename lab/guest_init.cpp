@@ -68,10 +68,19 @@ fi
     s +=
         R"SH([ -c /dev/kvm ] || fail kvm "no /dev/kvm in the guest: the virtual CPU has no svm/vmx or the kernel's kvm modules are missing (pass --modules or --kernel-deb)"
 
+GMS_PLANT_CHECK
 grep -qw 9p /proc/filesystems || fail mount "the guest kernel has no 9p filesystem (pass its modules with --modules or --kernel-deb)"
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose gmshost /host ||
     fail mount "cannot mount the host root (9p tag gmshost)"
 )SH";
+    std::string plant_check;
+    if (p.plant_mask)
+        plant_check = fmt::format(
+            "[ \"$(cat /sys/module/kvm/parameters/gms_plant 2>/dev/null)\" = {0} ] || fail plants "
+            "\"kvm.gms_plant is '$(cat /sys/module/kvm/parameters/gms_plant 2>&1)', not {0}: this "
+            "kernel was not built with lab/patches (use --test-kernel)\"\n",
+            p.plant_mask);
+    s.replace(s.find("GMS_PLANT_CHECK\n"), 16, plant_check);
     s += fmt::format("mount -t tmpfs -o mode=1777 tmpfs /host{} || fail mount \"tmpfs on {}\"\n",
                      p.scratch, p.scratch);
     if (p.scratch != "/run")

@@ -18,6 +18,7 @@ extern const char* const kBuildTestKernelScript;
 extern const char* const kLabBootConfig;
 extern const char* const kGmemstressConfig;
 extern const char* const kGmemstressDebugConfig;
+extern const char* const kPlantsPatch;
 
 namespace {
 
@@ -62,19 +63,27 @@ std::string default_test_kernel_dir() {
 
 TestKernel build_test_kernel(const TestKernelOptions& o) {
     std::string dest = default_test_kernel_dir();
-    // The fragments travel with the binary: written next to the cache, where
-    // the script reads them (their content is part of the cache key).
-    std::string kconfig_dir = dest + "/kconfig";
-    std::filesystem::create_directories(kconfig_dir);
-    for (auto [name, text] : {std::pair{"lab-boot.config", kLabBootConfig},
-                              std::pair{"gmemstress.config", kGmemstressConfig},
-                              std::pair{"gmemstress-debug.config", kGmemstressDebugConfig}}) {
-        std::string path = kconfig_dir + "/" + name, tmp = path + ".tmp";
-        std::ofstream(tmp, std::ios::trunc) << text;
-        std::filesystem::rename(tmp, path);
-    }
-    std::vector<std::string> argv = {"bash",    "-c", kBuildTestKernelScript, "build-test-kernel",
-                                     "--cache", dest, "--kconfig-dir",        kconfig_dir};
+    // The fragments and the plants travel with the binary: written next to
+    // the cache, where the script reads them (their content is part of the
+    // cache key).
+    auto write_all = [&](const std::string& dir,
+                         std::initializer_list<std::pair<const char*, const char*>> files) {
+        std::filesystem::create_directories(dir);
+        for (auto [name, text] : files) {
+            std::string path = dir + "/" + name, tmp = path + ".tmp";
+            std::ofstream(tmp, std::ios::trunc) << text;
+            std::filesystem::rename(tmp, path);
+        }
+    };
+    std::string kconfig_dir = dest + "/kconfig", patch_dir = dest + "/patches";
+    write_all(kconfig_dir, {{"lab-boot.config", kLabBootConfig},
+                            {"gmemstress.config", kGmemstressConfig},
+                            {"gmemstress-debug.config", kGmemstressDebugConfig}});
+    write_all(patch_dir, {{"gmemstress-plants.patch", kPlantsPatch}});
+    std::vector<std::string> argv = {"bash",         "-c",        kBuildTestKernelScript,
+                                     "build-test-kernel", "--cache", dest,
+                                     "--kconfig-dir", kconfig_dir, "--patch-dir",
+                                     patch_dir};
     if (!o.tree.empty())
         argv.insert(argv.end(), {"--tree", o.tree});
     for (const auto& f : o.fragments)
@@ -83,7 +92,7 @@ TestKernel build_test_kernel(const TestKernelOptions& o) {
         argv.push_back("--offline");
     int status = -1;
     auto kv = run_kernel_script(argv, "building the test kernel", o.quiet, o.timeout_s, status);
-    TestKernel k{kv["release"], kv["kernel"], kv["config"], kv["source"], kv["key"]};
+    TestKernel k{kv["release"], kv["kernel"], kv["config"], kv["source"], kv["key"], kv["plants"]};
     if (status != 0 || k.kernel.empty())
         throw EnvError(
             fmt::format("no test kernel: building it {} failed (exit {}; the reason is above{})",

@@ -32,6 +32,35 @@ namespace fs = std::filesystem;
 
 namespace gms::lab {
 
+const std::vector<Plant>& plants() {
+    static const std::vector<Plant> all = {
+        {"nozero", 0x01, "hand-outs of folios holding stale bytes, marked uptodate"},
+        {"not-uptodate", 0x02, "hand-outs of zeroed folios never marked uptodate"},
+        {"punch-leaves", 0x04, "punch hole leaves the last page of its range"},
+        {"ref-leak", 0x08, "a folio reference leaked per hand-out of every 64th page"},
+        {"long-hold", 0x10, "the first two punches sleep 3 s holding invalidate_lock"},
+        {"warn", 0x20, "a WARN in punch hole"},
+        {"stale-guest", 0x40, "punch hole without invalidating KVM's mappings"},
+    };
+    return all;
+}
+
+uint32_t plant_mask(const std::vector<std::string>& names) {
+    uint32_t mask = 0;
+    for (const auto& n : names) {
+        auto it = std::find_if(plants().begin(), plants().end(),
+                               [&](const Plant& p) { return n == p.name; });
+        if (it == plants().end()) {
+            std::string known;
+            for (const auto& p : plants())
+                known += (known.empty() ? "" : ", ") + std::string(p.name);
+            throw UsageError(fmt::format("--plant {}: no such plant (known: {})", n, known));
+        }
+        mask |= it->bit;
+    }
+    return mask;
+}
+
 std::string describe_guest_command(const Options& o) {
     if (!o.exec_command.empty()) {
         std::string words;
@@ -734,6 +763,10 @@ class LabRun {
 };
 
 void check_test_kernel_options(const Options& o) {
+    if (!o.plants.empty() && !o.kernel_tree.empty())
+        throw UsageError("--plant: the plants (lab/patches) go into the test kernel built from "
+                         "Debian's linux-source, not into a --kernel-tree");
+    plant_mask(o.plants); // names checked before anything boots
     bool test_kernel = o.test_kernel || !o.kernel_tree.empty();
     if (!test_kernel) {
         if (!o.kconfig_fragments.empty())
@@ -856,7 +889,10 @@ void LabRun::find_host_tools() {
 void LabRun::locate_kernel() {
     kernel_ = opts_.kernel;
     modules_dir_ = opts_.modules_dir;
-    if (opts_.test_kernel || !opts_.kernel_tree.empty()) {
+    // --plant without a kernel of the user's: the test kernel carries them.
+    bool plants_need_test_kernel =
+        !opts_.plants.empty() && opts_.kernel.empty() && opts_.kernel_debs.empty();
+    if (opts_.test_kernel || !opts_.kernel_tree.empty() || plants_need_test_kernel) {
         progress(opts_, "building the test kernel (once per source and config; cached in " +
                             default_test_kernel_dir() + ")");
         TestKernel k = build_test_kernel({.tree = opts_.kernel_tree,
@@ -866,7 +902,8 @@ void LabRun::locate_kernel() {
         kernel_ = k.kernel;
         test_kernel_built_in_ = true;
         lab_["test_kernel"] = {
-            {"release", k.release}, {"source", k.source}, {"config", k.config}, {"key", k.key}};
+            {"release", k.release}, {"source", k.source}, {"config", k.config},
+            {"key", k.key},         {"plants", k.plants}};
     } else if (kernel_.empty() && opts_.kernel_debs.empty()) {
         progress(opts_, "no --kernel: using Debian's newest kernel (downloaded once, cached in " +
                             (opts_.kernel_cache.empty() ? default_kernel_cache_dir()
@@ -959,6 +996,7 @@ void LabRun::plan_guest() {
         plan_.writable.push_back(fs::absolute(d).lexically_normal().string());
     plan_.env = opts_.env;
     plan_.before = opts_.before;
+    plan_.plant_mask = plant_mask(opts_.plants);
     if (!opts_.exec_command.empty()) {
         plan_.command = opts_.exec_command;
         return;
@@ -1027,6 +1065,8 @@ void LabRun::write_initramfs() {
 // The "lab" object, as far as it is known before the boot.
 void LabRun::describe() {
     lab_["kernel"] = kernel_;
+    if (!opts_.plants.empty())
+        lab_["plants"] = opts_.plants;
     if (!opts_.kernel_debs.empty()) {
         std::vector<std::string> debs;
         for (const auto& d : opts_.kernel_debs)
@@ -1069,6 +1109,8 @@ Boot LabRun::boot_with_fallback() {
     // console, instead of leaving a dead task that holds a lock until --timeout.
     bp.append = "console=ttyS0 earlyprintk=serial,ttyS0,115200 quiet loglevel=4 panic=-1 "
                 "oops=panic rdinit=/init";
+    if (plan_.plant_mask)
+        bp.append += fmt::format(" kvm.gms_plant={}", plan_.plant_mask);
     if (!opts_.append.empty())
         bp.append += " " + opts_.append;
 

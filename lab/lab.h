@@ -52,11 +52,25 @@ struct Options {
     std::vector<std::string> kconfig_fragments; // more fragments for the test kernel
     bool offline = false;                       // no download: the newest cached kernel
     std::string append;                         // more kernel command line (e.g. loglevel=7)
+    // --plant: bugs the test kernel plants (lab/patches), by name; implies
+    // --test-kernel unless --kernel names a kernel built with the plants.
+    std::vector<std::string> plants;
     std::string qemu = "qemu-system-x86_64";
     std::string busybox;       // static busybox; default: found on the host
     bool keep_workdir = false; // debugging: leave the initramfs etc. behind
     bool quiet = false;        // no progress lines on stderr
 };
+
+// The bugs the test kernel can plant (lab/patches/gmemstress-plants.patch),
+// one bit of kvm.gms_plant= each.
+struct Plant {
+    const char* name;
+    uint32_t bit;
+    const char* what;
+};
+const std::vector<Plant>& plants();
+// The kvm.gms_plant= mask for these names; UsageError naming an unknown one.
+uint32_t plant_mask(const std::vector<std::string>& names);
 
 // What the guest runs, in words: "gmemstress run", "exec python3 ...".
 std::string describe_guest_command(const Options& o);
@@ -135,6 +149,7 @@ struct TestKernelOptions {
 };
 struct TestKernel {
     std::string release, kernel, config, source, key;
+    std::string plants; // hash of lab/patches applied (kvm.gms_plant= exists), or "none"
 };
 TestKernel build_test_kernel(const TestKernelOptions& o);
 
@@ -205,6 +220,9 @@ struct GuestPlan {
     std::vector<std::string> writable; // host dirs mounted read-write at the same path
     std::vector<std::string> env;      // KEY=VALUE added to the command's environment
     std::string before;                // shell command run first, in the same shell
+    // The kvm.gms_plant= mask the kernel must have taken (0: no check), so a
+    // kernel without the plants is a setup failure, never a clean run.
+    uint32_t plant_mask = 0;
 };
 std::string make_init_script(const GuestPlan& plan);
 // Where the results share is mounted, as the guest command sees it.

@@ -5,16 +5,23 @@
 #
 # Source: Debian's newest linux-source-X.Y package (default), or a kernel tree
 # you point at (your series applied; built out of tree, so the tree stays clean).
+# Plants: a Debian-source kernel gets lab/patches/*.patch applied (the
+# test-only switches that plant known bugs behind the kvm.gms_plant= boot
+# parameter; off by default, see docs/DETECTION.md). A --tree is built as it is.
 # Config: allnoconfig with the fragments in lab/kconfig forced on
 # (lab-boot.config, gmemstress.config, gmemstress-debug.config) plus any
 # --fragment; every option a fragment asks for is checked in the result, and a
 # fragment that the kernel does not honour is an error naming the option.
 #
 # Cached outside any clone, keyed by (source, fragments):
-#   CACHE/src/<debian version>/          the unpacked linux-source tarball
-#   CACHE/obj/<key>/                      the object tree (kept: a rebuild after
-#                                         a change to one file takes minutes)
-#   CACHE/out/<key>/{bzImage,config,RELEASE,SOURCE,build.log}
+#   CACHE/src/<debian version>/          the unpacked linux-source tarball, with
+#                                         the plants applied (.gms-patches)
+#   CACHE/obj/<objkey>/                   the object tree, keyed by (source,
+#                                         fragments) (kept: a rebuild after a
+#                                         change to one file or to the plants
+#                                         takes minutes)
+#   CACHE/out/<key>/{bzImage,config,RELEASE,SOURCE,PLANTS,build.log}, keyed by
+#                                         (source, fragments, plants)
 # A Debian-source kernel already in CACHE/out is reused without running make;
 # a --tree kernel is always handed to make, which rebuilds what changed.
 #
@@ -37,6 +44,8 @@
 #                    "trixie-backports sid")
 #   --kconfig-dir D  where the fragments are (default: lab/kconfig next to this
 #                    script; `gmemstress lab` passes its own copies)
+#   --patch-dir D    where the plants patches are (default: lab/patches next to
+#                    this script; `gmemstress lab` passes its own copies)
 set -euo pipefail
 
 cache=${GMS_TEST_KERNEL_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/gmemstress/test-kernel}
@@ -47,6 +56,7 @@ offline=0
 suites="trixie-backports sid"
 mirror=${GMS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 kconfig_dir=""
+patch_dir=""
 # Part of the cache key: a change to how the kernel is built builds it again.
 recipe_version=1
 
@@ -65,6 +75,7 @@ while [ $# -gt 0 ]; do
     --offline) offline=1; shift ;;
     --suites) suites=${2:?--suites needs a list}; shift 2 ;;
     --kconfig-dir) kconfig_dir=${2:?--kconfig-dir needs a directory}; shift 2 ;;
+    --patch-dir) patch_dir=${2:?--patch-dir needs a directory}; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
@@ -75,6 +86,12 @@ if [ -z "$kconfig_dir" ]; then
   kconfig_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../lab/kconfig" 2>/dev/null && pwd) ||
     die "no lab/kconfig next to this script; pass --kconfig-dir"
 fi
+if [ -z "$patch_dir" ]; then
+  patch_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/../lab/patches" 2>/dev/null && pwd) ||
+    die "no lab/patches next to this script; pass --patch-dir"
+fi
+patches=()
+for f in "$patch_dir"/*.patch; do [ -e "$f" ] && patches+=("$f"); done
 fragments=("$kconfig_dir/lab-boot.config" "$kconfig_dir/gmemstress.config"
   "$kconfig_dir/gmemstress-debug.config")
 for f in "${extra_fragments[@]}"; do
@@ -86,7 +103,7 @@ for f in "${fragments[@]}"; do
 done
 
 missing=()
-for tool in make gcc flex bison bc pahole perl python3 tar xz sha256sum flock; do
+for tool in make gcc flex bison bc pahole perl python3 tar xz sha256sum flock patch; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 [ -e /usr/include/libelf.h ] || missing+=("libelf-dev")
@@ -186,6 +203,36 @@ debian_source() { # prints the unpacked source directory; sets source_id
   trap - EXIT
 }
 
+# The plants go into the unpacked Debian source in place, so that a change to
+# them rebuilds only the files they touch in the same object tree. What is
+# applied is kept in .gms-patches and reversed before other plants go in.
+apply_plants() {
+  local applied=$source_dir/.gms-patches want=$cache/.plants.want # under the lock
+  : >"$want"
+  [ ${#patches[@]} -eq 0 ] || cat "${patches[@]}" >"$want"
+  if cmp -s "$want" "$applied" 2>/dev/null || { [ ! -s "$want" ] && [ ! -s "$applied" ]; }; then
+    plants_desc=$( [ -s "$want" ] && sha256sum <"$want" | cut -c1-16 || echo none)
+    return
+  fi
+  if [ -s "$applied" ]; then
+    log "reversing the plants applied earlier to $source_dir"
+    patch -d "$source_dir" -p1 -R -s -f --no-backup-if-mismatch <"$applied" >&2 ||
+      die "cannot reverse the plants in $source_dir (.gms-patches); delete that directory to unpack it again"
+    rm -f "$applied"
+  fi
+  if [ -s "$want" ]; then
+    if ! patch -d "$source_dir" -p1 -s -f --dry-run <"$want" >"$cache/patch.log" 2>&1; then
+      sed 's/^/  /' "$cache/patch.log" >&2
+      die "the plants ($(printf '%s ' "${patches[@]##*/}")) do not apply to $source_id: port lab/patches to this kernel"
+    fi
+    patch -d "$source_dir" -p1 -s -f --no-backup-if-mismatch <"$want" >&2
+    cp "$want" "$applied"
+    log "plants applied: ${patches[*]##*/}"
+  fi
+  plants_desc=$( [ -s "$want" ] && sha256sum <"$want" | cut -c1-16 || echo none)
+}
+
+plants_desc=none
 if [ -n "$tree" ]; then
   source_dir=$(cd "$tree" 2>/dev/null && pwd) || die "--tree $tree: no such directory"
   [ -f "$source_dir/Makefile" ] && [ -d "$source_dir/virt/kvm" ] ||
@@ -203,6 +250,7 @@ if [ -n "$tree" ]; then
 else
   debian_source
   source_desc=$source_id
+  apply_plants
 fi
 
 # --- the configuration -----------------------------------------------------
@@ -215,6 +263,8 @@ key=$( {
   done
 } | sha256sum | cut -c1-16)
 obj=$cache/obj/$key
+# Plants change a few files: same object tree, another output.
+[ "$plants_desc" = none ] || key=$(echo "$key plants=$plants_desc" | sha256sum | cut -c1-16)
 out=$cache/out/$key
 mkdir -p "$obj"
 kmake() { make -C "$source_dir" O="$obj" -j"$jobs" LOCALVERSION=-gms "$@"; }
@@ -271,6 +321,7 @@ else
   cp "$obj/build.log" "$stage/build.log"
   echo "$release" >"$stage/RELEASE"
   echo "$source_desc" >"$stage/SOURCE"
+  echo "$plants_desc" >"$stage/PLANTS"
   rm -rf "$out"
   mv "$stage" "$out"
   log "built $release in $(($(date +%s) - start)) s: $out/bzImage"
@@ -280,4 +331,5 @@ echo "release=$(cat "$out/RELEASE")"
 echo "kernel=$out/bzImage"
 echo "config=$out/config"
 echo "source=$(cat "$out/SOURCE")"
+echo "plants=$(cat "$out/PLANTS" 2>/dev/null || echo none)"
 echo "key=$key"
