@@ -124,7 +124,12 @@ TEST_CASE("checkers: the recorded lab stream (fentry) verifies every invariant",
     auto res = run(s);
     for (const auto& r : res) {
         INFO(dump(r));
-        CHECK(r.verdict == Verdict::verified);
+        // Recorded before the invalidation and page-free points existed:
+        // those invariants cannot be judged from it, and say so.
+        if (r.name == "invalidation_balance" || r.name == "folio_release")
+            CHECK(r.verdict == Verdict::unverifiable);
+        else
+            CHECK(r.verdict == Verdict::verified);
     }
     auto pc = get(res, "page_cache_balance");
     REQUIRE(s.expect.pages_added);
