@@ -36,7 +36,8 @@ enum class EventType : uint32_t {
     // nr: milliseconds waited.
     leak_drain = 102,
     // After the drain, a departed pfn still not freed: ret = its reference
-    // count (/proc/kpagecount), or -errno when unreadable.
+    // count, or -errno when unreadable; mode: 1 read from /proc/kpagecount,
+    // 2 struct page's _refcount read by BPF (kernels without kpagecount).
     folio_refcount = 103,
 };
 std::string to_string(EventType t);

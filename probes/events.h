@@ -216,6 +216,17 @@ struct gms_ev_inval {
     __s64 ret;
 };
 
+/* Values of the BPF map "departed" (key: pfn): a folio that left a watched
+ * page cache and was not freed yet. refcount: filled on demand by
+ * refcount.bpf.c (struct page's _refcount; -errno when unreadable). */
+struct gms_departed {
+    __u64 ino;
+    __u64 index;
+    __u32 dev;
+    __u32 order;
+    __s64 refcount;
+};
+
 /* Key of the "watched" hash map: one guest_memfd inode. */
 struct gms_inode_key {
     __u32 dev; /* kernel-internal dev_t */

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/util.h"
 #include "gmem.skel.h"
+#include "refcount.skel.h"
 #include "probes/attach_points.h"
 #include "probes/bpf_util.h"
 #include "probes/calibration.h"
@@ -45,6 +46,10 @@ constexpr uint32_t kWatchCalibration = GMS_WATCH_CALIBRATION;
 // NO_DIRECT_MAP files: the BPF side records every hand-out (not only the
 // non-uptodate ones) so the direct-map checker can correlate them by pfn.
 constexpr uint32_t kWatchNoDirectMap = GMS_WATCH_NO_DIRECT_MAP;
+// folio_refcount markers: where the count came from (Event::mode).
+constexpr uint32_t kRefcountFromKpagecount = 1;
+constexpr uint32_t kRefcountFromBpf = 2;
+constexpr size_t kDepartedMax = 262144; // max_entries of the BPF map `departed`
 
 using InodeKey = std::pair<uint32_t, uint64_t>; // kernel dev_t, ino
 
@@ -333,26 +338,72 @@ struct Session::Impl {
         auto left = departed_pfns(4096);
         if (left.empty())
             return out;
+        // /proc/kpagecount (CONFIG_PROC_PAGE_MONITOR), else struct page's
+        // _refcount read by BPF (refcount.bpf.c); mode says which.
         int kpc = ::open("/proc/kpagecount", O_RDONLY | O_CLOEXEC);
-        const int kpc_err = errno;
+        std::map<uint64_t, int64_t> by_bpf;
+        int bpf_err = 0;
+        if (kpc < 0)
+            bpf_err = read_refcounts_bpf(by_bpf);
         for (uint64_t pfn : left) {
             Event m;
             m.type = EventType::folio_refcount;
             m.ts_ns = monotonic_ns();
             m.pfn = pfn;
             uint64_t count = 0;
-            if (kpc < 0)
-                m.ret = -kpc_err;
-            else if (::pread(kpc, &count, sizeof(count), off_t(pfn * sizeof(count))) ==
-                     ssize_t(sizeof(count)))
-                m.ret = int64_t(count);
-            else
-                m.ret = -(errno ? errno : EIO);
+            if (kpc >= 0) {
+                m.mode = kRefcountFromKpagecount;
+                if (::pread(kpc, &count, sizeof(count), off_t(pfn * sizeof(count))) ==
+                    ssize_t(sizeof(count)))
+                    m.ret = int64_t(count);
+                else
+                    m.ret = -(errno ? errno : EIO);
+            } else {
+                m.mode = kRefcountFromBpf;
+                auto it = by_bpf.find(pfn);
+                m.ret = it != by_bpf.end() ? it->second : -(bpf_err ? bpf_err : ENOENT);
+            }
             out.push_back(m);
         }
         if (kpc >= 0)
             ::close(kpc);
         return out;
+    }
+
+    // Runs refcount.bpf.c over the `departed` map; 0 or an errno.
+    int read_refcounts_bpf(std::map<uint64_t, int64_t>& out) const {
+        refcount_bpf* rc = refcount_bpf__open();
+        if (!rc)
+            return errno ? errno : EINVAL;
+        int err = 0;
+        rc->bss->cfg_vmemmap_base = skel()->bss->gms_vmemmap_base;
+        if (int r = bpf_map__reuse_fd(rc->maps.departed, bpf_map__fd(skel()->maps.departed)))
+            err = -r;
+        else if (int r2 = refcount_bpf__load(rc))
+            err = -r2;
+        else {
+            LIBBPF_OPTS(bpf_test_run_opts, opts);
+            if (bpf_prog_test_run_opts(bpf_program__fd(rc->progs.read_refcounts), &opts) != 0)
+                err = errno;
+        }
+        if (!err) {
+            uint64_t key = 0, next = 0;
+            const uint64_t* prev = nullptr;
+            gms_departed v{};
+            // Bounded: a key deleted meanwhile restarts the walk from the first.
+            for (size_t n = 0; n < 2 * kDepartedMax &&
+                               bpf_map__get_next_key(skel()->maps.departed, prev, &next,
+                                                     sizeof(next)) == 0;
+                 ++n) {
+                if (bpf_map__lookup_elem(skel()->maps.departed, &next, sizeof(next), &v, sizeof(v),
+                                         0) == 0)
+                    out[next] = v.refcount;
+                key = next;
+                prev = &key;
+            }
+        }
+        refcount_bpf__destroy(rc);
+        return err;
     }
 
     // ---- all guest_memfds: the superblock's dev ------------------------

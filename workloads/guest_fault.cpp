@@ -273,6 +273,9 @@ bool punch_step(const Params& prm, VcpuJob& job, RunSlot& slot,
         st[pg] = PageState{};
     }
 
+    if (const auto& hooks = guest_fault_hooks(); hooks.after_punch)
+        hooks.after_punch(job.vm, job.vcpu, round, region, pages);
+
     // The punch returned: the guest must read zero, never what was there.
     auto after = [&](uint32_t gpa, uint32_t, uint32_t got) {
         uint64_t o = uint64_t(gpa) - kDataGpa;
@@ -580,15 +583,10 @@ WorkloadInfo guest_fault_workload() {
          {profile::power_of_two()}},
         {"run_timeout", ParamType::duration, 10.0, "a single KVM_RUN longer than this is a failure",
          0.1, 3600},
-        {"punch_pages",
-         ParamType::integer,
-         int64_t(4),
-         "pages of each batch punched per round, then read by the guest, which must see zero "
-         "(0 = no punch step)",
-         0,
-         double(kMaxDescs),
-         {},
-         {profile::at_most("batch_pages")}},
+        {"punch_pages", ParamType::integer, int64_t(4),
+         "pages of each batch punched per round (at most the batch), then read by the guest, "
+         "which must see zero (0 = no punch step)",
+         0, double(kMaxDescs)},
     };
     w.skip_reason = skip_reason;
     w.memory_estimate = [](const profile::Profile& p, const profile::WorkloadSpec&) {

@@ -82,19 +82,12 @@ struct {
 /* pfns that left a watched guest_memfd page cache and were not freed yet:
  * the leak detector (folio_release) matches kmem:mm_page_free against it,
  * so the free of every other page in the system costs one lookup. */
-struct departed_val {
-	__u64 ino;
-	__u64 index;
-	__u32 dev;
-	__u32 order;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 262144);
 	__type(key, __u64); /* pfn */
-	__type(value, struct departed_val);
-} departed SEC(".maps");
+	__type(value, struct gms_departed);
+} departed SEC(".maps"); /* shared with refcount.bpf.c (same definition) */
 
 /* Per thread: the punch or release of a watched guest_memfd in progress, so
  * that KVM MMU invalidations on that thread are attributed to it. */
@@ -676,7 +669,7 @@ static __always_inline int pc_tp(struct trace_event_raw_mm_filemap_op_page_cache
 /* A folio left a watched guest_memfd: its pfn waits for its free. */
 static __always_inline void note_departed(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 {
-	struct departed_val v = {};
+	struct gms_departed v = {};
 	__u64 pfn = ctx->pfn;
 	__u16 flags = 0;
 	__u32 what = 0;
@@ -711,7 +704,7 @@ SEC("tp/kmem/mm_page_free")
 int tp_page_free(struct trace_event_raw_mm_page_free *ctx)
 {
 	__u64 pfn = ctx->pfn;
-	struct departed_val *v = bpf_map_lookup_elem(&departed, &pfn);
+	struct gms_departed *v = bpf_map_lookup_elem(&departed, &pfn);
 	struct gms_ev_folio *e;
 
 	if (!v)

@@ -111,9 +111,14 @@ struct address_space {
 
 /* flags is the first word of struct page in every kernel (a plain unsigned
  * long before 6.18, memdesc_flags_t after): read it raw, at offset 0. */
+struct gms_atomic {
+	int counter;
+};
+
 struct page {
 	struct address_space *mapping;
 	unsigned long compound_head; /* bit 0 set: tail page, head = value - 1 */
+	struct gms_atomic _refcount;
 };
 
 /* 7.x: compound_head became compound_info (a head pointer + 1, or a mask

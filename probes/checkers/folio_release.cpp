@@ -1,6 +1,7 @@
 // folio_release: every folio that leaves a watched guest_memfd's page cache
 // is freed (see checkers.h). A folio with a leaked reference leaves the file
 // and stays allocated forever: invisible to page-cache balance.
+#include "core/util.h"
 #include "probes/checkers.h"
 #include "probes/checkers/common.h"
 #include "probes/point_names.h"
@@ -42,6 +43,8 @@ class FolioRelease final : public Checker {
             break;
         case EventType::folio_refcount:
             refcount_[e.pfn] = e.ret;
+            refcount_from_ = e.mode == 2 ? "struct page _refcount, read by BPF"
+                                         : "/proc/kpagecount";
             break;
         default:
             break;
@@ -67,11 +70,12 @@ class FolioRelease final : public Checker {
                 ++still_held;
             v.add(fmt::format(
                 "folio never freed after leaving the page cache: pfn={:#x} file {}:{} ino {} "
-                "index {} order {}; refcount {} after the drain (/proc/kpagecount)",
+                "index {} order {}; refcount {} after the drain ({})",
                 pfn, ev.dev >> 20, ev.dev & 0xfffff, ev.ino, ev.index, ev.order,
                 rc == refcount_.end() ? std::string("not read")
-                : rc->second < 0      ? fmt::format("unreadable ({})", -rc->second)
-                                      : std::to_string(rc->second)));
+                : rc->second < 0      ? fmt::format("unreadable ({})", errno_name(int(-rc->second)))
+                                      : std::to_string(rc->second),
+                refcount_from_));
         }
         r.evidence = {{"folios_departed", departed_},
                       {"freed", freed_},
@@ -103,7 +107,7 @@ class FolioRelease final : public Checker {
             r.verdict = report::Verdict::incomplete;
             r.reason = fmt::format("{} folio(s) not freed, but the drain failed ({}): per-CPU "
                                    "LRU batches may still hold them",
-                                   v.total, -drain_ret_);
+                                   v.total, errno_name(int(-drain_ret_)));
         } else if (v.total) {
             r.verdict = report::Verdict::violated;
             r.reason = fmt::format("{} of {} folio(s) that left guest_memfd page caches were "
@@ -124,6 +128,7 @@ class FolioRelease final : public Checker {
   private:
     std::map<uint64_t, Event> pending_; // pfn -> its pc_del
     std::map<uint64_t, int64_t> refcount_;
+    std::string refcount_from_ = "/proc/kpagecount";
     uint64_t departed_ = 0, freed_ = 0, freed_unseen_ = 0, drain_ms_ = 0;
     bool drained_ = false;
     int64_t drain_ret_ = 0;
