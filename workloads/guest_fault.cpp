@@ -431,14 +431,15 @@ void run_vcpu_job(Context& ctx, const Params& prm, VcpuJob& job, RunSlot& slot,
         w.ops["host_verify"].record(tv.ns(), n * kPage);
         w.verification.pages_checked += n;
 
-        if (prm.punch_pages && !punch_step(prm, job, slot, abort, run_timeout_s, st, batch,
-                                           rng, round))
-            break;
 
         done += n;
         cursor = (cursor + n) % job.pages;
         ++job.rounds;
         w.progress(ctx, n, n * kPage);
+
+        if (prm.punch_pages && !punch_step(prm, job, slot, abort, run_timeout_s, st, batch,
+                                           rng, round))
+            break;
     }
     w.flush_progress(ctx);
 }
