@@ -7,7 +7,6 @@
 #include "core/error.h"
 #include "core/util.h"
 #include "gmem.skel.h"
-#include "refcount.skel.h"
 #include "probes/attach_points.h"
 #include "probes/bpf_util.h"
 #include "probes/calibration.h"
@@ -17,6 +16,7 @@
 #include "probes/loader.h"
 #include "probes/point_names.h"
 #include "probes/ring_reader.h"
+#include "refcount.skel.h"
 
 #include <array>
 #include <bpf/bpf.h>
@@ -391,9 +391,9 @@ struct Session::Impl {
             const uint64_t* prev = nullptr;
             gms_departed v{};
             // Bounded: a key deleted meanwhile restarts the walk from the first.
-            for (size_t n = 0; n < 2 * kDepartedMax &&
-                               bpf_map__get_next_key(skel()->maps.departed, prev, &next,
-                                                     sizeof(next)) == 0;
+            for (size_t n = 0;
+                 n < 2 * kDepartedMax &&
+                 bpf_map__get_next_key(skel()->maps.departed, prev, &next, sizeof(next)) == 0;
                  ++n) {
                 if (bpf_map__lookup_elem(skel()->maps.departed, &next, sizeof(next), &v, sizeof(v),
                                          0) == 0)

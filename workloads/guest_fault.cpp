@@ -174,8 +174,8 @@ std::string key_str(uint32_t key) {
 bool guest_check(VcpuJob& job, RunSlot& slot, std::atomic<bool>& abort, double run_timeout_s,
                  unsigned stride_shift, const std::vector<uint64_t>& pages,
                  const std::function<uint32_t(uint64_t)>& expect,
-                 const std::function<void(uint32_t, uint32_t, uint32_t)>& mismatch,
-                 const char* op, uint64_t round) {
+                 const std::function<void(uint32_t, uint32_t, uint32_t)>& mismatch, const char* op,
+                 uint64_t round) {
     GuestVm& gvm = *job.in->gvm;
     kvm::Vcpu& vcpu = *gvm.vm().vcpus().at(job.vcpu);
     PageDesc* descs = gvm.descs(job.vcpu);
@@ -223,8 +223,8 @@ bool guest_check(VcpuJob& job, RunSlot& slot, std::atomic<bool>& abort, double r
 }
 
 // The punch step of a round (see the top of the file). false: stop the job.
-bool punch_step(const Params& prm, VcpuJob& job, RunSlot& slot,
-                std::atomic<bool>& abort, double run_timeout_s, std::vector<PageState>& st,
+bool punch_step(const Params& prm, VcpuJob& job, RunSlot& slot, std::atomic<bool>& abort,
+                double run_timeout_s, std::vector<PageState>& st,
                 const std::vector<uint64_t>& batch, Rng& rng, uint64_t round) {
     auto& w = job.out;
     // A run of contiguous batch pages (the batch wraps at the region's end).
@@ -252,9 +252,10 @@ bool punch_step(const Params& prm, VcpuJob& job, RunSlot& slot,
             "(guest_memfd offset {:#x}), expected {:#010x}",
             job.vm, job.vcpu, round, got, gpa, off, expected));
     };
-    if (!guest_check(job, slot, abort, run_timeout_s, prm.stride_shift, pages,
-                     [&](uint64_t pg) { return st[pg].guest_view(); }, before,
-                     "guest_check_before_punch", round))
+    if (!guest_check(
+            job, slot, abort, run_timeout_s, prm.stride_shift, pages,
+            [&](uint64_t pg) { return st[pg].guest_view(); }, before, "guest_check_before_punch",
+            round))
         return false;
 
     host::Timer tp;
@@ -285,8 +286,9 @@ bool punch_step(const Params& prm, VcpuJob& job, RunSlot& slot,
             "of a punched page",
             job.vm, job.vcpu, round, got, gpa, o, o / kPage));
     };
-    if (!guest_check(job, slot, abort, run_timeout_s, prm.stride_shift, pages,
-                     [](uint64_t) { return 0u; }, after, "guest_check_after_punch", round))
+    if (!guest_check(
+            job, slot, abort, run_timeout_s, prm.stride_shift, pages, [](uint64_t) { return 0u; },
+            after, "guest_check_after_punch", round))
         return false;
     job.punch_checks += k;
     // The read faulted each page in again (a fresh zero folio).
@@ -431,14 +433,13 @@ void run_vcpu_job(Context& ctx, const Params& prm, VcpuJob& job, RunSlot& slot,
         w.ops["host_verify"].record(tv.ns(), n * kPage);
         w.verification.pages_checked += n;
 
-
         done += n;
         cursor = (cursor + n) % job.pages;
         ++job.rounds;
         w.progress(ctx, n, n * kPage);
 
-        if (prm.punch_pages && !punch_step(prm, job, slot, abort, run_timeout_s, st, batch,
-                                           rng, round))
+        if (prm.punch_pages &&
+            !punch_step(prm, job, slot, abort, run_timeout_s, st, batch, rng, round))
             break;
     }
     w.flush_progress(ctx);

@@ -98,8 +98,8 @@ TEST_CASE("guest-fault: vCPUs on several VMs check and write their regions", "[g
 
 TEST_CASE("guest-fault: a partial first pass predicts exactly the pages touched", "[guest-fault]") {
     // One vCPU, 256 pages, 100 ops: pages 0..99 only.
-    auto p = guest_profile("ops = 100\nbatch_pages = 16\nprefill_percent = 50\npunch_pages = 0",
-                           1, 1);
+    auto p =
+        guest_profile("ops = 100\nbatch_pages = 16\nprefill_percent = 50\npunch_pages = 0", 1, 1);
     if (auto why = skip_reason(p))
         SKIP(*why);
     RecordingObserver obs;
@@ -303,8 +303,8 @@ TEST_CASE("guest-fault: after a punch returned the guest reads zero, and a non-z
         h.after_punch = [&](unsigned, unsigned, uint64_t, uint8_t* region,
                             const std::vector<uint64_t>& punched) {
             // The punch took them out of the page cache (mincore faults nothing in).
-            resident_after += resident_pages(region + punched.front() * 4096,
-                                             punched.size() * 4096);
+            resident_after +=
+                resident_pages(region + punched.front() * 4096, punched.size() * 4096);
         };
         HookScope hooks(h);
         auto o = run(p, obs);

@@ -126,8 +126,7 @@ TEST_CASE("invalidation_balance: a punch without KVM invalidation is a violation
     CHECK(has(r, "pages [10, 14)"));
 }
 
-TEST_CASE("invalidation_balance: only the MMU notifier invalidating is a violation",
-          "[checkers]") {
+TEST_CASE("invalidation_balance: only the MMU notifier invalidating is a violation", "[checkers]") {
     Stream s;
     s.inval(GMS_INV_BIND, 0, 1024);
     s.inval(GMS_INV_OP_BEGIN, 10, 14, GMS_OP_PUNCH);
