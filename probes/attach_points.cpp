@@ -153,9 +153,9 @@ const std::vector<AttachPointDef>& attach_points() {
            {"kvm_mmu_notifier_invalidate_range_start"},
            {"fe_notifier_start_in", "fe_notifier_start_out"}, "kp_notifier_start_in",
            "kr_notifier_start_out", 2);
-        fn(point::notifier_end, "KVM's MMU notifier range_end", {"kvm_mmu_notifier_invalidate_range_end"},
-           {"fe_notifier_end_in", "fe_notifier_end_out"}, "kp_notifier_end_in",
-           "kr_notifier_end_out", 2);
+        fn(point::notifier_end, "KVM's MMU notifier range_end",
+           {"kvm_mmu_notifier_invalidate_range_end"}, {"fe_notifier_end_in", "fe_notifier_end_out"},
+           "kp_notifier_end_in", "kr_notifier_end_out", 2);
         return p;
     }();
     return points;

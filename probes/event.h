@@ -27,8 +27,8 @@ enum class EventType : uint32_t {
     populate = 10,
     release = 11,
     split = 12,
-    inval = 13,     // KVM MMU invalidation in a guest_memfd operation, or a binding
-    page_free = 14, // final free of a pfn that left a watched page cache
+    inval = 13,          // KVM MMU invalidation in a guest_memfd operation, or a binding
+    page_free = 14,      // final free of a pfn that left a watched page cache
     gmem_created = 100,  // a guest_memfd to watch (ours, or found in /proc)
     gmem_released = 101, // userspace dropped its last reference
     // The leak drain at the end of a session (Session::finish): per LRU

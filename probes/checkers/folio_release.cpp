@@ -43,8 +43,8 @@ class FolioRelease final : public Checker {
             break;
         case EventType::folio_refcount:
             refcount_[e.pfn] = e.ret;
-            refcount_from_ = e.mode == 2 ? "struct page _refcount, read by BPF"
-                                         : "/proc/kpagecount";
+            refcount_from_ =
+                e.mode == 2 ? "struct page _refcount, read by BPF" : "/proc/kpagecount";
             break;
         default:
             break;
@@ -90,8 +90,8 @@ class FolioRelease final : public Checker {
         put_violations(r, v);
         if (!cov.has(point::pc_del) || !cov.has(point::page_free)) {
             r.verdict = report::Verdict::unverifiable;
-            r.reason = "needs the page-cache deletion and page-free tracepoints: " +
-                       cov.why_missing(need);
+            r.reason =
+                "needs the page-cache deletion and page-free tracepoints: " + cov.why_missing(need);
         } else if (cov.losses() || cov.departed_full) {
             r.verdict = report::Verdict::incomplete;
             r.reason = cov.losses() ? loss_reason(cov)
@@ -119,8 +119,8 @@ class FolioRelease final : public Checker {
             r.reason = "no folio left a watched guest_memfd's page cache while observed";
         } else {
             r.verdict = report::Verdict::verified;
-            r.reason = fmt::format("{} folio(s) left guest_memfd page caches, each was freed",
-                                   departed_);
+            r.reason =
+                fmt::format("{} folio(s) left guest_memfd page caches, each was freed", departed_);
         }
         return r;
     }

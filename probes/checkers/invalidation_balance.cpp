@@ -84,9 +84,9 @@ class InvalidationBalance final : public Checker {
     report::InvariantResult result(const Coverage& cov, const Expectations&) const override {
         report::InvariantResult r;
         r.name = "invalidation_balance";
-        const std::vector<std::string> need = {point::inval_punch,     point::inval_release,
-                                               point::inval_bind,      point::mmu_inval_start,
-                                               point::mmu_inval_end,   point::mmu_unmap};
+        const std::vector<std::string> need = {point::inval_punch,   point::inval_release,
+                                               point::inval_bind,    point::mmu_inval_start,
+                                               point::mmu_inval_end, point::mmu_unmap};
         const std::vector<std::string> notifier = {point::notifier_start, point::notifier_end};
         r.backend = summarize_backends(cov, need);
         r.evidence = {{"bindings", binds_},
@@ -203,8 +203,7 @@ class InvalidationBalance final : public Checker {
                     continue;
                 bound = true;
                 auto u = op.unmap.find(bd.kvm);
-                Range gap =
-                    first_gap(left, u == op.unmap.end() ? std::vector<Range>{} : u->second);
+                Range gap = first_gap(left, u == op.unmap.end() ? std::vector<Range>{} : u->second);
                 if (gap.first < gap.second)
                     violations_.add(fmt::format(
                         "{} of file {}:{} ino {} pages {} returned without invalidating kvm "
@@ -218,8 +217,7 @@ class InvalidationBalance final : public Checker {
         if (bound)
             ++(b.op == GMS_OP_RELEASE ? releases_ : punches_);
         if (b.op == GMS_OP_RELEASE) // release ends the file's bindings (of its kvm)
-            std::erase_if(bit->second,
-                          [&](const Binding& x) { return !b.kvm || x.kvm == b.kvm; });
+            std::erase_if(bit->second, [&](const Binding& x) { return !b.kvm || x.kvm == b.kvm; });
     }
 
     std::map<Key, std::vector<Binding>> bindings_;
