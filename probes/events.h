@@ -20,8 +20,8 @@
 
 /* Record types (gms_ev_hdr.type). */
 enum gms_ev_type {
-    GMS_EV_PC_ADD = 1, /* folio inserted in a page cache (tracepoint) */
-    GMS_EV_PC_DEL = 2, /* folio deleted from a page cache (tracepoint) */
+    GMS_EV_PC_ADD = 1,       /* folio inserted in a page cache (tracepoint) */
+    GMS_EV_PC_DEL = 2,       /* folio deleted from a page cache (tracepoint) */
     /* 3, 4: no longer emitted (the function probes on filemap_add_folio,
      * __filemap_add_folio and __filemap_remove_folio were dropped: the
      * tracepoints carry every page-cache change); older recordings have them. */
@@ -46,7 +46,7 @@ enum gms_src {
     GMS_SRC_UNKNOWN = 0,
     GMS_SRC_TP_PC_ADD = 1,
     GMS_SRC_TP_PC_DEL = 2,
-    GMS_SRC_FILEMAP_ADD_FOLIO = 3, /* 3-5: no longer emitted (older recordings) */
+    GMS_SRC_FILEMAP_ADD_FOLIO = 3,      /* 3-5: no longer emitted (older recordings) */
     GMS_SRC___FILEMAP_ADD_FOLIO = 4,
     GMS_SRC___FILEMAP_REMOVE_FOLIO = 5,
     GMS_SRC_FILEMAP_FREE_FOLIO = 6,
@@ -62,14 +62,14 @@ enum gms_src {
     GMS_SRC_KVM_GMEM_POPULATE = 16,
     GMS_SRC_KVM_GMEM_RELEASE = 17,
     GMS_SRC_FOLIO_SPLIT = 18,
-    GMS_SRC_TP_PAGE_FREE = 19,    /* kmem:mm_page_free */
-    GMS_SRC_INVAL_PUNCH = 20,     /* kvm_gmem_fallocate(PUNCH_HOLE) entry/return */
-    GMS_SRC_INVAL_RELEASE = 21,   /* kvm_gmem_release entry/return */
-    GMS_SRC_INVAL_BIND = 22,      /* kvm_gmem_commit_memory_region / kvm_gmem_bind */
-    GMS_SRC_INVAL_UNBIND = 23,    /* kvm_gmem_unbind */
-    GMS_SRC_MMU_INVAL_START = 24, /* kvm_mmu_invalidate_start / _begin */
-    GMS_SRC_MMU_INVAL_END = 25,   /* kvm_mmu_invalidate_end */
-    GMS_SRC_MMU_UNMAP = 26,       /* kvm_mmu_unmap_gfn_range */
+    GMS_SRC_TP_PAGE_FREE = 19,       /* kmem:mm_page_free */
+    GMS_SRC_INVAL_PUNCH = 20,        /* kvm_gmem_fallocate(PUNCH_HOLE) entry/return */
+    GMS_SRC_INVAL_RELEASE = 21,      /* kvm_gmem_release entry/return */
+    GMS_SRC_INVAL_BIND = 22,         /* kvm_gmem_commit_memory_region / kvm_gmem_bind */
+    GMS_SRC_INVAL_UNBIND = 23,       /* kvm_gmem_unbind */
+    GMS_SRC_MMU_INVAL_START = 24,    /* kvm_mmu_invalidate_start / _begin */
+    GMS_SRC_MMU_INVAL_END = 25,      /* kvm_mmu_invalidate_end */
+    GMS_SRC_MMU_UNMAP = 26,          /* kvm_mmu_unmap_gfn_range */
     GMS_SRC_MAX = 27,
 };
 
