@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fmt/format.h>
+#include <functional>
 #include <map>
 #include <optional>
 
@@ -282,8 +283,14 @@ std::string percentile_table(const std::vector<Series>& series) {
 std::string op_section(const std::string& workload, const std::string& op,
                        const std::vector<Series>& series, const std::string& cls,
                        const std::string& extra) {
-    std::string s = fmt::format("<section class=\"op {}\" data-op=\"{}/{}\"><h3>{} / {}</h3>", cls,
-                                esc(workload), esc(op), esc(workload), esc(op));
+    // The id is a link target ("#op-host-fault-fault_write").
+    std::string id = "op-" + workload + "-" + op;
+    for (char& ch : id)
+        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_')
+            ch = '-';
+    std::string s = fmt::format("<section class=\"op {}\" id=\"{}\" data-op=\"{}/{}\"><h3>{} / "
+                                "{}</h3>",
+                                cls, id, esc(workload), esc(op), esc(workload), esc(op));
     s += extra + percentile_table(series);
     s += "<div class=\"plots\">" + histogram_svg(series) + tail_svg(series) +
          timeline_svg(series) + "</div></section>\n";
