@@ -20,28 +20,37 @@ namespace {
 
 struct Sides {
     std::vector<std::string> base, next, positional;
+    std::vector<std::string> extras; // CLI11 hands what follows `--` over as extras
 };
 
-// --base/--new, or positional `BASE... -- NEW...`: CLI11 hands every
-// positional over in one list, so the `--` is found in the command line.
+// The arguments after `--` on the command line (empty without one).
+std::vector<std::string> after_dashes() {
+    const auto& argv = invocation();
+    auto dash = std::find(argv.begin(), argv.end(), "--");
+    return dash == argv.end() ? std::vector<std::string>{}
+                              : std::vector<std::string>(dash + 1, argv.end());
+}
+
+// --base/--new, or positional `BASE... -- NEW...`: the positionals before
+// `--` are the base side, the words after it the new side.
 void split_sides(Sides& s, const std::string& cmd) {
-    if (s.positional.empty())
+    auto tail = after_dashes();
+    for (const auto& e : s.extras)
+        if (e != "--" && std::find(tail.begin(), tail.end(), e) == tail.end())
+            throw UsageError(fmt::format("{}: unexpected argument '{}'", cmd, e));
+    if (s.positional.empty() && tail.empty())
         return;
     if (!s.base.empty() || !s.next.empty())
         throw UsageError(
             fmt::format("{}: give the reports either as --base/--new or as BASE... -- NEW..., "
                         "not both",
                         cmd));
-    const auto& argv = invocation();
-    auto dash = std::find(argv.begin(), argv.end(), "--");
-    if (dash == argv.end())
+    if (tail.empty())
         throw UsageError(fmt::format("{}: separate the base reports from the new ones with "
                                      "'--' (BASE... -- NEW...), or use --base and --new",
                                      cmd));
-    size_t after = size_t(argv.end() - dash - 1);
-    size_t before = s.positional.size() - std::min(after, s.positional.size());
-    s.base.assign(s.positional.begin(), s.positional.begin() + long(before));
-    s.next.assign(s.positional.begin() + long(before), s.positional.end());
+    s.base = std::move(s.positional);
+    s.next = std::move(tail);
     s.positional.clear();
 }
 
@@ -60,7 +69,9 @@ report::Comparison comparison_of(Sides& s, const std::string& cmd, const report:
         throw UsageError(fmt::format("{}: needs at least one base and one new report (--base A.json "
                                      "--new B.json)",
                                      cmd));
-    return report::compare(read_side(s.base), read_side(s.next), r);
+    report::RunSet base = read_side(s.base); // base first: its errors first
+    report::RunSet next = read_side(s.next);
+    return report::compare(std::move(base), std::move(next), r);
 }
 
 struct CompareOptions {
@@ -118,9 +129,10 @@ int report_html_command(HtmlOptions& h) {
     engine::check_output_paths({h.out});
     auto& s = h.compare.sides;
     std::string html;
-    bool one = s.base.empty() && s.next.empty() &&
-               std::find(invocation().begin(), invocation().end(), "--") == invocation().end();
+    bool one = s.base.empty() && s.next.empty() && after_dashes().empty();
     if (one) {
+        if (!s.extras.empty())
+            throw UsageError(fmt::format("report html: unexpected argument '{}'", s.extras[0]));
         if (s.positional.size() != 1)
             throw UsageError(fmt::format(
                 "report html: give one report to draw it, or --base/--new (or BASE... -- "
@@ -150,11 +162,15 @@ void add_compare_command(CLI::App& app, Action& action) {
         "on a regression");
     add_side_flags(cmd, o.sides);
     cmd->add_option("reports", o.sides.positional, "BASE.json... -- NEW.json...");
+    cmd->allow_extras(); // the words after `--`, checked by split_sides()
     cmd->add_flag("--json", o.json, "print the comparison as JSON instead of text");
     cmd->add_option("-o,--output", o.json_path, "also write the comparison as JSON here");
     cmd->add_option("--html", o.html_path, "also write it as a self-contained HTML page here");
     add_rule_flags(cmd, o);
-    cmd->callback([&action] { action = [] { return compare_command(o); }; });
+    cmd->callback([&action, cmd] {
+        o.sides.extras = cmd->remaining();
+        action = [] { return compare_command(o); };
+    });
 }
 
 void add_report_command(CLI::App& app, Action& action) {
@@ -165,10 +181,14 @@ void add_report_command(CLI::App& app, Action& action) {
         "html", "A self-contained HTML page (no network) of one report, or of a comparison");
     html->add_option("reports", h.compare.sides.positional,
                      "REPORT.json, or BASE.json... -- NEW.json...");
+    html->allow_extras(); // the words after `--`, checked by split_sides()
     add_side_flags(html, h.compare.sides);
     html->add_option("-o,--output", h.out, "the HTML file to write")->required();
     add_rule_flags(html, h.compare);
-    html->callback([&action] { action = [] { return report_html_command(h); }; });
+    html->callback([&action, html] {
+        h.compare.sides.extras = html->remaining();
+        action = [] { return report_html_command(h); };
+    });
 }
 
 } // namespace gms::cli
