@@ -18,40 +18,29 @@ namespace gms::cli {
 
 namespace {
 
+// CLI11 fills a second vector positional with the words after `--`: that is
+// the new side of `BASE... -- NEW...`.
 struct Sides {
-    std::vector<std::string> base, next, positional;
-    std::vector<std::string> extras; // CLI11 hands what follows `--` over as extras
+    std::vector<std::string> base, next, positional, positional_new;
 };
 
-// The arguments after `--` on the command line (empty without one).
-std::vector<std::string> after_dashes() {
-    const auto& argv = invocation();
-    auto dash = std::find(argv.begin(), argv.end(), "--");
-    return dash == argv.end() ? std::vector<std::string>{}
-                              : std::vector<std::string>(dash + 1, argv.end());
-}
-
-// --base/--new, or positional `BASE... -- NEW...`: the positionals before
-// `--` are the base side, the words after it the new side.
+// --base/--new, or positional `BASE... -- NEW...`.
 void split_sides(Sides& s, const std::string& cmd) {
-    auto tail = after_dashes();
-    for (const auto& e : s.extras)
-        if (e != "--" && std::find(tail.begin(), tail.end(), e) == tail.end())
-            throw UsageError(fmt::format("{}: unexpected argument '{}'", cmd, e));
-    if (s.positional.empty() && tail.empty())
+    if (s.positional.empty() && s.positional_new.empty())
         return;
     if (!s.base.empty() || !s.next.empty())
         throw UsageError(
             fmt::format("{}: give the reports either as --base/--new or as BASE... -- NEW..., "
                         "not both",
                         cmd));
-    if (tail.empty())
+    if (s.positional_new.empty() || s.positional.empty())
         throw UsageError(fmt::format("{}: separate the base reports from the new ones with "
                                      "'--' (BASE... -- NEW...), or use --base and --new",
                                      cmd));
     s.base = std::move(s.positional);
-    s.next = std::move(tail);
+    s.next = std::move(s.positional_new);
     s.positional.clear();
+    s.positional_new.clear();
 }
 
 report::RunSet read_side(const std::vector<std::string>& paths) {
@@ -129,10 +118,8 @@ int report_html_command(HtmlOptions& h) {
     engine::check_output_paths({h.out});
     auto& s = h.compare.sides;
     std::string html;
-    bool one = s.base.empty() && s.next.empty() && after_dashes().empty();
+    bool one = s.base.empty() && s.next.empty() && s.positional_new.empty();
     if (one) {
-        if (!s.extras.empty())
-            throw UsageError(fmt::format("report html: unexpected argument '{}'", s.extras[0]));
         if (s.positional.size() != 1)
             throw UsageError(fmt::format(
                 "report html: give one report to draw it, or --base/--new (or BASE... -- "
@@ -161,16 +148,13 @@ void add_compare_command(CLI::App& app, Action& action) {
         "kernel-log findings, throughput and latency changes beyond the run-to-run noise. Exit 1 "
         "on a regression");
     add_side_flags(cmd, o.sides);
-    cmd->add_option("reports", o.sides.positional, "BASE.json... -- NEW.json...");
-    cmd->allow_extras(); // the words after `--`, checked by split_sides()
+    cmd->add_option("base-reports", o.sides.positional, "BASE.json... (then -- NEW.json...)");
+    cmd->add_option("new-reports", o.sides.positional_new, "NEW.json... (after --)");
     cmd->add_flag("--json", o.json, "print the comparison as JSON instead of text");
     cmd->add_option("-o,--output", o.json_path, "also write the comparison as JSON here");
     cmd->add_option("--html", o.html_path, "also write it as a self-contained HTML page here");
     add_rule_flags(cmd, o);
-    cmd->callback([&action, cmd] {
-        o.sides.extras = cmd->remaining();
-        action = [] { return compare_command(o); };
-    });
+    cmd->callback([&action] { action = [] { return compare_command(o); }; });
 }
 
 void add_report_command(CLI::App& app, Action& action) {
@@ -181,14 +165,11 @@ void add_report_command(CLI::App& app, Action& action) {
         "html", "A self-contained HTML page (no network) of one report, or of a comparison");
     html->add_option("reports", h.compare.sides.positional,
                      "REPORT.json, or BASE.json... -- NEW.json...");
-    html->allow_extras(); // the words after `--`, checked by split_sides()
+    html->add_option("new-reports", h.compare.sides.positional_new, "NEW.json... (after --)");
     add_side_flags(html, h.compare.sides);
     html->add_option("-o,--output", h.out, "the HTML file to write")->required();
     add_rule_flags(html, h.compare);
-    html->callback([&action, html] {
-        h.compare.sides.extras = html->remaining();
-        action = [] { return report_html_command(h); };
-    });
+    html->callback([&action] { action = [] { return report_html_command(h); }; });
 }
 
 } // namespace gms::cli

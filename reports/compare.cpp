@@ -3,6 +3,8 @@
 #include "reports/measurements.h"
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <map>
@@ -100,37 +102,65 @@ void compare_findings(Comparison& c) {
         }
 }
 
-// Per (workload, op, metric): one sample per report that measured it.
-using Samples = std::map<std::tuple<std::string, std::string, std::string>,
-                         std::pair<std::string, std::vector<double>>>;
+// Per (workload, op, metric): one sample per report that measured it, and
+// the fewest completed operations behind one of them.
+struct Samples {
+    std::string unit;
+    std::vector<double> values;
+    uint64_t min_ops = UINT64_MAX;
+};
+using SampleMap = std::map<std::tuple<std::string, std::string, std::string>, Samples>;
 
-Samples samples_of(const RunSet& s) {
-    Samples out;
-    for (const auto& r : s.reports)
+SampleMap samples_of(const RunSet& s) {
+    SampleMap out;
+    for (const auto& r : s.reports) {
+        std::map<std::pair<std::string, std::string>, uint64_t> done;
+        for (const auto& w : r.workloads)
+            for (const auto& [op, st] : w.ops)
+                done[{label_of(w), op}] = st.latency_ns.count();
         for (const auto& m : measurements(r)) {
             if (m.metric != "throughput" && m.metric != "latency_p50" &&
                 m.metric != "latency_p99")
                 continue;
             auto& e = out[{m.workload, m.op, m.metric}];
-            e.first = m.unit;
-            e.second.push_back(m.value);
+            e.unit = m.unit;
+            e.values.push_back(m.value);
+            e.min_ops = std::min(e.min_ops, done[{m.workload, m.op}]);
         }
+    }
     return out;
 }
 
+// A report's number is only a sample of its run when enough operations are
+// behind it: a rate of a handful of operations, or the median of five
+// (which flips between the modes of a bimodal operation), is not. A
+// percentile needs 10 operations beyond it (p50: 20, p99: 1000).
+uint64_t ops_needed(const std::string& metric) {
+    return metric == "latency_p50" ? 20 : metric == "latency_p99" ? 1000 : 10;
+}
+
 void compare_metrics(Comparison& c) {
-    Samples b = samples_of(c.base), n = samples_of(c.next);
+    SampleMap b = samples_of(c.base), n = samples_of(c.next);
     std::set<std::string> one_sided;
-    for (const auto& [key, bv] : b) {
+    for (const auto& [key, bs] : b) {
         auto it = n.find(key);
         const auto& [w, op, metric] = key;
         if (it == n.end()) {
             one_sided.insert(fmt::format("{}/{} measured in base reports only", w, op));
             continue;
         }
-        c.metrics.push_back(
-            {w, op, metric, bv.first,
-             stats::judge(bv.second, it->second.second, metric == "throughput", c.rules)});
+        const Samples& ns = it->second;
+        MetricChange m{w, op, metric, bs.unit,
+                       stats::judge(bs.values, ns.values, metric == "throughput", c.rules)};
+        uint64_t fewest = std::min(bs.min_ops, ns.min_ops);
+        if (fewest < ops_needed(metric)) {
+            m.judgement.change = stats::Change::not_enough_samples;
+            m.judgement.why = fmt::format("not enough samples: a report has {} operation{}, {} "
+                                          "needs {} per report",
+                                          fewest, fewest == 1 ? "" : "s", metric,
+                                          ops_needed(metric));
+        }
+        c.metrics.push_back(std::move(m));
     }
     for (const auto& [key, _] : n)
         if (!b.count(key))

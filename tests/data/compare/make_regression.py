@@ -10,7 +10,9 @@ must find every kind of regression:
 - all three: the busiest operation of the first workload that ran gets twice
   slower (every latency bucket [lo, hi] becomes [2 lo, 2 hi + 1]: the same
   bucket one log2 bin up; min, max, sum and percentiles follow), and that
-  workload half as fast (its duration doubles, its timeline is stretched);
+  workload half as fast (its duration doubles, its timeline is stretched).
+  The slowdown is beyond the base runs' spread; the halved throughput is not
+  (their throughput varies several-fold): compare must say so;
 - regressed-2.json: a kernel-log WARNING no base report has;
 - regressed-3.json: its first verified invariant becomes violated.
 
