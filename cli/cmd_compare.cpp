@@ -18,27 +18,39 @@ namespace gms::cli {
 
 namespace {
 
-// CLI11 fills a second vector positional with the words after `--`: that is
-// the new side of `BASE... -- NEW...`.
+// `BASE... -- NEW...`: CLI11 hands every positional word over in one list
+// (the second list stays for what it may put there), so the words after
+// `--` on the command line are the new side.
 struct Sides {
     std::vector<std::string> base, next, positional, positional_new;
 };
 
+std::vector<std::string> after_dashes() {
+    const auto& argv = invocation();
+    auto dash = std::find(argv.begin(), argv.end(), "--");
+    return dash == argv.end() ? std::vector<std::string>{}
+                              : std::vector<std::string>(dash + 1, argv.end());
+}
+
 // --base/--new, or positional `BASE... -- NEW...`.
 void split_sides(Sides& s, const std::string& cmd) {
-    if (s.positional.empty() && s.positional_new.empty())
+    std::vector<std::string> words = s.positional;
+    words.insert(words.end(), s.positional_new.begin(), s.positional_new.end());
+    if (words.empty())
         return;
     if (!s.base.empty() || !s.next.empty())
         throw UsageError(
             fmt::format("{}: give the reports either as --base/--new or as BASE... -- NEW..., "
                         "not both",
                         cmd));
-    if (s.positional_new.empty() || s.positional.empty())
+    auto tail = after_dashes();
+    if (tail.empty() || tail.size() >= words.size() ||
+        !std::equal(tail.begin(), tail.end(), words.end() - long(tail.size())))
         throw UsageError(fmt::format("{}: separate the base reports from the new ones with "
                                      "'--' (BASE... -- NEW...), or use --base and --new",
                                      cmd));
-    s.base = std::move(s.positional);
-    s.next = std::move(s.positional_new);
+    s.base.assign(words.begin(), words.end() - long(tail.size()));
+    s.next = std::move(tail);
     s.positional.clear();
     s.positional_new.clear();
 }
@@ -118,7 +130,7 @@ int report_html_command(HtmlOptions& h) {
     engine::check_output_paths({h.out});
     auto& s = h.compare.sides;
     std::string html;
-    bool one = s.base.empty() && s.next.empty() && s.positional_new.empty();
+    bool one = s.base.empty() && s.next.empty() && after_dashes().empty();
     if (one) {
         if (s.positional.size() != 1)
             throw UsageError(fmt::format(
@@ -148,7 +160,9 @@ void add_compare_command(CLI::App& app, Action& action) {
         "kernel-log findings, throughput and latency changes beyond the run-to-run noise. Exit 1 "
         "on a regression");
     add_side_flags(cmd, o.sides);
-    cmd->add_option("base-reports", o.sides.positional, "BASE.json... (then -- NEW.json...)");
+    // Bounded: CLI11 allows one unbounded positional list only.
+    cmd->add_option("base-reports", o.sides.positional, "BASE.json... (then -- NEW.json...)")
+        ->expected(0, 4096);
     cmd->add_option("new-reports", o.sides.positional_new, "NEW.json... (after --)");
     cmd->add_flag("--json", o.json, "print the comparison as JSON instead of text");
     cmd->add_option("-o,--output", o.json_path, "also write the comparison as JSON here");
@@ -164,7 +178,8 @@ void add_report_command(CLI::App& app, Action& action) {
     auto* html = cmd->add_subcommand(
         "html", "A self-contained HTML page (no network) of one report, or of a comparison");
     html->add_option("reports", h.compare.sides.positional,
-                     "REPORT.json, or BASE.json... -- NEW.json...");
+                     "REPORT.json, or BASE.json... -- NEW.json...")
+        ->expected(0, 4096);
     html->add_option("new-reports", h.compare.sides.positional_new, "NEW.json... (after --)");
     add_side_flags(html, h.compare.sides);
     html->add_option("-o,--output", h.out, "the HTML file to write")->required();

@@ -50,7 +50,7 @@ T as(const json& j, const At& at) {
             if (!j.is_number())
                 at.fail("expected a number");
         } else if constexpr (std::is_integral_v<T> && std::is_unsigned_v<T>) {
-            if (!j.is_number_unsigned())
+            if (!j.is_number_integer() || (!j.is_number_unsigned() && j.get<int64_t>() < 0))
                 at.fail("expected a non-negative integer");
         } else if constexpr (std::is_integral_v<T>) {
             if (!j.is_number_integer())
