@@ -67,9 +67,10 @@ report::RunSet read_side(const std::vector<std::string>& paths) {
 report::Comparison comparison_of(Sides& s, const std::string& cmd, const report::stats::Rules& r) {
     split_sides(s, cmd);
     if (s.base.empty() || s.next.empty())
-        throw UsageError(fmt::format("{}: needs at least one base and one new report (--base A.json "
-                                     "--new B.json)",
-                                     cmd));
+        throw UsageError(
+            fmt::format("{}: needs at least one base and one new report (--base A.json "
+                        "--new B.json)",
+                        cmd));
     report::RunSet base = read_side(s.base); // base first: its errors first
     report::RunSet next = read_side(s.next);
     return report::compare(std::move(base), std::move(next), r);

@@ -110,8 +110,8 @@ int write_lab_html(const lab::Options& o, const lab::Result& r, int code) {
         fmt::print(stderr, "gmemstress lab: no report, so no HTML written to {}\n", o.html_path);
         return code == kExitPass ? kExitToolError : code;
     }
-    report::write_atomically(o.html_path,
-                             report::to_html(report::parse_report(*r.report, "the guest's report")));
+    report::write_atomically(
+        o.html_path, report::to_html(report::parse_report(*r.report, "the guest's report")));
     if (!o.quiet)
         fmt::print(stderr, "lab: HTML report written to {}\n", o.html_path);
     return code;

@@ -283,7 +283,9 @@ void add_run_command(CLI::App& app, Action& action) {
         "--set", o.sets,
         "override any profile key: KEY=VALUE (e.g. workload.host-fault.pattern=random)");
     cmd->add_flag("-q,--quiet", o.quiet, "no summary on stdout");
-    cmd->add_flag("--no-progress", o.no_progress, "no progress on stderr (a live line on a terminal, else a line every few seconds)");
+    cmd->add_flag(
+        "--no-progress", o.no_progress,
+        "no progress on stderr (a live line on a terminal, else a line every few seconds)");
     cmd->add_option("--where", o.where,
                     "host: this machine's /dev/kvm (default); lab: in a QEMU VM booting Debian's "
                     "newest kernel (gmemstress lab); auto: the host where its KVM can run the "

@@ -860,10 +860,10 @@ void LabRun::check_options() {
                 fmt::format("{}: only for gmemstress run (not {})", flag, o.guest_command));
     if (takes_profile_and_report(o.guest_command)) {
         for (const auto& a : o.guest_args)
-            for (const char* own : {"-r", "--report", "--junit", "--record", "-p", "--profile",
-                                    "--ktap", "--exit-codes", "--kcidb", "--kcidb-origin",
-                                    "--kcidb-build-id", "--lava", "--lava-json", "--waivers",
-                                    "--html"})
+            for (const char* own :
+                 {"-r", "--report", "--junit", "--record", "-p", "--profile", "--ktap",
+                  "--exit-codes", "--kcidb", "--kcidb-origin", "--kcidb-build-id", "--lava",
+                  "--lava-json", "--waivers", "--html"})
                 if (a == own || a.rfind(std::string(own) + "=", 0) == 0)
                     throw UsageError(fmt::format(
                         "'{}' after '--': give it to gmemstress lab itself (its paths are host "
@@ -897,8 +897,7 @@ void LabRun::check_options() {
           std::pair{o.record_path, "--record"},
           std::pair{o.ktap_path == "-" ? std::string() : o.ktap_path, "--ktap"},
           std::pair{o.kcidb_path, "--kcidb"}, std::pair{o.html_path, "--html"},
-          std::pair{o.console_path, "--keep-console"},
-          std::pair{o.dmesg_path, "--keep-dmesg"}}) {
+          std::pair{o.console_path, "--keep-console"}, std::pair{o.dmesg_path, "--keep-dmesg"}}) {
         if (path.empty())
             continue;
         fs::path parent = fs::absolute(path).parent_path();
@@ -953,9 +952,11 @@ void LabRun::locate_kernel() {
                                           .quiet = opts_.quiet});
         kernel_ = k.kernel;
         test_kernel_built_in_ = true;
-        lab_["test_kernel"] = {
-            {"release", k.release}, {"source", k.source}, {"config", k.config},
-            {"key", k.key},         {"plants", k.plants}};
+        lab_["test_kernel"] = {{"release", k.release},
+                               {"source", k.source},
+                               {"config", k.config},
+                               {"key", k.key},
+                               {"plants", k.plants}};
     } else if (kernel_.empty() && opts_.kernel_debs.empty()) {
         progress(opts_, "no --kernel: using Debian's newest kernel (downloaded once, cached in " +
                             (opts_.kernel_cache.empty() ? default_kernel_cache_dir()
@@ -1182,9 +1183,8 @@ Boot LabRun::boot_with_fallback() {
         progress(opts_, fmt::format("booting {} under QEMU ({}, {} cpus, {})",
                                     release_or(bz_.release, kernel_), accel_, opts_.cpus,
                                     format_size(opts_.memory)));
-        Boot boot =
-            boot_once(bp, accel_, accel_ == "kvm" && opts_.accel == "auto", con_, deadline, opts_,
-                      relay_);
+        Boot boot = boot_once(bp, accel_, accel_ == "kvm" && opts_.accel == "auto", con_, deadline,
+                              opts_, relay_);
         if (boot.end != BootEnd::kvm_unusable) {
             con_.file.close();
             return boot;

@@ -119,8 +119,7 @@ SampleMap samples_of(const RunSet& s) {
             for (const auto& [op, st] : w.ops)
                 done[{label_of(w), op}] = st.latency_ns.count();
         for (const auto& m : measurements(r)) {
-            if (m.metric != "throughput" && m.metric != "latency_p50" &&
-                m.metric != "latency_p99")
+            if (m.metric != "throughput" && m.metric != "latency_p50" && m.metric != "latency_p99")
                 continue;
             auto& e = out[{m.workload, m.op, m.metric}];
             e.unit = m.unit;
@@ -155,10 +154,10 @@ void compare_metrics(Comparison& c) {
         uint64_t fewest = std::min(bs.min_ops, ns.min_ops);
         if (fewest < ops_needed(metric)) {
             m.judgement.change = stats::Change::not_enough_samples;
-            m.judgement.why = fmt::format("not enough samples: a report has {} operation{}, {} "
-                                          "needs {} per report",
-                                          fewest, fewest == 1 ? "" : "s", metric,
-                                          ops_needed(metric));
+            m.judgement.why =
+                fmt::format("not enough samples: a report has {} operation{}, {} "
+                            "needs {} per report",
+                            fewest, fewest == 1 ? "" : "s", metric, ops_needed(metric));
         }
         c.metrics.push_back(std::move(m));
     }
@@ -289,10 +288,9 @@ std::string to_text(const Comparison& c, bool color) {
     auto paint = [&](const std::string& s, const char* code) {
         return color ? fmt::format("\033[{}m{}\033[0m", code, s) : s;
     };
-    std::string out = fmt::format(
-        "gmemstress compare: {} base report{}, {} new report{}\n", c.base.paths.size(),
-        c.base.paths.size() == 1 ? "" : "s", c.next.paths.size(),
-        c.next.paths.size() == 1 ? "" : "s");
+    std::string out = fmt::format("gmemstress compare: {} base report{}, {} new report{}\n",
+                                  c.base.paths.size(), c.base.paths.size() == 1 ? "" : "s",
+                                  c.next.paths.size(), c.next.paths.size() == 1 ? "" : "s");
     out += fmt::format("  base: {}\n  new:  {}\n", fmt::join(c.base.paths, " "),
                        fmt::join(c.next.paths, " "));
     out += fmt::format("  significant: {}+ reports per side, Welch's t-test p < {}, beyond both "

@@ -76,9 +76,9 @@ struct Axis {
     double lo, hi;
     bool log;
     double at(double v, double from, double to) const {
-        double f = log ? (std::log10(std::max(v, lo)) - std::log10(lo)) /
-                             (std::log10(hi) - std::log10(lo))
-                       : (v - lo) / (hi - lo);
+        double f =
+            log ? (std::log10(std::max(v, lo)) - std::log10(lo)) / (std::log10(hi) - std::log10(lo))
+                : (v - lo) / (hi - lo);
         return from + std::clamp(f, 0.0, 1.0) * (to - from);
     }
     double x(double v) const { return at(v, kL, kW - kR); }
@@ -117,13 +117,15 @@ std::string axes(const Axis& x, const Axis& y, const std::function<std::string(d
         return t;
     };
     for (double v : ticks(x))
-        s += fmt::format("<line class=\"grid\" x1=\"{0:.1f}\" x2=\"{0:.1f}\" y1=\"{1}\" y2=\"{2}\"/>"
-                         "<text x=\"{0:.1f}\" y=\"{3}\" text-anchor=\"middle\">{4}</text>",
-                         x.x(v), kT, kH - kB, kH - kB + 12, esc(xl(v)));
+        s +=
+            fmt::format("<line class=\"grid\" x1=\"{0:.1f}\" x2=\"{0:.1f}\" y1=\"{1}\" y2=\"{2}\"/>"
+                        "<text x=\"{0:.1f}\" y=\"{3}\" text-anchor=\"middle\">{4}</text>",
+                        x.x(v), kT, kH - kB, kH - kB + 12, esc(xl(v)));
     for (double v : ticks(y))
-        s += fmt::format("<line class=\"grid\" x1=\"{0}\" x2=\"{1}\" y1=\"{2:.1f}\" y2=\"{2:.1f}\"/>"
-                         "<text x=\"{3}\" y=\"{4:.1f}\" text-anchor=\"end\">{5}</text>",
-                         kL, kW - kR, y.y(v), kL - 3, y.y(v) + 3, esc(yl(v)));
+        s +=
+            fmt::format("<line class=\"grid\" x1=\"{0}\" x2=\"{1}\" y1=\"{2:.1f}\" y2=\"{2:.1f}\"/>"
+                        "<text x=\"{3}\" y=\"{4:.1f}\" text-anchor=\"end\">{5}</text>",
+                        kL, kW - kR, y.y(v), kL - 3, y.y(v) + 3, esc(yl(v)));
     s += fmt::format("<line class=\"axis\" x1=\"{0}\" x2=\"{1}\" y1=\"{2}\" y2=\"{2}\"/>"
                      "<line class=\"axis\" x1=\"{0}\" x2=\"{0}\" y1=\"{3}\" y2=\"{2}\"/>",
                      kL, kW - kR, kH - kB, kT);
@@ -131,7 +133,7 @@ std::string axes(const Axis& x, const Axis& y, const std::function<std::string(d
 }
 
 std::string count_text(double v) {
-    return v >= 1e6 ? fmt::format("{:.2g}M", v / 1e6)
+    return v >= 1e6   ? fmt::format("{:.2g}M", v / 1e6)
            : v >= 1e3 ? fmt::format("{:.3g}k", v / 1e3)
                       : fmt::format("{:.3g}", v);
 }
@@ -172,7 +174,8 @@ std::string histogram_svg(const std::vector<Series>& series) {
     }
     Axis x = log_axis(lo > hi ? 1 : lo, hi), y = linear_axis(top);
     std::string s = svg_open("histogram", "latency histogram (share of operations)");
-    s += axes(x, y, [](double v) { return ns_text(v); }, pct_text);
+    s += axes(
+        x, y, [](double v) { return ns_text(v); }, pct_text);
     for (size_t k = 0; k < series.size(); ++k) {
         const auto& h = hs[k];
         for (unsigned i = 0; i < Histogram::kBuckets && h.count(); ++i) {
@@ -195,8 +198,7 @@ std::string histogram_svg(const std::vector<Series>& series) {
 
 // The tail: latency at each percentile from p50 to p99.99, the x axis in
 // "nines" (-log10(1 - q)), the y axis log.
-const std::vector<double> kTail = {0.5,  0.75,  0.9,    0.95,    0.99,
-                                   0.995, 0.999, 0.9995, 0.9999};
+const std::vector<double> kTail = {0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999};
 
 std::string tail_svg(const std::vector<Series>& series) {
     std::vector<Histogram> hs;
@@ -216,10 +218,10 @@ std::string tail_svg(const std::vector<Series>& series) {
         s += fmt::format("<line class=\"grid\" x1=\"{0:.1f}\" x2=\"{0:.1f}\" y1=\"{1}\" "
                          "y2=\"{2}\"/><text x=\"{0:.1f}\" y=\"{3}\" text-anchor=\"middle\">p{4}"
                          "</text>",
-                         x.x(nines(q)), kT, kH - kB, kH - kB + 12,
-                         fmt::format("{:g}", 100 * q));
-    s += axes({x.lo, x.hi, false}, y, [](double) { return std::string(); },
-              [](double v) { return ns_text(v); });
+                         x.x(nines(q)), kT, kH - kB, kH - kB + 12, fmt::format("{:g}", 100 * q));
+    s += axes(
+        {x.lo, x.hi, false}, y, [](double) { return std::string(); },
+        [](double v) { return ns_text(v); });
     for (size_t k = 0; k < series.size(); ++k) {
         const auto& h = hs[k];
         if (!h.count())
@@ -247,7 +249,8 @@ std::string timeline_svg(const std::vector<Series>& series) {
         }
     Axis x = linear_axis(t_max), y = linear_axis(top);
     std::string s = svg_open("timeline", "throughput over time (ops/s)");
-    s += axes(x, y, [](double v) { return fmt::format("{:.3g}s", v); }, count_text);
+    s += axes(
+        x, y, [](double v) { return fmt::format("{:.3g}s", v); }, count_text);
     for (const auto& se : series)
         for (size_t r = 0; r < se.ops.size(); ++r) {
             const auto& t = se.ops[r]->timeline;
@@ -292,8 +295,8 @@ std::string op_section(const std::string& workload, const std::string& op,
                                 "{}</h3>",
                                 cls, id, esc(workload), esc(op), esc(workload), esc(op));
     s += extra + percentile_table(series);
-    s += "<div class=\"plots\">" + histogram_svg(series) + tail_svg(series) +
-         timeline_svg(series) + "</div></section>\n";
+    s += "<div class=\"plots\">" + histogram_svg(series) + tail_svg(series) + timeline_svg(series) +
+         "</div></section>\n";
     return s;
 }
 
@@ -364,9 +367,8 @@ std::string workloads_section(const Report& r) {
                                       esc(c.observed));
         s += fmt::format("<tr class=\"workload\"><td>{}</td><td class=\"{}\">{}</td><td>{:.2f}</td>"
                          "<td>{}</td><td>{}</td><td>{}{}</td><td>{}</td></tr>",
-                         esc(label_of(w)), to_string(w.outcome), to_string(w.outcome),
-                         w.duration_s, ops, w.verification.pages_checked, w.checks.size(), failed,
-                         esc(w.reason));
+                         esc(label_of(w)), to_string(w.outcome), to_string(w.outcome), w.duration_s,
+                         ops, w.verification.pages_checked, w.checks.size(), failed, esc(w.reason));
     }
     s += "</table>";
     if (!r.conformance.empty()) {
@@ -524,7 +526,7 @@ std::string to_html(const Comparison& c) {
             keys.push_back(k);
     for (const auto& k : keys) {
         auto it = worst.find(k);
-        std::string cls = it == worst.end() ? "sig-none"
+        std::string cls = it == worst.end()                     ? "sig-none"
                           : it->second == stats::Change::worse  ? "sig-worse"
                           : it->second == stats::Change::better ? "sig-better"
                           : it->second == stats::Change::noise  ? "sig-noise"

@@ -37,8 +37,7 @@ const json& field(const json& j, const std::string& key, const At& at) {
     return *it;
 }
 
-template <class T>
-T as(const json& j, const At& at) {
+template <class T> T as(const json& j, const At& at) {
     try {
         if constexpr (std::is_same_v<T, std::string>) {
             if (!j.is_string())
@@ -62,14 +61,12 @@ T as(const json& j, const At& at) {
     }
 }
 
-template <class T>
-T get(const json& j, const std::string& key, const At& at) {
+template <class T> T get(const json& j, const std::string& key, const At& at) {
     return as<T>(field(j, key, at), at[key]);
 }
 
 // An optional field: `def` when absent.
-template <class T>
-T get_or(const json& j, const std::string& key, const At& at, T def) {
+template <class T> T get_or(const json& j, const std::string& key, const At& at, T def) {
     return j.is_object() && j.contains(key) ? get<T>(j, key, at) : def;
 }
 
@@ -80,8 +77,7 @@ const json& array_of(const json& j, const std::string& key, const At& at) {
     return a;
 }
 
-template <class T>
-std::vector<T> list(const json& j, const std::string& key, const At& at) {
+template <class T> std::vector<T> list(const json& j, const std::string& key, const At& at) {
     std::vector<T> out;
     const json& a = array_of(j, key, at);
     for (size_t i = 0; i < a.size(); ++i)
@@ -117,8 +113,8 @@ Outcome outcome_of(const json& j, const std::string& key, const At& at) {
 
 Verdict verdict_of(const json& j, const std::string& key, const At& at) {
     std::string s = get<std::string>(j, key, at);
-    for (Verdict v : {Verdict::verified, Verdict::violated, Verdict::incomplete,
-                      Verdict::unverifiable})
+    for (Verdict v :
+         {Verdict::verified, Verdict::violated, Verdict::incomplete, Verdict::unverifiable})
         if (to_string(v) == s)
             return v;
     at[key].fail(fmt::format("unknown verdict \"{}\"", s));
@@ -214,8 +210,7 @@ WorkloadResult workload_of(const json& j, const At& at) {
     const json& v = field(j, "verification", at);
     w.verification.pages_checked = get<uint64_t>(v, "pages_checked", at["verification"]);
     w.verification.mismatches = get<uint64_t>(v, "mismatches", at["verification"]);
-    w.verification.first_mismatches =
-        list<std::string>(v, "first_mismatches", at["verification"]);
+    w.verification.first_mismatches = list<std::string>(v, "first_mismatches", at["verification"]);
     w.checks = checks_of(j, "checks", at);
     counters_of(j, at, w);
     w.params = object_of(j, "params", at);
@@ -223,9 +218,9 @@ WorkloadResult workload_of(const json& j, const At& at) {
 }
 
 InvariantResult invariant_of(const json& j, const At& at) {
-    return {get<std::string>(j, "name", at),         verdict_of(j, "verdict", at),
-            get<std::string>(j, "reason", at),       get<std::string>(j, "backend", at),
-            map_of<uint64_t>(j, "evidence", at),     list<std::string>(j, "violations", at)};
+    return {get<std::string>(j, "name", at),     verdict_of(j, "verdict", at),
+            get<std::string>(j, "reason", at),   get<std::string>(j, "backend", at),
+            map_of<uint64_t>(j, "evidence", at), list<std::string>(j, "violations", at)};
 }
 
 KmsgFinding finding_of(const json& j, const At& at) {
@@ -270,8 +265,7 @@ kvm::SeriesPresence presence_of(const json& j, const At& at) {
     return {get<bool>(j, "present", at), list<std::string>(j, "evidence", at)};
 }
 
-template <class T>
-std::optional<T> nullable(const json& j, const std::string& key, const At& at) {
+template <class T> std::optional<T> nullable(const json& j, const std::string& key, const At& at) {
     const json& v = field(j, key, at);
     return v.is_null() ? std::nullopt : std::optional<T>(as<T>(v, at[key]));
 }
@@ -461,17 +455,17 @@ Report parse_report(const json& j, const std::string& origin) {
     // into something this model cannot hold.
     std::string verdict = get<std::string>(j, "verdict", at);
     if (verdict != to_string(r.verdict()))
-        at["verdict"].fail(fmt::format("says {}, but its contents make it {}", verdict,
-                                       to_string(r.verdict())));
+        at["verdict"].fail(
+            fmt::format("says {}, but its contents make it {}", verdict, to_string(r.verdict())));
     return r;
 }
 
 Report read_report(const std::string& path) {
     std::ifstream f(path);
     if (!f)
-        throw UsageError(fmt::format("{}: cannot read the report: {}", path,
-                                     std::filesystem::exists(path) ? "permission denied or not a file"
-                                                                   : "no such file"));
+        throw UsageError(fmt::format(
+            "{}: cannot read the report: {}", path,
+            std::filesystem::exists(path) ? "permission denied or not a file" : "no such file"));
     std::stringstream text;
     text << f.rdbuf();
     json j;

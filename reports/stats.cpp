@@ -63,8 +63,8 @@ double incomplete_beta(double x, double a, double b) {
         return 0;
     if (x >= 1)
         return 1;
-    double front = std::exp(std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) +
-                            a * std::log(x) + b * std::log1p(-x));
+    double front = std::exp(std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) + a * std::log(x) +
+                            b * std::log1p(-x));
     // The continued fraction converges fast below the mean; use symmetry above.
     if (x < (a + 1) / (a + b + 2))
         return front * beta_cf(x, a, b) / a;
@@ -98,8 +98,7 @@ Welch welch(const Summary& a, const Summary& b) {
         return w;
     }
     w.t = diff / std::sqrt(va + vb);
-    w.df = (va + vb) * (va + vb) /
-           (va * va / double(a.n - 1) + vb * vb / double(b.n - 1));
+    w.df = (va + vb) * (va + vb) / (va * va / double(a.n - 1) + vb * vb / double(b.n - 1));
     w.p = 2 * (1 - student_t_cdf(std::fabs(w.t), w.df));
     return w;
 }
@@ -137,8 +136,8 @@ Judgement judge(const std::vector<double>& base, const std::vector<double>& next
     double diff = j.next.mean - j.base.mean;
     j.change = Change::noise;
     if (j.welch.p >= rules.alpha)
-        j.why = fmt::format("noise: Welch's t-test p = {:.3g} (not below {})", j.welch.p,
-                            rules.alpha);
+        j.why =
+            fmt::format("noise: Welch's t-test p = {:.3g} (not below {})", j.welch.p, rules.alpha);
     else if (std::fabs(diff) <= j.base.ci95 + j.next.ci95)
         j.why = fmt::format("noise: the difference {:.4g} is within the 95% confidence "
                             "half-widths {:.4g} + {:.4g}",

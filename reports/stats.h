@@ -44,8 +44,8 @@ std::string to_string(Change c);
 
 // When a change is significant: all of LKP's, mmtests' and hyperfine's tests.
 struct Rules {
-    size_t min_samples = 3;  // per side (LKP)
-    double alpha = 0.05;     // Welch's t-test p below this (hyperfine)
+    size_t min_samples = 3;   // per side (LKP)
+    double alpha = 0.05;      // Welch's t-test p below this (hyperfine)
     double min_change = 0.05; // |new/base - 1| at least this (LKP's ratio)
     // and: |mean difference| above the sum of the 95% CI half-widths
     // (mmtests), and the two sides' [min, max] ranges disjoint (LKP).
@@ -54,10 +54,10 @@ struct Rules {
 struct Judgement {
     Change change = Change::not_enough_samples;
     Summary base, next;
-    double ratio = 0;   // next.mean / base.mean - 1 (0 when base.mean is 0)
-    Welch welch;        // when both sides have 2 samples or more
+    double ratio = 0; // next.mean / base.mean - 1 (0 when base.mean is 0)
+    Welch welch;      // when both sides have 2 samples or more
     bool tested = false;
-    std::string why;    // in words: the rule that decided
+    std::string why; // in words: the rule that decided
 };
 // `higher_is_better`: throughput (true) or latency (false).
 Judgement judge(const std::vector<double>& base, const std::vector<double>& next,

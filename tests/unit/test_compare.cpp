@@ -155,8 +155,7 @@ TEST_CASE("compare: same runs, no regression; one report per side not judged", "
 
 TEST_CASE("compare: regressions of every kind", "[compare]") {
     auto base = side({run(1000, 5000), run(1010, 5000), run(990, 5000)});
-    std::vector<Report> next = {run(600, 5000), run(610, 5000, Verdict::violated),
-                                run(590, 5000)};
+    std::vector<Report> next = {run(600, 5000), run(610, 5000, Verdict::violated), run(590, 5000)};
     next[0].kernel_log.push_back({"WARNING", "WARNING: CPU: 1 PID: 42 at mm/x.c:7 f+0x1/0x2", 9});
     next[0].conformance[0].outcome = Outcome::fail;
     auto c = compare(base, side(next));
