@@ -220,11 +220,21 @@ def test_comparison():
             sum(m["change"] == "worse" for m in cmp["metrics"])
         regress = dom.find("tr", "regression")
         assert any("invariant" in r["text"] for r in regress)
+        reports = {"base": [json.load(open(p)) for p in BASE],
+                   "new": [json.load(open(p)) for p in REGRESSED]}
         for sec in dom.find("section", "op"):
-            # Both sides overlaid: bars of each, a timeline per report.
-            assert dom.find("rect", "base", within=sec) and dom.find("rect", "new", within=sec)
-            assert len(dom.find("polyline", "timeline", within=sec)) == 6, sec["attrs"]
-            assert len(dom.find("polyline", "tail", within=sec)) == 2
+            # Both sides overlaid: bars of each side that ran the operation,
+            # a timeline per report that has it.
+            w, op = sec["attrs"]["data-op"].split("/", 1)
+            has = {side: [r for r in reps for x in r["workloads"] if x["label"] == w
+                          and op in x["ops"] and x["ops"][op]["timeline"]["counts"]]
+                   for side, reps in reports.items()}
+            for side in ("base", "new"):
+                assert bool(dom.find("rect", side, within=sec)) == bool(has[side]), (sec, side)
+            assert len(dom.find("polyline", "timeline", within=sec)) == \
+                len(has["base"]) + len(has["new"]), sec["attrs"]
+            assert len(dom.find("polyline", "tail", within=sec)) == \
+                bool(has["base"]) + bool(has["new"])
         shot = os.path.join(d, "cmp.png")
         screenshot(page, dom.find("section", "sig-worse")[0]["attrs"]["id"], shot)
         # The significant slowdown is drawn in red (#d93025 at 55% on white).
