@@ -126,6 +126,36 @@ const std::vector<AttachPointDef>& attach_points() {
         tp(point::lock_contention_begin, "lock:contention_begin (counted, timed)",
            "lock/contention_begin", "tp_lock_begin");
         tp(point::lock_contention_end, "lock:contention_end", "lock/contention_end", "tp_lock_end");
+        // folio_release: the final free of pfns that left a watched page cache.
+        tp(point::page_free, "kmem:mm_page_free of pfns that left a watched guest_memfd",
+           "kmem/mm_page_free", "tp_page_free");
+        // invalidation_balance: guest_memfd operations, memslot bindings and
+        // the KVM MMU invalidations made inside those operations.
+        fn(point::inval_punch, "kvm_gmem_fallocate(PUNCH_HOLE) entry and return (invalidations)",
+           {"kvm_gmem_fallocate"}, {"fe_inval_punch_in", "fe_inval_punch_out"}, "kp_inval_punch",
+           "kr_inval_punch", 4);
+        fn(point::inval_release, "kvm_gmem_release() entry and return (invalidations)",
+           {"kvm_gmem_release"}, {"fe_inval_release_in", "fe_inval_release_out"},
+           "kp_inval_release", "kr_inval_release", 2);
+        fn(point::inval_bind, "a memslot bound to a guest_memfd range (commit/bind returned 0)",
+           {"kvm_gmem_commit_memory_region", "kvm_gmem_bind"}, {"fe_inval_bind"}, "kp_inval_bind",
+           "kr_inval_bind", -1);
+        fn(point::inval_unbind, "kvm_gmem_unbind(slot): a memslot's binding removed",
+           {"kvm_gmem_unbind"}, {"fe_inval_unbind"}, "kp_inval_unbind", "", 1);
+        fn(point::mmu_inval_start, "kvm_mmu_invalidate_start(kvm) in a punch or release",
+           {"kvm_mmu_invalidate_start", "kvm_mmu_invalidate_begin"}, {"fe_mmu_inval_start"},
+           "kp_mmu_inval_start", "", 1);
+        fn(point::mmu_inval_end, "kvm_mmu_invalidate_end(kvm) in a punch or release",
+           {"kvm_mmu_invalidate_end"}, {"fe_mmu_inval_end"}, "kp_mmu_inval_end", "", 1);
+        fn(point::mmu_unmap, "kvm_mmu_unmap_gfn_range(kvm, range) in a punch or release",
+           {"kvm_mmu_unmap_gfn_range"}, {"fe_mmu_unmap"}, "kp_mmu_unmap", "", 2);
+        fn(point::notifier_start, "KVM's MMU notifier range_start (invalidation by host address)",
+           {"kvm_mmu_notifier_invalidate_range_start"},
+           {"fe_notifier_start_in", "fe_notifier_start_out"}, "kp_notifier_start_in",
+           "kr_notifier_start_out", 2);
+        fn(point::notifier_end, "KVM's MMU notifier range_end",
+           {"kvm_mmu_notifier_invalidate_range_end"}, {"fe_notifier_end_in", "fe_notifier_end_out"},
+           "kp_notifier_end_in", "kr_notifier_end_out", 2);
         return p;
     }();
     return points;

@@ -9,6 +9,8 @@ CheckerSet::CheckerSet() {
     checkers_.push_back(make_page_cache_balance_checker());
     checkers_.push_back(make_direct_map_checker());
     checkers_.push_back(make_uptodate_checker());
+    checkers_.push_back(make_invalidation_balance_checker());
+    checkers_.push_back(make_folio_release_checker());
 }
 
 void CheckerSet::feed(const Event& e) {

@@ -47,6 +47,17 @@ std::unique_ptr<Checker> make_direct_map_checker();
 // Every folio handed to the guest (kvm_gmem_get_pfn) or to host userspace
 // (user fault) is uptodate at that moment; fresh memory reads zero.
 std::unique_ptr<Checker> make_uptodate_checker();
+// Every range that leaves a guest_memfd while a memslot binds it (punch hole,
+// release) is invalidated in KVM's MMU by guest_memfd itself: each bound kvm
+// has kvm_mmu_unmap_gfn_range over the range, inside kvm_mmu_invalidate_start
+// and _end, balanced by the time the operation returns. Invalidations made by
+// KVM's MMU notifier (by host address) do not count.
+std::unique_ptr<Checker> make_invalidation_balance_checker();
+// Every folio that leaves a watched guest_memfd's page cache is freed
+// (kmem:mm_page_free of its pfn) by the end of the session, after a drain of
+// the per-CPU LRU batches; one still allocated (its /proc/kpagecount) leaked
+// a reference.
+std::unique_ptr<Checker> make_folio_release_checker();
 
 // All checkers, in report order; counts events by type.
 class CheckerSet {
@@ -63,7 +74,7 @@ class CheckerSet {
     std::vector<std::unique_ptr<Checker>> checkers_;
     // By raw type, not name: feed() runs once per event on the hot path.
     static constexpr size_t kTypeSlots = 128; // kernel types and markers (>= 100) all fit
-    static_assert(static_cast<size_t>(EventType::gmem_released) < kTypeSlots);
+    static_assert(static_cast<size_t>(EventType::folio_refcount) < kTypeSlots);
     std::array<uint64_t, kTypeSlots> counts_{};
     uint64_t fed_ = 0;
 };

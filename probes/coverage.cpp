@@ -37,6 +37,7 @@ nlohmann::json Coverage::to_json() const {
             {"missing", missing},
             {"lost_events", lost_events},
             {"filter_full", filter_full},
+            {"departed_full", departed_full},
             {"parse_errors", parse_errors},
             {"stash_lost", stash_lost},
             {"calibration_ran", calibration_ran},
@@ -57,6 +58,7 @@ Coverage Coverage::from_json(const nlohmann::json& j) {
     c.missing = j.value("missing", std::map<std::string, std::string>{});
     c.lost_events = j.value("lost_events", uint64_t(0));
     c.filter_full = j.value("filter_full", uint64_t(0));
+    c.departed_full = j.value("departed_full", uint64_t(0));
     c.parse_errors = j.value("parse_errors", uint64_t(0));
     c.stash_lost = j.value("stash_lost", uint64_t(0));
     c.calibration_ran = j.value("calibration_ran", false);

@@ -29,6 +29,9 @@ struct Coverage {
     uint64_t parse_errors = 0;                   // host: short records, unknown types
     uint64_t stash_lost = 0;                     // kprobe entry->return pairs lost
     uint64_t filter_full = 0; // files never watched: the BPF inode filter map was full
+    // Departed pfns (folio_release) the BPF map could not hold: their frees
+    // cannot be matched. A loss for folio_release only.
+    uint64_t departed_full = 0;
     bool calibration_ran = false;
     bool calibration_ok = false;
     std::string calibration_reason;

@@ -13,6 +13,7 @@ static_assert(sizeof(gms_ev_folio) == 32 + 40);
 static_assert(sizeof(gms_ev_direct_map) == 32 + 24);
 static_assert(sizeof(gms_ev_handout) == 32 + 40);
 static_assert(sizeof(gms_ev_file_op) == 32 + 40);
+static_assert(sizeof(gms_ev_inval) == 32 + 56);
 static_assert(sizeof(gms_inode_key) == 16);
 
 namespace {
@@ -58,7 +59,8 @@ std::optional<Event> decode_record(const void* data, size_t size, DecodeError* e
     case GMS_EV_PC_ADD:
     case GMS_EV_PC_DEL:
     case GMS_EV_FREE_FOLIO:
-    case GMS_EV_SPLIT: {
+    case GMS_EV_SPLIT:
+    case GMS_EV_PAGE_FREE: {
         gms_ev_folio r;
         if (!copy_rec(data, size, r))
             break;
@@ -93,6 +95,21 @@ std::optional<Event> decode_record(const void* data, size_t size, DecodeError* e
         e.mode = r.mode;
         e.offset = r.offset;
         e.len = r.len;
+        e.ret = r.ret;
+        return e;
+    }
+    case GMS_EV_INVAL: {
+        gms_ev_inval r;
+        if (!copy_rec(data, size, r))
+            break;
+        e.kvm = r.kvm;
+        e.ino = r.ino;
+        e.dev = r.dev;
+        e.tid = r.tid;
+        e.index = r.start;
+        e.end = r.end;
+        e.kind = r.kind;
+        e.op = r.op;
         e.ret = r.ret;
         return e;
     }

@@ -27,6 +27,8 @@ static_assert(static_cast<uint32_t>(EventType::fallocate) == GMS_EV_FALLOCATE);
 static_assert(static_cast<uint32_t>(EventType::populate) == GMS_EV_POPULATE);
 static_assert(static_cast<uint32_t>(EventType::release) == GMS_EV_RELEASE);
 static_assert(static_cast<uint32_t>(EventType::split) == GMS_EV_SPLIT);
+static_assert(static_cast<uint32_t>(EventType::inval) == GMS_EV_INVAL);
+static_assert(static_cast<uint32_t>(EventType::page_free) == GMS_EV_PAGE_FREE);
 // Markers stay clear of the kernel's types.
 static_assert(static_cast<uint32_t>(EventType::gmem_created) >= GMS_EV_TYPE_MAX);
 
@@ -49,10 +51,14 @@ constexpr auto kTypeNames = std::to_array<TypeName>({
     {EventType::release, "release"},
     {EventType::split, "split"},
     {EventType::gmem_created, "gmem_created"},
+    {EventType::inval, "inval"},
+    {EventType::page_free, "page_free"},
     {EventType::gmem_released, "gmem_released"},
+    {EventType::leak_drain, "leak_drain"},
+    {EventType::folio_refcount, "folio_refcount"},
 });
 
-constexpr size_t kMarkerTypes = 2; // gmem_created, gmem_released
+constexpr size_t kMarkerTypes = 4; // gmem_created, gmem_released, leak_drain, folio_refcount
 
 // Every kernel record type 1 .. GMS_EV_TYPE_MAX - 1 has exactly one name.
 constexpr bool every_kernel_type_named_once() {
@@ -95,6 +101,14 @@ constexpr auto kSrcNames = std::to_array<SrcName>({
     {GMS_SRC_KVM_GMEM_POPULATE, "kvm_gmem_populate"},
     {GMS_SRC_KVM_GMEM_RELEASE, "kvm_gmem_release"},
     {GMS_SRC_FOLIO_SPLIT, "folio_split"},
+    {GMS_SRC_TP_PAGE_FREE, "tp_page_free"},
+    {GMS_SRC_INVAL_PUNCH, "inval_punch"},
+    {GMS_SRC_INVAL_RELEASE, "inval_release"},
+    {GMS_SRC_INVAL_BIND, "inval_bind"},
+    {GMS_SRC_INVAL_UNBIND, "inval_unbind"},
+    {GMS_SRC_MMU_INVAL_START, "kvm_mmu_invalidate_start"},
+    {GMS_SRC_MMU_INVAL_END, "kvm_mmu_invalidate_end"},
+    {GMS_SRC_MMU_UNMAP, "kvm_mmu_unmap_gfn_range"},
 });
 
 constexpr bool src_names_in_enum_order() {
@@ -172,6 +186,11 @@ nlohmann::json to_json(const Event& e) {
     put("mode", e.mode);
     put("offset", e.offset);
     put("len", e.len);
+    put("kvm", e.kvm);
+    put("end", e.end);
+    put("tid", e.tid);
+    put("kind", e.kind);
+    put("op", e.op);
     if (e.type == EventType::gmem_created) {
         j["gmem_flags"] = e.gmem_flags;
         j["flags_known"] = e.flags_known;
@@ -219,6 +238,11 @@ Event event_from_json(const nlohmann::json& j) {
     get_u("mode", e.mode);
     get_u("offset", e.offset);
     get_u("len", e.len);
+    get_u("kvm", e.kvm);
+    get_u("end", e.end);
+    get_u("tid", e.tid);
+    get_u("kind", e.kind);
+    get_u("op", e.op);
     get_u("gmem_flags", e.gmem_flags);
     e.flags_known = j.value("flags_known", true);
     e.no_direct_map = j.value("no_direct_map", false);

@@ -27,8 +27,18 @@ enum class EventType : uint32_t {
     populate = 10,
     release = 11,
     split = 12,
+    inval = 13,          // KVM MMU invalidation in a guest_memfd operation, or a binding
+    page_free = 14,      // final free of a pfn that left a watched page cache
     gmem_created = 100,  // a guest_memfd to watch (ours, or found in /proc)
     gmem_released = 101, // userspace dropped its last reference
+    // The leak drain at the end of a session (Session::finish): per LRU
+    // batches flushed, frees awaited. ret: 0, or the -errno of the drain;
+    // nr: milliseconds waited.
+    leak_drain = 102,
+    // After the drain, a departed pfn still not freed: ret = its reference
+    // count, or -errno when unreadable; mode: 1 read from /proc/kpagecount,
+    // 2 struct page's _refcount read by BPF (kernels without kpagecount).
+    folio_refcount = 103,
 };
 std::string to_string(EventType t);
 std::optional<EventType> event_type_from_string(std::string_view s);
@@ -55,6 +65,12 @@ struct Event {
     uint32_t mode = 0;   // fallocate mode
     uint64_t offset = 0; // fallocate offset / populate gfn
     uint64_t len = 0;    // fallocate length / populate npages
+    // inval only (index = start of the file page range):
+    uint64_t kvm = 0;
+    uint64_t end = 0; // end of the file page range (exclusive)
+    uint32_t tid = 0;
+    uint32_t kind = 0; // enum gms_inval_kind
+    uint32_t op = 0;   // enum gms_inval_op
     // gmem_created only:
     uint64_t gmem_flags = 0;
     bool flags_known = true;    // false for files of other processes

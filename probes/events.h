@@ -36,7 +36,9 @@ enum gms_ev_type {
     GMS_EV_POPULATE = 10,    /* kvm_gmem_populate returned */
     GMS_EV_RELEASE = 11,     /* kvm_gmem_release (the file's last reference) */
     GMS_EV_SPLIT = 12,       /* folio split entered (flags: GMS_F_RETURN on return) */
-    GMS_EV_TYPE_MAX = 13,
+    GMS_EV_INVAL = 13,       /* KVM MMU invalidation in a guest_memfd operation (gms_ev_inval) */
+    GMS_EV_PAGE_FREE = 14,   /* kmem:mm_page_free of a pfn that left a watched page cache */
+    GMS_EV_TYPE_MAX = 15,
 };
 
 /* Which attach point produced a record (gms_ev_hdr.src). */
@@ -60,7 +62,15 @@ enum gms_src {
     GMS_SRC_KVM_GMEM_POPULATE = 16,
     GMS_SRC_KVM_GMEM_RELEASE = 17,
     GMS_SRC_FOLIO_SPLIT = 18,
-    GMS_SRC_MAX = 19,
+    GMS_SRC_TP_PAGE_FREE = 19,       /* kmem:mm_page_free */
+    GMS_SRC_INVAL_PUNCH = 20,        /* kvm_gmem_fallocate(PUNCH_HOLE) entry/return */
+    GMS_SRC_INVAL_RELEASE = 21,      /* kvm_gmem_release entry/return */
+    GMS_SRC_INVAL_BIND = 22,         /* kvm_gmem_commit_memory_region / kvm_gmem_bind */
+    GMS_SRC_INVAL_UNBIND = 23,       /* kvm_gmem_unbind */
+    GMS_SRC_MMU_INVAL_START = 24,    /* kvm_mmu_invalidate_start / _begin */
+    GMS_SRC_MMU_INVAL_END = 25,      /* kvm_mmu_invalidate_end */
+    GMS_SRC_MMU_UNMAP = 26,          /* kvm_mmu_unmap_gfn_range */
+    GMS_SRC_MAX = 27,
 };
 
 /* gms_ev_hdr.flags */
@@ -79,6 +89,9 @@ enum gms_src {
 /* pfn derived from a direct-map address ((addr - page_offset_base) >> 12):
  * set_direct_map_*_noflush() of NO_DIRECT_MAP v12 take one. */
 #define GMS_F_ADDR_PFN (1u << 8)
+/* GMS_EV_INVAL: inside KVM's MMU notifier (an invalidation by host virtual
+ * address, of pages host userspace maps), not guest_memfd's own. */
+#define GMS_F_NOTIFIER (1u << 9)
 
 /* Per-CPU counters (array map "counters", index = enum value). */
 enum gms_counter {
@@ -100,7 +113,10 @@ enum gms_counter {
      * NO_DIRECT_MAP (the direct-map checker needs every such hand-out). */
     GMS_CNT_GET_PFN_JUDGED = 13,    /* kvm_gmem_get_pfn */
     GMS_CNT_USER_FAULT_JUDGED = 14, /* kvm_gmem_fault_user_mapping */
-    GMS_CNT_MAX = 15,
+    /* A pfn that left a watched page cache could not be put in the
+     * `departed` map (full): its free cannot be matched (a loss). */
+    GMS_CNT_DEPARTED_FULL = 15,
+    GMS_CNT_MAX = 16,
 };
 
 /* Bits of the BPF object's cfg_dm_addr: the direct-map function takes a
@@ -164,6 +180,51 @@ struct gms_ev_file_op {
     __u64 offset;
     __u64 len; /* fallocate length; populate: npages */
     __s64 ret;
+};
+
+/* GMS_EV_INVAL kinds (gms_ev_inval.kind) */
+enum gms_inval_kind {
+    GMS_INV_OP_BEGIN = 1,  /* a punch or release of a watched file entered */
+    GMS_INV_OP_END = 2,    /* ... returned (ret) */
+    GMS_INV_MMU_START = 3, /* kvm_mmu_invalidate_start(kvm) */
+    GMS_INV_MMU_END = 4,   /* kvm_mmu_invalidate_end(kvm) */
+    GMS_INV_UNMAP = 5,     /* kvm_mmu_unmap_gfn_range(kvm, range): start/end as file indices */
+    GMS_INV_BIND = 6,      /* a memslot bound [start, end) of the file to kvm (ret 0) */
+    GMS_INV_UNBIND = 7,    /* a memslot's binding of [start, end) removed */
+};
+
+/* gms_ev_inval.op */
+enum gms_inval_op {
+    GMS_OP_NONE = 0,
+    GMS_OP_PUNCH = 1,
+    GMS_OP_RELEASE = 2,
+};
+
+/* GMS_EV_INVAL. MMU_START/END/UNMAP are recorded only inside a punch or
+ * release of a watched file, on the thread doing it (tid), and name that
+ * operation's file. */
+struct gms_ev_inval {
+    struct gms_ev_hdr hdr;
+    __u64 kvm; /* struct kvm * (identity only) */
+    __u64 ino;
+    __u32 dev;
+    __u32 tid;
+    __u64 start; /* file page index range [start, end) */
+    __u64 end;
+    __u32 kind; /* enum gms_inval_kind */
+    __u32 op;   /* enum gms_inval_op */
+    __s64 ret;
+};
+
+/* Values of the BPF map "departed" (key: pfn): a folio that left a watched
+ * page cache and was not freed yet. refcount: filled on demand by
+ * refcount.bpf.c (struct page's _refcount; -errno when unreadable). */
+struct gms_departed {
+    __u64 ino;
+    __u64 index;
+    __u32 dev;
+    __u32 order;
+    __s64 refcount;
 };
 
 /* Key of the "watched" hash map: one guest_memfd inode. */

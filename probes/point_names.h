@@ -30,9 +30,19 @@ inline constexpr char spte_set[] = "spte_set";
 inline constexpr char spte_changed[] = "spte_changed";
 inline constexpr char lock_contention_begin[] = "lock_contention_begin";
 inline constexpr char lock_contention_end[] = "lock_contention_end";
+inline constexpr char page_free[] = "page_free";
+inline constexpr char inval_punch[] = "inval_punch";
+inline constexpr char inval_release[] = "inval_release";
+inline constexpr char inval_bind[] = "inval_bind";
+inline constexpr char inval_unbind[] = "inval_unbind";
+inline constexpr char mmu_inval_start[] = "mmu_inval_start";
+inline constexpr char mmu_inval_end[] = "mmu_inval_end";
+inline constexpr char mmu_unmap[] = "mmu_unmap";
+inline constexpr char notifier_start[] = "notifier_start";
+inline constexpr char notifier_end[] = "notifier_end";
 
 // Every name above, in the order of attach_points() (a unit test compares).
-inline constexpr std::array<std::string_view, 20> all = {pc_add,
+inline constexpr std::array<std::string_view, 30> all = {pc_add,
                                                          pc_del,
                                                          filemap_free_folio,
                                                          kvm_gmem_free_folio,
@@ -51,6 +61,16 @@ inline constexpr std::array<std::string_view, 20> all = {pc_add,
                                                          spte_set,
                                                          spte_changed,
                                                          lock_contention_begin,
-                                                         lock_contention_end};
+                                                         lock_contention_end,
+                                                         page_free,
+                                                         inval_punch,
+                                                         inval_release,
+                                                         inval_bind,
+                                                         inval_unbind,
+                                                         mmu_inval_start,
+                                                         mmu_inval_end,
+                                                         mmu_unmap,
+                                                         notifier_start,
+                                                         notifier_end};
 
 } // namespace gms::probes::point

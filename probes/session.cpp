@@ -16,6 +16,7 @@
 #include "probes/loader.h"
 #include "probes/point_names.h"
 #include "probes/ring_reader.h"
+#include "refcount.skel.h"
 
 #include <array>
 #include <bpf/bpf.h>
@@ -23,6 +24,7 @@
 #include <cerrno>
 #include <chrono>
 #include <deque>
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <fstream>
 #include <mutex>
@@ -44,6 +46,10 @@ constexpr uint32_t kWatchCalibration = GMS_WATCH_CALIBRATION;
 // NO_DIRECT_MAP files: the BPF side records every hand-out (not only the
 // non-uptodate ones) so the direct-map checker can correlate them by pfn.
 constexpr uint32_t kWatchNoDirectMap = GMS_WATCH_NO_DIRECT_MAP;
+// folio_refcount markers: where the count came from (Event::mode).
+constexpr uint32_t kRefcountFromKpagecount = 1;
+constexpr uint32_t kRefcountFromBpf = 2;
+constexpr size_t kDepartedMax = 262144; // max_entries of the BPF map `departed`
 
 using InodeKey = std::pair<uint32_t, uint64_t>; // kernel dev_t, ino
 
@@ -90,9 +96,10 @@ constexpr auto kCounterNames = std::to_array<const char*>({
     "page_cache_events_of_other_files", // GMS_CNT_PC_FILTERED_OUT
     "get_pfn_judged_in_bpf",            // GMS_CNT_GET_PFN_JUDGED
     "user_fault_judged_in_bpf",         // GMS_CNT_USER_FAULT_JUDGED
+    "departed_map_full",                // GMS_CNT_DEPARTED_FULL
 });
 static_assert(kCounterNames.size() == GMS_CNT_MAX, "a name for every enum gms_cnt value");
-static_assert(GMS_CNT_USER_FAULT_JUDGED == GMS_CNT_MAX - 1, "the last counter is named last");
+static_assert(GMS_CNT_DEPARTED_FULL == GMS_CNT_MAX - 1, "the last counter is named last");
 
 std::string counter_name(int i) {
     return kCounterNames.at(size_t(i));
@@ -262,6 +269,7 @@ struct Session::Impl {
         c.filter_full = watch_map_full;
         c.parse_errors = short_records + unknown_types;
         c.stash_lost = cnt[GMS_CNT_ARG_STASH_FULL];
+        c.departed_full = cnt[GMS_CNT_DEPARTED_FULL];
         c.bpf_judges_handouts = true;
         c.judged_get_pfn = cnt[GMS_CNT_GET_PFN_JUDGED];
         c.judged_user_fault = cnt[GMS_CNT_USER_FAULT_JUDGED];
@@ -275,6 +283,128 @@ struct Session::Impl {
     }
 
     bool attached(const std::string& name) const { return object && object->attached(name); }
+
+    // ---- the leak drain (folio_release) ----------------------------------
+    // pfns in the BPF map `departed`: left a watched page cache, not freed yet.
+    std::vector<uint64_t> departed_pfns(size_t max) const {
+        std::vector<uint64_t> out;
+        uint64_t key = 0, next = 0;
+        const uint64_t* prev = nullptr;
+        while (out.size() < max &&
+               bpf_map__get_next_key(skel()->maps.departed, prev, &next, sizeof(next)) == 0) {
+            out.push_back(next);
+            key = next;
+            prev = &key;
+        }
+        return out;
+    }
+
+    bool wait_departed_empty(std::chrono::milliseconds limit) const {
+        auto deadline = std::chrono::steady_clock::now() + limit;
+        while (!departed_pfns(1).empty()) {
+            if (std::chrono::steady_clock::now() > deadline)
+                return false;
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        return true;
+    }
+
+    // Before the links go: a folio that left the page cache may still sit in
+    // a per-CPU LRU batch (guest_memfd folios enter the unevictable LRU
+    // through one), which holds a reference until the batch is flushed. When
+    // frees are still due after a short wait, compacting memory flushes every
+    // CPU's batches (lru_add_drain_all(); writing drop_caches would too, and
+    // also drop the host's clean page cache); then what is still not freed is
+    // read from /proc/kpagecount. The results are fed as markers after the
+    // ring buffer is drained, behind every free it held.
+    std::vector<Event> drain_departed() {
+        std::vector<Event> out;
+        if (!skel() || !attached(point::pc_del) || !attached(point::page_free))
+            return out;
+        const uint64_t t0 = monotonic_ns();
+        Event drain;
+        drain.type = EventType::leak_drain;
+        if (!wait_departed_empty(std::chrono::milliseconds(300))) {
+            int fd = ::open("/proc/sys/vm/compact_memory", O_WRONLY | O_CLOEXEC);
+            if (fd < 0 || ::write(fd, "1\n", 2) != 2)
+                drain.ret = -errno;
+            if (fd >= 0)
+                ::close(fd);
+            wait_departed_empty(std::chrono::seconds(3));
+        }
+        drain.nr = (monotonic_ns() - t0) / 1000000;
+        drain.ts_ns = monotonic_ns();
+        out.push_back(drain);
+        auto left = departed_pfns(4096);
+        if (left.empty())
+            return out;
+        // /proc/kpagecount (CONFIG_PROC_PAGE_MONITOR), else struct page's
+        // _refcount read by BPF (refcount.bpf.c); mode says which.
+        int kpc = ::open("/proc/kpagecount", O_RDONLY | O_CLOEXEC);
+        std::map<uint64_t, int64_t> by_bpf;
+        int bpf_err = 0;
+        if (kpc < 0)
+            bpf_err = read_refcounts_bpf(by_bpf);
+        for (uint64_t pfn : left) {
+            Event m;
+            m.type = EventType::folio_refcount;
+            m.ts_ns = monotonic_ns();
+            m.pfn = pfn;
+            uint64_t count = 0;
+            if (kpc >= 0) {
+                m.mode = kRefcountFromKpagecount;
+                if (::pread(kpc, &count, sizeof(count), off_t(pfn * sizeof(count))) ==
+                    ssize_t(sizeof(count)))
+                    m.ret = int64_t(count);
+                else
+                    m.ret = -(errno ? errno : EIO);
+            } else {
+                m.mode = kRefcountFromBpf;
+                auto it = by_bpf.find(pfn);
+                m.ret = it != by_bpf.end() ? it->second : -(bpf_err ? bpf_err : ENOENT);
+            }
+            out.push_back(m);
+        }
+        if (kpc >= 0)
+            ::close(kpc);
+        return out;
+    }
+
+    // Runs refcount.bpf.c over the `departed` map; 0 or an errno.
+    int read_refcounts_bpf(std::map<uint64_t, int64_t>& out) const {
+        refcount_bpf* rc = refcount_bpf__open();
+        if (!rc)
+            return errno ? errno : EINVAL;
+        int err = 0;
+        rc->bss->cfg_vmemmap_base = skel()->bss->gms_vmemmap_base;
+        if (int r = bpf_map__reuse_fd(rc->maps.departed, bpf_map__fd(skel()->maps.departed)))
+            err = -r;
+        else if (int r2 = refcount_bpf__load(rc))
+            err = -r2;
+        else {
+            LIBBPF_OPTS(bpf_test_run_opts, opts);
+            if (bpf_prog_test_run_opts(bpf_program__fd(rc->progs.read_refcounts), &opts) != 0)
+                err = errno;
+        }
+        if (!err) {
+            uint64_t key = 0, next = 0;
+            const uint64_t* prev = nullptr;
+            gms_departed v{};
+            // Bounded: a key deleted meanwhile restarts the walk from the first.
+            for (size_t n = 0;
+                 n < 2 * kDepartedMax &&
+                 bpf_map__get_next_key(skel()->maps.departed, prev, &next, sizeof(next)) == 0;
+                 ++n) {
+                if (bpf_map__lookup_elem(skel()->maps.departed, &next, sizeof(next), &v, sizeof(v),
+                                         0) == 0)
+                    out[next] = v.refcount;
+                key = next;
+                prev = &key;
+            }
+        }
+        refcount_bpf__destroy(rc);
+        return err;
+    }
 
     // ---- all guest_memfds: the superblock's dev ------------------------
     void learn_gmem_dev() {
@@ -532,7 +662,13 @@ void Session::finish() {
     auto& im = *impl_;
     if (im.finished)
         return;
+    auto drained = im.drain_departed();
     im.stop_collection();
+    {
+        std::lock_guard lk(im.mu);
+        for (const auto& m : drained)
+            im.feed_locked(m);
+    }
     im.final_counters = im.read_counters();
     im.have_final = true;
     auto after = read_thp_split_vmstat();

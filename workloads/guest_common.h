@@ -211,6 +211,10 @@ struct GuestFaultHooks {
     std::function<void(unsigned vm, unsigned vcpu, uint64_t round, uint8_t* region,
                        const std::vector<uint64_t>& batch_pages)>
         before_host_verify;
+    // After fallocate(PUNCH_HOLE) of `punched` returned, before the guest reads them.
+    std::function<void(unsigned vm, unsigned vcpu, uint64_t round, uint8_t* region,
+                       const std::vector<uint64_t>& punched)>
+        after_punch;
 };
 void set_guest_fault_hooks(GuestFaultHooks h);
 const GuestFaultHooks& guest_fault_hooks();

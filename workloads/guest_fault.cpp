@@ -9,6 +9,17 @@
 // never-touched pages), reports mismatches through an OUT port, writes its
 // pattern (seed, VM, vCPU, page, round) and HLTs; the host then verifies what
 // the guest wrote through the mapping.
+//
+// With punch_pages > 0, each round ends with the guest's view of a punch
+// hole, in sequence (not racing): the host drops its own mapping of a few
+// pages of the batch, the guest maps them again (kvm_gmem_get_pfn) and checks
+// them, fallocate(PUNCH_HOLE|KEEP_SIZE) punches them, and after it returned
+// the guest reads them again and must read zero. A stale value is a guest
+// mapping of a folio that left the file: a use-after-free, which a racing
+// "old or new" check cannot tell from a late punch. The host mapping is
+// dropped first because the memslot's userspace_addr is that mapping: a
+// mapped page's MMU notifier would invalidate the guest's mapping by address
+// and hide a missing guest_memfd invalidation (private memory has no address).
 #include "core/error.h"
 #include "workloads/guest_common.h"
 #include "workloads/host_common.h"
@@ -36,6 +47,7 @@ struct Params {
     unsigned prefill_pct = 0;
     unsigned write_pct = 0;
     unsigned stride_shift = 0; // log2 of guest_stride (a power of two)
+    uint32_t punch_pages = 0;  // pages punched per round (0: no punch step)
     double run_timeout_s = 0;
     double stop_grace_s = 0.5; // not a parameter: time for a batch to end on a stop
 };
@@ -47,6 +59,7 @@ Params read_params(const profile::WorkloadSpec& s) {
     p.write_pct = static_cast<unsigned>(s.integer("write_percent"));
     p.stride_shift = static_cast<unsigned>(__builtin_ctzll(uint64_t(s.integer("guest_stride"))));
     p.run_timeout_s = s.number("run_timeout");
+    p.punch_pages = static_cast<uint32_t>(s.integer("punch_pages"));
     return p;
 }
 
@@ -147,10 +160,143 @@ struct VcpuJob {
     uint64_t pages_touched = 0;
     bool exact = true; // every batch ran to its end: pages_touched is exact
     uint64_t rounds = 0;
+    uint64_t pages_punched = 0; // in the page cache when punched (each left it)
+    uint64_t punch_checks = 0;  // pages the guest read back after a punch
 };
 
 std::string key_str(uint32_t key) {
     return key ? fmt::format("pattern {:#010x}", key) : std::string("zero");
+}
+
+// One guest batch over `pages` (region page numbers), each checked against
+// `expect(pg)` (0: zero), nothing written. false: stopped or failed (said in
+// job.out); mismatches go to `mismatch(gpa, expected, read)`.
+bool guest_check(VcpuJob& job, RunSlot& slot, std::atomic<bool>& abort, double run_timeout_s,
+                 unsigned stride_shift, const std::vector<uint64_t>& pages,
+                 const std::function<uint32_t(uint64_t)>& expect,
+                 const std::function<void(uint32_t, uint32_t, uint32_t)>& mismatch, const char* op,
+                 uint64_t round) {
+    GuestVm& gvm = *job.in->gvm;
+    kvm::Vcpu& vcpu = *gvm.vm().vcpus().at(job.vcpu);
+    PageDesc* descs = gvm.descs(job.vcpu);
+    for (size_t k = 0; k < pages.size(); ++k) {
+        PageDesc d{};
+        d.gpa = static_cast<uint32_t>(kDataGpa + (job.first_page + pages[k]) * kPage);
+        d.flags = stride_flags(stride_shift);
+        if (uint32_t key = expect(pages[k])) {
+            d.flags |= kExpectPattern;
+            d.expect_key = key;
+        }
+        descs[k] = d;
+    }
+    GuestCall call;
+    call.rip = job.in->entry;
+    call.rsp = gvm.stack_top(job.vcpu);
+    call.rsi = gvm.descs_gpa(job.vcpu);
+    call.rcx = pages.size();
+    enter(vcpu, call);
+    auto on_exit = [&](kvm::Vcpu& v, kvm_run& run) -> std::string {
+        if (run.exit_reason != KVM_EXIT_IO || run.io.port != kPortMismatch ||
+            run.io.direction != KVM_EXIT_IO_OUT || run.io.size != 4 || run.io.count != 1)
+            return "unexpected " + describe_exit(v);
+        uint32_t gpa;
+        std::memcpy(&gpa, reinterpret_cast<uint8_t*>(&run) + run.io.data_offset, 4);
+        kvm_regs r = v.regs();
+        mismatch(gpa, uint32_t(r.rbx), uint32_t(r.rcx));
+        return "";
+    };
+    host::Timer t;
+    RunResult rr = run_vcpu(vcpu, slot, job.out.ops["KVM_RUN"], on_exit, run_timeout_s);
+    if (rr.kind == RunResult::stopped) {
+        job.exact = false;
+        return false;
+    }
+    if (rr.kind == RunResult::failed) {
+        job.exact = false;
+        job.out.fail(fmt::format("vm{} {} ({}, round {})", job.vm, rr.failure, op, round));
+        abort.store(true);
+        return false;
+    }
+    job.out.ops[op].record(t.ns(), pages.size() * kPage);
+    job.out.verification.pages_checked += pages.size();
+    return true;
+}
+
+// The punch step of a round (see the top of the file). false: stop the job.
+bool punch_step(const Params& prm, VcpuJob& job, RunSlot& slot, std::atomic<bool>& abort,
+                double run_timeout_s, std::vector<PageState>& st,
+                const std::vector<uint64_t>& batch, Rng& rng, uint64_t round) {
+    auto& w = job.out;
+    // A run of contiguous batch pages (the batch wraps at the region's end).
+    const size_t n = batch.size();
+    const size_t want = std::min<size_t>(prm.punch_pages, n);
+    size_t i0 = rng.below(n - want + 1), k = 1;
+    while (k < want && batch[i0 + k] == batch[i0] + k)
+        ++k;
+    std::vector<uint64_t> pages(batch.begin() + long(i0), batch.begin() + long(i0 + k));
+    const uint64_t first = pages.front();
+    uint8_t* region = job.in->file.map.data() + job.first_page * kPage;
+
+    // Only the guest maps them from here on.
+    if (::madvise(region + first * kPage, k * kPage, MADV_DONTNEED) != 0) {
+        w.fail(fmt::format("vm{} vcpu{} round {}: madvise(MADV_DONTNEED) of {} pages at "
+                           "guest_memfd offset {:#x}: {}",
+                           job.vm, job.vcpu, round, k, (job.first_page + first) * kPage,
+                           errno_name(errno)));
+        return false;
+    }
+    auto before = [&](uint32_t gpa, uint32_t expected, uint32_t got) {
+        uint64_t off = uint64_t(gpa) - kDataGpa;
+        w.verification.mismatch(fmt::format(
+            "vm{} vcpu{} round {}: before punch hole the guest read {:#010x} at GPA {:#x} "
+            "(guest_memfd offset {:#x}), expected {:#010x}",
+            job.vm, job.vcpu, round, got, gpa, off, expected));
+    };
+    if (!guest_check(
+            job, slot, abort, run_timeout_s, prm.stride_shift, pages,
+            [&](uint64_t pg) { return st[pg].guest_view(); }, before, "guest_check_before_punch",
+            round))
+        return false;
+
+    host::Timer tp;
+    const uint64_t off = (job.first_page + first) * kPage;
+    if (int e = job.in->file.gmem.try_punch_hole(off, k * kPage)) {
+        w.ops["punch_hole"].record_error(e);
+        w.fail(fmt::format("vm{} vcpu{} round {}: fallocate(PUNCH_HOLE) of {} pages at "
+                           "guest_memfd offset {:#x}: {}",
+                           job.vm, job.vcpu, round, k, off, errno_name(e)));
+        abort.store(true);
+        return false;
+    }
+    w.ops["punch_hole"].record(tp.ns(), k * kPage);
+    for (uint64_t pg : pages) {
+        job.pages_punched += st[pg].touched; // every batch page is touched
+        st[pg] = PageState{};
+    }
+
+    if (const auto& hooks = guest_fault_hooks(); hooks.after_punch)
+        hooks.after_punch(job.vm, job.vcpu, round, region, pages);
+
+    // The punch returned: the guest must read zero, never what was there.
+    auto after = [&](uint32_t gpa, uint32_t, uint32_t got) {
+        uint64_t o = uint64_t(gpa) - kDataGpa;
+        w.verification.mismatch(fmt::format(
+            "vm{} vcpu{} round {}: after punch hole returned the guest read {:#010x} at GPA "
+            "{:#x} (guest_memfd offset {:#x}, page {}), expected zero: a stale guest mapping "
+            "of a punched page",
+            job.vm, job.vcpu, round, got, gpa, o, o / kPage));
+    };
+    if (!guest_check(
+            job, slot, abort, run_timeout_s, prm.stride_shift, pages, [](uint64_t) { return 0u; },
+            after, "guest_check_after_punch", round))
+        return false;
+    job.punch_checks += k;
+    // The read faulted each page in again (a fresh zero folio).
+    for (uint64_t pg : pages) {
+        st[pg].touched = true;
+        ++job.pages_touched;
+    }
+    return true;
 }
 
 void run_vcpu_job(Context& ctx, const Params& prm, VcpuJob& job, RunSlot& slot,
@@ -291,6 +437,10 @@ void run_vcpu_job(Context& ctx, const Params& prm, VcpuJob& job, RunSlot& slot,
         cursor = (cursor + n) % job.pages;
         ++job.rounds;
         w.progress(ctx, n, n * kPage);
+
+        if (prm.punch_pages &&
+            !punch_step(prm, job, slot, abort, run_timeout_s, st, batch, rng, round))
+            break;
     }
     w.flush_progress(ctx);
 }
@@ -352,23 +502,29 @@ report::WorkloadResult run(Context& ctx) {
         threads.supervise([&] { return ctx.should_stop() || abort.load(); });
     }
 
-    uint64_t touched = 0, rounds = 0;
+    uint64_t touched = 0, rounds = 0, punched = 0, punch_checks = 0;
     bool exact = true, cut_short = false;
     std::vector<host::WorkerResult> outs;
     for (auto& j : jobs) {
         touched += j.pages_touched;
         rounds += j.rounds;
+        punched += j.pages_punched;
+        punch_checks += j.punch_checks;
         exact &= j.exact;
         cut_short |= !j.exact && j.out.error.empty() && j.out.failures.empty();
         outs.push_back(std::move(j.out));
     }
     r.expect.gmem_files = p.vm_count;
     r.counters["guest_rounds"] = rounds;
+    r.counters["pages_punched"] = punched;
+    r.counters["pages_checked_after_punch"] = punch_checks;
     // Released below: every page the run brought in leaves with the file.
     if (exact) {
         r.counters["pages_touched"] = touched;
         // The guest reads every page of each batch; a fresh VM has no SPTEs.
         r.expect.min_handouts_to_guest = touched;
+        // Punched pages left the page cache once and came back on the
+        // guest's read: counted in `touched` again.
         r.expect.pages_added = touched;
         r.expect.pages_removed = touched;
     }
@@ -377,6 +533,7 @@ report::WorkloadResult run(Context& ctx) {
     r.params["write_percent"] = prm.write_pct;
     r.params["guest_stride"] = 1u << prm.stride_shift;
     r.params["run_timeout"] = prm.run_timeout_s;
+    r.params["punch_pages"] = prm.punch_pages;
     r.params["cpu_vendor"] = to_string(cpu_vendor());
     if (!notes.empty())
         r.params["notes"] = notes;
@@ -428,6 +585,10 @@ WorkloadInfo guest_fault_workload() {
          {profile::power_of_two()}},
         {"run_timeout", ParamType::duration, 10.0, "a single KVM_RUN longer than this is a failure",
          0.1, 3600},
+        {"punch_pages", ParamType::integer, int64_t(4),
+         "pages of each batch punched per round (at most the batch), then read by the guest, "
+         "which must see zero (0 = no punch step)",
+         0, double(kMaxDescs)},
     };
     w.skip_reason = skip_reason;
     w.memory_estimate = [](const profile::Profile& p, const profile::WorkloadSpec&) {

@@ -79,6 +79,35 @@ struct {
 	__type(value, struct lock_wait);
 } lock_start SEC(".maps");
 
+/* pfns that left a watched guest_memfd page cache and were not freed yet:
+ * the leak detector (folio_release) matches kmem:mm_page_free against it,
+ * so the free of every other page in the system costs one lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__type(key, __u64); /* pfn */
+	__type(value, struct gms_departed);
+} departed SEC(".maps"); /* shared with refcount.bpf.c (same definition) */
+
+/* Per thread: the punch or release of a watched guest_memfd in progress, so
+ * that KVM MMU invalidations on that thread are attributed to it. */
+struct gmem_op {
+	__u64 ino;
+	__u64 kvm; /* release: the file's kvm */
+	__u64 start, end;
+	__u32 dev;
+	__u32 op;       /* enum gms_inval_op */
+	__u32 notifier; /* depth of KVM MMU notifier calls on this thread */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32); /* tid */
+	__type(value, struct gmem_op);
+} gmem_ops SEC(".maps");
+
 /* kprobe entry -> kretprobe: the arguments of the call in flight. */
 struct stash_key {
 	__u64 pid_tgid;
@@ -603,6 +632,7 @@ enum {
 	ST_SPLIT,
 	ST_FOLIO_ZAP,
 	ST_FOLIO_RESTORE,
+	ST_INVAL_BIND,
 };
 
 /* ==== tracepoints (ctx only: load under every lockdown level) ========== */
@@ -636,6 +666,24 @@ static __always_inline int pc_tp(struct trace_event_raw_mm_filemap_op_page_cache
 	return 0;
 }
 
+/* A folio left a watched guest_memfd: its pfn waits for its free. */
+static __always_inline void note_departed(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
+{
+	struct gms_departed v = {};
+	__u64 pfn = ctx->pfn;
+	__u16 flags = 0;
+	__u32 what = 0;
+
+	if (!inode_watch(ctx->s_dev, ctx->i_ino, &flags, &what) || (what & GMS_WATCH_CALIBRATION))
+		return;
+	v.ino = ctx->i_ino;
+	v.dev = ctx->s_dev;
+	v.index = ctx->index;
+	v.order = bpf_core_field_exists(ctx->order) ? ctx->order : 0;
+	if (bpf_map_update_elem(&departed, &pfn, &v, BPF_ANY))
+		count(GMS_CNT_DEPARTED_FULL, 1);
+}
+
 SEC("tp/filemap/mm_filemap_add_to_page_cache")
 int tp_pc_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 {
@@ -645,7 +693,34 @@ int tp_pc_add(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 SEC("tp/filemap/mm_filemap_delete_from_page_cache")
 int tp_pc_del(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 {
-	return pc_tp(ctx, GMS_EV_PC_DEL, GMS_SRC_TP_PC_DEL);
+	pc_tp(ctx, GMS_EV_PC_DEL, GMS_SRC_TP_PC_DEL);
+	note_departed(ctx);
+	return 0;
+}
+
+/* kmem:mm_page_free: every page freed in the system; recorded only for pfns
+ * in `departed` (the final free of a folio that left a watched file). */
+SEC("tp/kmem/mm_page_free")
+int tp_page_free(struct trace_event_raw_mm_page_free *ctx)
+{
+	__u64 pfn = ctx->pfn;
+	struct gms_departed *v = bpf_map_lookup_elem(&departed, &pfn);
+	struct gms_ev_folio *e;
+
+	if (!v)
+		return 0;
+	e = reserve(sizeof(*e), GMS_EV_PAGE_FREE, GMS_SRC_TP_PAGE_FREE, 0);
+	if (e) {
+		e->pfn = pfn;
+		e->ino = v->ino;
+		e->dev = v->dev;
+		e->index = v->index;
+		e->order = ctx->order;
+		e->ret = 0;
+		submit(e);
+	}
+	bpf_map_delete_elem(&departed, &pfn);
+	return 0;
 }
 
 SEC("tp/kvm/kvm_page_fault")
@@ -1107,5 +1182,342 @@ int BPF_KRETPROBE(kr_split_return, int ret)
 
 	if (stash_take(ST_SPLIT, &v))
 		split_event((struct folio *)v.a[0], GMS_F_RETURN, ret);
+	return 0;
+}
+
+/* ==== invalidation balance ==============================================
+ * A punch (kvm_gmem_fallocate with PUNCH_HOLE) or release (kvm_gmem_release)
+ * of a watched file marks its thread in `gmem_ops` from entry to return; the
+ * KVM MMU invalidations that thread makes meanwhile (kvm_mmu_invalidate_start,
+ * kvm_mmu_unmap_gfn_range, kvm_mmu_invalidate_end) are recorded with the
+ * operation's file, those made inside KVM's MMU notifier (invalidation by
+ * host address, of pages host userspace maps) flagged GMS_F_NOTIFIER. Memslot
+ * bindings (commit/bind, unbind) say which ranges of which file a kvm maps. */
+#define FALLOC_PUNCH_HOLE 0x02
+
+static __always_inline __u32 cur_tid(void)
+{
+	return (__u32)bpf_get_current_pid_tgid();
+}
+
+static __always_inline void emit_inval(__u32 kind, __u16 src, __u16 flags, __u64 kvm, __u32 dev,
+				       __u64 ino, __u64 start, __u64 end, __u32 op, __s64 ret)
+{
+	struct gms_ev_inval *e = reserve(sizeof(*e), GMS_EV_INVAL, src, flags);
+
+	if (!e)
+		return;
+	e->kvm = kvm;
+	e->ino = ino;
+	e->dev = dev;
+	e->tid = cur_tid();
+	e->start = start;
+	e->end = end;
+	e->kind = kind;
+	e->op = op;
+	e->ret = ret;
+	submit(e);
+}
+
+static __always_inline void op_enter(__u32 op, __u16 src, struct inode *inode, __u64 kvm,
+				     __u64 start, __u64 end)
+{
+	struct gmem_op o = {};
+	__u16 f = 0;
+	__u32 tid = cur_tid();
+
+	if (!inode_ident(inode, &o.dev, &o.ino) || !inode_selected(o.dev, o.ino, &f))
+		return;
+	o.op = op;
+	o.kvm = kvm;
+	o.start = start;
+	o.end = end;
+	bpf_map_update_elem(&gmem_ops, &tid, &o, BPF_ANY);
+	emit_inval(GMS_INV_OP_BEGIN, src, 0, kvm, o.dev, o.ino, start, end, op, 0);
+}
+
+static __always_inline void op_exit(__u16 src, __s64 ret)
+{
+	__u32 tid = cur_tid();
+	struct gmem_op *o = bpf_map_lookup_elem(&gmem_ops, &tid);
+
+	if (!o)
+		return;
+	emit_inval(GMS_INV_OP_END, src, GMS_F_RETURN, o->kvm, o->dev, o->ino, o->start, o->end,
+		   o->op, ret);
+	bpf_map_delete_elem(&gmem_ops, &tid);
+}
+
+static __always_inline void punch_enter(struct file *file, int mode, __u64 offset, __u64 len)
+{
+	if (!(mode & FALLOC_PUNCH_HOLE))
+		return;
+	op_enter(GMS_OP_PUNCH, GMS_SRC_INVAL_PUNCH, BPF_CORE_READ(file, f_inode), 0, offset >> 12,
+		 (offset + len) >> 12);
+}
+
+/* The gmem_file's kvm: its first member (struct gmem_file, struct kvm_gmem before 6.18). */
+static __always_inline __u64 file_kvm(struct file *file)
+{
+	void *priv = BPF_CORE_READ(file, private_data);
+	__u64 kvm = 0;
+
+	if (priv)
+		bpf_probe_read_kernel(&kvm, sizeof(kvm), priv);
+	return kvm;
+}
+
+SEC("fentry/kvm_gmem_fallocate")
+int fe_inval_punch_in(void *ctx)
+{
+	punch_enter((struct file *)arg(ctx, 0), (int)arg(ctx, 1), arg(ctx, 2), arg(ctx, 3));
+	return 0;
+}
+
+SEC("fexit/kvm_gmem_fallocate")
+int fe_inval_punch_out(void *ctx)
+{
+	op_exit(GMS_SRC_INVAL_PUNCH, ret_of(ctx));
+	return 0;
+}
+
+SEC("kprobe/kvm_gmem_fallocate")
+int BPF_KPROBE(kp_inval_punch, struct file *file, int mode, long long offset, long long len)
+{
+	punch_enter(file, mode, offset, len);
+	return 0;
+}
+
+SEC("kretprobe/kvm_gmem_fallocate")
+int BPF_KRETPROBE(kr_inval_punch, long ret)
+{
+	op_exit(GMS_SRC_INVAL_PUNCH, ret);
+	return 0;
+}
+
+SEC("fentry/kvm_gmem_release")
+int fe_inval_release_in(void *ctx)
+{
+	struct file *file = (struct file *)arg(ctx, 1);
+
+	op_enter(GMS_OP_RELEASE, GMS_SRC_INVAL_RELEASE, (struct inode *)arg(ctx, 0), file_kvm(file), 0,
+		 ~0ULL);
+	return 0;
+}
+
+SEC("fexit/kvm_gmem_release")
+int fe_inval_release_out(void *ctx)
+{
+	op_exit(GMS_SRC_INVAL_RELEASE, ret_of(ctx));
+	return 0;
+}
+
+SEC("kprobe/kvm_gmem_release")
+int BPF_KPROBE(kp_inval_release, struct inode *inode, struct file *file)
+{
+	op_enter(GMS_OP_RELEASE, GMS_SRC_INVAL_RELEASE, inode, file_kvm(file), 0, ~0ULL);
+	return 0;
+}
+
+SEC("kretprobe/kvm_gmem_release")
+int BPF_KRETPROBE(kr_inval_release, int ret)
+{
+	op_exit(GMS_SRC_INVAL_RELEASE, ret);
+	return 0;
+}
+
+/* A memslot's binding: slot->gmem.file's range [pgoff, pgoff + npages). */
+static __always_inline void emit_binding(__u32 kind, __u16 src, __u64 kvm,
+					 struct kvm_memory_slot *slot, __s64 ret)
+{
+	struct file *file;
+	struct inode *inode;
+	__u16 f = 0;
+	__u32 dev = 0;
+	__u64 ino = 0, pgoff, npages;
+
+	if (!slot || ret)
+		return;
+	file = BPF_CORE_READ(slot, gmem.file);
+	inode = file ? BPF_CORE_READ(file, f_inode) : 0;
+	if (!inode_ident(inode, &dev, &ino) || !inode_selected(dev, ino, &f))
+		return;
+	if (!kvm)
+		kvm = file_kvm(file);
+	pgoff = BPF_CORE_READ(slot, gmem.pgoff);
+	npages = BPF_CORE_READ(slot, npages);
+	emit_inval(kind, src, 0, kvm, dev, ino, pgoff, pgoff + npages, GMS_OP_NONE, 0);
+}
+
+/* kvm_gmem_commit_memory_region(kvm, slot) (7.x) or kvm_gmem_bind(kvm, slot,
+ * fd, offset) (6.8+): the slot is the second argument of both. */
+SEC("fexit/kvm_gmem_commit_memory_region")
+int fe_inval_bind(void *ctx)
+{
+	emit_binding(GMS_INV_BIND, GMS_SRC_INVAL_BIND, arg(ctx, 0),
+		     (struct kvm_memory_slot *)arg(ctx, 1), (int)ret_of(ctx));
+	return 0;
+}
+
+SEC("kprobe/kvm_gmem_commit_memory_region")
+int BPF_KPROBE(kp_inval_bind, void *kvm, struct kvm_memory_slot *slot)
+{
+	stash_put(ST_INVAL_BIND, (__u64)kvm, (__u64)slot, 0, 0);
+	return 0;
+}
+
+SEC("kretprobe/kvm_gmem_commit_memory_region")
+int BPF_KRETPROBE(kr_inval_bind, int ret)
+{
+	struct stash_val v;
+
+	if (stash_take(ST_INVAL_BIND, &v))
+		emit_binding(GMS_INV_BIND, GMS_SRC_INVAL_BIND, v.a[0], (struct kvm_memory_slot *)v.a[1],
+			     ret);
+	return 0;
+}
+
+/* kvm_gmem_unbind(slot): slot->gmem.file is NULL when release came first. */
+SEC("fentry/kvm_gmem_unbind")
+int fe_inval_unbind(void *ctx)
+{
+	emit_binding(GMS_INV_UNBIND, GMS_SRC_INVAL_UNBIND, 0, (struct kvm_memory_slot *)arg(ctx, 0), 0);
+	return 0;
+}
+
+SEC("kprobe/kvm_gmem_unbind")
+int BPF_KPROBE(kp_inval_unbind, struct kvm_memory_slot *slot)
+{
+	emit_binding(GMS_INV_UNBIND, GMS_SRC_INVAL_UNBIND, 0, slot, 0);
+	return 0;
+}
+
+/* The KVM MMU calls, recorded only inside a watched operation. */
+static __always_inline void mmu_call(__u32 kind, __u16 src, __u64 kvm, struct kvm_gfn_range *r)
+{
+	__u32 tid = cur_tid();
+	struct gmem_op *o = bpf_map_lookup_elem(&gmem_ops, &tid);
+	__u64 start = 0, end = 0;
+
+	if (!o)
+		return;
+	if (r) {
+		struct kvm_memory_slot *slot = BPF_CORE_READ(r, slot);
+		__u64 base = BPF_CORE_READ(slot, base_gfn), pgoff = BPF_CORE_READ(slot, gmem.pgoff);
+
+		/* gfns -> file indices of the slot's binding */
+		start = BPF_CORE_READ(r, start) - base + pgoff;
+		end = BPF_CORE_READ(r, end) - base + pgoff;
+	}
+	emit_inval(kind, src, o->notifier ? GMS_F_NOTIFIER : 0, kvm, o->dev, o->ino, start, end, o->op,
+		   0);
+}
+
+SEC("fentry/kvm_mmu_invalidate_start")
+int fe_mmu_inval_start(void *ctx)
+{
+	mmu_call(GMS_INV_MMU_START, GMS_SRC_MMU_INVAL_START, arg(ctx, 0), 0);
+	return 0;
+}
+
+SEC("kprobe/kvm_mmu_invalidate_start")
+int BPF_KPROBE(kp_mmu_inval_start, void *kvm)
+{
+	mmu_call(GMS_INV_MMU_START, GMS_SRC_MMU_INVAL_START, (__u64)kvm, 0);
+	return 0;
+}
+
+SEC("fentry/kvm_mmu_invalidate_end")
+int fe_mmu_inval_end(void *ctx)
+{
+	mmu_call(GMS_INV_MMU_END, GMS_SRC_MMU_INVAL_END, arg(ctx, 0), 0);
+	return 0;
+}
+
+SEC("kprobe/kvm_mmu_invalidate_end")
+int BPF_KPROBE(kp_mmu_inval_end, void *kvm)
+{
+	mmu_call(GMS_INV_MMU_END, GMS_SRC_MMU_INVAL_END, (__u64)kvm, 0);
+	return 0;
+}
+
+SEC("fentry/kvm_mmu_unmap_gfn_range")
+int fe_mmu_unmap(void *ctx)
+{
+	mmu_call(GMS_INV_UNMAP, GMS_SRC_MMU_UNMAP, arg(ctx, 0), (struct kvm_gfn_range *)arg(ctx, 1));
+	return 0;
+}
+
+SEC("kprobe/kvm_mmu_unmap_gfn_range")
+int BPF_KPROBE(kp_mmu_unmap, void *kvm, struct kvm_gfn_range *range)
+{
+	mmu_call(GMS_INV_UNMAP, GMS_SRC_MMU_UNMAP, (__u64)kvm, range);
+	return 0;
+}
+
+/* KVM's MMU notifier (range_start and range_end): its invalidations are by
+ * host address; the depth tells them from guest_memfd's own. */
+static __always_inline void notifier_depth(int d)
+{
+	__u32 tid = cur_tid();
+	struct gmem_op *o = bpf_map_lookup_elem(&gmem_ops, &tid);
+
+	if (o)
+		o->notifier += d;
+}
+
+SEC("fentry/kvm_mmu_notifier_invalidate_range_start")
+int fe_notifier_start_in(void *ctx)
+{
+	notifier_depth(1);
+	return 0;
+}
+
+SEC("fexit/kvm_mmu_notifier_invalidate_range_start")
+int fe_notifier_start_out(void *ctx)
+{
+	notifier_depth(-1);
+	return 0;
+}
+
+SEC("kprobe/kvm_mmu_notifier_invalidate_range_start")
+int BPF_KPROBE(kp_notifier_start_in)
+{
+	notifier_depth(1);
+	return 0;
+}
+
+SEC("kretprobe/kvm_mmu_notifier_invalidate_range_start")
+int BPF_KRETPROBE(kr_notifier_start_out)
+{
+	notifier_depth(-1);
+	return 0;
+}
+
+SEC("fentry/kvm_mmu_notifier_invalidate_range_end")
+int fe_notifier_end_in(void *ctx)
+{
+	notifier_depth(1);
+	return 0;
+}
+
+SEC("fexit/kvm_mmu_notifier_invalidate_range_end")
+int fe_notifier_end_out(void *ctx)
+{
+	notifier_depth(-1);
+	return 0;
+}
+
+SEC("kprobe/kvm_mmu_notifier_invalidate_range_end")
+int BPF_KPROBE(kp_notifier_end_in)
+{
+	notifier_depth(1);
+	return 0;
+}
+
+SEC("kretprobe/kvm_mmu_notifier_invalidate_range_end")
+int BPF_KRETPROBE(kr_notifier_end_out)
+{
+	notifier_depth(-1);
 	return 0;
 }

@@ -111,9 +111,14 @@ struct address_space {
 
 /* flags is the first word of struct page in every kernel (a plain unsigned
  * long before 6.18, memdesc_flags_t after): read it raw, at offset 0. */
+struct gms_atomic {
+	int counter;
+};
+
 struct page {
 	struct address_space *mapping;
 	unsigned long compound_head; /* bit 0 set: tail page, head = value - 1 */
+	struct gms_atomic _refcount;
 };
 
 /* 7.x: compound_head became compound_info (a head pointer + 1, or a mask
@@ -148,6 +153,23 @@ struct folio___old {
 
 struct file {
 	struct inode *f_inode;
+	void *private_data; /* guest_memfd: struct gmem_file (kvm first) */
+};
+
+/* KVM (include/linux/kvm_host.h); gmem since 6.8. */
+struct kvm_memory_slot {
+	gfn_t base_gfn;
+	unsigned long npages;
+	struct {
+		struct file *file;
+		pgoff_t pgoff;
+	} gmem;
+};
+
+struct kvm_gfn_range {
+	struct kvm_memory_slot *slot;
+	gfn_t start;
+	gfn_t end;
 };
 
 struct vm_area_struct {
@@ -181,6 +203,12 @@ struct trace_event_raw_mm_filemap_op_page_cache {
 	unsigned long index;
 	dev_t s_dev;
 	unsigned char order; /* 6.7+; older kernels: order 0 */
+};
+
+struct trace_event_raw_mm_page_free {
+	struct trace_entry ent;
+	unsigned long pfn;
+	unsigned int order;
 };
 
 struct trace_event_raw_contention_begin {

@@ -7,6 +7,7 @@
 
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/matchers/catch_matchers_string.hpp>
+#include <cstring>
 #include <set>
 #include <sys/mman.h>
 
@@ -47,7 +48,8 @@ uint64_t resident_pages(const uint8_t* p, uint64_t len) {
 
 TEST_CASE("guest-fault: vCPUs on several VMs check and write their regions", "[guest-fault]") {
     // 2 VMs x 2 vCPUs, 1 MiB each: 128 pages per vCPU; 1200 page ops = 300 per vCPU.
-    auto p = guest_profile("ops = 1200\nbatch_pages = 32", 2, 2);
+    // Exact counts: without the punch step (its own test below).
+    auto p = guest_profile("ops = 1200\nbatch_pages = 32\npunch_pages = 0", 2, 2);
     if (auto why = skip_reason(p))
         SKIP(*why);
     RecordingObserver obs;
@@ -96,7 +98,8 @@ TEST_CASE("guest-fault: vCPUs on several VMs check and write their regions", "[g
 
 TEST_CASE("guest-fault: a partial first pass predicts exactly the pages touched", "[guest-fault]") {
     // One vCPU, 256 pages, 100 ops: pages 0..99 only.
-    auto p = guest_profile("ops = 100\nbatch_pages = 16\nprefill_percent = 50", 1, 1);
+    auto p =
+        guest_profile("ops = 100\nbatch_pages = 16\nprefill_percent = 50\npunch_pages = 0", 1, 1);
     if (auto why = skip_reason(p))
         SKIP(*why);
     RecordingObserver obs;
@@ -285,4 +288,59 @@ TEST_CASE("guest pattern: host and guest compute the same words", "[guest-fault]
     CHECK(guest::first_bad_word(page.data(), true, 0x12345678) == 1023);
     CHECK(guest::page_key(1, 2, 3, 4, 5) == guest::page_key(1, 2, 3, 4, 5));
     CHECK(guest::page_key(1, 2, 3, 4, 5) != guest::page_key(1, 2, 3, 4, 6));
+}
+
+TEST_CASE("guest-fault: after a punch returned the guest reads zero, and a non-zero word fails",
+          "[guest-fault]") {
+    // One vCPU, 256 pages, 4 rounds of 16 pages, 4 punched per round.
+    auto p = guest_profile("ops = 64\nbatch_pages = 16\npunch_pages = 4", 1, 1);
+    if (auto why = skip_reason(p))
+        SKIP(*why);
+    {
+        RecordingObserver obs;
+        uint64_t resident_after = 0;
+        guest::GuestFaultHooks h;
+        h.after_punch = [&](unsigned, unsigned, uint64_t, uint8_t* region,
+                            const std::vector<uint64_t>& punched) {
+            // The punch took them out of the page cache (mincore faults nothing in).
+            resident_after +=
+                resident_pages(region + punched.front() * 4096, punched.size() * 4096);
+        };
+        HookScope hooks(h);
+        auto o = run(p, obs);
+        const auto& r = o.result;
+        INFO(summary(r));
+        REQUIRE(r.outcome == report::Outcome::pass);
+        CHECK(resident_after == 0);
+        CHECK(r.counters.at("pages_punched") == 16);
+        CHECK(r.counters.at("pages_checked_after_punch") == 16);
+        CHECK(op_count(r, "punch_hole") == 4);
+        // Each punched page left once and came back on the guest's read.
+        CHECK(r.expect.pages_added.value() == 64 + 16);
+        CHECK(r.expect.pages_removed.value() == 64 + 16);
+        CHECK(obs.violations.empty());
+        CHECK(obs.live.empty());
+    }
+    // A word the guest must not see: written through the host mapping after
+    // the punch (a new page), read by the guest as a stale value would be.
+    RecordingObserver obs;
+    guest::GuestFaultHooks h;
+    h.after_punch = [&](unsigned, unsigned, uint64_t round, uint8_t* region,
+                        const std::vector<uint64_t>& punched) {
+        if (round == 1) {
+            uint32_t bad = 0xdeadbeef;
+            std::memcpy(region + punched.front() * 4096, &bad, 4);
+        }
+    };
+    HookScope hooks(h);
+    auto o = run(p, obs);
+    const auto& r = o.result;
+    INFO(summary(r));
+    CHECK(r.outcome == report::Outcome::fail);
+    REQUIRE(r.verification.mismatches >= 1);
+    CHECK_THAT(r.verification.first_mismatches.front(),
+               Catch::Matchers::ContainsSubstring(
+                   "round 1: after punch hole returned the guest read 0xdeadbeef"));
+    CHECK_THAT(r.verification.first_mismatches.front(),
+               Catch::Matchers::ContainsSubstring("expected zero"));
 }

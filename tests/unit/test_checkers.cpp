@@ -56,6 +56,13 @@ bool any_violation(const InvariantResult& r, const std::string& needle) {
                        [&](const std::string& v) { return v.find(needle) != std::string::npos; });
 }
 
+// invalidation_balance and folio_release need points these streams were
+// recorded without: unverifiable on them (checked in the lab stream's test),
+// judged on their own streams in test_leak_checkers.cpp.
+bool judged_from_newer_points(const InvariantResult& r) {
+    return r.name == "invalidation_balance" || r.name == "folio_release";
+}
+
 InvariantResult check_file(const std::string& file, const std::string& invariant) {
     auto s = load_stream(data(file));
     auto r = get(run(s), invariant);
@@ -124,7 +131,12 @@ TEST_CASE("checkers: the recorded lab stream (fentry) verifies every invariant",
     auto res = run(s);
     for (const auto& r : res) {
         INFO(dump(r));
-        CHECK(r.verdict == Verdict::verified);
+        // Recorded before the invalidation and page-free points existed:
+        // those invariants cannot be judged from it, and say so.
+        if (r.name == "invalidation_balance" || r.name == "folio_release")
+            CHECK(r.verdict == Verdict::unverifiable);
+        else
+            CHECK(r.verdict == Verdict::verified);
     }
     auto pc = get(res, "page_cache_balance");
     REQUIRE(s.expect.pages_added);
@@ -217,6 +229,8 @@ TEST_CASE("checkers: the lab stream broken in other ways is never verified", "[c
         auto s = lab_stream();
         s.coverage.lost_events = 3;
         for (const auto& r : run(s)) {
+            if (judged_from_newer_points(r))
+                continue;
             INFO(dump(r));
             CHECK(r.verdict == Verdict::incomplete);
         }
@@ -321,6 +335,8 @@ TEST_CASE("checkers: good NO_DIRECT_MAP stream is verified by all checkers", "[c
     auto s = load_stream(data("synthetic-ndm-good.jsonl"));
     auto res = run(s);
     for (const auto& r : res) {
+        if (judged_from_newer_points(r))
+            continue;
         INFO(dump(r));
         CHECK(r.verdict == Verdict::verified);
     }
@@ -421,6 +437,8 @@ TEST_CASE("checkers: a zap before the insertion is seen as the folio's zap", "[c
                                   [](const Event& e) { return e.type == EventType::pc_add; });
     REQUIRE(first_zap < first_add);
     for (const auto& r : run(s)) {
+        if (judged_from_newer_points(r))
+            continue;
         INFO(dump(r));
         CHECK(r.verdict == Verdict::verified);
     }
@@ -508,6 +526,8 @@ TEST_CASE("checkers: hand-outs judged in BPF verify from the counters", "[checke
     }));
     auto res = run(s);
     for (const auto& r : res) {
+        if (judged_from_newer_points(r))
+            continue;
         INFO(dump(r));
         CHECK(r.verdict == Verdict::verified);
     }
@@ -584,6 +604,8 @@ TEST_CASE("checkers: NO_DIRECT_MAP hand-outs stay recorded for the direct-map ch
     auto s = load_stream(data("synthetic-bpf-judged-ndm-good.jsonl"));
     auto res = run(s);
     for (const auto& r : res) {
+        if (judged_from_newer_points(r))
+            continue;
         INFO(dump(r));
         CHECK(r.verdict == Verdict::verified);
     }
