@@ -65,8 +65,7 @@ std::vector<KmsgFinding> assemble_splats(const std::vector<KmsgRecord>& records)
         cur.reset();
         cut_pending = false;
     };
-    for (size_t i = 0; i < records.size(); ++i) {
-        const auto& r = records[i];
+    for (const auto& r : records) {
         const std::string& m = r.message;
         if (cur && r.timestamp_us > last_us + 1000000)
             close(); // a quiet second: whatever follows is not this splat
@@ -93,12 +92,11 @@ std::vector<KmsgFinding> assemble_splats(const std::vector<KmsgRecord>& records)
         if (!cur)
             continue;
         cur->splat.push_back(m);
-        bool end = m.find("---[ end trace") != std::string::npos ||
-                   cur->splat.size() >= kMaxSplatLines;
-        if (!end && m.find("</TASK>") != std::string::npos)
-            end = i + 1 >= records.size() ||
-                  records[i + 1].message.find("---[ end trace") == std::string::npos;
-        if (end)
+        // WARN, BUG and Oops end with the end-trace marker (after the stack
+        // come the lockdep irq events); the others end with their stack.
+        const bool traced = cur->kind == "WARNING" || cur->kind == "BUG" || cur->kind == "oops";
+        if (m.find("---[ end trace") != std::string::npos || cur->splat.size() >= kMaxSplatLines ||
+            (!traced && m.find("</TASK>") != std::string::npos))
             close();
     }
     close();
@@ -107,6 +105,7 @@ std::vector<KmsgFinding> assemble_splats(const std::vector<KmsgRecord>& records)
 
 void attribute_splat(KmsgFinding& f) {
     static const std::regex cpu_line(R"(CPU: \d+ .*PID: (\d+) .*Comm: (\S+))");
+    static const std::regex warn_line(R"(, CPU#\d+: (\S+)/(\d+)$)"); // 7.x WARNING line
     static const std::regex lockup_task(R"(stuck for \d+s! \[(.+):(\d+)\])");
     static const std::regex hung_task(R"(task ([^ ]+):(\d+) blocked for)");
     // The guest_memfd functions whose frames name an operation gmemstress drives.
@@ -129,7 +128,7 @@ void attribute_splat(KmsgFinding& f) {
         if (f.task.empty()) {
             if (std::regex_search(l, m, cpu_line))
                 f.task = fmt::format("{}:{}", m[2].str(), m[1].str());
-            else if (std::regex_search(l, m, lockup_task) || std::regex_search(l, m, hung_task))
+            else if (std::regex_search(l, m, warn_line) || std::regex_search(l, m, lockup_task) || std::regex_search(l, m, hung_task))
                 f.task = fmt::format("{}:{}", m[1].str(), m[2].str());
         }
         for (const auto& [fn, op] : ops) {

@@ -37,8 +37,8 @@ inline constexpr size_t kMaxSplatLines = 200;
 
 // Records -> findings, each with its whole splat: a finding's headline
 // starts one ("------------[ cut here ]------------" starts a WARN or BUG
-// whose headline is the next classified line); it ends after "---[ end trace",
-// after " </TASK>" (unless the end-trace line follows), at the next headline,
+// whose headline is the next classified line); a WARN, BUG or Oops ends after
+// "---[ end trace", the others after " </TASK>"; any at the next headline,
 // after kMaxSplatLines, or when the log goes quiet for more than a second.
 // Pure, for tests.
 std::vector<KmsgFinding> assemble_splats(const std::vector<KmsgRecord>& records);
