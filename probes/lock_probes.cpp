@@ -214,7 +214,7 @@ struct LockProbes::Impl {
         int ncpu = libbpf_num_possible_cpus();
         if (ncpu <= 0)
             return 0;
-        std::vector<uint64_t> vals(size_t(ncpu));
+        std::vector<uint64_t> vals(static_cast<size_t>(ncpu));
         uint32_t k = GMS_LCNT_RB_DROPS;
         uint64_t sum = 0;
         if (bpf_map__lookup_elem(skel->maps.lock_counters, &k, sizeof k, vals.data(),

@@ -8,6 +8,7 @@
 
 #include "probes/attach_points.h"
 #include "probes/bpf_util.h"
+#include "probes/loader.h"
 #include "probes/planner.h"
 #include "reports/locks.h"
 
