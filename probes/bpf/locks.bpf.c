@@ -180,16 +180,14 @@ int fe_up_read(void *ctx)
 
 /* ---- the guest_memfd operations that take the lock -------------------- */
 /* The task's syscall (and its second argument: the ioctl request) from its
- * user pt_regs; x86-64's layout is ABI. */
+ * user pt_regs, by direct loads through the BTF-typed pointer the helper
+ * returns (x86-64's layout is ABI). */
 static __always_inline void syscall_of(struct op_state *st)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	unsigned long nr = ~0UL, a1 = 0;
 
-	bpf_probe_read_kernel(&nr, sizeof(nr), &regs->orig_ax);
-	bpf_probe_read_kernel(&a1, sizeof(a1), &regs->si);
-	st->syscall = (__u32)nr;
-	st->sys_arg1 = a1;
+	st->syscall = (__u32)regs->orig_ax;
+	st->sys_arg1 = regs->si;
 }
 
 static __always_inline int op_enter(__u32 op, struct address_space *m, struct inode *inode)
