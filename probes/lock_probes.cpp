@@ -409,7 +409,11 @@ report::LocksSection LockProbes::section() const {
         for (uint64_t ip : ips) {
             if (!ip)
                 break;
-            h->stack.push_back(sym->name(ip));
+            // The probes' own frames (the program, the trampolines of the
+            // functions they probe) say nothing about the holder.
+            auto name = sym->name(ip);
+            if (name.rfind("bpf_prog_", 0) != 0 && name.rfind("bpf_trampoline", 0) != 0)
+                h->stack.push_back(std::move(name));
         }
     }
     // /proc/lock_stat's row of the same class.
