@@ -120,11 +120,30 @@ void attribute_splat(KmsgFinding& f) {
         {"kvm_gmem_fault_user_mapping", "host_fault"},
         {"kvm_gmem_populate", "populate"},
         {"kvm_gmem_error_folio", "memory_failure"},
+        {"kvm_gmem_fallocate", ""}, // punch_hole or allocate: fallocate_op()
+    };
+    // kvm_gmem_fallocate() inlines punch hole and allocate: the splat's user
+    // registers tell which (fallocate's ORIG_RAX 0x11d, its mode in RSI).
+    static const std::regex user_rsi(R"(RSI: ([0-9a-f]{16}))");
+    auto fallocate_op = [&f] {
+        bool in_fallocate = false;
+        std::smatch r;
+        for (const auto& l : f.splat) {
+            if (l.find("ORIG_RAX: 000000000000011d") != std::string::npos)
+                in_fallocate = true;
+            else if (in_fallocate && std::regex_search(l, r, user_rsi))
+                return std::string(std::stoull(r[1].str(), nullptr, 16) & 0x2 // PUNCH_HOLE
+                                       ? "punch_hole"
+                                       : "allocate");
+        }
+        return std::string("fallocate");
     };
     f.task.clear();
     f.operations.clear();
     std::smatch m;
     for (const auto& l : f.splat) {
+        if (l.rfind(" ? ", 0) == 0)
+            continue; // a frame the unwinder is unsure of
         if (f.task.empty()) {
             if (std::regex_search(l, m, cpu_line))
                 f.task = fmt::format("{}:{}", m[2].str(), m[1].str());
@@ -134,9 +153,11 @@ void attribute_splat(KmsgFinding& f) {
         for (const auto& [fn, op] : ops) {
             auto at = l.find(fn);
             // A frame "fn+0x..", or "at file:line fn+0x.." in a WARNING line.
-            if (at != std::string::npos && l.compare(at + fn.size(), 1, "+") == 0 &&
-                std::find(f.operations.begin(), f.operations.end(), op) == f.operations.end())
-                f.operations.push_back(op);
+            if (at == std::string::npos || l.compare(at + fn.size(), 1, "+") != 0)
+                continue;
+            auto name = op.empty() ? fallocate_op() : op;
+            if (std::find(f.operations.begin(), f.operations.end(), name) == f.operations.end())
+                f.operations.push_back(name);
         }
     }
 }

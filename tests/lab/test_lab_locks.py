@@ -95,9 +95,15 @@ def expect_long_hold(r, rc):
     over = locks["over_threshold"]
     check(locks["over_threshold_count"] == 2, f"long-hold: the plant's 2 holds are over the "
           f"threshold ({locks['over_threshold_count']})")
-    h = over[0]
-    check(h["operation"] == "punch_hole" and h["mode"] == "write", f"long-hold: {h['operation']}")
-    check(2.9e9 <= h["hold_ns"] <= 6e9, f"long-hold: ~3 s hold ({h['hold_ns'] / 1e9:.3f} s)")
+    for h in over:
+        check(h["operation"] == "punch_hole" and h["mode"] == "write",
+              f"long-hold: held by {h['operation']} ({h['mode']}), {h['hold_ns'] / 1e9:.3f} s")
+    # Two msleep(3000): 6 s in all. Under TCG the guest's clocks split them
+    # unevenly (1.87 s + 4.36 s was seen, lock_stat agreeing), so the sum is
+    # what is checked, not each one.
+    total = sum(h["hold_ns"] for h in over)
+    check(5e9 <= total <= 10e9, f"long-hold: the two holds last ~2 x 3 s ({total / 1e9:.3f} s)")
+    h = max(over, key=lambda x: x["hold_ns"])
     check(h["syscall"] == "fallocate", f"long-hold: the syscall is fallocate ({h['syscall']})")
     check(any(f.startswith("kvm_gmem_fallocate") or f.startswith("kvm_gmem_punch_hole")
               for f in h["stack"]), f"long-hold: the stack names the punch ({h['stack'][:6]})")

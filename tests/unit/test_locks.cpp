@@ -9,6 +9,7 @@
 
 #include <catch2/catch_test_macros.hpp>
 #include <cstring>
+#include <fstream>
 
 using namespace gms;
 using namespace gms::probes;
@@ -430,4 +431,24 @@ TEST_CASE("report: the locks section and whole splats are rendered", "[locks][re
     auto text = report::to_text(r, false);
     CHECK(text.find("longest: punch_hole (write)") != std::string::npos);
     CHECK(text.find("by gmemstress:321 in punch_hole") != std::string::npos);
+}
+
+TEST_CASE("kernel log: the planted WARN as the test kernel printed it", "[kmsg]") {
+    // Recorded from `gmemstress lab --plant warn` (tests/lab/test_lab_locks.py):
+    // punch hole is inlined into kvm_gmem_fallocate there; the user registers
+    // (ORIG_RAX 0x11d = fallocate, RSI = mode 3) say it was a punch.
+    std::ifstream in(std::string(GMS_TEST_DATA) + "/splat-warn-punch-test-kernel.txt");
+    REQUIRE(in);
+    std::vector<std::string> lines;
+    for (std::string l; std::getline(in, l);)
+        lines.push_back(l);
+    auto f = assemble_splats(records(lines));
+    REQUIRE(f.size() == 1);
+    CHECK(f[0].kind == "WARNING");
+    CHECK(f[0].line == "WARNING: at kvm_gmem_fallocate+0x391/0x3e0, CPU#0: gmemstress/80");
+    CHECK(f[0].splat.size() == lines.size() - 2);
+    CHECK(f[0].splat.front() == "------------[ cut here ]------------");
+    CHECK(f[0].splat.back().find("---[ end trace") == 0);
+    CHECK(f[0].task == "gmemstress:80");
+    CHECK(f[0].operations == std::vector<std::string>{"punch_hole"});
 }
