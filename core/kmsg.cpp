@@ -160,6 +160,12 @@ void attribute_splat(KmsgFinding& f) {
                 f.operations.push_back(name);
         }
     }
+    // "fallocate" says less than a punch_hole or allocate frame beside it.
+    auto has = [&f](const char* op) {
+        return std::find(f.operations.begin(), f.operations.end(), op) != f.operations.end();
+    };
+    if (has("fallocate") && (has("punch_hole") || has("allocate")))
+        f.operations.erase(std::find(f.operations.begin(), f.operations.end(), "fallocate"));
 }
 
 namespace {
