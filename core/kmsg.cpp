@@ -147,7 +147,8 @@ void attribute_splat(KmsgFinding& f) {
         if (f.task.empty()) {
             if (std::regex_search(l, m, cpu_line))
                 f.task = fmt::format("{}:{}", m[2].str(), m[1].str());
-            else if (std::regex_search(l, m, warn_line) || std::regex_search(l, m, lockup_task) || std::regex_search(l, m, hung_task))
+            else if (std::regex_search(l, m, warn_line) || std::regex_search(l, m, lockup_task) ||
+                     std::regex_search(l, m, hung_task))
                 f.task = fmt::format("{}:{}", m[1].str(), m[2].str());
         }
         for (const auto& [fn, op] : ops) {

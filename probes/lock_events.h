@@ -44,19 +44,19 @@ enum gms_lock_op {
 };
 
 struct gms_lock_ev {
-    __u32 type; /* enum gms_lock_ev_type */
-    __u16 mode; /* enum gms_lock_mode (lock events) */
-    __u16 op;   /* enum gms_lock_op in flight on the task */
+    __u32 type;  /* enum gms_lock_ev_type */
+    __u16 mode;  /* enum gms_lock_mode (lock events) */
+    __u16 op;    /* enum gms_lock_op in flight on the task */
     __u64 ts_ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
     __u64 seq;   /* per-object submission counter (gaps = lost records) */
     __u64 lock;  /* rw_semaphore address */
     __u32 tid;
     __u32 tgid;
-    __s64 ret;       /* OP_END: the operation's return value */
-    __s32 stack_id;  /* ACQUIRED: bpf_get_stackid() (< 0: -errno) */
-    __u32 syscall;   /* the task's syscall number at the operation's entry (~0: none) */
-    __u64 sys_arg1;  /* its second argument (the ioctl request for ioctl) */
-    __u64 ino;       /* the operation's guest_memfd inode */
+    __s64 ret;      /* OP_END: the operation's return value */
+    __s32 stack_id; /* ACQUIRED: bpf_get_stackid() (< 0: -errno) */
+    __u32 syscall;  /* the task's syscall number at the operation's entry (~0: none) */
+    __u64 sys_arg1; /* its second argument (the ioctl request for ioctl) */
+    __u64 ino;      /* the operation's guest_memfd inode */
     /* OP_END, CONFIG_DEBUG_LOCK_ALLOC: the lockdep class's name_version of
      * the lock ("mapping.invalidate_lock#N" in /proc/lock_stat; 1: no #N);
      * 0: unknown. */
@@ -67,9 +67,9 @@ struct gms_lock_ev {
 
 /* Per-CPU counters (array map "lock_counters"). */
 enum gms_lock_counter {
-    GMS_LCNT_RB_DROPS = 0,       /* bpf_ringbuf_reserve failed: a record lost */
-    GMS_LCNT_EVENTS = 1,         /* records submitted */
-    GMS_LCNT_LOCKS_FULL = 2,     /* a lock address the watched map could not take */
+    GMS_LCNT_RB_DROPS = 0,   /* bpf_ringbuf_reserve failed: a record lost */
+    GMS_LCNT_EVENTS = 1,     /* records submitted */
+    GMS_LCNT_LOCKS_FULL = 2, /* a lock address the watched map could not take */
     GMS_LCNT_MAX = 3,
 };
 

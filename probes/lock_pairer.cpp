@@ -97,7 +97,8 @@ std::string syscall_name(uint32_t nr, uint64_t arg1) {
     return fmt::format("syscall {}", nr);
 }
 
-LockPairer::LockPairer(uint64_t threshold_ns, size_t keep) : threshold_ns_(threshold_ns), keep_(keep) {}
+LockPairer::LockPairer(uint64_t threshold_ns, size_t keep)
+    : threshold_ns_(threshold_ns), keep_(keep) {}
 
 void LockPairer::feed(const LockEvent& e) {
     ++events_;
@@ -263,8 +264,8 @@ report::InvariantResult judge_lock_holds(const report::LocksSection& s) {
             "{} ({}) held guest_memfd ino {}'s invalidate_lock for {:.3f} s{} (threshold {:.3f} "
             "s): {}:{}{}",
             h.operation, h.mode, h.ino, double(h.hold_ns) / 1e9,
-            h.in_progress ? " and still held at the end" : "", double(s.threshold_ns) / 1e9,
-            h.comm, h.tid, h.syscall.empty() ? "" : " in " + h.syscall));
+            h.in_progress ? " and still held at the end" : "", double(s.threshold_ns) / 1e9, h.comm,
+            h.tid, h.syscall.empty() ? "" : " in " + h.syscall));
     if (s.over_threshold_count) {
         r.verdict = report::Verdict::violated;
         r.reason = fmt::format("{} hold(s) of invalidate_lock over {:.3f} s, the longest {:.3f} s "
@@ -273,8 +274,8 @@ report::InvariantResult judge_lock_holds(const report::LocksSection& s) {
                                double(s.longest->hold_ns) / 1e9, s.longest->operation);
     } else if (s.anomalies.lost_events) {
         r.verdict = report::Verdict::incomplete;
-        r.reason = fmt::format("{} lock records lost: a hold may be missing",
-                               s.anomalies.lost_events);
+        r.reason =
+            fmt::format("{} lock records lost: a hold may be missing", s.anomalies.lost_events);
     } else if (!s.holds) {
         r.verdict = report::Verdict::incomplete;
         r.reason = "no hold of a guest_memfd invalidate_lock was seen";

@@ -63,8 +63,8 @@ class Symbolizer {
         std::sort(syms_.begin(), syms_.end());
     }
     std::string name(uint64_t addr) const {
-        auto it = std::upper_bound(syms_.begin(), syms_.end(),
-                                   std::make_pair(addr, std::string("\xff")));
+        auto it =
+            std::upper_bound(syms_.begin(), syms_.end(), std::make_pair(addr, std::string("\xff")));
         if (it == syms_.begin())
             return fmt::format("{:#x}", addr);
         --it;
@@ -231,7 +231,7 @@ struct LockProbes::Impl {
         lock_stat_sysctl_before = read_file(kLockStatSysctl);
         if (lock_stat_sysctl_before.rfind("0", 0) == 0)
             write_file(kLockStatSysctl, "1\n"); // collection is off by default
-        write_file(kLockStatPath, "0\n");      // clears the statistics
+        write_file(kLockStatPath, "0\n");       // clears the statistics
     }
 
     void restore_lock_stat() noexcept {
@@ -282,8 +282,8 @@ struct LockProbes::Impl {
                 bpf_link* l =
                     bpf_program__attach(bpf_object__find_program_by_name(skel->obj, n.c_str()));
                 if (!l) {
-                    p.reason = fmt::format("fentry {} attach failed: {}", p.target,
-                                           errno_name(errno));
+                    p.reason =
+                        fmt::format("fentry {} attach failed: {}", p.target, errno_name(errno));
                     ok = false;
                     break;
                 }
@@ -306,7 +306,8 @@ struct LockProbes::Impl {
             for (auto& p : points)
                 if (p.attached && kernel.ftrace_managed(p.target) && !direct.count(p.target)) {
                     p.attached = false;
-                    p.reason = fmt::format("fentry: {} has no BPF trampoline in {}", p.target, path);
+                    p.reason =
+                        fmt::format("fentry: {} has no BPF trampoline in {}", p.target, path);
                     if (!p.def->where_present) {
                         reason = fmt::format("{}: {}", p.def->name, p.reason);
                         return false;
@@ -436,8 +437,8 @@ report::LocksSection LockProbes::section() const {
         ls.rows = parse_lock_stat(im.lock_stat_text, ls.class_name);
         ls.available = !ls.rows.empty();
         if (!ls.available)
-            ls.reason = fmt::format("{} has no row in {} (no acquisition recorded)",
-                                    ls.class_name, kLockStatPath);
+            ls.reason = fmt::format("{} has no row in {} (no acquisition recorded)", ls.class_name,
+                                    kLockStatPath);
     }
     return s;
 }

@@ -101,19 +101,19 @@ std::vector<std::string> text_lines(const LocksSection& s) {
                                   o.hold_ns.percentile(0.99), o.hold_ns.max(), o.wait_ns.max(),
                                   o.hold_ns.count()));
     if (s.longest)
-        out.push_back(fmt::format("  longest: {} ({}) by {}:{} in {}: {}{}", s.longest->operation,
-                                  s.longest->mode, s.longest->comm, s.longest->tid,
-                                  s.longest->syscall.empty() ? "?" : s.longest->syscall,
-                                  secs(s.longest->hold_ns),
-                                  s.longest->in_progress ? " and still held" : ""));
+        out.push_back(fmt::format(
+            "  longest: {} ({}) by {}:{} in {}: {}{}", s.longest->operation, s.longest->mode,
+            s.longest->comm, s.longest->tid, s.longest->syscall.empty() ? "?" : s.longest->syscall,
+            secs(s.longest->hold_ns), s.longest->in_progress ? " and still held" : ""));
     if (s.over_threshold_count)
         out.push_back(fmt::format("  {} hold(s) over the threshold", s.over_threshold_count));
     if (s.lock_stat.available)
         for (const auto& r : s.lock_stat.rows)
-            out.push_back(fmt::format("  /proc/lock_stat {}{}: {} acquisitions, holdtime max {:.2f} "
-                                      "us, {} contentions",
-                                      s.lock_stat.class_name, r.mode.empty() ? "" : "-" + r.mode,
-                                      r.acquisitions, r.holdtime_max_us, r.contentions));
+            out.push_back(
+                fmt::format("  /proc/lock_stat {}{}: {} acquisitions, holdtime max {:.2f} "
+                            "us, {} contentions",
+                            s.lock_stat.class_name, r.mode.empty() ? "" : "-" + r.mode,
+                            r.acquisitions, r.holdtime_max_us, r.contentions));
     else
         out.push_back("  /proc/lock_stat: " + s.lock_stat.reason);
     return out;

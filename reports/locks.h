@@ -27,9 +27,9 @@ struct LockHold {
     uint64_t lock = 0;   // rw_semaphore address
     uint64_t wait_ns = 0;
     uint64_t hold_ns = 0;
-    uint64_t acquired_ns = 0; // CLOCK_MONOTONIC
-    bool in_progress = false; // still held when observation ended (hold_ns: so far)
-    int32_t stack_id = -1;    // BPF stack map id (< 0: none)
+    uint64_t acquired_ns = 0;       // CLOCK_MONOTONIC
+    bool in_progress = false;       // still held when observation ended (hold_ns: so far)
+    int32_t stack_id = -1;          // BPF stack map id (< 0: none)
     std::vector<std::string> stack; // kernel stack at acquisition, innermost first
 };
 

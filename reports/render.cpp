@@ -314,11 +314,11 @@ std::string to_text(const Report& r, bool color) {
     for (const auto& f : r.kernel_log) {
         out += fmt::format("  kernel log {}: {}\n", f.kind, f.line);
         if (!f.task.empty() || !f.operations.empty())
-            out += fmt::format("             by {} in {}; {} lines in the report\n",
-                               f.task.empty() ? "?" : f.task,
-                               f.operations.empty() ? "no guest_memfd operation"
-                                                    : fmt::format("{}", fmt::join(f.operations, ", ")),
-                               f.splat.size());
+            out += fmt::format(
+                "             by {} in {}; {} lines in the report\n", f.task.empty() ? "?" : f.task,
+                f.operations.empty() ? "no guest_memfd operation"
+                                     : fmt::format("{}", fmt::join(f.operations, ", ")),
+                f.splat.size());
     }
     for (const auto& w : r.kernel_log_waived)
         out += fmt::format("  kernel log waived {}: {} (by /{}/, {})\n", w.finding.kind,

@@ -69,9 +69,9 @@ const report::LockOpStats* stats_of(const report::LocksSection& s, const std::st
 TEST_CASE("lock pairer: acquire, acquired, release give wait and hold per operation", "[locks]") {
     Stream st;
     st.add(GMS_LEV_OP_BEGIN, 1, 0);
-    st.hold(1, 100, 50, 1000);                                          // punch, write
-    st.hold(1, 5000, 10, 300, GMS_LOCK_READ, GMS_LOCK_OP_ALLOCATE);     // allocate, read
-    st.hold(1, 9000, 0, 2000, GMS_LOCK_WRITE, GMS_LOCK_OP_RELEASE);     // release, write
+    st.hold(1, 100, 50, 1000);                                      // punch, write
+    st.hold(1, 5000, 10, 300, GMS_LOCK_READ, GMS_LOCK_OP_ALLOCATE); // allocate, read
+    st.hold(1, 9000, 0, 2000, GMS_LOCK_WRITE, GMS_LOCK_OP_RELEASE); // release, write
     auto s = st.run();
     CHECK(s.holds == 3);
     CHECK(s.operations == 1);
@@ -93,8 +93,7 @@ TEST_CASE("lock pairer: acquire, acquired, release give wait and hold per operat
     CHECK(inv.verdict == report::Verdict::verified);
 }
 
-TEST_CASE("lock pairer: a hold over the threshold is a violation naming the operation",
-          "[locks]") {
+TEST_CASE("lock pairer: a hold over the threshold is a violation naming the operation", "[locks]") {
     Stream st;
     st.hold(7, 0, 20, 3 * kSecond + 5); // the planted msleep(3000) under punch hole
     st.hold(7, 4 * kSecond, 20, 1000);
@@ -347,12 +346,11 @@ TEST_CASE("kernel log: a WARN is one finding with its whole splat", "[kmsg]") {
 }
 
 TEST_CASE("kernel log: cut-here splats take the next headline", "[kmsg]") {
-    auto f = assemble_splats(records({"------------[ cut here ]------------",
-                                      "kernel BUG at mm/filemap.c:1234!",
-                                      "Oops: invalid opcode: 0000 [#1] SMP",
-                                      "CPU: 1 UID: 0 PID: 9 Comm: kworker/1:0 Not tainted",
-                                      "Call Trace:", " <TASK>", " kvm_gmem_release+0x20/0x90",
-                                      " </TASK>", "---[ end trace 0000000000000000 ]---"}));
+    auto f = assemble_splats(records(
+        {"------------[ cut here ]------------", "kernel BUG at mm/filemap.c:1234!",
+         "Oops: invalid opcode: 0000 [#1] SMP",
+         "CPU: 1 UID: 0 PID: 9 Comm: kworker/1:0 Not tainted", "Call Trace:", " <TASK>",
+         " kvm_gmem_release+0x20/0x90", " </TASK>", "---[ end trace 0000000000000000 ]---"}));
     // The Oops line is a headline of its own: two findings, the BUG first.
     REQUIRE(f.size() == 2);
     CHECK(f[0].kind == "BUG");
@@ -363,8 +361,7 @@ TEST_CASE("kernel log: cut-here splats take the next headline", "[kmsg]") {
     CHECK(f[1].operations == std::vector<std::string>{"release"});
 }
 
-TEST_CASE("kernel log: soft lockup, hung task and bad page state end with their stack",
-          "[kmsg]") {
+TEST_CASE("kernel log: soft lockup, hung task and bad page state end with their stack", "[kmsg]") {
     auto f = assemble_splats(records({
         "watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [gmemstress:77]",
         "CPU: 1 UID: 0 PID: 77 Comm: gmemstress Not tainted",
