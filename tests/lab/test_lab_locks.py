@@ -99,11 +99,13 @@ def expect_long_hold(r, rc):
     for h in over:
         check(h["operation"] == "punch_hole" and h["mode"] == "write",
               f"long-hold: held by {h['operation']} ({h['mode']}), {h['hold_ns'] / 1e9:.3f} s")
-    # Two msleep(3000): 6 s in all. Under TCG the guest's clocks split them
-    # unevenly (1.87 s + 4.36 s was seen, lock_stat agreeing), so the sum is
-    # what is checked, not each one.
+    # Two msleep(3000): at least 6 s in all. Under TCG on a loaded host the
+    # guest's clocks split them unevenly (1.87 s + 4.36 s was seen, lock_stat
+    # agreeing) and a starved vCPU wakes late (3.9 s + 11.2 s), so the sum is
+    # checked from below.
     total = sum(h["hold_ns"] for h in over)
-    check(5e9 <= total <= 10e9, f"long-hold: the two holds last ~2 x 3 s ({total / 1e9:.3f} s)")
+    check(5e9 <= total <= 120e9, f"long-hold: the two holds last >= ~2 x 3 s "
+          f"({total / 1e9:.3f} s)")
     h = max(over, key=lambda x: x["hold_ns"])
     check(h["syscall"] == "fallocate", f"long-hold: the syscall is fallocate ({h['syscall']})")
     check(any(f.startswith("kvm_gmem_fallocate") or f.startswith("kvm_gmem_punch_hole")
