@@ -341,7 +341,9 @@ const std::map<std::string, std::vector<ParamSpec>>& section_params() {
            {power_of_two()}},
           {"exclude", ParamType::string_list, std::vector<std::string>{},
            "attach points not to attach (names as in the report's probes.attach_points)"},
-          {"locks", ParamType::boolean, true,
+          // Off by default: fentry/fexit on every rwsem operation of the
+          // kernel cost host faults ~20% in the lab (docs/LOCKS.md, "Cost").
+          {"locks", ParamType::boolean, false,
            "measure guest_memfd invalidate_lock hold and wait times (fentry on the rwsem "
            "functions; the report's locks section)"},
           // A hold over it is the invalidate_lock_hold finding.
