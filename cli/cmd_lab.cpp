@@ -13,9 +13,11 @@
 #include "core/util.h"
 #include "engine/engine.h"
 #include "lab/lab.h"
+#include "reports/html.h"
 #include "reports/kcidb.h"
 #include "reports/ktap.h"
 #include "reports/lava.h"
+#include "reports/parse.h"
 #include "reports/render.h"
 
 #include <fmt/format.h>
@@ -96,6 +98,23 @@ Fallback fallback(const lab::Options& o, const lab::Result& r, int code, const c
                 : code == kExitEnvironment        ? report::Outcome::skip
                                                   : report::Outcome::error;
     return f;
+}
+
+// The report (the guest's, or the one the host wrote for a crashed guest)
+// as HTML; without a report there is nothing to draw: said, and a pass
+// becomes a tool error.
+int write_lab_html(const lab::Options& o, const lab::Result& r, int code) {
+    if (o.html_path.empty())
+        return code;
+    if (!r.report) {
+        fmt::print(stderr, "gmemstress lab: no report, so no HTML written to {}\n", o.html_path);
+        return code == kExitPass ? kExitToolError : code;
+    }
+    report::write_atomically(
+        o.html_path, report::to_html(report::parse_report(*r.report, "the guest's report")));
+    if (!o.quiet)
+        fmt::print(stderr, "lab: HTML report written to {}\n", o.html_path);
+    return code;
 }
 
 // The guest's KTAP, or one test saying why there is none.
@@ -221,6 +240,7 @@ int run_in_lab(const lab::Options& o) {
     std::fflush(stdout);
 
     int code = lab_exit_code(o, r);
+    code = write_lab_html(o, r, code);
     write_lab_ktap(o, r, code);
     write_lab_kcidb(o, r, code);
     return emit_lab_lava(o, r, code);
@@ -269,6 +289,9 @@ void add_lab_command(CLI::App& app, Action& action) {
     cmd->add_option("-r,--report", c.o.report_path,
                     "write the guest's JSON report here, with a \"lab\" section added");
     cmd->add_option("--junit", c.o.junit_path, "write the guest's JUnit XML here");
+    cmd->add_option("--html", c.o.html_path,
+                    "write the report as a self-contained HTML page here (also the report the "
+                    "host writes for a crashed guest)");
     cmd->add_option("--ktap", c.o.ktap_path,
                     "write the guest's KTAP v1 here ('-': stdout); a run that wrote none (boot "
                     "failure, crash) is one test saying why");

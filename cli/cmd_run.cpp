@@ -20,6 +20,7 @@ struct RunOptions {
     std::string profile = "smoke";
     std::string report_path = "gmemstress-report.json";
     std::string junit_path;
+    std::string html_path;
     std::string ktap_path; // "-": stdout
     std::string kcidb_path, kcidb_origin, kcidb_build_id;
     bool lava = false;
@@ -118,7 +119,8 @@ std::vector<profile::Override> overrides_from(const RunOptions& o) {
 // every other argument is passed to run in the guest after `--`.
 const std::vector<std::string> kLabOwnOptions = {
     "-p",     "--profile",    "-r",      "--report",       "--junit",          "--record",
-    "--ktap", "--exit-codes", "--kcidb", "--kcidb-origin", "--kcidb-build-id", "--waivers"};
+    "--ktap", "--exit-codes", "--kcidb", "--kcidb-origin", "--kcidb-build-id", "--waivers",
+    "--html"};
 // ... and its flags (no value).
 const std::vector<std::string> kLabOwnFlags = {"--lava"};
 
@@ -177,6 +179,7 @@ int run_in_lab_vm(const RunOptions& o, const profile::Profile& prof) {
     lo.profile = o.profile;
     lo.report_path = o.report_path;
     lo.junit_path = o.junit_path;
+    lo.html_path = o.html_path;
     lo.record_path = o.record_path;
     lo.ktap_path = o.ktap_path;
     lo.kcidb_path = o.kcidb_path;
@@ -199,7 +202,7 @@ int run(const RunOptions& o) {
     profile::Profile prof = profile::load_profile(
         o.profile, overrides_from(o), workloads::schemas(), probes::excludable_point_names());
     add_waivers(prof, o.waive, o.waivers);
-    engine::check_output_paths({o.report_path, o.junit_path, o.record_path,
+    engine::check_output_paths({o.report_path, o.junit_path, o.html_path, o.record_path,
                                 o.ktap_path == "-" ? "" : o.ktap_path, o.kcidb_path,
                                 o.lava_json_path});
     if (o.where == "lab")
@@ -224,7 +227,8 @@ int run(const RunOptions& o) {
     // attach -> run -> finish
     engine::RunSpec spec;
     spec.record_path = o.record_path;
-    spec.progress = !o.quiet && !o.no_progress && isatty(STDERR_FILENO) && prof.duration_s > 3;
+    // A terminal gets a live line, anything else plain lines (ProgressPrinter).
+    spec.progress = !o.quiet && !o.no_progress && prof.duration_s > 3;
     report::Report rep = engine::run_profile(prof, caps, spec);
 
     // write
@@ -232,6 +236,7 @@ int run(const RunOptions& o) {
                        o.quiet ? engine::Summary::none : engine::Summary::text, o.ktap_path};
     out.kcidb_path = o.kcidb_path;
     out.kcidb = kcidb;
+    out.html_path = o.html_path;
     out.lava = o.lava;
     out.lava_json_path = o.lava_json_path;
     return engine::write_reports(rep, out);
@@ -246,6 +251,8 @@ void add_run_command(CLI::App& app, Action& action) {
                     "built-in profile name or TOML file (default: smoke)");
     cmd->add_option("-r,--report", o.report_path, "JSON report path (written atomically)");
     cmd->add_option("--junit", o.junit_path, "also write JUnit XML here");
+    cmd->add_option("--html", o.html_path,
+                    "also write a self-contained HTML report here (plots inline, no network)");
     cmd->add_option("--ktap", o.ktap_path,
                     "also write KTAP v1 here (kselftest format; '-': stdout, the summary then "
                     "goes to stderr)");
@@ -277,7 +284,9 @@ void add_run_command(CLI::App& app, Action& action) {
         "--set", o.sets,
         "override any profile key: KEY=VALUE (e.g. workload.host-fault.pattern=random)");
     cmd->add_flag("-q,--quiet", o.quiet, "no summary on stdout");
-    cmd->add_flag("--no-progress", o.no_progress, "no live progress line");
+    cmd->add_flag(
+        "--no-progress", o.no_progress,
+        "no progress on stderr (a live line on a terminal, else a line every few seconds)");
     cmd->add_option("--where", o.where,
                     "host: this machine's /dev/kvm (default); lab: in a QEMU VM booting Debian's "
                     "newest kernel (gmemstress lab); auto: the host where its KVM can run the "

@@ -66,6 +66,8 @@ void add_profiles_command(CLI::App& app, Action& action);
 void add_watch_command(CLI::App& app, Action& action); // probes/ side
 void add_probe_cost_command(CLI::App& app, Action& action);
 void add_lab_command(CLI::App& app, Action& action); // lab/ side
+void add_compare_command(CLI::App& app, Action& action);
+void add_report_command(CLI::App& app, Action& action); // report html
 
 // The probe flags, spelt the same in every command. `watch` used to spell
 // them --backend and --all: those stay as hidden aliases. Return both options

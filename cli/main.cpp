@@ -78,6 +78,8 @@ int main(int argc, char** argv) {
     cli::add_watch_command(app, action);
     cli::add_probe_cost_command(app, action);
     cli::add_lab_command(app, action);
+    cli::add_compare_command(app, action);
+    cli::add_report_command(app, action);
 
     // CLI11 would only say "A subcommand is required" for a misspelt command.
     std::vector<std::string> names;

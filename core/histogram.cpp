@@ -35,6 +35,22 @@ void Histogram::merge(const Histogram& o) {
     sum_ += o.sum_;
 }
 
+std::optional<Histogram> Histogram::restore(const Parts& p) {
+    Histogram h;
+    for (auto [idx, n] : p.buckets) {
+        if (idx >= kBuckets)
+            return std::nullopt;
+        h.counts_[idx] += n;
+        h.total_ += n;
+    }
+    if (h.total_) {
+        h.min_ = p.min;
+        h.max_ = p.max;
+        h.sum_ = p.sum;
+    }
+    return h;
+}
+
 uint64_t Histogram::percentile(double q) const {
     if (total_ == 0)
         return 0;

@@ -34,6 +34,11 @@ class LatencyTimer {
     uint64_t t0_;
 };
 
+// The start of each plain progress line a run prints on a stderr that is not
+// a terminal (engine::ProgressPrinter); the lab relays the guest's lines
+// that start with it as they come.
+inline constexpr std::string_view kProgressLinePrefix = "gmemstress: progress ";
+
 // "16MiB", "4k", "1G", "4096" -> bytes. nullopt on bad syntax or overflow.
 std::optional<uint64_t> parse_size(std::string_view s);
 // "10s", "500ms", "2m", "1h", "30" (seconds) -> seconds. nullopt on bad syntax.

@@ -4,6 +4,7 @@
 #include "core/util.h"
 #include "probes/checkers.h"
 #include "probes/lock_pairer.h"
+#include "reports/html.h"
 #include "reports/ktap.h"
 #include "reports/lava.h"
 #include "reports/render.h"
@@ -170,7 +171,8 @@ void finish_probes(ProbeAttachment& a, report::Report& rep, const std::string& r
 
 // ---- progress ---------------------------------------------------------------
 
-ProgressPrinter::ProgressPrinter(bool enabled) : enabled_(enabled), start_ns_(now_ns()) {
+ProgressPrinter::ProgressPrinter(bool enabled)
+    : enabled_(enabled), live_(isatty(STDERR_FILENO)), start_ns_(now_ns()) {
     if (enabled_)
         thread_ = std::thread([this] { loop(); });
 }
@@ -179,29 +181,45 @@ ProgressPrinter::~ProgressPrinter() {
     done_ = true;
     if (thread_.joinable()) {
         thread_.join();
-        fmt::print(stderr, "\r\033[K");
+        if (live_)
+            fmt::print(stderr, "\r\033[K");
     }
 }
 
 void ProgressPrinter::set_current(const std::string& label, workloads::Progress* progress) {
     std::lock_guard lk(mu_);
     label_ = label;
+    ++generation_;
     progress_ = progress;
 }
 
 void ProgressPrinter::loop() {
+    uint64_t last_shown = 0; // generation_ of the last plain line
+    uint64_t last_line_ns = 0;
     while (!done_) {
         std::this_thread::sleep_for(std::chrono::milliseconds(250));
         std::string label;
+        uint64_t generation;
         {
             std::lock_guard lk(mu_);
             label = label_;
+            generation = generation_;
         }
         workloads::Progress* p = progress_;
         if (!p)
             continue;
-        fmt::print(stderr, "\r\033[K[{:5.1f}s] {}: {} ops, {}", double(now_ns() - start_ns_) / 1e9,
-                   label, p->ops.load(), format_size(p->bytes.load()));
+        uint64_t now = now_ns();
+        std::string what = fmt::format("[{:5.1f}s] {}: {} ops, {}", double(now - start_ns_) / 1e9,
+                                       label, p->ops.load(), format_size(p->bytes.load()));
+        if (live_) {
+            fmt::print(stderr, "\r\033[K{}", what);
+        } else {
+            if (generation == last_shown && double(now - last_line_ns) / 1e9 < kLineIntervalS)
+                continue;
+            last_shown = generation;
+            last_line_ns = now;
+            fmt::print(stderr, "{}{}\n", kProgressLinePrefix, what);
+        }
         std::fflush(stderr);
     }
 }
@@ -235,6 +253,7 @@ report::WorkloadResult run_one(const workloads::WorkloadInfo& info, const profil
     workloads::Context ctx{kvm,     caps,     p,    spec,  Rng::derive(p.seed, index),
                            control, observer, prog, budget};
     ctx.started_ns = now_ns();
+    Timeline::restart_clock(); // its operations' throughput timelines count from here
     report::WorkloadResult r;
     try {
         r = info.run(ctx);
@@ -376,6 +395,8 @@ void emit(const nlohmann::json& json, const std::string& junit, const std::strin
 } // namespace
 
 int write_reports(const report::Report& rep, const Output& out) {
+    if (!out.html_path.empty())
+        report::write_atomically(out.html_path, report::to_html(rep));
     if (!out.kcidb_path.empty())
         report::write_atomically(out.kcidb_path, report::to_kcidb(rep, out.kcidb).dump(2) + "\n");
     if (!out.lava_json_path.empty())

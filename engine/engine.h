@@ -73,9 +73,12 @@ ProbeAttachment attach_probes(const probes::Options& opts, const Caps& caps);
 
 // ---- run --------------------------------------------------------------------
 
-// A live progress line on stderr while workloads run.
+// Progress on stderr while workloads run: on a terminal one line redrawn in
+// place; otherwise (a CI log, a file, the lab's guest) plain lines without
+// carriage returns, one when a workload starts and every kLineInterval.
 class ProgressPrinter {
   public:
+    static constexpr double kLineIntervalS = 5;
     explicit ProgressPrinter(bool enabled);
     ~ProgressPrinter();
     void set_current(const std::string& label, workloads::Progress* progress);
@@ -83,9 +86,11 @@ class ProgressPrinter {
   private:
     void loop();
     bool enabled_;
+    bool live_ = false; // stderr is a terminal
     std::atomic<bool> done_{false};
     std::atomic<workloads::Progress*> progress_{nullptr};
     std::string label_;
+    uint64_t generation_ = 0; // set_current() calls: a new workload started
     std::mutex mu_;
     uint64_t start_ns_;
     std::thread thread_;
@@ -117,7 +122,7 @@ void mark_interrupted(const RunControl& control, report::Envelope& rep);
 struct RunSpec {
     std::string command = "run";
     std::string record_path; // also save the probes' event stream here
-    bool progress = false;   // the live line on stderr
+    bool progress = false;   // progress on stderr (ProgressPrinter)
     // Scan the kernel log over this run; off when the command scans it over
     // several runs itself (probe-cost).
     bool kernel_log = true;
@@ -135,6 +140,7 @@ struct Output {
     std::string json_path; // empty: no JSON file
     std::string junit_path;
     Summary summary = Summary::text;
+    std::string html_path; // self-contained HTML (reports/html.h); run reports only
     // KTAP v1 (reports/ktap.h); "-": on stdout, and the text summary on stderr.
     std::string ktap_path;
     // KCIDB v5.3 tests (reports/kcidb.h), with their origin, build and run ids.

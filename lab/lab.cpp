@@ -508,8 +508,53 @@ std::vector<std::string> qemu_argv(const BootPlan& p, const std::string& accel) 
     return a;
 }
 
+// The guest command's progress lines (kProgressLinePrefix), relayed to
+// stderr as they come: the guest writes its stderr to a file in the results
+// share, which the host reads at the end. Only whole lines are relayed;
+// collect() then leaves them out of the guest's stderr it prints.
+struct ProgressRelay {
+    std::string path;
+    bool quiet = false;
+    off_t offset = 0;
+    std::string partial;
+
+    void poll() {
+        if (quiet || path.empty())
+            return;
+        int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return; // not created yet
+        char buf[8192];
+        ssize_t n;
+        while ((n = ::pread(fd, buf, sizeof buf, offset)) > 0) {
+            offset += n;
+            partial.append(buf, size_t(n));
+        }
+        ::close(fd);
+        size_t pos;
+        while ((pos = partial.find('\n')) != std::string::npos) {
+            std::string line = partial.substr(0, pos);
+            partial.erase(0, pos + 1);
+            if (line.starts_with(kProgressLinePrefix))
+                fmt::print(stderr, "lab: guest: {}\n", line.substr(kProgressLinePrefix.size()));
+        }
+    }
+};
+
+// The guest's stderr without the progress lines the relay printed.
+std::string without_progress_lines(const std::string& text) {
+    std::string out;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);)
+        if (!line.starts_with(kProgressLinePrefix))
+            out += line + "\n";
+    if (!text.empty() && text.back() != '\n' && !out.empty())
+        out.pop_back();
+    return out;
+}
+
 Boot boot_once(const BootPlan& plan, const std::string& accel, bool kvm_probe, Console& con,
-               uint64_t deadline_ns, const Options& opts) {
+               uint64_t deadline_ns, const Options& opts, ProgressRelay& relay) {
     Boot b;
     RunControl& control = RunControl::global();
     Child::Io io;
@@ -584,6 +629,7 @@ Boot boot_once(const BootPlan& plan, const std::string& accel, bool kvm_probe, C
             ::poll(nullptr, 0, 20);
             continue;
         }
+        relay.poll();
         int r = ::poll(fds, nfds, 100);
         if (r < 0) {
             if (errno == EINTR)
@@ -715,6 +761,7 @@ class LabRun {
         find_host_tools();
         work_.emplace(opts_.keep_workdir);
         out_dir_ = work_->path() + "/out";
+        relay_ = {.path = out_dir_ + "/stderr", .quiet = opts_.quiet};
         fs::create_directories(out_dir_);
         fs::create_directories(work_->path() + "/scratch");
         locate_kernel();
@@ -757,6 +804,7 @@ class LabRun {
     std::string host_profile_;
     std::vector<std::pair<std::string, std::string>> path_renames_; // guest path -> host path
     Console con_;
+    ProgressRelay relay_;
     std::string console_file_;
     std::string accel_, accel_note_;
     nlohmann::json lab_ = nlohmann::json::object();
@@ -805,15 +853,17 @@ void LabRun::check_options() {
     for (const auto& [path, flag] :
          {std::pair{o.junit_path, "--junit"}, std::pair{o.record_path, "--record"},
           std::pair{o.ktap_path, "--ktap"}, std::pair{o.kcidb_path, "--kcidb"},
+          std::pair{o.html_path, "--html"},
           std::pair{o.lava ? std::string("on") : std::string(), "--lava"}})
         if (!path.empty() && o.guest_command != "run")
             throw UsageError(
                 fmt::format("{}: only for gmemstress run (not {})", flag, o.guest_command));
     if (takes_profile_and_report(o.guest_command)) {
         for (const auto& a : o.guest_args)
-            for (const char* own : {"-r", "--report", "--junit", "--record", "-p", "--profile",
-                                    "--ktap", "--exit-codes", "--kcidb", "--kcidb-origin",
-                                    "--kcidb-build-id", "--lava", "--lava-json", "--waivers"})
+            for (const char* own :
+                 {"-r", "--report", "--junit", "--record", "-p", "--profile", "--ktap",
+                  "--exit-codes", "--kcidb", "--kcidb-origin", "--kcidb-build-id", "--lava",
+                  "--lava-json", "--waivers", "--html"})
                 if (a == own || a.rfind(std::string(own) + "=", 0) == 0)
                     throw UsageError(fmt::format(
                         "'{}' after '--': give it to gmemstress lab itself (its paths are host "
@@ -826,6 +876,7 @@ void LabRun::check_options() {
         for (const auto& [path, flag] :
              {std::pair{o.report_path, "--report"}, std::pair{o.profile, "--profile"},
               std::pair{o.ktap_path, "--ktap"}, std::pair{o.kcidb_path, "--kcidb"},
+              std::pair{o.html_path, "--html"},
               std::pair{o.lava ? std::string("on") : std::string(), "--lava"}})
             if (!path.empty())
                 throw UsageError(fmt::format(
@@ -845,8 +896,8 @@ void LabRun::check_options() {
          {std::pair{o.report_path, "--report"}, std::pair{o.junit_path, "--junit"},
           std::pair{o.record_path, "--record"},
           std::pair{o.ktap_path == "-" ? std::string() : o.ktap_path, "--ktap"},
-          std::pair{o.kcidb_path, "--kcidb"}, std::pair{o.console_path, "--keep-console"},
-          std::pair{o.dmesg_path, "--keep-dmesg"}}) {
+          std::pair{o.kcidb_path, "--kcidb"}, std::pair{o.html_path, "--html"},
+          std::pair{o.console_path, "--keep-console"}, std::pair{o.dmesg_path, "--keep-dmesg"}}) {
         if (path.empty())
             continue;
         fs::path parent = fs::absolute(path).parent_path();
@@ -901,9 +952,11 @@ void LabRun::locate_kernel() {
                                           .quiet = opts_.quiet});
         kernel_ = k.kernel;
         test_kernel_built_in_ = true;
-        lab_["test_kernel"] = {
-            {"release", k.release}, {"source", k.source}, {"config", k.config},
-            {"key", k.key},         {"plants", k.plants}};
+        lab_["test_kernel"] = {{"release", k.release},
+                               {"source", k.source},
+                               {"config", k.config},
+                               {"key", k.key},
+                               {"plants", k.plants}};
     } else if (kernel_.empty() && opts_.kernel_debs.empty()) {
         progress(opts_, "no --kernel: using Debian's newest kernel (downloaded once, cached in " +
                             (opts_.kernel_cache.empty() ? default_kernel_cache_dir()
@@ -1130,8 +1183,8 @@ Boot LabRun::boot_with_fallback() {
         progress(opts_, fmt::format("booting {} under QEMU ({}, {} cpus, {})",
                                     release_or(bz_.release, kernel_), accel_, opts_.cpus,
                                     format_size(opts_.memory)));
-        Boot boot =
-            boot_once(bp, accel_, accel_ == "kvm" && opts_.accel == "auto", con_, deadline, opts_);
+        Boot boot = boot_once(bp, accel_, accel_ == "kvm" && opts_.accel == "auto", con_, deadline,
+                              opts_, relay_);
         if (boot.end != BootEnd::kvm_unusable) {
             con_.file.close();
             return boot;
@@ -1145,6 +1198,7 @@ Boot LabRun::boot_with_fallback() {
         for (const char* f : {"report.json", "junit.xml", "record.jsonl", "ktap.txt", "kcidb.json",
                               "lava.json", "dmesg.txt", "stdout", "stderr", "status"})
             fs::remove(out_dir_ + "/" + f);
+        relay_ = {.path = relay_.path, .quiet = relay_.quiet};
         accel_ = "tcg";
     }
 }
@@ -1180,6 +1234,8 @@ Result LabRun::collect(const Boot& boot) {
     copy_out(out_dir_ + "/dmesg.txt", opts_.dmesg_path, "guest kernel log");
     res.guest_stdout = slurp_if_exists(out_dir_ + "/stdout").value_or("");
     res.guest_stderr = slurp_if_exists(out_dir_ + "/stderr").value_or("");
+    if (!relay_.quiet) // relayed as they came
+        res.guest_stderr = without_progress_lines(res.guest_stderr);
     // The guest names its own paths; say where the files are on the host.
     auto rename = [&](const std::string& guest_path, const std::string& host_path) {
         std::string repl = host_path.empty() ? "(not kept: pass it to gmemstress lab)" : host_path;

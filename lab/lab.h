@@ -27,6 +27,7 @@ struct Options {
     double timeout_s = 600;  // boot + run + shutdown
     std::string report_path; // the guest's report + "lab", written atomically
     std::string junit_path;  // the guest's JUnit XML, copied
+    std::string html_path;   // the report as HTML (reports/html.h), written by the caller
     std::string record_path; // the guest's recorded event stream (run --record), copied
     std::string ktap_path;   // run --ktap: Result::ktap, for the caller to write here
     std::string kcidb_path;  // run --kcidb: Result::kcidb, for the caller to write here

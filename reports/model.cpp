@@ -45,6 +45,7 @@ void OpStats::merge(const OpStats& o) {
     for (const auto& [k, v] : o.errors)
         errors[k] += v;
     latency_ns.merge(o.latency_ns);
+    timeline.merge(o.timeline);
 }
 
 bool did_run(const WorkloadResult& w) {

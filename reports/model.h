@@ -4,6 +4,7 @@
 
 #include "core/histogram.h"
 #include "core/kmsg.h"
+#include "core/timeline.h"
 #include "kvm/series.h"
 #include "reports/locks.h"
 #include "reports/probes_summary.h"
@@ -17,7 +18,9 @@
 
 namespace gms::report {
 
-inline constexpr int kSchemaVersion = 1;
+// 2: latency histograms keep their buckets, p99.9 and exact sum; each
+// operation has a throughput timeline. Version 1 reports had neither.
+inline constexpr int kSchemaVersion = 2;
 
 enum class Outcome { pass, fail, skip, error };
 std::string to_string(Outcome o);
@@ -27,12 +30,14 @@ struct OpStats {
     uint64_t count = 0;
     uint64_t bytes = 0;
     std::map<std::string, uint64_t> errors; // errno name -> count
-    Histogram latency_ns;
+    Histogram latency_ns; // completed operations only, as is the timeline
+    Timeline timeline;
 
     void record(uint64_t ns, uint64_t nbytes = 0) {
         ++count;
         bytes += nbytes;
         latency_ns.add(ns);
+        timeline.add(Timeline::clock_ns());
     }
     void record_error(int err);
     void merge(const OpStats& o);

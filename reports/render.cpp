@@ -16,14 +16,27 @@ namespace {
 
 using nlohmann::json;
 
+// The non-empty buckets as [lower, upper, count] (bounds inclusive, ns):
+// enough to merge runs and draw them without knowing the bucket layout.
 json histogram_json(const Histogram& h) {
+    json buckets = json::array();
+    for (unsigned i = 0; i < Histogram::kBuckets; ++i)
+        if (uint64_t n = h.bucket(i))
+            buckets.push_back({Histogram::lower_bound(i), Histogram::upper_bound(i), n});
     return {{"count", h.count()},
             {"min", h.min()},
             {"mean", h.mean()},
+            {"sum", h.sum()},
             {"p50", h.percentile(0.50)},
             {"p90", h.percentile(0.90)},
             {"p99", h.percentile(0.99)},
-            {"max", h.max()}};
+            {"p999", h.percentile(0.999)},
+            {"max", h.max()},
+            {"buckets", buckets}};
+}
+
+json timeline_json(const Timeline& t) {
+    return {{"bucket_ns", t.bucket_ns()}, {"counts", t.counts()}};
 }
 
 json check_json(const Check& c) {
@@ -56,7 +69,8 @@ json workload_json(const WorkloadResult& w) {
         ops[name] = {{"count", s.count},
                      {"bytes", s.bytes},
                      {"errors", s.errors},
-                     {"latency_ns", histogram_json(s.latency_ns)}};
+                     {"latency_ns", histogram_json(s.latency_ns)},
+                     {"timeline", timeline_json(s.timeline)}};
     json checks = json::array();
     for (const auto& c : w.checks)
         checks.push_back(check_json(c));

@@ -46,6 +46,9 @@ apt-get install -y -qq --no-install-recommends \
 apt-get install -y -qq --no-install-recommends \
   make gcc flex bison bc dwarves libssl-dev perl >/dev/null
 
+# Headless Chromium renders the HTML report in its tests (tests/e2e/test_html.py).
+apt-get install -y -qq --no-install-recommends chromium >/dev/null
+
 # The kernel's own KTAP parser (tools/testing/kunit/*.py from Debian's
 # linux-source), cached outside the clone for the KTAP tests. Fetched here, on
 # the host: where those tests run inside the lab (no /dev/kvm on the host), the

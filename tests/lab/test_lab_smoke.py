@@ -4,8 +4,9 @@ report comes back with its "lab" section; fentry/kprobe probes were used; the
 secretmem calibration saw direct-map zap/restore pairs; the uptodate,
 page-cache and direct-map invariants were verified with event counts matching
 the workloads (the direct map checked on every folio the page cache saw); the
-guest's kernel log had no findings. Prints the boot-to-report time
-(docs/LAB.md)."""
+guest's kernel log had no findings; the guest's plain progress lines were
+relayed while it ran (its stderr is not a terminal: no carriage returns);
+--html drew every operation. Prints the boot-to-report time (docs/LAB.md)."""
 import os
 import sys
 
@@ -31,9 +32,10 @@ kernel = fetch_kernel()
 lab = Lab()
 try:
     report_path = lab.path("smoke.json")
+    html_path = lab.path("smoke.html")
     p = lab.run(["--kernel", kernel["kernel"], "--profile", "smoke", "--cpus", "2",
-                 "--timeout", "420s", "--report", report_path, "--keep-console",
-                 lab.path("console.log"), "--", "--probes", "on"], timeout=500)
+                 "--timeout", "420s", "--report", report_path, "--html", html_path,
+                 "--keep-console", lab.path("console.log"), "--", "--probes", "on"], timeout=500)
     print("--- guest stdout ---\n" + p.stdout + "--- end ---")
     check(os.path.exists(report_path), "the report came back to the host")
     report = load_json(report_path)
@@ -49,6 +51,14 @@ try:
     check_invariants(report)
     check_direct_map(report)
     check_kernel_log(report)
+    relayed = [line for line in p.stderr.splitlines() if line.startswith("lab: guest: [")]
+    check(len(relayed) >= 2 and all(" ops, " in line for line in relayed),
+          f"the guest's progress lines were relayed ({len(relayed)} lines)")
+    check("\r" not in p.stderr and "gmemstress: progress" not in p.stderr,
+          "plain lines, no carriage returns, none printed twice")
+    html = open(html_path).read()
+    ops = sum(1 for w in report["workloads"] for o in w["ops"].values() if o["latency_ns"]["count"])
+    check(html.count('<section class="op') == ops > 0, f"--html drew the {ops} operations")
     print(f"boot-to-report: {p.elapsed:.1f} s (boot {lab_info.get('boot_s', 0):.1f} s, run "
           f"{lab_info.get('run_s', 0):.1f} s) on {lab_info.get('cpus')} cpus under "
           f"{lab_info.get('accel')}")
