@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "engine/engine.h"
 #include "probes/attach_points.h"
+#include "probes/lock_probes.h"
 #include "reports/cost.h"
 #include "workloads/workload.h"
 
@@ -74,7 +75,7 @@ int probe_cost(const CostOptions& o) {
     for (const auto& s : o.sets)
         overrides.push_back(profile::parse_set_flag(s));
     profile::Profile prof = profile::load_profile(o.profile, overrides, workloads::schemas(),
-                                                  probes::attach_point_names());
+                                                  probes::excludable_point_names());
     engine::check_output_paths({o.report_path});
 
     // detect

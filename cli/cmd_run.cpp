@@ -6,6 +6,7 @@
 #include "engine/engine.h"
 #include "lab/lab.h"
 #include "probes/attach_points.h"
+#include "probes/lock_probes.h"
 #include "workloads/workload.h"
 
 #include <fmt/format.h>
@@ -199,7 +200,7 @@ int run(const RunOptions& o) {
     if (o.lava && o.ktap_path == "-")
         throw UsageError("--lava with --ktap -: both write to stdout; give --ktap a file");
     profile::Profile prof = profile::load_profile(
-        o.profile, overrides_from(o), workloads::schemas(), probes::attach_point_names());
+        o.profile, overrides_from(o), workloads::schemas(), probes::excludable_point_names());
     add_waivers(prof, o.waive, o.waivers);
     engine::check_output_paths({o.report_path, o.junit_path, o.html_path, o.record_path,
                                 o.ktap_path == "-" ? "" : o.ktap_path, o.kcidb_path,

@@ -15,9 +15,40 @@ namespace gms {
 // (report::KmsgFinding): the scanner sits below the report model.
 struct KmsgFinding {
     std::string kind; // WARNING, BUG, soft_lockup, rcu_stall, bad_page_state, ...
-    std::string line;
+    std::string line; // the headline (what waivers match)
     uint64_t timestamp_us = 0;
+    // The whole splat, headline and stack included, in order (at most
+    // kMaxSplatLines); empty for a finding that came as one line (the lab's
+    // console scan).
+    std::vector<std::string> splat;
+    // Attribution from the splat itself (attribute_splat()): the task it
+    // names ("Comm:PID") and the guest_memfd operations in its call trace.
+    std::string task;
+    std::vector<std::string> operations;
 };
+
+// One /dev/kmsg record: its message (first line) and timestamp.
+struct KmsgRecord {
+    uint64_t timestamp_us = 0;
+    std::string message;
+};
+
+inline constexpr size_t kMaxSplatLines = 200;
+
+// Records -> findings, each with its whole splat: a finding's headline
+// starts one ("------------[ cut here ]------------" starts a WARN or BUG
+// whose headline is the next classified line); a WARN, BUG or Oops ends after
+// "---[ end trace", the others after " </TASK>"; any at the next headline,
+// after kMaxSplatLines, or when the log goes quiet for more than a second.
+// Pure, for tests.
+std::vector<KmsgFinding> assemble_splats(const std::vector<KmsgRecord>& records);
+
+// Fills `task` and `operations` of a finding from its splat: the "Comm:/PID:"
+// of its "CPU: N ... PID: P Comm: C" line (or a soft lockup's "[comm:pid]"),
+// and the guest_memfd functions of its call trace mapped to the operations
+// gmemstress drives (kvm_gmem_punch_hole -> punch_hole, ...). Not by time:
+// printk's clock (local_clock) is not the BPF probes' CLOCK_MONOTONIC.
+void attribute_splat(KmsgFinding& f);
 
 // A known kernel message that is reported as waived, not as a finding: an
 // ECMAScript regular expression searched in the finding's message, with

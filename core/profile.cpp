@@ -340,7 +340,15 @@ const std::map<std::string, std::vector<ParamSpec>>& section_params() {
            {},
            {power_of_two()}},
           {"exclude", ParamType::string_list, std::vector<std::string>{},
-           "attach points not to attach (names as in the report's probes.attach_points)"}}},
+           "attach points not to attach (names as in the report's probes.attach_points)"},
+          // Off by default: fentry/fexit on every rwsem operation of the
+          // kernel cost host faults ~20% in the lab (docs/LOCKS.md, "Cost").
+          {"locks", ParamType::boolean, false,
+           "measure guest_memfd invalidate_lock hold and wait times (fentry on the rwsem "
+           "functions; the report's locks section)"},
+          // A hold over it is the invalidate_lock_hold finding.
+          {"lock_threshold", ParamType::duration, 1.0,
+           "an invalidate_lock hold longer than this is a finding", 0.000001, 3600.0}}},
     };
     return p;
 }
@@ -658,6 +666,8 @@ Profile parse_profile(const std::string& text, const std::string& source,
     p.probes.all_guest_memfds = get<bool>(sec["probes"], "all");
     p.probes.ringbuf_size = static_cast<uint64_t>(get<int64_t>(sec["probes"], "ringbuf_size"));
     p.probes.exclude = get<std::vector<std::string>>(sec["probes"], "exclude");
+    p.probes.locks = get<bool>(sec["probes"], "locks");
+    p.probes.lock_threshold_s = get<double>(sec["probes"], "lock_threshold");
     for (const auto& name : p.probes.exclude)
         if (!probe_points.empty() &&
             std::find(probe_points.begin(), probe_points.end(), name) == probe_points.end())
@@ -776,7 +786,9 @@ nlohmann::json Profile::to_json() const {
                    {"backend", to_string(probes.backend)},
                    {"all", probes.all_guest_memfds},
                    {"ringbuf_size", probes.ringbuf_size},
-                   {"exclude", probes.exclude}};
+                   {"exclude", probes.exclude},
+                   {"locks", probes.locks},
+                   {"lock_threshold", probes.lock_threshold_s}};
     j["kernel_log"] = {{"waive", nlohmann::json::array()}};
     for (const auto& w : kernel_log_waivers)
         j["kernel_log"]["waive"].push_back(

@@ -87,6 +87,8 @@ struct ProbeSettings {
     bool all_guest_memfds = false;
     uint64_t ringbuf_size = 8ull << 20;
     std::vector<std::string> exclude; // attach points left out (probes/attach_points.cpp names)
+    bool locks = true;                // the invalidate_lock probes
+    double lock_threshold_s = 1.0;    // a longer hold is a finding
 };
 
 struct Profile {

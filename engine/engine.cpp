@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/util.h"
 #include "probes/checkers.h"
+#include "probes/lock_pairer.h"
 #include "reports/html.h"
 #include "reports/ktap.h"
 #include "reports/lava.h"
@@ -109,6 +110,8 @@ ProbeAttachment attach_probes(const profile::Profile& p, const Caps& caps, repor
     opts.ringbuf_size = p.probes.ringbuf_size;
     opts.record = record;
     opts.exclude = {p.probes.exclude.begin(), p.probes.exclude.end()};
+    opts.locks = p.probes.locks;
+    opts.lock_threshold_ns = uint64_t(p.probes.lock_threshold_s * 1e9);
     try {
         a.session = probes::Session::attach(opts, caps);
     } catch (const EnvError& e) {
@@ -139,11 +142,17 @@ void finish_probes(ProbeAttachment& a, report::Report& rep, const std::string& r
             inv.reason = "no probes: " + why;
             rep.invariants.push_back(inv);
         }
+        report::LocksSection locks;
+        locks.reason = "no probes: " + why;
+        auto inv = probes::judge_lock_holds(locks);
+        inv.reason = locks.reason;
+        rep.invariants.push_back(inv);
         return;
     }
     a.session->finish();
     rep.probes.status = report::ProbesSection::Status::attached;
     rep.probes.summary = a.session->summary();
+    rep.locks = a.session->locks();
     rep.invariants = a.session->check(rep.workloads);
     if (!record_path.empty()) {
         nlohmann::json meta = {{"command", rep.command},

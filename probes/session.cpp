@@ -14,6 +14,8 @@
 #include "probes/decode.h"
 #include "probes/events.h"
 #include "probes/loader.h"
+#include "probes/lock_pairer.h"
+#include "probes/lock_probes.h"
 #include "probes/point_names.h"
 #include "probes/ring_reader.h"
 #include "refcount.skel.h"
@@ -113,6 +115,8 @@ struct Session::Impl {
     unsigned no_direct_map_bit = 2;
     std::unique_ptr<ProbeObject> object;
     std::unique_ptr<RingReader> reader;
+    std::unique_ptr<LockProbes> locks; // null: not asked for (locks_reason)
+    std::string locks_reason;
     bool finished = false;
     uint32_t filter_tgid = 0;
     std::string gmem_dev_source;
@@ -154,9 +158,12 @@ struct Session::Impl {
         }
         reader.reset();
         object.reset();
+        locks.reset();
     }
 
     void stop_collection() {
+        if (locks)
+            locks->finish();
         if (object)
             object->detach_all(); // no new records
         if (reader)
@@ -529,10 +536,16 @@ std::unique_ptr<Session> Session::attach(const Options& opts, const Caps& caps) 
         forced = Backend::tracepoint;
         break;
     }
+    auto is_lock_point = [](const std::string& name) {
+        for (const auto& d : lock_attach_points())
+            if (d.name == name)
+                return true;
+        return false;
+    };
     for (const auto& name : opts.exclude)
-        if (!find_attach_point(name))
+        if (!find_attach_point(name) && !is_lock_point(name))
             throw UsageError(fmt::format("probes.exclude: unknown attach point '{}' (known: {})",
-                                         name, join(attach_point_names(), ", ")));
+                                         name, join(excludable_point_names(), ", ")));
     install_libbpf_log();
     std::unique_ptr<Session> s(new Session());
     auto& im = *s->impl_;
@@ -568,6 +581,15 @@ std::unique_ptr<Session> Session::attach(const Options& opts, const Caps& caps) 
         skel.bss->cfg_all_gmem = opts.all_guest_memfds ? 1 : 0;
     };
     im.object = ProbeObject::load_and_attach(kt, std::move(req));
+    if (!opts.locks)
+        im.locks_reason = "probes.locks = false";
+    else if (forced && *forced != Backend::fentry)
+        im.locks_reason = fmt::format("backend forced to {}: the lock probes are fentry only",
+                                      to_string(*forced));
+    else
+        im.locks = LockProbes::attach(
+            kt, usable,
+            LockProbeOptions{im.filter_tgid, opts.lock_threshold_ns, opts.exclude, 1ull << 20});
     if (opts.all_guest_memfds)
         im.learn_gmem_dev();
     im.reader = std::make_unique<RingReader>(
@@ -710,6 +732,26 @@ report::ProbesSummary Session::summary() const {
             j.attach_points.push_back(std::move(e));
         }
     }
+    if (im.locks)
+        for (const auto& p : im.locks->points()) {
+            report::AttachPointSummary e;
+            e.name = p.def->name;
+            e.what = p.def->what;
+            e.attached = p.attached;
+            if (p.chosen) {
+                e.backend = to_string(*p.chosen);
+                e.target = p.target;
+                e.programs = p.progs;
+            }
+            e.reason = p.attached || !p.reason.empty() || im.locks->attached()
+                           ? p.reason
+                           : "lock probes not attached: " + im.locks->reason();
+            e.optional = p.def->where_present;
+            e.rejected = p.rejected;
+            if (p.attached)
+                j.backends_in_use.insert(to_string(*p.chosen));
+            j.attach_points.push_back(std::move(e));
+        }
     j.ringbuf_size = im.opts.ringbuf_size;
     auto cnt = im.read_counters();
     for (int i = 0; i < GMS_CNT_MAX; ++i)
@@ -748,12 +790,27 @@ nlohmann::json Session::describe() const {
     return report::to_json(summary());
 }
 
+report::LocksSection Session::locks() const {
+    const auto& im = *impl_;
+    if (im.locks)
+        return im.locks->section();
+    report::LocksSection s;
+    s.threshold_ns = im.opts.lock_threshold_ns;
+    s.reason = im.locks_reason;
+    return s;
+}
+
 std::vector<report::InvariantResult>
 Session::check(const std::vector<report::WorkloadResult>& w) const {
     auto cov = impl_->coverage();
     auto exp = Expectations::from_workloads(w);
-    std::lock_guard lk(impl_->mu);
-    return impl_->checkers.results(cov, exp);
+    std::vector<report::InvariantResult> out;
+    {
+        std::lock_guard lk(impl_->mu);
+        out = impl_->checkers.results(cov, exp);
+    }
+    out.push_back(judge_lock_holds(locks()));
+    return out;
 }
 
 void Session::save_recording(const std::string& path, const std::vector<report::WorkloadResult>& w,

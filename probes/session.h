@@ -6,6 +6,7 @@
 #include "core/profile.h"
 #include "kvm/observed_gmem.h"
 #include "reports/model.h"
+#include "reports/locks.h"
 #include "reports/probes_summary.h"
 
 #include <memory>
@@ -32,9 +33,13 @@ struct Options {
     // Keep the decoded stream (bounded) for save_recording().
     bool record = false;
     uint64_t record_max_events = 200000;
-    // Attach points left out on purpose (names as in attach_points()); the
-    // checkers then say what they could not see.
+    // Attach points left out on purpose (names as in attach_points() and
+    // lock_attach_points()); the checkers then say what they could not see.
     std::set<std::string> exclude;
+    // The invalidate_lock probes (probes/lock_probes.h) and the hold that is
+    // a finding (invariant invalidate_lock_hold).
+    bool locks = true;
+    uint64_t lock_threshold_ns = 1000000000ull;
 };
 
 // What attach methods this kernel allows (for `caps`): tries each for real
@@ -68,6 +73,8 @@ class Session : public kvm::GmemObserver {
     // Attach results, backends, drop counters, calibration.
     report::ProbesSummary summary() const;
     nlohmann::json describe() const; // report::to_json(summary())
+    // The invalidate_lock hold and wait times (the report's "locks").
+    report::LocksSection locks() const;
     // Verdicts of every invariant, given what the workloads say they did.
     std::vector<report::InvariantResult> check(const std::vector<report::WorkloadResult>& w) const;
     // Writes the recorded stream (Options.record) as JSON lines with the

@@ -6,6 +6,7 @@
 #include "core/kmsg.h"
 #include "core/timeline.h"
 #include "kvm/series.h"
+#include "reports/locks.h"
 #include "reports/probes_summary.h"
 
 #include <cstdint>
@@ -160,6 +161,8 @@ struct Report : Envelope {
     std::vector<Check> conformance;
     std::vector<InvariantResult> invariants;
     ProbesSection probes; // attach results, counters
+    // invalidate_lock hold and wait times; unset without probes.
+    std::optional<LocksSection> locks;
 
     // fail: a check, workload, invariant or kernel log finding failed;
     // error: the tool could not do what was asked; skip: nothing ran (no

@@ -224,8 +224,16 @@ InvariantResult invariant_of(const json& j, const At& at) {
 }
 
 KmsgFinding finding_of(const json& j, const At& at) {
-    return {get<std::string>(j, "kind", at), get<std::string>(j, "line", at),
-            get<uint64_t>(j, "timestamp_us", at)};
+    KmsgFinding f{get<std::string>(j, "kind", at), get<std::string>(j, "line", at),
+                  get<uint64_t>(j, "timestamp_us", at)};
+    // The whole splat and its attribution (optional: older reports have none).
+    if (j.contains("splat") && j["splat"].is_array())
+        f.splat = j["splat"].get<std::vector<std::string>>();
+    if (j.contains("task") && j["task"].is_string())
+        f.task = j["task"].get<std::string>();
+    if (j.contains("operations") && j["operations"].is_array())
+        f.operations = j["operations"].get<std::vector<std::string>>();
+    return f;
 }
 
 void kernel_log_of(const json& j, const At& at, Envelope& e) {

@@ -131,7 +131,12 @@ namespace {
 json kernel_log_json(const Envelope& e) {
     json list = json::array();
     for (const auto& f : e.kernel_log)
-        list.push_back({{"kind", f.kind}, {"line", f.line}, {"timestamp_us", f.timestamp_us}});
+        list.push_back({{"kind", f.kind},
+                        {"line", f.line},
+                        {"timestamp_us", f.timestamp_us},
+                        {"splat", f.splat},
+                        {"task", f.task},
+                        {"operations", f.operations}});
     json waivers = json::array();
     auto counts = e.waiver_counts();
     for (size_t i = 0; i < e.kernel_log_waivers.size(); ++i) {
@@ -254,6 +259,8 @@ json to_json(const Report& r) {
     for (const auto& i : r.invariants)
         j["invariants"].push_back(invariant_json(i));
     j["probes"] = to_json(r.probes);
+    if (r.locks)
+        j["locks"] = to_json(*r.locks);
     j["verdict"] = to_string(r.verdict());
     return j;
 }
@@ -313,10 +320,20 @@ std::string to_text(const Report& r, bool color) {
         for (size_t k = 0; k < i.violations.size() && k < 5; ++k)
             out += fmt::format("             {}\n", i.violations[k]);
     }
+    if (r.locks)
+        for (const auto& l : text_lines(*r.locks))
+            out += "  " + l + "\n";
     if (!r.kernel_log_available)
         out += fmt::format("  kernel log: not scanned ({})\n", r.kernel_log_reason);
-    for (const auto& f : r.kernel_log)
+    for (const auto& f : r.kernel_log) {
         out += fmt::format("  kernel log {}: {}\n", f.kind, f.line);
+        if (!f.task.empty() || !f.operations.empty())
+            out += fmt::format(
+                "             by {} in {}; {} lines in the report\n", f.task.empty() ? "?" : f.task,
+                f.operations.empty() ? "no guest_memfd operation"
+                                     : fmt::format("{}", fmt::join(f.operations, ", ")),
+                f.splat.size());
+    }
     for (const auto& w : r.kernel_log_waived)
         out += fmt::format("  kernel log waived {}: {} (by /{}/, {})\n", w.finding.kind,
                            w.finding.line, r.waiver_of(w).regex, r.waiver_of(w).origin);

@@ -42,6 +42,7 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_STACK_TRACE = 7,
 	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
@@ -89,6 +90,19 @@ struct pt_regs {
 
 struct rw_semaphore {
 	long count; /* only its address is used */
+};
+
+/* CONFIG_DEBUG_LOCK_ALLOC only (checked with bpf_core_field_exists). */
+struct lock_class {
+	int name_version;
+};
+
+struct lockdep_map {
+	struct lock_class *class_cache[2];
+};
+
+struct rw_semaphore___dbg {
+	struct lockdep_map dep_map;
 };
 
 struct super_block {
@@ -154,6 +168,7 @@ struct folio___old {
 struct file {
 	struct inode *f_inode;
 	void *private_data; /* guest_memfd: struct gmem_file (kvm first) */
+	struct address_space *f_mapping;
 };
 
 /* KVM (include/linux/kvm_host.h); gmem since 6.8. */
