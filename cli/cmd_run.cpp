@@ -232,8 +232,12 @@ int run(const RunOptions& o) {
     report::Report rep = engine::run_profile(prof, caps, spec);
 
     // write
-    engine::Output out{o.report_path, o.junit_path,
-                       o.quiet ? engine::Summary::none : engine::Summary::text, o.ktap_path};
+    // Named fields: a member added to Output must not shift these.
+    engine::Output out;
+    out.json_path = o.report_path;
+    out.junit_path = o.junit_path;
+    out.summary = o.quiet ? engine::Summary::none : engine::Summary::text;
+    out.ktap_path = o.ktap_path;
     out.kcidb_path = o.kcidb_path;
     out.kcidb = kcidb;
     out.html_path = o.html_path;

@@ -140,7 +140,6 @@ struct Output {
     std::string json_path; // empty: no JSON file
     std::string junit_path;
     Summary summary = Summary::text;
-    std::string html_path; // self-contained HTML (reports/html.h); run reports only
     // KTAP v1 (reports/ktap.h); "-": on stdout, and the text summary on stderr.
     std::string ktap_path;
     // KCIDB v5.3 tests (reports/kcidb.h), with their origin, build and run ids.
@@ -151,6 +150,7 @@ struct Output {
     bool lava = false;
     // The LAVA calls as JSON instead, for `gmemstress lab` to make on the host.
     std::string lava_json_path;
+    std::string html_path; // self-contained HTML (reports/html.h); run reports only
 };
 
 // Makes the LAVA calls (reports/lava.h), says on stderr which failed;

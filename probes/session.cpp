@@ -699,6 +699,23 @@ void Session::finish() {
     im.finished = true;
 }
 
+// One attach point as the report shows it (gmem and lock objects alike).
+template <class Point> report::AttachPointSummary point_summary(const Point& p) {
+    report::AttachPointSummary e;
+    e.name = p.def->name;
+    e.what = p.def->what;
+    e.attached = p.attached;
+    if (p.chosen) {
+        e.backend = to_string(*p.chosen);
+        e.target = p.target;
+        e.programs = p.progs;
+    }
+    e.reason = p.reason;
+    e.optional = p.def->where_present;
+    e.rejected = p.rejected;
+    return e;
+}
+
 report::ProbesSummary Session::summary() const {
     const auto& im = *impl_;
     report::ProbesSummary j;
@@ -713,18 +730,7 @@ report::ProbesSummary Session::summary() const {
         j.attach_check = im.object->attach_check();
         j.load_failures = im.object->load_failures();
         for (const auto& p : im.object->points()) {
-            report::AttachPointSummary e;
-            e.name = p.def->name;
-            e.what = p.def->what;
-            e.attached = p.attached;
-            if (p.chosen) {
-                e.backend = to_string(*p.chosen);
-                e.target = p.target;
-                e.programs = p.progs;
-            }
-            e.reason = p.reason;
-            e.optional = p.def->where_present;
-            e.rejected = p.rejected;
+            report::AttachPointSummary e = point_summary(p);
             if (p.chosen && p.def->decoding != ArgDecoding::fixed)
                 e.decoding = to_string(p.form);
             if (p.attached)
@@ -734,20 +740,9 @@ report::ProbesSummary Session::summary() const {
     }
     if (im.locks)
         for (const auto& p : im.locks->points()) {
-            report::AttachPointSummary e;
-            e.name = p.def->name;
-            e.what = p.def->what;
-            e.attached = p.attached;
-            if (p.chosen) {
-                e.backend = to_string(*p.chosen);
-                e.target = p.target;
-                e.programs = p.progs;
-            }
-            e.reason = p.attached || !p.reason.empty() || im.locks->attached()
-                           ? p.reason
-                           : "lock probes not attached: " + im.locks->reason();
-            e.optional = p.def->where_present;
-            e.rejected = p.rejected;
+            report::AttachPointSummary e = point_summary(p);
+            if (!p.attached && p.reason.empty() && !im.locks->attached())
+                e.reason = "lock probes not attached: " + im.locks->reason();
             if (p.attached)
                 j.backends_in_use.insert(to_string(*p.chosen));
             j.attach_points.push_back(std::move(e));

@@ -1,6 +1,7 @@
 #include "reports/html.h"
 
 #include "reports/measurements.h"
+#include "reports/render.h"
 
 #include <algorithm>
 #include <cmath>
@@ -14,26 +15,7 @@ namespace gms::report {
 namespace {
 
 std::string esc(const std::string& s) {
-    std::string out;
-    for (char c : s) {
-        switch (c) {
-        case '&':
-            out += "&amp;";
-            break;
-        case '<':
-            out += "&lt;";
-            break;
-        case '>':
-            out += "&gt;";
-            break;
-        case '"':
-            out += "&quot;";
-            break;
-        default:
-            out += c;
-        }
-    }
-    return out;
+    return xml_escape(s);
 }
 
 std::string ns_text(double ns) {

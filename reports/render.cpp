@@ -89,6 +89,8 @@ json workload_json(const WorkloadResult& w) {
             {"params", w.params}};
 }
 
+} // namespace
+
 std::string xml_escape(const std::string& s) {
     std::string out;
     for (char c : s) {
@@ -118,6 +120,8 @@ std::string xml_escape(const std::string& s) {
     }
     return out;
 }
+
+namespace {
 
 } // namespace
 

@@ -22,6 +22,8 @@ std::string series_line(const kvm::SeriesInfo& s);
 std::string to_text(const Report& r, bool color = false);
 // JUnit XML: one test case per check, per workload and per invariant.
 std::string to_junit(const Report& r);
+// & < > " ' escaped: for XML and for HTML text and attributes alike.
+std::string xml_escape(const std::string& s);
 
 // Writes to a temporary file in the same directory, fsyncs and renames, so
 // readers see either the old file or the complete new one. Throws SysError.

@@ -29,6 +29,7 @@
 #include <cstring>
 #include <fmt/format.h>
 #include <memory>
+#include <optional>
 #include <sys/mman.h>
 
 namespace gms::workloads {
@@ -36,6 +37,23 @@ namespace gms::workloads {
 namespace {
 
 using namespace guest;
+
+// The guest program's report of a mismatch: OUT of the GPA to kPortMismatch,
+// with what it expected in ebx and what it read in ecx. Any other exit: none.
+struct GuestMismatch {
+    uint32_t gpa, expected, seen;
+};
+std::optional<GuestMismatch> guest_mismatch(kvm::Vcpu& v, kvm_run& run) {
+    if (run.exit_reason != KVM_EXIT_IO || run.io.port != kPortMismatch ||
+        run.io.direction != KVM_EXIT_IO_OUT || run.io.size != 4 || run.io.count != 1)
+        return std::nullopt;
+    GuestMismatch m;
+    std::memcpy(&m.gpa, reinterpret_cast<uint8_t*>(&run) + run.io.data_offset, 4);
+    kvm_regs r = v.regs();
+    m.expected = uint32_t(r.rbx);
+    m.seen = uint32_t(r.rcx);
+    return m;
+}
 
 constexpr uint32_t kDataSlot = 1;
 constexpr uint32_t kTagHost = 1, kTagGuest = 2;
@@ -196,13 +214,10 @@ bool guest_check(VcpuJob& job, RunSlot& slot, std::atomic<bool>& abort, double r
     call.rcx = pages.size();
     enter(vcpu, call);
     auto on_exit = [&](kvm::Vcpu& v, kvm_run& run) -> std::string {
-        if (run.exit_reason != KVM_EXIT_IO || run.io.port != kPortMismatch ||
-            run.io.direction != KVM_EXIT_IO_OUT || run.io.size != 4 || run.io.count != 1)
+        auto m = guest_mismatch(v, run);
+        if (!m)
             return "unexpected " + describe_exit(v);
-        uint32_t gpa;
-        std::memcpy(&gpa, reinterpret_cast<uint8_t*>(&run) + run.io.data_offset, 4);
-        kvm_regs r = v.regs();
-        mismatch(gpa, uint32_t(r.rbx), uint32_t(r.rcx));
+        mismatch(m->gpa, m->expected, m->seen);
         return "";
     };
     host::Timer t;
@@ -366,19 +381,16 @@ void run_vcpu_job(Context& ctx, const Params& prm, VcpuJob& job, RunSlot& slot,
         call.rcx = n;
         enter(vcpu, call);
         auto on_exit = [&](kvm::Vcpu& v, kvm_run& run) -> std::string {
-            if (run.exit_reason != KVM_EXIT_IO || run.io.port != kPortMismatch ||
-                run.io.direction != KVM_EXIT_IO_OUT || run.io.size != 4 || run.io.count != 1)
+            auto m = guest_mismatch(v, run);
+            if (!m)
                 return "unexpected " + describe_exit(v);
-            uint32_t gpa;
-            std::memcpy(&gpa, reinterpret_cast<uint8_t*>(&run) + run.io.data_offset, 4);
-            kvm_regs r = v.regs();
-            uint64_t off = uint64_t(gpa) - kDataGpa; // guest_memfd offset
+            uint64_t off = uint64_t(m->gpa) - kDataGpa; // guest_memfd offset
             uint64_t pg = off / kPage - job.first_page;
             w.verification.mismatch(fmt::format("vm{} vcpu{} round {}: guest read {:#010x} at "
                                                 "guest_memfd offset {:#x} (page {}, word {}), "
                                                 "expected {:#010x} ({})",
-                                                job.vm, job.vcpu, round, uint32_t(r.rcx), off,
-                                                off / kPage, (off % kPage) / 4, uint32_t(r.rbx),
+                                                job.vm, job.vcpu, round, m->seen, off,
+                                                off / kPage, (off % kPage) / 4, m->expected,
                                                 pg < job.pages ? key_str(st[pg].guest_view())
                                                                : "outside the vCPU's region"));
             return "";

@@ -43,11 +43,13 @@ def test():
     assert meta["recording_dropped"] == 0
     assert meta["coverage"]["attached"], "no attach point in the recording's coverage"
     assert "expect" in meta and meta["expect"].get("gmem_files", 0) > 0, meta.get("expect")
-    # Every record decoded from the ring buffer, plus the files' lifecycle
-    # (announced by the workloads, not by BPF), except the events of the
+    # Every record decoded from the ring buffer, plus the host's markers (the
+    # files' lifecycle, announced by the workloads; the leak drain and the
+    # refcounts read after it, by the session), except the events of the
     # secretmem calibration's own file (where fentry runs it), which are not
     # part of the run's stream.
-    events = [e for e in lines[1:] if e["type"] not in ("gmem_created", "gmem_released")]
+    markers = ("gmem_created", "gmem_released", "leak_drain", "folio_refcount")
+    events = [e for e in lines[1:] if e["type"] not in markers]
     assert events, "no event recorded"
     decoded = rep["probes"]["events_decoded"]
     calibration = rep["probes"]["events_of_calibration_files"]
