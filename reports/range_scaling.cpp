@@ -1,0 +1,226 @@
+#include "reports/range_scaling.h"
+
+#include "core/util.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fmt/format.h>
+
+namespace gms::report {
+
+using nlohmann::json;
+
+uint64_t ScalingSample::min_ns() const {
+    return ns.empty() ? 0 : *std::min_element(ns.begin(), ns.end());
+}
+
+uint64_t ScalingSample::max_ns() const {
+    return ns.empty() ? 0 : *std::max_element(ns.begin(), ns.end());
+}
+
+uint64_t ScalingSample::median_ns() const {
+    if (ns.empty())
+        return 0;
+    std::vector<uint64_t> v = ns;
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+std::optional<uint64_t> ScalingProjection::bytes() const {
+    // 4 KiB pages; beyond 2^63 bytes the answer is "never" in practice.
+    if (!pages || *pages * 4096 >= 9.2e18)
+        return std::nullopt;
+    return static_cast<uint64_t>(std::llround(*pages * 4096));
+}
+
+void fit_op(ScalingOp& op, double tolerance, double outlier_factor,
+            const std::vector<std::pair<std::string, double>>& thresholds) {
+    std::vector<fit::Point> mins;
+    std::vector<double> xs;
+    double lo = 0, hi = 0;
+    for (const auto& s : op.samples) {
+        if (s.ns.empty())
+            continue;
+        mins.push_back({double(s.work_pages), double(s.min_ns())});
+        xs.push_back(double(s.work_pages));
+        lo = lo == 0 ? double(s.work_pages) : std::min(lo, double(s.work_pages));
+        hi = std::max(hi, double(s.work_pages));
+    }
+    op.linear = fit::linear(mins);
+    op.power = fit::power(mins);
+    op.n_log_n_exponent = xs.empty() ? 0 : fit::n_log_n_exponent(xs);
+    op.growth.reset();
+    if (mins.size() < 3 || lo <= 0 || hi < 8 * lo || !op.power)
+        op.growth_reason = fmt::format("{} size{} spanning {:.1f}x: a class needs at least 3 "
+                                       "sizes spanning 8x",
+                                       mins.size(), mins.size() == 1 ? "" : "s",
+                                       lo > 0 ? hi / lo : 0.0);
+    else
+        op.growth = fit::classify(op.power->exponent, op.n_log_n_exponent, tolerance);
+
+    op.projections.clear();
+    const bool use_power = op.growth && (*op.growth == fit::Growth::n_log_n ||
+                                         *op.growth == fit::Growth::superlinear);
+    for (const auto& [name, seconds] : thresholds) {
+        ScalingProjection p;
+        p.threshold = name;
+        p.threshold_s = seconds;
+        if (use_power && op.power) {
+            p.basis = "power";
+            p.pages = fit::reach(*op.power, seconds * 1e9);
+        } else if (op.linear) {
+            p.basis = "linear";
+            p.pages = fit::reach(*op.linear, seconds * 1e9);
+        } else {
+            continue;
+        }
+        op.projections.push_back(p);
+    }
+
+    op.outliers.clear();
+    if (!op.linear)
+        return;
+    for (const auto& s : op.samples)
+        for (size_t r = 0; r < s.ns.size(); ++r) {
+            std::vector<fit::Point> one = {{double(s.work_pages), double(s.ns[r])}};
+            auto expected = [&](double x) { return op.linear->at(x); };
+            if (!fit::outliers(one, expected, outlier_factor, 1e6).empty())
+                op.outliers.push_back({s.range_bytes, unsigned(r), s.ns[r],
+                                       std::max(0.0, op.linear->at(double(s.work_pages)))});
+        }
+}
+
+namespace {
+
+json opt(const std::optional<double>& v) {
+    return v ? json(*v) : json(nullptr);
+}
+
+json op_json(const ScalingOp& o) {
+    json samples = json::array();
+    for (const auto& s : o.samples)
+        samples.push_back({{"range_bytes", s.range_bytes},
+                           {"work_pages", s.work_pages},
+                           {"sparse", s.sparse},
+                           {"ns", s.ns},
+                           {"min_ns", s.min_ns()},
+                           {"median_ns", s.median_ns()},
+                           {"max_ns", s.max_ns()}});
+    json lin = nullptr, pow = nullptr;
+    if (o.linear)
+        lin = {{"intercept_ns", o.linear->intercept},
+               {"slope_ns_per_page", o.linear->slope},
+               {"r2", o.linear->r2},
+               {"points", o.linear->points}};
+    if (o.power)
+        pow = {{"coefficient", o.power->coefficient},
+               {"exponent", o.power->exponent},
+               {"r2", o.power->r2},
+               {"points", o.power->points}};
+    json proj = json::array();
+    for (const auto& p : o.projections) {
+        auto b = p.bytes();
+        proj.push_back({{"threshold", p.threshold},
+                        {"threshold_s", p.threshold_s},
+                        {"pages", opt(p.pages)},
+                        {"bytes", b ? json(*b) : json(nullptr)},
+                        {"basis", p.basis}});
+    }
+    json outl = json::array();
+    for (const auto& x : o.outliers)
+        outl.push_back({{"range_bytes", x.range_bytes},
+                        {"rep", x.rep},
+                        {"ns", x.ns},
+                        {"expected_ns", x.expected_ns}});
+    return {{"name", o.name},
+            {"x", o.x},
+            {"skip_reason", o.skip_reason},
+            {"samples", samples},
+            {"linear", lin},
+            {"power", pow},
+            {"growth", o.growth ? json(fit::to_string(*o.growth)) : json(nullptr)},
+            {"n_log_n_exponent", o.n_log_n_exponent},
+            {"growth_reason", o.growth_reason},
+            {"projections", proj},
+            {"outliers", outl}};
+}
+
+std::string ns_str(double ns) {
+    if (ns >= 1e9)
+        return fmt::format("{:.2f}s", ns / 1e9);
+    if (ns >= 1e6)
+        return fmt::format("{:.1f}ms", ns / 1e6);
+    if (ns >= 1e3)
+        return fmt::format("{:.1f}us", ns / 1e3);
+    return fmt::format("{:.0f}ns", ns);
+}
+
+std::string size_str(const ScalingProjection& p) {
+    if (!p.pages)
+        return "never";
+    auto b = p.bytes();
+    return b ? format_size(*b) : std::string("beyond 2^63 bytes");
+}
+
+} // namespace
+
+json to_json(const RangeScaling& s) {
+    json ops = json::array();
+    for (const auto& o : s.ops)
+        ops.push_back(op_json(o));
+    return {{"mem_available", s.mem_available},
+            {"memory_budget", s.memory_budget},
+            {"min_size", s.min_size},
+            {"max_size", s.max_size},
+            {"dense_limit", s.dense_limit},
+            {"sparse_stride", s.sparse_stride},
+            {"growth_factor", s.growth_factor},
+            {"reps", s.reps},
+            {"tolerance", s.tolerance},
+            {"watchdog_thresh_s", s.watchdog_thresh_s},
+            {"watchdog_source", s.watchdog_source},
+            {"soft_lockup_s", s.soft_lockup_s},
+            {"stall_s", s.stall_s},
+            {"notes", s.notes},
+            {"ops", ops}};
+}
+
+std::vector<std::string> to_text_lines(const RangeScaling& s, const std::string& in) {
+    std::vector<std::string> out;
+    out.push_back(fmt::format("{}range scaling: soft lockup at {:g}s (2 x watchdog_thresh), guest "
+                              "stall at {}; {} reps per size",
+                              in, s.soft_lockup_s, ns_str(s.stall_s * 1e9), s.reps));
+    for (const auto& o : s.ops) {
+        if (!o.skip_reason.empty()) {
+            out.push_back(fmt::format("{}  {:<20} skipped: {}", in, o.name, o.skip_reason));
+            continue;
+        }
+        std::string sizes = "no size";
+        if (!o.samples.empty())
+            sizes = fmt::format("{}..{} ({} sizes)", format_size(o.samples.front().range_bytes),
+                                format_size(o.samples.back().range_bytes), o.samples.size());
+        std::string line = fmt::format("{}  {:<20} {}", in, o.name, sizes);
+        if (o.linear)
+            line += fmt::format(", {:.1f} ns/page", o.linear->slope);
+        if (o.power)
+            line += fmt::format(", exponent {:.2f}", o.power->exponent);
+        line += o.growth ? ": " + fit::to_string(*o.growth) : ": unclassified (" + o.growth_reason + ")";
+        out.push_back(line);
+        if (!o.projections.empty()) {
+            std::string p = fmt::format("{}  {:<20} one operation reaches", in, "");
+            for (size_t i = 0; i < o.projections.size(); ++i)
+                p += fmt::format("{} {} at {} ({} fit)", i ? "," : "", o.projections[i].threshold,
+                                 size_str(o.projections[i]), o.projections[i].basis);
+            out.push_back(p);
+        }
+        for (const auto& x : o.outliers)
+            out.push_back(fmt::format("{}  {:<20} outlier: {} repetition {}: {} (fit: {})", in, "",
+                                      format_size(x.range_bytes), x.rep + 1, ns_str(double(x.ns)),
+                                      ns_str(x.expected_ns)));
+    }
+    for (const auto& n : s.notes)
+        out.push_back(fmt::format("{}  note: {}", in, n));
+    return out;
+}
+
+} // namespace gms::report

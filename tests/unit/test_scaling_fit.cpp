@@ -1,0 +1,244 @@
+// The range-scaling fits on known datasets: exact linear, quadratic, n log n,
+// constant, and linear with noise; the classes, slopes and projections.
+#include "core/scaling_fit.h"
+#include "reports/render.h"
+
+#include <catch2/catch_approx.hpp>
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
+#include <cmath>
+
+using namespace gms::fit;
+using gms::fit::Growth;
+using Catch::Approx;
+
+namespace {
+// Page counts as the workload measures them: 1 MiB .. 1 GiB, doubling.
+std::vector<double> sizes() {
+    std::vector<double> xs;
+    for (double x = 256; x <= 262144; x *= 2)
+        xs.push_back(x);
+    return xs;
+}
+
+template <class F> std::vector<Point> make(F&& f) {
+    std::vector<Point> pts;
+    for (double x : sizes())
+        pts.push_back({x, f(x)});
+    return pts;
+}
+
+// Deterministic noise in [-amp, +amp] (relative), the same on every machine.
+double noise(unsigned i, double amp) {
+    uint64_t z = (i + 1) * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 31)) * 0xbf58476d1ce4e5b9ull;
+    z ^= z >> 29;
+    return amp * (double(z % 2001) / 1000.0 - 1.0);
+}
+
+Growth class_of(const std::vector<Point>& pts, double tol = 0.2) {
+    auto p = power(pts);
+    REQUIRE(p);
+    std::vector<double> xs;
+    for (const auto& q : pts)
+        xs.push_back(q.x);
+    return classify(p->exponent, n_log_n_exponent(xs), tol);
+}
+} // namespace
+
+TEST_CASE("scaling fit: exact linear data gives its slope, exponent 1, linear", "[fit]") {
+    // 150 ns per page plus a 2 us syscall.
+    auto pts = make([](double x) { return 2000 + 150 * x; });
+    auto l = linear(pts);
+    REQUIRE(l);
+    CHECK(l->slope == Approx(150));
+    CHECK(l->intercept == Approx(2000));
+    CHECK(l->r2 == Approx(1));
+    auto p = power(pts);
+    REQUIRE(p);
+    CHECK(p->exponent == Approx(1).margin(0.02));
+    CHECK(class_of(pts) == Growth::linear);
+    // 20 s at 150 ns/page: 133.3 M pages.
+    auto x = reach(*l, 20e9);
+    REQUIRE(x);
+    CHECK(*x == Approx((20e9 - 2000) / 150));
+}
+
+TEST_CASE("scaling fit: quadratic data is superlinear, exponent 2", "[fit]") {
+    auto pts = make([](double x) { return 3 * x * x; });
+    auto p = power(pts);
+    REQUIRE(p);
+    CHECK(p->exponent == Approx(2));
+    CHECK(p->coefficient == Approx(3));
+    CHECK(p->r2 == Approx(1));
+    CHECK(class_of(pts) == Growth::superlinear);
+    // Where 3x^2 = 1.2e10: x = 63245.6.
+    auto x = reach(*p, 1.2e10);
+    REQUIRE(x);
+    CHECK(*x == Approx(std::sqrt(4e9)));
+}
+
+TEST_CASE("scaling fit: noisy linear data stays linear with a close slope", "[fit]") {
+    unsigned i = 0;
+    auto pts = make([&](double x) { return (5000 + 80 * x) * (1 + noise(i++, 0.15)); });
+    auto l = linear(pts);
+    REQUIRE(l);
+    CHECK(l->slope == Approx(80).epsilon(0.15));
+    CHECK(l->r2 > 0.9);
+    CHECK(class_of(pts) == Growth::linear);
+    // Three repetitions per size, each noisy: the same.
+    std::vector<Point> reps;
+    for (double x : sizes())
+        for (unsigned r = 0; r < 3; ++r)
+            reps.push_back({x, (5000 + 80 * x) * (1 + noise(i++, 0.3))});
+    CHECK(class_of(reps) == Growth::linear);
+}
+
+TEST_CASE("scaling fit: n log n and constant data are told apart", "[fit]") {
+    auto nlogn = make([](double x) { return 40 * x * std::log(x); });
+    double k = n_log_n_exponent(sizes());
+    CHECK(k > 1.05);
+    CHECK(k < 1.2);
+    CHECK(class_of(nlogn, 0.05) == Growth::n_log_n);
+    // With a wide tolerance n log n is within the linear band: the class
+    // never claims more than the exponent can tell.
+    CHECK(class_of(nlogn, 0.2) == Growth::linear);
+
+    unsigned i = 0;
+    auto flat = make([&](double) { return 30000 * (1 + noise(i++, 0.1)); });
+    CHECK(class_of(flat) == Growth::constant);
+    auto l = linear(flat);
+    REQUIRE(l);
+    CHECK(std::abs(l->slope) < 0.1);
+}
+
+TEST_CASE("scaling fit: too few points and impossible projections", "[fit]") {
+    CHECK_FALSE(linear({}));
+    CHECK_FALSE(linear({{1, 2}, {1, 3}})); // one distinct x
+    CHECK_FALSE(power({{0, 5}, {-1, 3}})); // nothing positive
+    CHECK_FALSE(reach(LinearFit{100, -1, 1, 2}, 1e9));
+    CHECK_FALSE(reach(PowerFit{1, 0, 1, 2}, 1e9));
+    // Already above the threshold at x = 0: reached at once.
+    CHECK(reach(LinearFit{2e9, 5, 1, 2}, 1e9) == 0.0);
+}
+
+TEST_CASE("scaling fit: an isolated long operation is an outlier, not growth", "[fit]") {
+    // A 3 s sleep planted in one punch at the smallest size.
+    std::vector<Point> pts;
+    for (double x : sizes())
+        for (unsigned r = 0; r < 3; ++r)
+            pts.push_back({x, 10000 + 100 * x});
+    pts[1].y = 3e9;
+    // The fit is made over the per-size minima; the outlier is judged against it.
+    std::vector<Point> mins;
+    for (double x : sizes())
+        mins.push_back({x, 10000 + 100 * x});
+    auto l = linear(mins);
+    REQUIRE(l);
+    auto out = outliers(pts, [&](double x) { return l->at(x); }, 10, 1e6);
+    REQUIRE(out.size() == 1);
+    CHECK(out[0] == 1);
+    CHECK(class_of(mins) == Growth::linear);
+}
+
+// ---- the report section: fit_op over samples as the workload records them ----
+
+
+namespace {
+gms::report::ScalingOp op_from(const std::string& name, double (*t)(double)) {
+    gms::report::ScalingOp o;
+    o.name = name;
+    o.x = "pages (all populated)";
+    for (double x : sizes()) {
+        gms::report::ScalingSample s;
+        s.range_bytes = uint64_t(x) * 4096;
+        s.work_pages = uint64_t(x);
+        // Three repetitions; the second one disturbed a little.
+        s.ns = {uint64_t(t(x)), uint64_t(t(x) * 1.3), uint64_t(t(x) * 1.05)};
+        o.samples.push_back(s);
+    }
+    return o;
+}
+const std::vector<std::pair<std::string, double>> kThresholds = {{"soft_lockup", 20},
+                                                                 {"guest_stall", 0.1}};
+} // namespace
+
+TEST_CASE("range scaling: fit_op classifies, projects and finds the outliers", "[fit]") {
+    using namespace gms::report;
+    auto punch = op_from("punch_hole", [](double x) { return 20000 + 250 * x; });
+    // A 3 s sleep under the lock in the first repetition at 1 MiB.
+    punch.samples[0].ns[0] = 3'000'000'000;
+    fit_op(punch, 0.2, 10, kThresholds);
+    REQUIRE(punch.growth);
+    CHECK(*punch.growth == Growth::linear);
+    REQUIRE(punch.linear);
+    CHECK(punch.linear->slope == Approx(250).epsilon(0.02));
+    REQUIRE(punch.projections.size() == 2);
+    CHECK(punch.projections[0].threshold == "soft_lockup");
+    CHECK(punch.projections[0].basis == "linear");
+    CHECK(*punch.projections[0].pages == Approx((20e9 - 20000) / 250).epsilon(0.01));
+    CHECK(*punch.projections[1].bytes() < *punch.projections[0].bytes());
+    REQUIRE(punch.outliers.size() == 1);
+    CHECK(punch.outliers[0].range_bytes == 1u << 20);
+    CHECK(punch.outliers[0].rep == 0);
+
+    auto quad = op_from("release", [](double x) { return 0.01 * x * x; });
+    fit_op(quad, 0.2, 10, kThresholds);
+    REQUIRE(quad.growth);
+    CHECK(*quad.growth == Growth::superlinear);
+    CHECK(quad.projections[0].basis == "power"); // the linear fit would flatter it
+    CHECK(*quad.projections[0].pages == Approx(std::sqrt(20e9 / 0.01)).epsilon(0.01));
+
+    // Two sizes cannot be classified; the reason says so.
+    auto few = op_from("allocate", [](double x) { return 100 * x; });
+    few.samples.resize(2);
+    fit_op(few, 0.2, 10, kThresholds);
+    CHECK_FALSE(few.growth);
+    CHECK(few.growth_reason.find("at least 3 sizes") != std::string::npos);
+}
+
+TEST_CASE("range scaling: rendered into the workload's JSON and the text summary", "[fit]") {
+    using namespace gms::report;
+    Report r;
+    r.profile = {{"name", "range-scaling"}};
+    WorkloadResult w;
+    w.name = "range-scaling";
+    w.ops["punch_hole"].record(1000, 4096);
+    RangeScaling s;
+    s.reps = 3;
+    s.soft_lockup_s = 20;
+    s.watchdog_thresh_s = 10;
+    s.stall_s = 0.1;
+    auto punch = op_from("punch_hole", [](double x) { return 20000 + 250 * x; });
+    fit_op(punch, 0.2, 10, kThresholds);
+    s.ops.push_back(punch);
+    ScalingOp conv;
+    conv.name = "convert_to_private";
+    conv.skip_reason = "no KVM_X86_SW_PROTECTED_VM";
+    s.ops.push_back(conv);
+    s.notes.push_back("largest size 1GiB");
+    w.range_scaling = s;
+    r.workloads.push_back(w);
+
+    auto j = to_json(r)["workloads"][0]["range_scaling"];
+    CHECK(j["soft_lockup_s"] == 20);
+    CHECK(j["ops"][0]["name"] == "punch_hole");
+    CHECK(j["ops"][0]["growth"] == "linear");
+    CHECK(j["ops"][0]["samples"].size() == sizes().size());
+    CHECK(j["ops"][0]["samples"][0]["ns"].size() == 3);
+    CHECK(j["ops"][0]["linear"]["slope_ns_per_page"].get<double>() == Approx(250).epsilon(0.02));
+    CHECK(j["ops"][0]["projections"][0]["bytes"].is_number_integer());
+    CHECK(j["ops"][1]["skip_reason"] == "no KVM_X86_SW_PROTECTED_VM");
+    CHECK(j["ops"][1]["growth"].is_null());
+    // No section on other workloads.
+    r.workloads[0].range_scaling.reset();
+    CHECK_FALSE(to_json(r)["workloads"][0].contains("range_scaling"));
+    r.workloads[0].range_scaling = s;
+
+    std::string text = to_text(r);
+    CHECK_THAT(text, Catch::Matchers::ContainsSubstring("punch_hole"));
+    CHECK_THAT(text, Catch::Matchers::ContainsSubstring(" ns/page"));
+    CHECK_THAT(text, Catch::Matchers::ContainsSubstring("linear"));
+    CHECK_THAT(text, Catch::Matchers::ContainsSubstring("soft_lockup at"));
+    CHECK_THAT(text, Catch::Matchers::ContainsSubstring("skipped: no KVM_X86_SW_PROTECTED_VM"));
+}
