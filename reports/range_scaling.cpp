@@ -26,12 +26,17 @@ uint64_t ScalingSample::median_ns() const {
     return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
 }
 
-std::optional<uint64_t> ScalingProjection::bytes() const {
-    // 4 KiB pages; beyond 2^63 bytes the answer is "never" in practice.
-    if (!pages || *pages * 4096 >= 9.2e18)
+namespace {
+
+// The range of `pages` of x at the bytes per page of x measured; beyond 2^63
+// bytes the answer is "never" in practice.
+std::optional<uint64_t> range_of(const std::optional<double>& pages, double bytes_per_x) {
+    if (!pages || *pages * bytes_per_x >= 9.2e18)
         return std::nullopt;
-    return static_cast<uint64_t>(std::llround(*pages * 4096));
+    return static_cast<uint64_t>(std::llround(*pages * bytes_per_x));
 }
+
+} // namespace
 
 void fit_op(ScalingOp& op, double tolerance, double outlier_factor,
             const std::vector<std::pair<std::string, double>>& thresholds) {
@@ -58,6 +63,12 @@ void fit_op(ScalingOp& op, double tolerance, double outlier_factor,
     else
         op.growth = fit::classify(op.power->exponent, op.n_log_n_exponent, tolerance);
 
+    // Bytes of range per page of x (4096, or sparse_stride pages of range per
+    // populated page for the sparse series), from the largest size.
+    double bytes_per_x = 4096;
+    for (const auto& s : op.samples)
+        if (s.work_pages && !s.ns.empty())
+            bytes_per_x = double(s.range_bytes) / double(s.work_pages);
     op.projections.clear();
     const bool use_power = op.growth && (*op.growth == fit::Growth::n_log_n ||
                                          *op.growth == fit::Growth::superlinear);
@@ -74,6 +85,7 @@ void fit_op(ScalingOp& op, double tolerance, double outlier_factor,
         } else {
             continue;
         }
+        p.bytes = range_of(p.pages, bytes_per_x);
         op.projections.push_back(p);
     }
 
@@ -119,7 +131,7 @@ json op_json(const ScalingOp& o) {
                {"points", o.power->points}};
     json proj = json::array();
     for (const auto& p : o.projections) {
-        auto b = p.bytes();
+        const auto& b = p.bytes;
         proj.push_back({{"threshold", p.threshold},
                         {"threshold_s", p.threshold_s},
                         {"pages", opt(p.pages)},
@@ -158,8 +170,7 @@ std::string ns_str(double ns) {
 std::string size_str(const ScalingProjection& p) {
     if (!p.pages)
         return "never";
-    auto b = p.bytes();
-    return b ? format_size(*b) : std::string("beyond 2^63 bytes");
+    return p.bytes ? format_size(*p.bytes) : std::string("beyond 2^63 bytes");
 }
 
 } // namespace

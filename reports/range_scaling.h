@@ -42,9 +42,11 @@ struct ScalingOutlier {
 struct ScalingProjection {
     std::string threshold; // "soft_lockup", "guest_stall"
     double threshold_s = 0;
-    std::optional<double> pages; // unset: the fit never gets there
-    std::string basis;           // "linear" or "power" (the fit used)
-    std::optional<uint64_t> bytes() const;
+    std::optional<double> pages;   // x of the fit; unset: the fit never gets there
+    std::optional<uint64_t> bytes; // the range of that many pages, populated like the
+                                   // measured ones (1 in sparse_stride for *_sparse);
+                                   // unset: never, or beyond 2^63 bytes
+    std::string basis;             // "linear" or "power" (the fit used)
 };
 
 struct ScalingOp {
