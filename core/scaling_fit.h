@@ -65,20 +65,23 @@ Growth classify(double exponent, double n_log_n_k, double tol);
 std::optional<double> reach(const LinearFit& f, double y);
 std::optional<double> reach(const PowerFit& f, double y);
 
-// Indices of points more than `factor` times above `expected(x)` and more
-// than `floor` above it in absolute terms (so that noise on microsecond
-// operations is not an outlier).
+// Whether y is more than `factor` times `expected` and more than `floor` above
+// it in absolute terms (so that noise on microsecond operations is not an
+// outlier). An expectation <= 0 (a linear fit with a negative intercept, at
+// a small x) is no reference: nothing is `factor` times above 0 ns in a
+// meaningful sense, so nothing is judged against it.
+inline bool is_outlier(double y, double expected, double factor, double floor) {
+    return expected > 0 && y > expected * factor && y - expected > floor;
+}
+
+// Indices of the points that are outliers (is_outlier) against `expected(x)`.
 template <class F>
 std::vector<size_t> outliers(const std::vector<Point>& pts, F&& expected, double factor,
                              double floor) {
     std::vector<size_t> out;
-    for (size_t i = 0; i < pts.size(); ++i) {
-        double e = expected(pts[i].x);
-        if (e < 0)
-            e = 0;
-        if (pts[i].y > e * factor && pts[i].y - e > floor)
+    for (size_t i = 0; i < pts.size(); ++i)
+        if (is_outlier(pts[i].y, expected(pts[i].x), factor, floor))
             out.push_back(i);
-    }
     return out;
 }
 

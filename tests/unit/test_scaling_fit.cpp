@@ -328,3 +328,18 @@ TEST_CASE("range scaling: a sparse series projects the range, not the populated 
     REQUIRE(p.bytes);
     CHECK(double(*p.bytes) == Approx(*p.pages * 16 * 4096));
 }
+
+TEST_CASE("scaling fit: nothing is an outlier of an expectation of 0 ns or less", "[fit]") {
+    // A line with a negative intercept predicts -5 ms at x = 256: a 2 ms
+    // point there is not "10 times above" it.
+    LinearFit line{-10e6, 20000, 0.99, 5};
+    REQUIRE(line.at(256) < 0);
+    std::vector<Point> pts = {{256, 2e6}, {1024, 3e9}};
+    auto out = outliers(pts, [&](double x) { return line.at(x); }, 10, 1e6);
+    REQUIRE(out.size() == 1);
+    CHECK(out[0] == 1); // 3 s against 10.5 ms still is
+    CHECK_FALSE(is_outlier(2e6, 0, 10, 1e6));
+    CHECK_FALSE(is_outlier(2e6, -5e6, 10, 1e6));
+    CHECK(is_outlier(2e7, 1e6, 10, 1e6));
+    CHECK_FALSE(is_outlier(2e5, 1e4, 10, 1e6)); // 20x, but only 190 us above
+}
