@@ -51,54 +51,82 @@ void fit_op(ScalingOp& op, double tolerance, double outlier_factor,
         lo = lo == 0 ? double(s.work_pages) : std::min(lo, double(s.work_pages));
         hi = std::max(hi, double(s.work_pages));
     }
-    op.linear = fit::linear(mins);
-    op.power = fit::power(mins);
-    op.n_log_n_exponent = xs.empty() ? 0 : fit::n_log_n_exponent(xs);
+    op.linear.reset();
+    op.power.reset();
     op.growth.reset();
-    if (mins.size() < 3 || lo <= 0 || hi < 8 * lo || !op.power)
-        op.growth_reason = fmt::format("{} size{} spanning {:.1f}x: a class needs at least 3 "
-                                       "sizes spanning 8x",
-                                       mins.size(), mins.size() == 1 ? "" : "s",
-                                       lo > 0 ? hi / lo : 0.0);
-    else
-        op.growth = fit::classify(op.power->exponent, op.n_log_n_exponent, tolerance);
-
-    // Bytes of range per page of x (4096, or sparse_stride pages of range per
-    // populated page for the sparse series), from the largest size.
-    double bytes_per_x = 4096;
-    for (const auto& s : op.samples)
-        if (s.work_pages && !s.ns.empty())
-            bytes_per_x = double(s.range_bytes) / double(s.work_pages);
+    op.growth_reason.clear();
     op.projections.clear();
-    const bool use_power = op.growth && (*op.growth == fit::Growth::n_log_n ||
-                                         *op.growth == fit::Growth::superlinear);
-    for (const auto& [name, seconds] : thresholds) {
-        ScalingProjection p;
-        p.threshold = name;
-        p.threshold_s = seconds;
-        if (use_power && op.power) {
-            p.basis = "power";
-            p.pages = fit::reach(*op.power, seconds * 1e9);
-        } else if (op.linear) {
-            p.basis = "linear";
-            p.pages = fit::reach(*op.linear, seconds * 1e9);
-        } else {
-            continue;
-        }
-        p.bytes = range_of(p.pages, bytes_per_x);
-        op.projections.push_back(p);
+    op.outliers.clear();
+    op.n_log_n_exponent = xs.empty() ? 0 : fit::n_log_n_exponent(xs);
+    const std::string counted = fmt::format("{} size{}", mins.size(), mins.size() == 1 ? "" : "s");
+    if (mins.size() < 3) {
+        // Two points always lie on a line: a slope, a class or a projection
+        // from them would be made up.
+        op.growth_reason = fmt::format("{}: a fit needs at least 3 sizes, a class 3 spanning 8x",
+                                       counted);
+    } else {
+        op.linear = fit::linear(mins);
+        op.power = fit::power(mins);
+        if (lo <= 0 || hi < 8 * lo || !op.power)
+            op.growth_reason = fmt::format("{} spanning {:.1f}x: a class needs at least 3 sizes "
+                                           "spanning 8x",
+                                           counted, lo > 0 ? hi / lo : 0.0);
+        else
+            op.growth = fit::classify(op.power->exponent, op.n_log_n_exponent, tolerance);
     }
 
-    op.outliers.clear();
-    if (!op.linear)
-        return;
+    // Projections, for a classified operation: both fits extrapolated, the
+    // smaller size kept. Convex times (exponent > 1: the line's intercept is
+    // negative) would be flattered by the line, concave ones (a fixed cost,
+    // exponent < 1) by the power law.
+    if (op.growth) {
+        // Bytes of range per page of x (4096, or sparse_stride pages of range
+        // per populated page for the sparse series), from the largest size.
+        double bytes_per_x = 4096;
+        for (const auto& s : op.samples)
+            if (s.work_pages && !s.ns.empty())
+                bytes_per_x = double(s.range_bytes) / double(s.work_pages);
+        for (const auto& [name, seconds] : thresholds) {
+            ScalingProjection p;
+            p.threshold = name;
+            p.threshold_s = seconds;
+            auto lin = op.linear ? fit::reach(*op.linear, seconds * 1e9) : std::nullopt;
+            auto pow = fit::reach(*op.power, seconds * 1e9);
+            if (pow && (!lin || *pow < *lin)) {
+                p.basis = "power";
+                p.pages = pow;
+            } else {
+                p.basis = "linear";
+                p.pages = lin;
+            }
+            p.bytes = range_of(p.pages, bytes_per_x);
+            op.projections.push_back(p);
+        }
+    }
+
+    // Outliers: a repetition against the largest of what the fits predict at
+    // its size and the fastest other repetition there. The line alone is no
+    // reference where its intercept is negative (it predicts <= 0 ns at the
+    // small sizes); a size whose repetitions are all slow is no one-off.
     for (const auto& s : op.samples)
         for (size_t r = 0; r < s.ns.size(); ++r) {
-            std::vector<fit::Point> one = {{double(s.work_pages), double(s.ns[r])}};
-            auto expected = [&](double x) { return op.linear->at(x); };
-            if (!fit::outliers(one, expected, outlier_factor, 1e6).empty())
-                op.outliers.push_back({s.range_bytes, unsigned(r), s.ns[r],
-                                       std::max(0.0, op.linear->at(double(s.work_pages)))});
+            const double x = double(s.work_pages);
+            double expected = 0;
+            if (op.linear)
+                expected = std::max(expected, op.linear->at(x));
+            if (op.power)
+                expected = std::max(expected, op.power->at(x));
+            bool other = false;
+            uint64_t fastest_other = 0;
+            for (size_t q = 0; q < s.ns.size(); ++q)
+                if (q != r && (!other || s.ns[q] < fastest_other)) {
+                    fastest_other = s.ns[q];
+                    other = true;
+                }
+            if (other)
+                expected = std::max(expected, double(fastest_other));
+            if (fit::is_outlier(double(s.ns[r]), expected, outlier_factor, 1e6))
+                op.outliers.push_back({s.range_bytes, unsigned(r), s.ns[r], expected});
         }
 }
 

@@ -80,13 +80,13 @@ struct RangeScaling {
     std::vector<ScalingOp> ops;
 };
 
-// Fills op's fits, growth class, projections and outliers from its samples:
-// the fits over each size's minimum (x = work_pages, y = ns); the class from
-// the exponent (fit::classify with `tolerance`) once there are at least
-// three sizes spanning 8x; projections at `thresholds` (name, seconds) from
-// the linear fit, or from the power fit when growth is n log n or worse (the
-// linear one would flatter it); outliers: repetitions more than
-// `outlier_factor` times the linear fit and more than 1 ms above it.
+// Fills op's fits, class, projections and outliers from its samples: fits over
+// each size's minimum (x = work_pages, y = ns) from 3 sizes on (none below: no
+// made-up slope); the class (fit::classify, `tolerance`) from 3 sizes spanning
+// 8x; for a classified op, projections at `thresholds` (name, seconds): the
+// smaller size of the two fits (the less flattering); outliers: repetitions
+// `outlier_factor` times and 1 ms above the largest of both fits and the
+// fastest other repetition at their size (never against <= 0 ns).
 void fit_op(ScalingOp& op, double tolerance, double outlier_factor,
             const std::vector<std::pair<std::string, double>>& thresholds);
 

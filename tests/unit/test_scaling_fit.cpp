@@ -195,6 +195,19 @@ TEST_CASE("range scaling: fit_op classifies, projects and finds the outliers", "
     fit_op(few, 0.2, 10, kThresholds);
     CHECK_FALSE(few.growth);
     CHECK(few.growth_reason.find("at least 3 sizes") != std::string::npos);
+    // Nor fitted: two points always lie on a line, and a slope or a
+    // projection through them would be made up.
+    CHECK_FALSE(few.linear);
+    CHECK_FALSE(few.power);
+    CHECK(few.projections.empty());
+    // Three sizes spanning 4x: fitted, not classified, not projected.
+    auto narrow = op_from("allocate", [](double x) { return 100 * x; });
+    narrow.samples.resize(3);
+    fit_op(narrow, 0.2, 10, kThresholds);
+    CHECK(narrow.linear);
+    CHECK_FALSE(narrow.growth);
+    CHECK(narrow.growth_reason.find("spanning 4.0x") != std::string::npos);
+    CHECK(narrow.projections.empty());
 }
 
 TEST_CASE("range scaling: rendered into the workload's JSON and the text summary", "[fit]") {
