@@ -1,7 +1,6 @@
 #include "reports/html.h"
 
 #include "core/util.h"
-
 #include "reports/measurements.h"
 #include "reports/render.h"
 
@@ -409,8 +408,7 @@ std::string scaling_svg(const RangeScaling& rs) {
         s += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"end\" style=\"fill:{}\">"
                          "{}</text>",
                          x.x(double(last.range_bytes)) - 2,
-                         y.y(double(std::max<uint64_t>(last.min_ns(), 1))) - 3, color,
-                         esc(o.name));
+                         y.y(double(std::max<uint64_t>(last.min_ns(), 1))) - 3, color, esc(o.name));
     }
     return s + "</svg>";
 }
@@ -446,15 +444,14 @@ std::string range_scaling_section(const WorkloadResult& w) {
                              esc(o.name), esc(o.skip_reason));
             continue;
         }
-        std::string sizes = o.samples.empty()
-                                ? "none"
-                                : fmt::format("{}–{} ({})",
-                                              format_size(o.samples.front().range_bytes),
-                                              format_size(o.samples.back().range_bytes),
-                                              o.samples.size());
-        std::string cls = !o.growth                                ? "skip"
+        std::string sizes =
+            o.samples.empty()
+                ? "none"
+                : fmt::format("{}–{} ({})", format_size(o.samples.front().range_bytes),
+                              format_size(o.samples.back().range_bytes), o.samples.size());
+        std::string cls = !o.growth                               ? "skip"
                           : *o.growth == fit::Growth::superlinear ? "fail"
-                                                                   : "pass";
+                                                                  : "pass";
         std::string growth =
             o.growth ? fit::to_string(*o.growth) : "unclassified: " + o.growth_reason;
         std::string outl;

@@ -323,11 +323,10 @@ ScalingOp scaling_op_of(const json& j, const At& at) {
     const json& proj = array_of(j, "projections", at);
     for (size_t i = 0; i < proj.size(); ++i) {
         At a = at["projections"][i];
-        o.projections.push_back({get<std::string>(proj[i], "threshold", a),
-                                 get<double>(proj[i], "threshold_s", a),
-                                 nullable<double>(proj[i], "pages", a),
-                                 nullable<uint64_t>(proj[i], "bytes", a),
-                                 get<std::string>(proj[i], "basis", a)});
+        o.projections.push_back(
+            {get<std::string>(proj[i], "threshold", a), get<double>(proj[i], "threshold_s", a),
+             nullable<double>(proj[i], "pages", a), nullable<uint64_t>(proj[i], "bytes", a),
+             get<std::string>(proj[i], "basis", a)});
     }
     const json& outl = array_of(j, "outliers", at);
     for (size_t i = 0; i < outl.size(); ++i) {

@@ -62,8 +62,8 @@ void fit_op(ScalingOp& op, double tolerance, double outlier_factor,
     if (mins.size() < 3) {
         // Two points always lie on a line: a slope, a class or a projection
         // from them would be made up.
-        op.growth_reason = fmt::format("{}: a fit needs at least 3 sizes, a class 3 spanning 8x",
-                                       counted);
+        op.growth_reason =
+            fmt::format("{}: a fit needs at least 3 sizes, a class 3 spanning 8x", counted);
     } else {
         op.linear = fit::linear(mins);
         op.power = fit::power(mins);
@@ -243,7 +243,8 @@ std::vector<std::string> to_text_lines(const RangeScaling& s, const std::string&
             line += fmt::format(", {:.1f} ns/page", o.linear->slope);
         if (o.power)
             line += fmt::format(", exponent {:.2f}", o.power->exponent);
-        line += o.growth ? ": " + fit::to_string(*o.growth) : ": unclassified (" + o.growth_reason + ")";
+        line += o.growth ? ": " + fit::to_string(*o.growth)
+                         : ": unclassified (" + o.growth_reason + ")";
         out.push_back(line);
         if (!o.projections.empty()) {
             std::string p = fmt::format("{}  {:<20} one operation reaches", in, "");

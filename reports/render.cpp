@@ -75,18 +75,18 @@ json workload_json(const WorkloadResult& w) {
     for (const auto& c : w.checks)
         checks.push_back(check_json(c));
     json j = {{"name", w.name},
-            {"label", w.label.empty() ? w.name : w.label},
-            {"outcome", to_string(w.outcome)},
-            {"reason", w.reason},
-            {"duration_s", w.duration_s},
-            {"ops", ops},
-            {"verification",
-             {{"pages_checked", w.verification.pages_checked},
-              {"mismatches", w.verification.mismatches},
-              {"first_mismatches", w.verification.first_mismatches}}},
-            {"checks", checks},
-            {"counters", counters_json(w)},
-            {"params", w.params}};
+              {"label", w.label.empty() ? w.name : w.label},
+              {"outcome", to_string(w.outcome)},
+              {"reason", w.reason},
+              {"duration_s", w.duration_s},
+              {"ops", ops},
+              {"verification",
+               {{"pages_checked", w.verification.pages_checked},
+                {"mismatches", w.verification.mismatches},
+                {"first_mismatches", w.verification.first_mismatches}}},
+              {"checks", checks},
+              {"counters", counters_json(w)},
+              {"params", w.params}};
     if (w.range_scaling)
         j["range_scaling"] = to_json(*w.range_scaling);
     return j;

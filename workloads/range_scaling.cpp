@@ -101,9 +101,8 @@ ConvertPlan plan_convert(const Context& ctx) {
         }
         long attrs = vm.check_extension(uapi::kCapMemoryAttributes);
         if (attrs <= 0 || !(uint64_t(attrs) & uapi::kMemoryAttributePrivate)) {
-            seen.push_back(
-                fmt::format("KVM_CAP_MEMORY_ATTRIBUTES={:#x} on a VM of type {}: no PRIVATE", attrs,
-                            t));
+            seen.push_back(fmt::format(
+                "KVM_CAP_MEMORY_ATTRIBUTES={:#x} on a VM of type {}: no PRIVATE", attrs, t));
             continue;
         }
         // A VM with private memory may refuse some of the profile's flags
@@ -114,8 +113,8 @@ ConvertPlan plan_convert(const Context& ctx) {
         return pl;
     }
     if (!ctx.caps.vm_type_supported(uapi::kX86SwProtectedVm))
-        seen.push_back(fmt::format("no KVM_X86_SW_PROTECTED_VM (KVM_CAP_VM_TYPES={:#x})",
-                                   ctx.caps.vm_types));
+        seen.push_back(
+            fmt::format("no KVM_X86_SW_PROTECTED_VM (KVM_CAP_VM_TYPES={:#x})", ctx.caps.vm_types));
     pl.skip = fmt::format("KVM_SET_MEMORY_ATTRIBUTES private<->shared needs a VM type with private "
                           "memory: {}",
                           fmt::join(seen, "; "));
@@ -263,9 +262,9 @@ class Sweep {
         kvm::ObservedGmem in;
         if (!create(in, va, pl.vm_type, size, pl.flags))
             return false;
-        for (auto [op, attr] : {std::pair<const char*, uint64_t>{"convert_to_private",
-                                                                 uapi::kMemoryAttributePrivate},
-                                {"convert_to_shared", 0}}) {
+        for (auto [op, attr] :
+             {std::pair<const char*, uint64_t>{"convert_to_private", uapi::kMemoryAttributePrivate},
+              {"convert_to_shared", 0}}) {
             Timer t;
             int e = in.vm.try_set_memory_attributes(kGpaBase, size, attr);
             uint64_t ns = t.ns();
@@ -436,17 +435,17 @@ report::WorkloadResult run(Context& ctx) {
                 report::fit_op(o, c.tolerance, c.outlier_factor, thresholds);
                 report::Check chk;
                 chk.name = fmt::format("{} grows at most n log n", o.name);
-                chk.expected = fmt::format("exponent <= {:.2f} (n log n at these sizes + tolerance "
-                                           "{:g})",
-                                           std::max(o.n_log_n_exponent, 1.0) + c.tolerance,
-                                           c.tolerance);
+                chk.expected =
+                    fmt::format("exponent <= {:.2f} (n log n at these sizes + tolerance "
+                                "{:g})",
+                                std::max(o.n_log_n_exponent, 1.0) + c.tolerance, c.tolerance);
                 if (!o.growth) {
                     chk.outcome = report::Outcome::skip;
                     chk.reason = o.growth_reason;
                 } else {
-                    chk.observed = fmt::format("exponent {:.2f} ({}), {:.1f} ns/page",
-                                               o.power->exponent, fit::to_string(*o.growth),
-                                               o.linear ? o.linear->slope : 0.0);
+                    chk.observed =
+                        fmt::format("exponent {:.2f} ({}), {:.1f} ns/page", o.power->exponent,
+                                    fit::to_string(*o.growth), o.linear ? o.linear->slope : 0.0);
                     if (*o.growth == fit::Growth::superlinear) {
                         chk.outcome = report::Outcome::fail;
                         chk.reason = fmt::format("superlinear growth of {} time with size", o.name);
@@ -498,8 +497,8 @@ WorkloadInfo range_scaling_workload() {
         {"reps", ParamType::integer, int64_t(3), "repetitions per size (the fits use the fastest)",
          1, 1000},
         {"memory_fraction", ParamType::number, 0.25,
-         "memory budget as a fraction of MemAvailable: larger sizes are populated sparsely",
-         0.001, 0.75},
+         "memory budget as a fraction of MemAvailable: larger sizes are populated sparsely", 0.001,
+         0.75},
         {"sparse_stride", ParamType::integer, int64_t(16),
          "above the memory budget, populate 1 page in this many", 2, 1 << 20},
         {"stall", ParamType::duration, 0.1,

@@ -9,8 +9,8 @@
 #include <cmath>
 
 using namespace gms::fit;
-using gms::fit::Growth;
 using Catch::Approx;
+using gms::fit::Growth;
 
 namespace {
 // Page counts as the workload measures them: 1 MiB .. 1 GiB, doubling.
@@ -135,14 +135,14 @@ TEST_CASE("scaling fit: an isolated long operation is an outlier, not growth", "
         mins.push_back({x, 10000 + 100 * x});
     auto l = linear(mins);
     REQUIRE(l);
-    auto out = outliers(pts, [&](double x) { return l->at(x); }, 10, 1e6);
+    auto out = outliers(
+        pts, [&](double x) { return l->at(x); }, 10, 1e6);
     REQUIRE(out.size() == 1);
     CHECK(out[0] == 1);
     CHECK(class_of(mins) == Growth::linear);
 }
 
 // ---- the report section: fit_op over samples as the workload records them ----
-
 
 namespace {
 gms::report::ScalingOp op_from(const std::string& name, double (*t)(double)) {
@@ -348,7 +348,8 @@ TEST_CASE("scaling fit: nothing is an outlier of an expectation of 0 ns or less"
     LinearFit line{-10e6, 20000, 0.99, 5};
     REQUIRE(line.at(256) < 0);
     std::vector<Point> pts = {{256, 2e6}, {1024, 3e9}};
-    auto out = outliers(pts, [&](double x) { return line.at(x); }, 10, 1e6);
+    auto out = outliers(
+        pts, [&](double x) { return line.at(x); }, 10, 1e6);
     REQUIRE(out.size() == 1);
     CHECK(out[0] == 1); // 3 s against 10.5 ms still is
     CHECK_FALSE(is_outlier(2e6, 0, 10, 1e6));
