@@ -8,6 +8,7 @@ reason where the kernel has no private memory (Debian's has no
 KVM_X86_SW_PROTECTED_VM); no finding: exit 0, verdict pass, no check failed,
 nothing in the kernel log. Prints the measured slopes (docs/RANGE_SCALING.md)."""
 import os
+import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -26,6 +27,8 @@ try:
     print("--- guest stdout ---\n" + p.stdout + "--- end ---")
     check(os.path.exists(report_path), "the report came back to the host")
     report = load_json(report_path)
+    if os.environ.get("GMS_KEEP_REPORT"):  # for docs/RANGE_SCALING.md's table
+        shutil.copy(report_path, os.environ["GMS_KEEP_REPORT"])
     check_lab_section(report, kernel, p.returncode)
     ws = [w for w in report.get("workloads", []) if w.get("name") == "range-scaling"]
     check(len(ws) == 1, "the report has the range-scaling workload")
