@@ -92,6 +92,17 @@ void fit_op(ScalingOp& op, double tolerance, double outlier_factor,
             p.threshold_s = seconds;
             auto lin = op.linear ? fit::reach(*op.linear, seconds * 1e9) : std::nullopt;
             auto pow = fit::reach(*op.power, seconds * 1e9);
+            // A fit that reaches the threshold at or below a size measured
+            // faster than it is contradicted by the data (a line with a large
+            // intercept, at the small sizes): not used.
+            double below = 0;
+            for (const auto& m : mins)
+                if (m.y < seconds * 1e9)
+                    below = std::max(below, m.x);
+            if (lin && *lin <= below && !(pow && *pow <= below))
+                lin.reset();
+            if (pow && *pow <= below && lin)
+                pow.reset();
             if (pow && (!lin || *pow < *lin)) {
                 p.basis = "power";
                 p.pages = pow;

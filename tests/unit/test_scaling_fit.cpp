@@ -357,3 +357,28 @@ TEST_CASE("scaling fit: nothing is an outlier of an expectation of 0 ns or less"
     CHECK(is_outlier(2e7, 1e6, 10, 1e6));
     CHECK_FALSE(is_outlier(2e5, 1e4, 10, 1e6)); // 20x, but only 190 us above
 }
+
+TEST_CASE("range scaling: no projection below a size measured faster than the threshold", "[fit]") {
+    using namespace gms::report;
+    // allocate in the lab (Debian 7.3.4, TCG, 2026-12-02): each size's
+    // fastest time. The line's intercept is +97.5 ms (the largest sizes pull
+    // it), so the line alone says 100 ms at 161 pages, below 256 pages where
+    // 6.9 ms was measured.
+    const std::vector<std::pair<uint64_t, uint64_t>> mins = {
+        {256, 6913073},      {512, 12687578},     {1024, 22759045},   {2048, 65679422},
+        {4096, 144784356},   {8192, 184053087},   {16384, 390927392}, {32768, 999115678},
+        {65536, 1224643673}, {131072, 1960447447}};
+    ScalingOp op;
+    op.name = "allocate";
+    for (auto [x, ns] : mins)
+        op.samples.push_back({x * 4096, x, false, {ns}});
+    fit_op(op, 0.2, 10, kThresholds);
+    REQUIRE(op.linear);
+    CHECK(op.linear->intercept > 9e7);
+    REQUIRE(op.projections.size() == 2);
+    REQUIRE(op.projections[1].threshold == "guest_stall");
+    REQUIRE(op.projections[1].pages);
+    // 100 ms lies between 2048 pages (65.7 ms) and 4096 (144.8 ms).
+    CHECK(*op.projections[1].pages > 2048);
+    CHECK(*op.projections[1].pages < 4096);
+}
