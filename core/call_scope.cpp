@@ -2,7 +2,9 @@
 
 #include "core/util.h"
 
+#include <cstdlib>
 #include <fmt/format.h>
+#include <string_view>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -29,6 +31,10 @@ thread_local bool t_no_slot = false; // the table was full
 thread_local SlotRelease t_release;
 
 CallSlot* claim() {
+    if (!call_scopes_enabled()) {
+        t_no_slot = true;
+        return nullptr;
+    }
     pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
     for (auto& s : g_slots) {
         pid_t free = 0;
@@ -47,6 +53,14 @@ CallSlot* claim() {
 }
 
 } // namespace
+
+bool call_scopes_enabled() {
+    static const bool enabled = [] {
+        const char* off = std::getenv("GMS_BENCH_NO_CALLSCOPE");
+        return !(off && *off && std::string_view(off) != "0");
+    }();
+    return enabled;
+}
 
 std::array<CallSlot, kCallSlots>& call_slots() {
     return g_slots;

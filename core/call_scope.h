@@ -48,6 +48,12 @@ struct CallSlot {
 
 inline constexpr size_t kCallSlots = 1024;
 
+// False when the environment has GMS_BENCH_NO_CALLSCOPE=1: no thread claims
+// a slot, every scope is a null check, and the watchdog sees no call. Only
+// for measuring what the scopes cost (bench/run_bench.py --only callscope);
+// a run started so says it is not watched (stall_threshold_s 0).
+bool call_scopes_enabled();
+
 // The table every thread's scope writes to.
 std::array<CallSlot, kCallSlots>& call_slots();
 

@@ -450,6 +450,11 @@ report::Report run_profile(const profile::Profile& p, const Caps& caps, const Ru
     rep.profile = p.to_json();
     rep.seed = p.seed;
     rep.stall_threshold_s = p.stall_threshold_s;
+    if (!call_scopes_enabled()) {
+        rep.stall_threshold_s = 0; // not watched
+        fmt::print(stderr, "gmemstress: GMS_BENCH_NO_CALLSCOPE is set: blocking calls are not "
+                           "watched, no stall can be reported (for benchmarks only)\n");
+    }
 
     // attach
     std::optional<KmsgWatcher> kmsg;

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -372,6 +373,7 @@ void fork_supervisor() {
     if (::pipe2(fds, O_CLOEXEC) != 0)
         return;
     std::fflush(nullptr);
+    const pid_t parent = ::getpid();
     pid_t pid = ::fork();
     if (pid < 0) {
         ::close(fds[0]);
@@ -381,6 +383,15 @@ void fork_supervisor() {
     if (pid == 0) {
         ::close(fds[0]);
         g_supervisor_fd = fds[1];
+        // A supervisor killed outright (SIGKILL, the OOM killer) cannot
+        // forward a stop: the run would go on to its full duration with
+        // nobody waiting for it. Its death is a SIGTERM here instead, so the
+        // run stops as if interrupted (report written, marked; the watchdog's
+        // grace still bounds it). Checked again after prctl(): the parent may
+        // already be gone.
+        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (::getppid() != parent)
+            RunControl::global().request_stop(SIGTERM);
         return;
     }
     ::close(fds[1]);

@@ -111,8 +111,10 @@ std::string utc_ms(uint64_t epoch_ns);
 // after exit_group(). So `run` forks before any thread exists: the child runs,
 // the parent waits for it and exits with its status, or at once with the
 // status the child sends through notify_supervisor() when it abandons stuck
-// threads. The parent forwards SIGINT/SIGTERM to the child. Returns in the
-// child; never returns in the parent. A no-op (returns) when fork fails.
+// threads. The parent forwards SIGINT/SIGTERM to the child; if the parent
+// is killed outright (SIGKILL), the child gets SIGTERM (PR_SET_PDEATHSIG) and
+// stops as if interrupted. Returns in the child; never returns in the
+// parent. A no-op (returns) when fork fails.
 void fork_supervisor();
 // In the child of fork_supervisor(): hands `code` to the parent (no-op without one).
 void notify_supervisor(int code);
