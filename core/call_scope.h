@@ -23,8 +23,8 @@ namespace gms {
 // What a call is: a name and how to show its arguments. Instances are
 // static (the slot keeps a pointer).
 struct CallOp {
-    const char* name;     // "fallocate(PUNCH_HOLE)", "KVM_RUN", ...
-    const char* arg_fmt;  // how to render args[0..2], see CallOp::describe()
+    const char* name;    // "fallocate(PUNCH_HOLE)", "KVM_RUN", ...
+    const char* arg_fmt; // how to render args[0..2], see CallOp::describe()
     // A call whose args[0] points at memory that lives only while the call
     // does (KVM_RUN: the vCPU's kvm_run). Its scope waits on exit while the
     // watchdog holds a pin, so the watchdog may read that memory.
@@ -35,8 +35,8 @@ struct CallOp {
 };
 
 struct CallSlot {
-    std::atomic<pid_t> tid{0};           // 0: free
-    std::atomic<uint64_t> seq{0};        // odd: inside a call
+    std::atomic<pid_t> tid{0};            // 0: free
+    std::atomic<uint64_t> seq{0};         // odd: inside a call
     std::atomic<uint64_t> start_ticks{0}; // LatencyTimer::ticks() at entry
     std::atomic<const CallOp*> op{nullptr};
     std::atomic<int> fd{-1};

@@ -268,7 +268,7 @@ report::WorkloadResult run_one(const workloads::WorkloadInfo& info, const profil
         r.reason = e.what();
     }
     report::settle_outcome(r); // a workload that did nothing did not pass
-    set_thread_role("main"); // a one-thread workload ran its body here
+    set_thread_role("main");   // a one-thread workload ran its body here
     progress.set_current(spec.label, nullptr);
     r.name = spec.kind;
     r.label = spec.label;
@@ -373,8 +373,8 @@ namespace {
     std::vector<std::string> stuck;
     for (const auto& st : r.stalls)
         if (!st.ended)
-            stuck.push_back(fmt::format("thread {} in {} for {:.1f}s", st.tid, st.operation,
-                                        st.duration_s));
+            stuck.push_back(
+                fmt::format("thread {} in {} for {:.1f}s", st.tid, st.operation, st.duration_s));
     std::string stuck_text = stuck.empty() ? std::string("none left by now") : stuck.front();
     if (stuck.size() > 1)
         stuck_text += fmt::format(" (and {} more)", stuck.size() - 1);
@@ -397,11 +397,10 @@ namespace {
         r.workloads.push_back(std::move(w));
     }
     r.incomplete = true;
-    r.incomplete_reason =
-        fmt::format("the run was abandoned {:.1f}s after it started (duration {}s + grace {}s): "
-                    "{} call(s) still in the kernel, first {}",
-                    double(now_ns() - start_ns) / 1e9, p.duration_s, p.grace_s, stuck.size(),
-                    stuck_text);
+    r.incomplete_reason = fmt::format(
+        "the run was abandoned {:.1f}s after it started (duration {}s + grace {}s): "
+        "{} call(s) still in the kernel, first {}",
+        double(now_ns() - start_ns) / 1e9, p.duration_s, p.grace_s, stuck.size(), stuck_text);
     r.duration_s = double(now_ns() - start_ns) / 1e9;
     for (const auto& named : probes::CheckerSet().results({}, {})) {
         report::InvariantResult inv;

@@ -148,7 +148,6 @@ struct Output {
     std::string html_path; // self-contained HTML (reports/html.h); run reports only
 };
 
-
 struct RunSpec {
     std::string command = "run";
     std::string record_path; // also save the probes' event stream here

@@ -313,10 +313,9 @@ report::Stall Watchdog::make_stall(const CallSnapshot& c, uint64_t elapsed_ns) {
     auto [stack, e] = read_proc(task + "/stack");
     if (e)
         st.stack_error = fmt::format("{}/stack: {}{}", task, errno_name(e),
-                                     e == EACCES || e == EPERM
-                                         ? " (needs root: CAP_SYS_ADMIN)"
-                                         : e == ENOENT ? " (kernel without CONFIG_STACKTRACE?)"
-                                                       : "");
+                                     e == EACCES || e == EPERM ? " (needs root: CAP_SYS_ADMIN)"
+                                     : e == ENOENT ? " (kernel without CONFIG_STACKTRACE?)"
+                                                   : "");
     else
         st.kernel_stack = parse_kernel_stack(stack);
     if (!e && st.kernel_stack.empty())

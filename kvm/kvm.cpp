@@ -134,8 +134,8 @@ void GuestMemfd::close() {
 
 int GuestMemfd::try_fallocate(int mode, uint64_t offset, uint64_t len) {
     const CallOp& op = mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) ? kOpPunch
-                       : mode == FALLOC_FL_KEEP_SIZE                       ? kOpAllocate
-                                                                           : kOpFallocate;
+                       : mode == FALLOC_FL_KEEP_SIZE                        ? kOpAllocate
+                                                                            : kOpFallocate;
     CallScope scope(op, fd_.get(), offset, len, uint64_t(mode));
     return errno_of(
         ::fallocate(fd_.get(), mode, static_cast<off_t>(offset), static_cast<off_t>(len)));

@@ -659,8 +659,8 @@ Boot boot_once(const BootPlan& plan, const std::string& accel, bool kvm_probe, C
                 qemu.terminate();
                 con.flush();
                 b.failure = Failure::unresponsive;
-                b.message = fmt::format("no answer while {} ran: {}",
-                                        describe_guest_command(opts), why);
+                b.message =
+                    fmt::format("no answer while {} ran: {}", describe_guest_command(opts), why);
                 return b;
             }
         }
@@ -1330,9 +1330,9 @@ Result LabRun::collect(const Boot& boot) {
         res.console_tail = con_.tail_text();
         // A panic, or a guest that stopped answering, after the init started:
         // the kernel under test, each told apart in lab.failure.
-        res.kernel_crashed = (boot.failure == Failure::panic ||
-                              boot.failure == Failure::unresponsive) &&
-                             con_.saw_init;
+        res.kernel_crashed =
+            (boot.failure == Failure::panic || boot.failure == Failure::unresponsive) &&
+            con_.saw_init;
         lab["failure"] = to_string(boot.failure);
         lab["failure_message"] = boot.message;
         lab["console_tail"] = std::vector<std::string>(con_.tail.begin(), con_.tail.end());

@@ -234,7 +234,7 @@ json to_kcidb(const Report& r, const KcidbOptions& o) {
             log += "\n" + line;
         json& t = b.add({"gmemstress", "stalls", fmt::format("stall_{}", k + 1)}, "FAIL");
         t["log_excerpt"] = excerpt(log);
-        t["misc"] = {{"operation", st.operation}, {"args", st.args},         {"tid", st.tid},
+        t["misc"] = {{"operation", st.operation},   {"args", st.args},   {"tid", st.tid},
                      {"duration_s", st.duration_s}, {"ended", st.ended}, {"thread", st.thread}};
     }
     if (r.incomplete)

@@ -1,8 +1,8 @@
 #include "reports/lava.h"
-#include "reports/render.h"
 
 #include "core/error.h"
 #include "reports/measurements.h"
+#include "reports/render.h"
 
 #include <cerrno>
 #include <cmath>
@@ -269,8 +269,7 @@ std::vector<LavaSet> to_lava(const Report& r) {
         LavaSet& s = b.set("stalls");
         for (size_t k = 0; k < r.stalls.size(); ++k) {
             std::vector<std::string> log{stall_line(r.stalls[k])};
-            log.insert(log.end(), r.stalls[k].kernel_stack.begin(),
-                       r.stalls[k].kernel_stack.end());
+            log.insert(log.end(), r.stalls[k].kernel_stack.begin(), r.stalls[k].kernel_stack.end());
             b.add(s, fmt::format("stalls.stall_{}", k + 1), "fail", log);
         }
         if (r.incomplete)

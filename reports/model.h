@@ -137,10 +137,10 @@ struct VcpuStallState {
 
 struct Stall {
     uint64_t tid = 0;
-    std::string thread;   // role: "vcpu", "worker", ...
-    std::string workload; // label of the workload running when it was seen
-    std::string operation; // "fallocate(PUNCH_HOLE)", "KVM_RUN", "mmap access", ...
-    std::string args;      // "guest_memfd fd=7 offset=0x0 len=0x40000"
+    std::string thread;     // role: "vcpu", "worker", ...
+    std::string workload;   // label of the workload running when it was seen
+    std::string operation;  // "fallocate(PUNCH_HOLE)", "KVM_RUN", "mmap access", ...
+    std::string args;       // "guest_memfd fd=7 offset=0x0 len=0x40000"
     std::string started_at; // ISO 8601 UTC (ms)
     double started_s = 0;   // since the run started
     double duration_s = 0;  // so far, or in all when ended

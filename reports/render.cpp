@@ -152,10 +152,10 @@ json stall_json(const Stall& st) {
 }
 
 std::string stall_line(const Stall& st) {
-    std::string out = fmt::format("thread {} ({}) in {} {} for {:.1f}s since {}{}", st.tid,
-                                  st.thread.empty() ? "?" : st.thread, st.operation, st.args,
-                                  st.duration_s, st.started_at,
-                                  st.ended ? ", then returned" : ", still running");
+    std::string out =
+        fmt::format("thread {} ({}) in {} {} for {:.1f}s since {}{}", st.tid,
+                    st.thread.empty() ? "?" : st.thread, st.operation, st.args, st.duration_s,
+                    st.started_at, st.ended ? ", then returned" : ", still running");
     if (!st.workload.empty())
         out += fmt::format(" [workload {}]", st.workload);
     return out;
@@ -402,12 +402,11 @@ std::string to_text(const Report& r, bool color) {
         if (!st.stack_error.empty())
             out += fmt::format("             kernel stack unavailable: {}\n", st.stack_error);
         if (st.vcpu)
-            out += fmt::format("             vcpu{}: last exit {}; {}{}\n", st.vcpu->id,
-                               st.vcpu->last_exit,
-                               st.vcpu->guest_rip ? fmt::format("guest rip {:#x}; ",
-                                                                *st.vcpu->guest_rip)
-                                                  : std::string(),
-                               st.vcpu->note);
+            out += fmt::format(
+                "             vcpu{}: last exit {}; {}{}\n", st.vcpu->id, st.vcpu->last_exit,
+                st.vcpu->guest_rip ? fmt::format("guest rip {:#x}; ", *st.vcpu->guest_rip)
+                                   : std::string(),
+                st.vcpu->note);
     }
     if (r.incomplete)
         out += fmt::format("  INCOMPLETE: {}\n", r.incomplete_reason);

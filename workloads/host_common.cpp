@@ -162,8 +162,8 @@ bool verify_page(WorkerResult& w, PageBook& b, const uint8_t* page, unsigned fil
     std::optional<PageMismatch> bad;
     void* addr = nullptr;
     Timer t;
-    bool ok = sigbus_guarded([&] { bad = check_page(page, seed, file, pg * kPage, gen); }, &addr,
-                             page);
+    bool ok =
+        sigbus_guarded([&] { bad = check_page(page, seed, file, pg * kPage, gen); }, &addr, page);
     auto& op = w.ops["verify"];
     op.record(t.ns(), kPage);
     if (!ok) {

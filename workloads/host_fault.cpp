@@ -148,8 +148,7 @@ bool touch(Shared& s, WorkerResult& w, TouchOps& ops, unsigned f, uint64_t pg, b
         st = ng;
     } else {
         Timer t;
-        bool ok =
-            sigbus_guarded([&] { (void)*reinterpret_cast<volatile uint64_t*>(p); }, &addr, p);
+        bool ok = sigbus_guarded([&] { (void)*reinterpret_cast<volatile uint64_t*>(p); }, &addr, p);
         ops.fault_read.record(t.ns(), kPage);
         if (!ok) {
             ops.fault_read.errors["SIGBUS"]++;

@@ -133,8 +133,7 @@ TEST_CASE("the watchdog reports a blocking call while it lasts, then its end", "
     CHECK(after[0].duration_s < 2.0);
 }
 
-TEST_CASE("calls shorter than the threshold are no stalls; blockers are on request",
-          "[watchdog]") {
+TEST_CASE("calls shorter than the threshold are no stalls; blockers are on request", "[watchdog]") {
     engine::Watchdog wd({.stall_threshold_s = 5, .kick_vcpus = false});
     std::atomic<bool> go{false};
     std::thread t([&] {
