@@ -5,7 +5,13 @@ For each benchmark, runs the C baseline and gmemstress alternately REPS times
 (so drift on the machine hits both alike) doing the same work for the same
 time, and reports throughput and the gmemstress/baseline ratio (median).
 
-Usage: bench/run_bench.py [--build build] [--reps 5] [--seconds 3] [--only host|guest]
+Usage: bench/run_bench.py [--build build] [--reps 5] [--seconds 3]
+                          [--only host|guest|callscope]
+
+--only callscope: the watchdog's cost (docs/STALLS.md). host-fault with the
+call scopes off (GMS_BENCH_NO_CALLSCOPE=1: every scope is a null check) and
+on, alternately; the ratio is on/off. Host-fault makes two scoped accesses
+per touch, the most of any workload.
 
 The cost of the probes (off vs. on) is measured by `gmemstress probe-cost`
 (docs/PROBES.md), on the host and in the lab.
@@ -21,13 +27,15 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def gms_throughput(gms, profile, seconds, ops_keys, per_bytes=None):
+def gms_throughput(gms, profile, seconds, ops_keys, per_bytes=None, env=None):
     """Ops/s of the first workload: the summed `count` of ops_keys, or with
-    per_bytes their summed `bytes` / per_bytes (e.g. pages of guest_round)."""
+    per_bytes their summed `bytes` / per_bytes (e.g. pages of guest_round).
+    env: variables added to gmemstress's environment."""
     with tempfile.TemporaryDirectory() as d:
         rep = os.path.join(d, "r.json")
         subprocess.run([gms, "run", "--profile", profile, "--set", f"workload.0.duration={seconds}",
-                        "--report", rep, "--quiet"], check=False, capture_output=True)
+                        "--report", rep, "--quiet"], check=False, capture_output=True,
+                       env={**os.environ, **(env or {})})
         with open(rep) as f:
             r = json.load(f)
     w = r["workloads"][0]
@@ -51,13 +59,13 @@ def baseline_throughput(exe, args, key):
     return r[key] / r["seconds"]
 
 
-def compare(name, unit, reps, run_a, run_b):
+def compare(name, unit, reps, run_a, run_b, labels=("baseline", "gmemstress")):
     a, b = [], []
     for i in range(reps):
         a.append(run_a())
         b.append(run_b())
-        print(f"  {name} rep {i + 1}: baseline {a[-1]:,.0f} {unit}, gmemstress {b[-1]:,.0f} {unit}",
-              file=sys.stderr)
+        print(f"  {name} rep {i + 1}: {labels[0]} {a[-1]:,.0f} {unit}, "
+              f"{labels[1]} {b[-1]:,.0f} {unit}", file=sys.stderr)
     ratios = [y / x for x, y in zip(a, b)]
     ma, mb, mr = statistics.median(a), statistics.median(b), statistics.median(ratios)
     print(f"| {name} | {ma:,.0f} {unit} | {mb:,.0f} {unit} | {mr:.3f} "
@@ -70,11 +78,23 @@ def main():
     ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=3)
-    ap.add_argument("--only", choices=["host", "guest"])
+    ap.add_argument("--only", choices=["host", "guest", "callscope"])
     a = ap.parse_args()
     gms = os.path.join(a.build, "cli", "gmemstress")
     need = [gms] + [os.path.join(a.build, "bench", f"baseline_{b}_fault") for b in ("host", "guest")
                     if a.only in (None, b)]
+    if a.only == "callscope":
+        print(f"| benchmark | call scopes off (median) | on (median) | ratio on/off "
+              f"(median of {a.reps}) |")
+        print("| --- | --- | --- | --- |")
+        host = os.path.join(HERE, "host-fault.toml")
+        keys = ["fault_read", "fault_write"]
+        compare("host-fault, 2 threads, 16 MiB", "touches/s", a.reps,
+                lambda: gms_throughput(gms, host, a.seconds, keys,
+                                       env={"GMS_BENCH_NO_CALLSCOPE": "1"}),
+                lambda: gms_throughput(gms, host, a.seconds, keys),
+                labels=("scopes off", "scopes on"))
+        return
     missing = [p for p in need if not os.access(p, os.X_OK)]
     if missing:
         sys.exit(f"not built: {', '.join(missing)} (ninja -C {a.build} gmemstress "

@@ -30,6 +30,7 @@ struct LabCli {
     lab::Options o;
     std::string memory = "2G";
     std::string timeout = "10m";
+    std::string unresponsive = "60s";
     bool exec = false;
     std::string boot_failure = "skip";
 };
@@ -64,6 +65,11 @@ int run_lab_command(LabCli& c) {
         throw UsageError(
             fmt::format("--timeout {}: expected a duration like 300s or 10m", c.timeout));
     c.o.timeout_s = *t;
+    auto u = parse_duration(c.unresponsive);
+    if (!u || *u <= 0)
+        throw UsageError(
+            fmt::format("--unresponsive {}: expected a duration like 60s", c.unresponsive));
+    c.o.unresponsive_s = *u;
     exit_policy().context.boot_failure_is =
         c.boot_failure == "bad" ? engine::BootFailure::bad : engine::BootFailure::skip;
     check_kcidb_flags(c.o.kcidb_path, c.o.kcidb_origin, c.o.kcidb_build_id);
@@ -85,7 +91,9 @@ int run_lab_command(LabCli& c) {
 // skip (a boot failure a failure with --boot-failure=bad), others an error.
 Fallback fallback(const lab::Options& o, const lab::Result& r, int code, const char* what) {
     Fallback f;
-    f.reason = r.kernel_crashed ? "the guest kernel crashed: " + r.message
+    f.reason = r.kernel_crashed && r.failure == lab::Failure::unresponsive
+                   ? "the guest stopped answering: " + r.message
+               : r.kernel_crashed ? "the guest kernel crashed: " + r.message
                : r.failure != lab::Failure::none
                    ? fmt::format("lab {} failure: {}", lab::to_string(r.failure), r.message)
                    : fmt::format("the guest's gmemstress {} wrote no {} (exit status {})",
@@ -184,7 +192,10 @@ int emit_lab_lava(const lab::Options& o, const lab::Result& r, int code) {
 // Says what went wrong, returns the standard exit code.
 int lab_exit_code(const lab::Options& o, const lab::Result& r) {
     if (r.kernel_crashed) {
-        fmt::print(stderr, "gmemstress lab: the guest kernel crashed: {}\n", r.message);
+        fmt::print(stderr, "gmemstress lab: {}: {}\n",
+                   r.failure == lab::Failure::unresponsive ? "the guest stopped answering"
+                                                           : "the guest kernel crashed",
+                   r.message);
         for (const auto& f : r.kernel_findings)
             fmt::print(stderr, "  [{}] {}\n", f.kind, f.line);
         fmt::print(stderr, "gmemstress lab: last console lines:\n{}", r.console_tail);
@@ -291,6 +302,10 @@ void add_lab_command(CLI::App& app, Action& action) {
     cmd->add_option("--memory", c.memory, "guest memory (default 2G)");
     cmd->add_option("--timeout", c.timeout,
                     "limit on boot + run + shutdown; QEMU is killed after it (default 10m)");
+    cmd->add_option("--unresponsive", c.unresponsive,
+                    "a guest whose console (and the init's heartbeat) stays silent this long "
+                    "after its init started, without a panic, is unresponsive: QEMU is killed, "
+                    "exit 1 (default 60s)");
     cmd->add_option("-r,--report", c.o.report_path,
                     "write the guest's JSON report here, with a \"lab\" section added");
     cmd->add_option("--junit", c.o.junit_path, "write the guest's JUnit XML here");

@@ -224,14 +224,6 @@ int run(const RunOptions& o) {
     }
     engine::check_memory(prof, caps);
 
-    // attach -> run -> finish
-    engine::RunSpec spec;
-    spec.record_path = o.record_path;
-    // A terminal gets a live line, anything else plain lines (ProgressPrinter).
-    spec.progress = !o.quiet && !o.no_progress && prof.duration_s > 3;
-    report::Report rep = engine::run_profile(prof, caps, spec);
-
-    // write
     // Named fields: a member added to Output must not shift these.
     engine::Output out;
     out.json_path = o.report_path;
@@ -243,6 +235,26 @@ int run(const RunOptions& o) {
     out.html_path = o.html_path;
     out.lava = o.lava;
     out.lava_json_path = o.lava_json_path;
+
+    // A call stuck in the kernel must not hold our exit status hostage: the
+    // run goes on in a child, this process waits for its status (or for the
+    // one it sends when it abandons stuck threads). No thread exists yet.
+    engine::fork_supervisor();
+
+    // attach -> run -> finish (the watchdog writes `out` itself if it must
+    // abandon the run)
+    engine::RunSpec spec;
+    spec.record_path = o.record_path;
+    // A terminal gets a live line, anything else plain lines (ProgressPrinter).
+    spec.progress = !o.quiet && !o.no_progress && prof.duration_s > 3;
+    spec.abandon_output = out;
+    spec.map_exit_code = [](int code) {
+        const auto& pol = exit_policy();
+        return engine::map_exit_code(code, pol.style, pol.context);
+    };
+    report::Report rep = engine::run_profile(prof, caps, spec);
+
+    // write
     return engine::write_reports(rep, out);
 }
 

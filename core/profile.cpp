@@ -314,6 +314,19 @@ const std::map<std::string, std::vector<ParamSpec>>& section_params() {
            "capability to ask for in-place conversion (patch series; 0: none, the ioctl itself "
            "is probed)",
            0, 100000}}},
+        // The watchdog (engine/watchdog.h): a blocking call longer than
+        // stall_threshold is a stall, reported while it lasts; a run whose
+        // calls have not all returned `grace` after its duration is written
+        // up without them and the process exits.
+        {"run",
+         {{"stall_threshold", ParamType::duration, 5.0,
+           "a blocking kernel call (KVM_RUN, guest_memfd fallocate/pwrite/ioctl, mmap access) "
+           "longer than this is a stall: reported with its kernel stack, a failure",
+           0.05, 3600},
+          {"grace", ParamType::duration, 10.0,
+           "time after the run's duration for every call to return; then the report is "
+           "written without the stuck ones (incomplete) and gmemstress exits",
+           0.1, 3600}}},
         {"probes",
          {{"mode",
            ParamType::choice,
@@ -661,6 +674,8 @@ Profile parse_profile(const std::string& text, const std::string& source,
         p.gmem_flags |= *v;
     }
     // Choices were checked against the spec when the section was read.
+    p.stall_threshold_s = get<double>(sec["run"], "stall_threshold");
+    p.grace_s = get<double>(sec["run"], "grace");
     p.probes.mode = *probes_mode_from_string(get<std::string>(sec["probes"], "mode"));
     p.probes.backend = *probe_backend_from_string(get<std::string>(sec["probes"], "backend"));
     p.probes.all_guest_memfds = get<bool>(sec["probes"], "all");
@@ -782,6 +797,7 @@ nlohmann::json Profile::to_json() const {
         {"no_direct_map", bits.no_direct_map}, {"write", bits.write}, {"hugetlb", bits.hugetlb}};
     j["abi"] = {{"set_memory_attributes2_nr", attrs2_ioctl_nr},
                 {"cap_memory_attributes2", cap_memory_attributes2}};
+    j["run"] = {{"stall_threshold_s", stall_threshold_s}, {"grace_s", grace_s}};
     j["probes"] = {{"mode", to_string(probes.mode)},
                    {"backend", to_string(probes.backend)},
                    {"all", probes.all_guest_memfds},

@@ -114,6 +114,9 @@ struct Profile {
     // taken from it once the kernel is known (apply_series_abi()).
     kvm::AbiOverrides abi_overrides;
     ProbeSettings probes;
+    // [run]: the watchdog's stall threshold and the grace after `duration`.
+    double stall_threshold_s = 5;
+    double grace_s = 10;
     // [kernel_log] waive: known kernel messages reported as waived, not as
     // findings; commands append --waive / --waivers ones.
     std::vector<KmsgWaiver> kernel_log_waivers;

@@ -1,5 +1,6 @@
 #include "engine/engine.h"
 
+#include "core/call_scope.h"
 #include "core/error.h"
 #include "core/util.h"
 #include "probes/checkers.h"
@@ -10,6 +11,7 @@
 #include "reports/render.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <fcntl.h>
 #include <filesystem>
 #include <fmt/format.h>
@@ -255,6 +257,7 @@ report::WorkloadResult run_one(const workloads::WorkloadInfo& info, const profil
     ctx.started_ns = now_ns();
     Timeline::restart_clock(); // its operations' throughput timelines count from here
     report::WorkloadResult r;
+    set_thread_role("main");
     try {
         r = info.run(ctx);
     } catch (const Interrupted&) {
@@ -265,6 +268,7 @@ report::WorkloadResult run_one(const workloads::WorkloadInfo& info, const profil
         r.reason = e.what();
     }
     report::settle_outcome(r); // a workload that did nothing did not pass
+    set_thread_role("main");   // a one-thread workload ran its body here
     progress.set_current(spec.label, nullptr);
     r.name = spec.kind;
     r.label = spec.label;
@@ -276,7 +280,19 @@ report::WorkloadResult run_one(const workloads::WorkloadInfo& info, const profil
 } // namespace
 
 void run_workloads(const profile::Profile& p, const Caps& caps, RunControl& control,
-                   kvm::GmemObserver& observer, ProgressPrinter& progress, report::Report& rep) {
+                   kvm::GmemObserver& observer, ProgressPrinter& progress, report::Report& rep,
+                   RunBoard* board) {
+    // Results go into the report under the board's lock: the watchdog may
+    // copy it from its own thread to write an abandoned run's report.
+    auto add = [&](report::WorkloadResult r) {
+        if (!board) {
+            rep.workloads.push_back(std::move(r));
+            return;
+        }
+        std::lock_guard lk(board->mu);
+        rep.workloads.push_back(std::move(r));
+        board->current.clear();
+    };
     kvm::Kvm kvm = kvm::Kvm::open();
     // The latency clock calibrates once (20 ms busy wait): here, not inside
     // the first workload's time.
@@ -293,11 +309,11 @@ void run_workloads(const profile::Profile& p, const Caps& caps, RunControl& cont
     for (size_t i = 0; i < p.workloads.size(); ++i) {
         const auto& spec = p.workloads[i];
         if (skip[i]) {
-            rep.workloads.push_back(skipped(spec, *skip[i]));
+            add(skipped(spec, *skip[i]));
             continue;
         }
         if (control.should_stop()) {
-            rep.workloads.push_back(skipped(spec, "not started: " + control.stop_reason()));
+            add(skipped(spec, "not started: " + control.stop_reason()));
             continue;
         }
         double budget = spec.number("duration");
@@ -305,8 +321,14 @@ void run_workloads(const profile::Profile& p, const Caps& caps, RunControl& cont
             budget = control.remaining_s() / double(std::max<size_t>(1, runnable));
         budget = std::min(budget, control.remaining_s());
         --runnable;
-        rep.workloads.push_back(run_one(*workloads::find(spec.kind), p, spec, i, caps, control,
-                                        observer, budget, progress, kvm));
+        if (board) {
+            std::lock_guard lk(board->mu);
+            board->current = spec.label;
+        }
+        if (board && board->watchdog)
+            board->watchdog->set_workload(spec.label);
+        add(run_one(*workloads::find(spec.kind), p, spec, i, caps, control, observer, budget,
+                    progress, kvm));
     }
 }
 
@@ -330,11 +352,108 @@ void mark_interrupted(const RunControl& control, report::Envelope& rep) {
 
 // ---- the passes of one run --------------------------------------------------
 
+namespace {
+
+// The watchdog's way out of a run whose calls did not all return by the end
+// of its duration plus run.grace: the report as far as it goes (finished
+// workloads, the one in progress failed, every call still in flight a
+// stall), written atomically; then fds closed (BPF links detach, VM fds go
+// once the stuck calls drop their references) and _exit without joining.
+[[noreturn]] void abandon_run(const profile::Profile& p, const RunSpec& spec, RunBoard& board,
+                              Watchdog& wd, report::Report& rep, KmsgWatcher* kmsg,
+                              bool probes_attached, uint64_t start_ns) {
+    report::Report r;
+    std::string current;
+    {
+        std::lock_guard lk(board.mu);
+        r = rep;
+        current = board.current;
+    }
+    r.stalls = wd.stalls_and_blockers();
+    std::vector<std::string> stuck;
+    for (const auto& st : r.stalls)
+        if (!st.ended)
+            stuck.push_back(
+                fmt::format("thread {} in {} for {:.1f}s", st.tid, st.operation, st.duration_s));
+    std::string stuck_text = stuck.empty() ? std::string("none left by now") : stuck.front();
+    if (stuck.size() > 1)
+        stuck_text += fmt::format(" (and {} more)", stuck.size() - 1);
+    for (const auto& spec_w : p.workloads) {
+        bool done = std::any_of(r.workloads.begin(), r.workloads.end(),
+                                [&](const auto& w) { return w.label == spec_w.label; });
+        if (done)
+            continue;
+        report::WorkloadResult w;
+        w.name = spec_w.kind;
+        w.label = spec_w.label;
+        if (spec_w.label == current) {
+            w.outcome = report::Outcome::fail;
+            w.reason = fmt::format("did not end: {} stuck in the kernel; its results are lost",
+                                   stuck_text);
+        } else {
+            w.outcome = report::Outcome::skip;
+            w.reason = "not started: the run was abandoned";
+        }
+        r.workloads.push_back(std::move(w));
+    }
+    r.incomplete = true;
+    r.incomplete_reason = fmt::format(
+        "the run was abandoned {:.1f}s after it started (duration {}s + grace {}s): "
+        "{} call(s) still in the kernel, first {}",
+        double(now_ns() - start_ns) / 1e9, p.duration_s, p.grace_s, stuck.size(), stuck_text);
+    r.duration_s = double(now_ns() - start_ns) / 1e9;
+    for (const auto& named : probes::CheckerSet().results({}, {})) {
+        report::InvariantResult inv;
+        inv.name = named.name;
+        inv.verdict = report::Verdict::incomplete;
+        inv.reason = "the run was abandoned with calls stuck in the kernel: events not checked";
+        r.invariants.push_back(inv);
+    }
+    if (probes_attached) {
+        r.probes.status = report::ProbesSection::Status::unavailable;
+        r.probes.reason = "attached, but never finished: the run was abandoned";
+    }
+    if (kmsg)
+        collect_kernel_log(*kmsg, r, p.kernel_log_waivers);
+    mark_interrupted(RunControl::global(), r);
+    int code = kExitFailures;
+    try {
+        code = write_reports(r, *spec.abandon_output);
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "gmemstress: the abandoned run's report could not be written: {}\n",
+                   e.what());
+        code = kExitToolError;
+    }
+    fmt::print(stderr, "gmemstress: {}; exiting without them\n", r.incomplete_reason);
+    if (spec.map_exit_code)
+        code = spec.map_exit_code(code);
+    std::fflush(nullptr);
+    if (const char* token = std::getenv("GMS_LAB_TOKEN"); token && *token) {
+        int fd = ::open("/dev/console", O_WRONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+        if (fd >= 0) {
+            std::string line = fmt::format("\n{}:abandoned:{}\n", token, code);
+            (void)!::write(fd, line.data(), line.size());
+            ::close(fd);
+        }
+    }
+    notify_supervisor(code);
+    ::close_range(3, ~0u, 0);
+    ::_exit(code);
+}
+
+} // namespace
+
 report::Report run_profile(const profile::Profile& p, const Caps& caps, const RunSpec& spec) {
     RunControl& control = RunControl::global();
     report::Report rep = new_report(spec.command, caps);
     rep.profile = p.to_json();
     rep.seed = p.seed;
+    rep.stall_threshold_s = p.stall_threshold_s;
+    if (!call_scopes_enabled()) {
+        rep.stall_threshold_s = 0; // not watched
+        fmt::print(stderr, "gmemstress: GMS_BENCH_NO_CALLSCOPE is set: blocking calls are not "
+                           "watched, no stall can be reported (for benchmarks only)\n");
+    }
 
     // attach
     std::optional<KmsgWatcher> kmsg;
@@ -345,13 +464,34 @@ report::Report run_profile(const profile::Profile& p, const Caps& caps, const Ru
     // charged to it.
     control.set_deadline(p.duration_s);
 
-    // run
+    // run, watched
     uint64_t start = now_ns();
+    RunBoard board;
+    const char* token = std::getenv("GMS_LAB_TOKEN");
+    Watchdog wd({.stall_threshold_s = p.stall_threshold_s,
+                 .grace_s = p.grace_s,
+                 .run_start_ns = start,
+                 .kick_vcpus = true,
+                 .lab_token = token ? token : ""});
+    board.watchdog = &wd;
+    if (spec.abandon_output) {
+        bool attached = bool(probes.session);
+        KmsgWatcher* k = kmsg ? &*kmsg : nullptr;
+        wd.arm_abandon(start + uint64_t((p.duration_s + p.grace_s) * 1e9), [&, attached, k] {
+            abandon_run(p, spec, board, wd, rep, k, attached, start);
+        });
+    }
     {
         ProgressPrinter progress(spec.progress);
-        run_workloads(p, caps, control, probes.observer(), progress, rep);
+        run_workloads(p, caps, control, probes.observer(), progress, rep, &board);
     }
+    // The run ended by itself: the watchdog must not write the report now
+    // (if it already is, it exits the process; wait for that).
+    if (!wd.disarm())
+        for (;;)
+            ::pause();
     rep.duration_s = double(now_ns() - start) / 1e9;
+    rep.stalls = wd.stalls();
 
     // finish
     finish_probes(probes, rep, spec.record_path);

@@ -9,6 +9,7 @@
 #include "core/profile.h"
 #include "core/run_control.h"
 #include "engine/exit_codes.h"
+#include "engine/watchdog.h"
 #include "probes/session.h"
 #include "reports/cost.h"
 #include "reports/kcidb.h"
@@ -96,8 +97,17 @@ class ProgressPrinter {
     std::thread thread_;
 };
 
+// What the watchdog's abandon callback reads of a run still in progress:
+// results are added to the report and the current workload named under `mu`.
+struct RunBoard {
+    std::mutex mu;
+    std::string current; // label of the workload running ("" between them)
+    Watchdog* watchdog = nullptr;
+};
+
 void run_workloads(const profile::Profile& p, const Caps& caps, RunControl& control,
-                   kvm::GmemObserver& observer, ProgressPrinter& progress, report::Report& rep);
+                   kvm::GmemObserver& observer, ProgressPrinter& progress, report::Report& rep,
+                   RunBoard* board = nullptr);
 
 // ---- finish -----------------------------------------------------------------
 
@@ -119,21 +129,6 @@ void mark_interrupted(const RunControl& control, report::Envelope& rep);
 
 // ---- the passes of one run --------------------------------------------------
 
-struct RunSpec {
-    std::string command = "run";
-    std::string record_path; // also save the probes' event stream here
-    bool progress = false;   // progress on stderr (ProgressPrinter)
-    // Scan the kernel log over this run; off when the command scans it over
-    // several runs itself (probe-cost).
-    bool kernel_log = true;
-};
-// attach -> run -> finish for a detected host: the probes as the profile
-// says, the workloads within its duration (attaching is not charged to it),
-// then the checkers, the recording and the kernel log.
-report::Report run_profile(const profile::Profile& p, const Caps& caps, const RunSpec& spec);
-
-// ---- write ------------------------------------------------------------------
-
 // What goes to stdout once the report files are written.
 enum class Summary { text, json, none };
 struct Output {
@@ -152,6 +147,26 @@ struct Output {
     std::string lava_json_path;
     std::string html_path; // self-contained HTML (reports/html.h); run reports only
 };
+
+struct RunSpec {
+    std::string command = "run";
+    std::string record_path; // also save the probes' event stream here
+    bool progress = false;   // progress on stderr (ProgressPrinter)
+    // Scan the kernel log over this run; off when the command scans it over
+    // several runs itself (probe-cost).
+    bool kernel_log = true;
+    // Where the watchdog writes the report if the run has to be abandoned
+    // (a call still stuck run.grace after the duration), and how it maps the
+    // exit code (--exit-codes) before it exits. Without it a stuck run waits.
+    std::optional<Output> abandon_output;
+    std::function<int(int)> map_exit_code;
+};
+// attach -> run -> finish for a detected host: the probes as the profile
+// says, the workloads within its duration (attaching is not charged to it),
+// then the checkers, the recording and the kernel log.
+report::Report run_profile(const profile::Profile& p, const Caps& caps, const RunSpec& spec);
+
+// ---- write ------------------------------------------------------------------
 
 // Makes the LAVA calls (reports/lava.h), says on stderr which failed;
 // returns `code`, or a tool error instead of a pass when one failed.

@@ -1,5 +1,6 @@
 #include "kvm/kvm.h"
 
+#include "core/call_scope.h"
 #include "core/error.h"
 
 #include <cerrno>
@@ -38,6 +39,24 @@ Memslot deleted(Memslot m) {
     m.size = 0;
     return m;
 }
+
+// What the watchdog shows of each blocking call (core/call_scope.h).
+const CallOp kOpFallocate{"fallocate", "guest_memfd fd={fd} mode={2:x} offset={0:x} len={1:x}"};
+const CallOp kOpAllocate{"fallocate(KEEP_SIZE)", "guest_memfd fd={fd} offset={0:x} len={1:x}"};
+const CallOp kOpPunch{"fallocate(PUNCH_HOLE)", "guest_memfd fd={fd} offset={0:x} len={1:x}"};
+const CallOp kOpPwrite{"pwrite", "guest_memfd fd={fd} offset={1:x} len={0:x}"};
+const CallOp kOpClose{"close(guest_memfd)", "fd={fd} size={0:x}"};
+const CallOp kOpMunmap{"munmap", "addr={0:x} len={1:x}"};
+// args[0] is the vCPU's kvm_run, which the watchdog reads while pinned.
+const CallOp kOpRun{"KVM_RUN", "vcpu{1} fd={fd}", true};
+const CallOp kOpPreFault{"KVM_PRE_FAULT_MEMORY", "vcpu{2} gpa={0:x} size={1:x}"};
+const CallOp kOpCreateVm{"KVM_CREATE_VM", "type={0}"};
+const CallOp kOpCreateGmem{"KVM_CREATE_GUEST_MEMFD", "vm fd={fd} size={0:x} flags={1:x}"};
+const CallOp kOpSetRegion{"KVM_SET_USER_MEMORY_REGION2",
+                          "vm fd={fd} slot={0} size={1:x} guest_memfd={2}"};
+const CallOp kOpSetAttrs{"KVM_SET_MEMORY_ATTRIBUTES", "vm fd={fd} gpa={0:x} size={1:x} "
+                                                      "attributes={2:x}"};
+const CallOp kOpDestroyVm{"close(VM)", "vm fd={fd}"};
 
 } // namespace
 
@@ -84,8 +103,10 @@ Mapping::~Mapping() {
 }
 
 void Mapping::reset() {
-    if (addr_)
+    if (addr_) {
+        CallScope scope(kOpMunmap, -1, reinterpret_cast<uint64_t>(addr_), size_);
         ::munmap(addr_, size_);
+    }
     addr_ = nullptr;
     size_ = 0;
 }
@@ -99,7 +120,23 @@ GuestMemfd::GuestMemfd(UniqueFd fd, uint64_t size, uint64_t flags)
         inode_ = InodeId{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
 }
 
+GuestMemfd::~GuestMemfd() {
+    close();
+}
+
+void GuestMemfd::close() {
+    if (!fd_.valid())
+        return;
+    // The last close releases the file: kvm_gmem_release() takes invalidate_lock.
+    CallScope scope(kOpClose, fd_.get(), size_);
+    fd_.reset();
+}
+
 int GuestMemfd::try_fallocate(int mode, uint64_t offset, uint64_t len) {
+    const CallOp& op = mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) ? kOpPunch
+                       : mode == FALLOC_FL_KEEP_SIZE                        ? kOpAllocate
+                                                                            : kOpFallocate;
+    CallScope scope(op, fd_.get(), offset, len, uint64_t(mode));
     return errno_of(
         ::fallocate(fd_.get(), mode, static_cast<off_t>(offset), static_cast<off_t>(len)));
 }
@@ -124,6 +161,7 @@ void GuestMemfd::punch_hole(uint64_t offset, uint64_t len) {
 }
 
 ssize_t GuestMemfd::try_pwrite(const void* buf, size_t len, uint64_t offset) {
+    CallScope scope(kOpPwrite, fd_.get(), len, offset);
     ssize_t n = ::pwrite(fd_.get(), buf, len, static_cast<off_t>(offset));
     return n < 0 ? -errno : n;
 }
@@ -186,6 +224,7 @@ Vcpu::~Vcpu() {
 }
 
 int Vcpu::try_run() {
+    CallScope scope(kOpRun, fd_.get(), reinterpret_cast<uint64_t>(run_), id_);
     return errno_of(::ioctl(fd_.get(), KVM_RUN, 0));
 }
 
@@ -222,6 +261,7 @@ int Vcpu::try_pre_fault(uint64_t gpa, uint64_t size, uint64_t* remaining) {
     uapi::kvm_pre_fault_memory r{};
     r.gpa = gpa;
     r.size = size;
+    CallScope scope(kOpPreFault, fd_.get(), gpa, size, id_);
     int rc = ::ioctl(fd_.get(), uapi::kPreFaultMemory, &r);
     if (remaining)
         *remaining = r.size;
@@ -231,6 +271,7 @@ int Vcpu::try_pre_fault(uint64_t gpa, uint64_t size, uint64_t* remaining) {
 // ---- Vm ------------------------------------------------------------------
 
 int Vm::try_create(Vm& out, const Kvm& kvm, unsigned long type) {
+    CallScope scope(kOpCreateVm, kvm.fd(), type);
     int fd = ::ioctl(kvm.fd(), KVM_CREATE_VM, type);
     if (fd < 0)
         return errno;
@@ -275,7 +316,10 @@ void Vm::destroy() {
             try_set_region_raw(deleted(m));
     }
     memslots_.clear();
-    fd_.reset();
+    if (fd_.valid()) {
+        CallScope scope(kOpDestroyVm, fd_.get());
+        fd_.reset();
+    }
 }
 
 long Vm::check_extension(unsigned cap) const {
@@ -287,6 +331,7 @@ int Vm::try_create_guest_memfd_raw(uint64_t size, uint64_t flags) {
     uapi::kvm_create_guest_memfd g{};
     g.size = size;
     g.flags = flags;
+    CallScope scope(kOpCreateGmem, fd_.get(), size, flags);
     int fd = ::ioctl(fd_.get(), uapi::kCreateGuestMemfd, &g);
     return fd < 0 ? -errno : fd;
 }
@@ -302,6 +347,7 @@ GuestMemfd Vm::create_guest_memfd(uint64_t size, uint64_t flags) {
 
 int Vm::try_set_region_raw(const Memslot& m) {
     auto r = region_of(m);
+    CallScope scope(kOpSetRegion, fd_.get(), m.slot, m.size, uint64_t(int64_t(m.gmem_fd)));
     return errno_of(::ioctl(fd_.get(), uapi::kSetUserMemoryRegion2, &r));
 }
 
@@ -343,6 +389,7 @@ int Vm::try_set_memory_attributes(uint64_t gpa, uint64_t size, uint64_t attribut
     a.address = gpa;
     a.size = size;
     a.attributes = attributes;
+    CallScope scope(kOpSetAttrs, fd_.get(), gpa, size, attributes);
     return errno_of(::ioctl(fd_.get(), uapi::kSetMemoryAttributes, &a));
 }
 

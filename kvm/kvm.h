@@ -57,14 +57,24 @@ class GuestMemfd {
     GuestMemfd() = default;
     GuestMemfd(UniqueFd fd, uint64_t size, uint64_t flags);
     GuestMemfd(GuestMemfd&&) noexcept = default;
-    GuestMemfd& operator=(GuestMemfd&&) noexcept = default;
+    GuestMemfd& operator=(GuestMemfd&& o) noexcept {
+        if (this != &o) {
+            close();
+            fd_ = std::move(o.fd_);
+            size_ = o.size_;
+            flags_ = o.flags_;
+            inode_ = o.inode_;
+        }
+        return *this;
+    }
+    ~GuestMemfd();
 
     int fd() const { return fd_.get(); }
     uint64_t size() const { return size_; }
     uint64_t flags() const { return flags_; }
     InodeId inode() const { return inode_; }
     bool valid() const { return fd_.valid(); }
-    void close() { fd_.reset(); }
+    void close(); // the release may block: a watched call
 
     int try_allocate(uint64_t offset, uint64_t len);   // fallocate(KEEP_SIZE)
     int try_punch_hole(uint64_t offset, uint64_t len); // PUNCH_HOLE|KEEP_SIZE

@@ -1,5 +1,7 @@
 #include "kvm/series.h"
 
+#include "core/call_scope.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -380,6 +382,9 @@ uint64_t Attrs2Buffer::error_offset(const SeriesAbi& abi) const {
 int try_set_memory_attributes2(int gmem_fd, const SeriesAbi& abi, uint64_t offset, uint64_t size,
                                uint64_t attributes, uint64_t* error_offset) {
     Attrs2Buffer a(abi, offset, size, attributes);
+    static const CallOp op{"KVM_SET_MEMORY_ATTRIBUTES2",
+                           "guest_memfd fd={fd} offset={0:x} size={1:x} attributes={2:x}"};
+    CallScope scope(op, gmem_fd, offset, size, attributes);
     int rc = ::ioctl(gmem_fd, abi.attrs2_request(), a.data());
     int e = rc < 0 ? errno : 0;
     if (error_offset)

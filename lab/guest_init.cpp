@@ -51,12 +51,19 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 mark "init:$(uname -r):$(cut -d' ' -f1 /proc/uptime)"
+# The heartbeat: a guest that stops printing it has stopped answering.
+GMS_HEARTBEAT
 
 load() {
     [ -d "/sys/module/$1" ] && return 0
     insmod "/lab/modules/$1.ko" || fail modules "insmod $1 failed (the kernel's message is above)"
 }
 )SH";
+    s.replace(s.find("GMS_HEARTBEAT\n"), 14,
+              p.heartbeat_s ? fmt::format("(while sleep {}; do mark \"alive:$(cut -d' ' -f1 "
+                                          "/proc/uptime)\"; done) &\n",
+                                          p.heartbeat_s)
+                            : std::string());
     s += fmt::format("for m in {}; do load \"$m\"; done\n", words(p.base_modules));
     s += fmt::format(R"SH(if grep -qw svm /proc/cpuinfo; then
     for m in {}; do load "$m"; done
@@ -113,7 +120,8 @@ mark "ready:$(cut -d' ' -f1 /proc/uptime)"
 )SH";
     // The host's own shell and env run the command inside the host root.
     s += fmt::format("chroot /host /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/"
-                     "usr/bin:/sbin:/bin HOME={0} TMPDIR={0} GMS_IN_LAB=1 {3}\\\n"
+                     "usr/bin:/sbin:/bin HOME={0} TMPDIR={0} GMS_IN_LAB=1 GMS_LAB_TOKEN=\"$T\" "
+                     "{3}\\\n"
                      "    /bin/sh -c 'cd \"$0\" 2>/dev/null || cd /; "
                      "[ -z \"$GMS_LAB_BEFORE\" ] || eval \"$GMS_LAB_BEFORE\"; exec \"$@\"' {1} \\\n"
                      "    {2} \\\n"

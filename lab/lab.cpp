@@ -111,6 +111,8 @@ std::string to_string(Failure f) {
         return "interrupted";
     case Failure::transport:
         return "transport";
+    case Failure::unresponsive:
+        return "unresponsive";
     }
     return "?";
 }
@@ -331,6 +333,16 @@ struct Console {
     std::string halt_line;      // the boot stub's "-- System halted"
     bool kvm_error = false;     // QEMU says KVM cannot run this guest
     uint64_t serial_lines = 0;
+    uint64_t last_serial_ns = 0; // any serial line, the init's heartbeat included
+    // The guest's gmemstress saw a call stuck in the kernel ("stall:" marker):
+    // when, the first one, and within how many seconds it said its run ends.
+    uint64_t stall_ns = 0;
+    std::string stall_line;
+    double stall_ends_within_s = 0;
+    // It then gave up on the stuck threads ("abandoned:" marker): its report
+    // is written and this is its exit status.
+    std::optional<int> abandoned_status;
+    uint64_t abandoned_ns = 0;
     uint64_t file_bytes = 0;
     uint64_t first_output_ns = 0, init_ns = 0, ready_ns = 0, done_ns = 0;
     std::string guest_uptime_init, guest_uptime_ready; // the guest's own clock
@@ -405,14 +417,18 @@ struct Console {
         } else {
             if (!serial_lines++)
                 first_output_ns = now_ns();
-            marker(l);
+            last_serial_ns = now_ns();
+            // The heartbeat only says the guest answers; it would crowd the tail.
+            if (marker(l))
+                return;
         }
         tail.push_back(std::move(l));
         if (tail.size() > kTailLines)
             tail.pop_front();
     }
 
-    void marker(const std::string& l) {
+    // Follows markers and findings; true for a heartbeat line.
+    bool marker(const std::string& l) {
         if (l.find("Kernel panic - not syncing") != std::string::npos && panic_line.empty())
             panic_line = l.substr(l.find("Kernel panic"));
         if (auto f = console_finding(l); f && l.find(token) == std::string::npos) {
@@ -425,7 +441,7 @@ struct Console {
             halt_line = l;
         size_t at = l.find(token + ":");
         if (at == std::string::npos)
-            return;
+            return false;
         std::string rest = l.substr(at + token.size() + 1);
         auto field = [&](size_t i) {
             size_t start = 0;
@@ -439,7 +455,18 @@ struct Console {
             return rest.substr(start, rest.find(':', start) - start);
         };
         std::string kind = field(0);
-        if (kind == "init") {
+        if (kind == "alive")
+            return true;
+        if (kind == "stall" && !stall_ns) {
+            // "stall:<s until the run ends>:<what>"
+            stall_ns = now_ns();
+            stall_ends_within_s = std::atof(field(1).c_str());
+            size_t m = rest.find(':', rest.find(':') + 1);
+            stall_line = m == std::string::npos ? rest : rest.substr(m + 1);
+        } else if (kind == "abandoned" && !abandoned_status) {
+            abandoned_ns = now_ns();
+            abandoned_status = std::atoi(field(1).c_str());
+        } else if (kind == "init") {
             saw_init = true;
             init_ns = now_ns();
             guest_release = field(1);
@@ -461,6 +488,7 @@ struct Console {
             if (end != st.c_str())
                 done_status = int(v);
         }
+        return false;
     }
 };
 
@@ -610,6 +638,36 @@ Boot boot_once(const BootPlan& plan, const std::string& accel, bool kvm_probe, C
         }
         if (!wind_down_ns && (con.saw_done || !con.fail_stage.empty()))
             wind_down_ns = now + 15'000'000'000ull; // poweroff takes well under a second
+        // The guest's gmemstress gave up on threads stuck in the kernel: its
+        // report is written; the guest may not get to power off (a task in D
+        // state can block the rest of the init), so do not wait long for it.
+        if (!wind_down_ns && con.abandoned_status)
+            wind_down_ns = now + 30'000'000'000ull;
+        bool panicking = !con.panic_line.empty() || !con.halt_line.empty() || con.first_oops_ns;
+        if (!wind_down_ns && !panicking && con.saw_init && !con.saw_done) {
+            std::string why;
+            double silent = double(now - std::max(con.last_serial_ns, con.init_ns)) / 1e9;
+            if (silent > opts.unresponsive_s)
+                why = fmt::format("no console output, not even the init's heartbeat (every {} s), "
+                                  "for {:.0f} s (--unresponsive {:.0f}s), and no panic",
+                                  GuestPlan{}.heartbeat_s, silent, opts.unresponsive_s);
+            // gmemstress said when it would end at the latest; give it time to
+            // write, sync and power off, never the whole --timeout.
+            else if (con.stall_ns &&
+                     now > con.stall_ns + uint64_t((con.stall_ends_within_s + 60) * 1e9))
+                why = fmt::format("the guest's gmemstress reported a stall ({}) and was to end "
+                                  "within {:.0f} s; nothing finished {:.0f} s later",
+                                  con.stall_line, con.stall_ends_within_s,
+                                  double(now - con.stall_ns) / 1e9);
+            if (!why.empty()) {
+                qemu.terminate();
+                con.flush();
+                b.failure = Failure::unresponsive;
+                b.message =
+                    fmt::format("no answer while {} ran: {}", describe_guest_command(opts), why);
+                return b;
+            }
+        }
         if (!wind_down_ns && (!con.panic_line.empty() || !con.halt_line.empty()))
             wind_down_ns = now + 3'000'000'000ull; // panic=-1 reboots, -no-reboot exits
         // oops=panic should end the guest at once; if an Oops did not (the
@@ -655,6 +713,14 @@ Boot boot_once(const BootPlan& plan, const std::string& accel, bool kvm_probe, C
     con.flush();
 
     if (con.saw_done) {
+        b.end = BootEnd::done;
+        return b;
+    }
+    // Its report is in the results share even if the guest never powered off.
+    if (con.abandoned_status) {
+        con.saw_done = true;
+        con.done_status = con.abandoned_status;
+        con.done_ns = con.abandoned_ns;
         b.end = BootEnd::done;
         return b;
     }
@@ -1256,11 +1322,24 @@ Result LabRun::collect(const Boot& boot) {
         rename(guest_path, host_path);
 
     res.kernel_findings = con_.findings;
+    res.guest_stall = con_.stall_line;
+    res.guest_abandoned = con_.abandoned_status;
+    if (!con_.stall_line.empty())
+        lab["guest_stall"] = con_.stall_line;
+    if (con_.abandoned_status)
+        lab["guest_abandoned_status"] = *con_.abandoned_status;
     if (boot.end != BootEnd::done) {
         res.failure = boot.failure;
         res.message = boot.message;
         res.console_tail = con_.tail_text();
-        res.kernel_crashed = boot.failure == Failure::panic && con_.saw_init;
+        // A panic, or a guest that stopped answering, after the init started:
+        // the kernel under test, each told apart in lab.failure.
+        res.kernel_crashed =
+            (boot.failure == Failure::panic || boot.failure == Failure::unresponsive) &&
+            con_.saw_init;
+        lab["failure"] = to_string(boot.failure);
+        lab["failure_message"] = boot.message;
+        lab["console_tail"] = std::vector<std::string>(con_.tail.begin(), con_.tail.end());
         res.lab = lab;
         if (res.kernel_crashed && takes_profile_and_report(opts_.guest_command) &&
             opts_.exec_command.empty()) {
@@ -1330,11 +1409,17 @@ nlohmann::json LabRun::crash_report(const Result& res) const {
     r.host = unknown.to_json();
     r.profile = {{"name", host_profile_.empty() ? "(default)" : host_profile_}};
     r.kernel_log = res.kernel_findings;
+    bool unresponsive = res.failure == Failure::unresponsive;
+    // A guest that stopped answering printed no splat: the finding is the silence.
+    if (unresponsive)
+        r.kernel_log.push_back({"unresponsive", res.message, 0});
     if (r.kernel_log.empty()) // a reset or triple fault prints nothing
         r.kernel_log.push_back({"guest_crash", res.message, 0});
-    r.kernel_log_reason = "read from the lab's serial console: the guest kernel crashed";
-    r.errors.push_back(fmt::format("the guest kernel crashed while {} ran; no report from the "
-                                   "guest: {}",
+    r.kernel_log_reason = unresponsive
+                              ? "read from the lab's serial console: the guest stopped answering"
+                              : "read from the lab's serial console: the guest kernel crashed";
+    r.errors.push_back(fmt::format("the guest {} while {} ran; no report from the guest: {}",
+                                   unresponsive ? "stopped answering" : "kernel crashed",
                                    describe_guest_command(opts_), res.message));
     nlohmann::json j = report::to_json(r);
     j["lab"] = res.lab;

@@ -25,6 +25,9 @@ struct Options {
     unsigned cpus = 2;
     uint64_t memory = 2ull << 30;
     double timeout_s = 600;  // boot + run + shutdown
+    // A guest whose console (heartbeat included) stays silent this long after
+    // its init started, without a panic, is unresponsive: QEMU is killed.
+    double unresponsive_s = 60;
     std::string report_path; // the guest's report + "lab", written atomically
     std::string junit_path;  // the guest's JUnit XML, copied
     std::string html_path;   // the report as HTML (reports/html.h), written by the caller
@@ -91,6 +94,11 @@ enum class Failure {
     timeout,     // --timeout reached
     interrupted, // SIGINT / SIGTERM of gmemstress lab
     transport,   // the run finished but its results did not arrive
+    // The guest stopped answering after its init started: no console line,
+    // not even the init's heartbeat, for Options::unresponsive_s, and no
+    // panic; or gmemstress reported a stall and the guest did not finish by
+    // the time it said it would.
+    unresponsive,
 };
 std::string to_string(Failure f);
 
@@ -106,9 +114,15 @@ struct Result {
     std::optional<std::string> lava;      // the guest's LAVA calls as JSON (Options::lava)
     // Oops, BUG, panic ... lines the guest kernel printed on the console.
     std::vector<report::KmsgFinding> kernel_findings;
-    // The guest kernel crashed after the lab's init started: a finding about
-    // the kernel under test (exit 1), not a lab that could not run.
+    // The guest kernel crashed (or stopped answering: failure says which)
+    // after the lab's init started: a finding about the kernel under test
+    // (exit 1), not a lab that could not run.
     bool kernel_crashed = false;
+    // The guest's gmemstress reported calls stuck in the kernel (console
+    // markers): their first line, and whether it abandoned them (its report
+    // written, its exit status sent) before the guest finished.
+    std::string guest_stall;
+    std::optional<int> guest_abandoned;
     nlohmann::json lab = nlohmann::json::object();
 };
 
@@ -226,6 +240,9 @@ struct GuestPlan {
     // The kvm.gms_plant= mask the kernel must have taken (0: no check), so a
     // kernel without the plants is a setup failure, never a clean run.
     uint32_t plant_mask = 0;
+    // Seconds between the init's heartbeat lines ("<token>:alive:<uptime>"),
+    // which tell a silent but working guest from one that stopped answering.
+    unsigned heartbeat_s = 3;
 };
 std::string make_init_script(const GuestPlan& plan);
 // Where the results share is mounted, as the guest command sees it.

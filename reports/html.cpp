@@ -313,6 +313,28 @@ std::string kernel_log_section(const std::vector<std::pair<const Report*, std::s
                        n, n == 1 ? "" : "s", items);
 }
 
+// The watchdog's stalls (docs/STALLS.md); nothing when there are none.
+std::string stalls_section(const Report& r) {
+    if (r.stalls.empty() && !r.incomplete)
+        return "";
+    std::string s = fmt::format("<section id=\"stalls\"><h2>Stalls: {}</h2>", r.stalls.size());
+    if (r.incomplete)
+        s += fmt::format("<p class=\"banner fail\">incomplete: {}</p>", esc(r.incomplete_reason));
+    s += "<ul>";
+    for (const auto& st : r.stalls) {
+        std::string stack;
+        for (const auto& f : st.kernel_stack)
+            stack += esc(f) + "\n";
+        s += fmt::format("<li class=\"finding fail\">{}{}<pre>{}{}</pre></li>", esc(stall_line(st)),
+                         st.task_state.empty() ? "" : ", state " + esc(st.task_state),
+                         stack.empty() ? esc(st.stack_error) : stack,
+                         st.vcpu ? esc(fmt::format("vcpu{}: last exit {}; {}", st.vcpu->id,
+                                                   st.vcpu->last_exit, st.vcpu->note))
+                                 : "");
+    }
+    return s + "</ul></section>\n";
+}
+
 std::string invariants_section(const Report& r) {
     std::string s = "<section id=\"invariants\"><h2>Invariants</h2>";
     if (r.invariants.empty())
@@ -523,6 +545,7 @@ std::string to_html(const Report& r) {
         r.lab ? "in the QEMU lab" : "on this host's KVM", r.seed, r.duration_s,
         r.interrupted ? ", interrupted (" + esc(r.interrupt_reason) + ")" : "", verdict, verdict);
     body += kernel_log_section({{&r, ""}});
+    body += stalls_section(r);
     body += workloads_section(r);
     for (const auto& w : r.workloads)
         if (w.range_scaling)

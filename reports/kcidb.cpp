@@ -227,6 +227,20 @@ json to_kcidb(const Report& r, const KcidbOptions& o) {
         b.add({"gmemstress", "tool_errors", fmt::format("error_{}", k + 1)},
               "ERROR")["log_excerpt"] = excerpt(r.errors[k]);
 
+    for (size_t k = 0; k < r.stalls.size(); ++k) {
+        const auto& st = r.stalls[k];
+        std::string log = stall_line(st);
+        for (const auto& line : st.kernel_stack)
+            log += "\n" + line;
+        json& t = b.add({"gmemstress", "stalls", fmt::format("stall_{}", k + 1)}, "FAIL");
+        t["log_excerpt"] = excerpt(log);
+        t["misc"] = {{"operation", st.operation},   {"args", st.args},   {"tid", st.tid},
+                     {"duration_s", st.duration_s}, {"ended", st.ended}, {"thread", st.thread}};
+    }
+    if (r.incomplete)
+        b.add({"gmemstress", "run", "complete"}, "FAIL")["log_excerpt"] =
+            excerpt(r.incomplete_reason);
+
     const char* klog = !r.kernel_log.empty() ? "FAIL" : !r.kernel_log_available ? "SKIP" : "PASS";
     json& kt = b.add({"gmemstress", "kernel_log"}, klog);
     if (!r.kernel_log_available)

@@ -156,6 +156,22 @@ std::vector<Suite> suites_of(const Report& r) {
             s.leaves.push_back({fmt::format("error_{}", k + 1), Outcome::error, r.errors[k], {}});
         suites.push_back(std::move(s));
     }
+    if (!r.stalls.empty()) {
+        Suite s{"stalls", {}, {}};
+        for (size_t k = 0; k < r.stalls.size(); ++k) {
+            const auto& st = r.stalls[k];
+            Leaf l{fmt::format("stall_{}", k + 1), Outcome::fail, stall_line(st), {}};
+            for (const auto& line : st.kernel_stack)
+                l.diag.push_back(line);
+            s.leaves.push_back(std::move(l));
+        }
+        suites.push_back(std::move(s));
+    }
+    if (r.incomplete) {
+        Suite s{"run", {}, {}};
+        s.leaves.push_back({"complete", Outcome::fail, r.incomplete_reason, {}});
+        suites.push_back(std::move(s));
+    }
     Suite klog{"kernel_log", {}, {}};
     if (!r.kernel_log.empty()) {
         for (const auto& f : r.kernel_log)

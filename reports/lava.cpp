@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "reports/measurements.h"
+#include "reports/render.h"
 
 #include <cerrno>
 #include <cmath>
@@ -263,6 +264,16 @@ std::vector<LavaSet> to_lava(const Report& r) {
         LavaSet& s = b.set("tool_errors");
         for (size_t k = 0; k < r.errors.size(); ++k)
             b.add(s, fmt::format("tool_errors.error_{}", k + 1), "unknown", {r.errors[k]});
+    }
+    if (!r.stalls.empty() || r.incomplete) {
+        LavaSet& s = b.set("stalls");
+        for (size_t k = 0; k < r.stalls.size(); ++k) {
+            std::vector<std::string> log{stall_line(r.stalls[k])};
+            log.insert(log.end(), r.stalls[k].kernel_stack.begin(), r.stalls[k].kernel_stack.end());
+            b.add(s, fmt::format("stalls.stall_{}", k + 1), "fail", log);
+        }
+        if (r.incomplete)
+            b.add(s, "stalls.run_incomplete", "fail", {r.incomplete_reason});
     }
     LavaSet& k = b.set("kernel_log");
     if (!r.kernel_log_available)

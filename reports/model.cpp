@@ -84,7 +84,7 @@ const KmsgWaiver& Envelope::waiver_of(const WaivedFinding& w) const {
 
 // Waived findings (kernel_log_waived) are known messages: they fail nothing.
 Outcome Report::verdict() const {
-    bool failed = !kernel_log.empty();
+    bool failed = !kernel_log.empty() || !stalls.empty();
     bool errored = !errors.empty();
     auto see = [&](Outcome o) {
         failed |= o == Outcome::fail;

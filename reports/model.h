@@ -122,6 +122,39 @@ struct InvariantResult {
     std::vector<std::string> violations;      // first N
 };
 
+// A blocking kernel call that lasted longer than the run's stall threshold
+// (run.stall_threshold), seen by the watchdog while it lasted
+// (engine/watchdog.h): who, what, since when, where in the kernel.
+struct VcpuStallState {
+    unsigned id = 0;
+    // The exit KVM_RUN last returned with before this call (kvm_run's
+    // exit_reason, left from the previous exit; "none" for a first entry).
+    std::string last_exit;
+    // The watchdog kicked the thread (signal + immediate_exit) to learn where
+    // the guest is: whether KVM_RUN returned, and the guest's registers then.
+    bool kicked = false;
+    bool left_kvm_run = false;
+    std::optional<uint64_t> guest_rip; // at the kick's exit (sync regs)
+    std::string note;                  // why no RIP, what the kick did
+};
+
+struct Stall {
+    uint64_t tid = 0;
+    std::string thread;     // role: "vcpu", "worker", ...
+    std::string workload;   // label of the workload running when it was seen
+    std::string operation;  // "fallocate(PUNCH_HOLE)", "KVM_RUN", "mmap access", ...
+    std::string args;       // "guest_memfd fd=7 offset=0x0 len=0x40000"
+    std::string started_at; // ISO 8601 UTC (ms)
+    double started_s = 0;   // since the run started
+    double duration_s = 0;  // so far, or in all when ended
+    bool ended = false;     // the call returned (while the run still went on)
+    std::string task_state; // /proc/self/task/TID/stat: "D (disk sleep)", ...
+    std::string wchan;
+    std::vector<std::string> kernel_stack; // /proc/self/task/TID/stack, first sample
+    std::string stack_error;               // why there is no stack
+    std::optional<VcpuStallState> vcpu;
+};
+
 // The kernel log scanner's finding (core/kmsg.h), as reports carry it, and
 // the known messages waived (reported, not counted as findings).
 using KmsgFinding = gms::KmsgFinding;
@@ -167,7 +200,16 @@ struct Report : Envelope {
     // invalidate_lock hold and wait times; unset without probes.
     std::optional<LocksSection> locks;
 
-    // fail: a check, workload, invariant or kernel log finding failed;
+    // Calls that lasted longer than stall_threshold_s: each fails the verdict.
+    std::vector<Stall> stalls;
+    double stall_threshold_s = 0; // 0: not watched (reports from before the watchdog)
+    // The run did not end by itself: a call never returned, and the report
+    // was written by the watchdog at the run's end plus its grace, without
+    // waiting for the stuck threads (the process then exited).
+    bool incomplete = false;
+    std::string incomplete_reason;
+
+    // fail: a check, workload, invariant, kernel log finding or stall failed;
     // error: the tool could not do what was asked; skip: nothing ran (no
     // workload did anything, see did_run(), and no conformance check ran;
     // `watch` runs no workloads and is exempt); pass: something ran and

@@ -498,6 +498,37 @@ ProbesSection probes_of(const json& j, const At& at) {
     return p;
 }
 
+Stall stall_of(const json& j, const At& at) {
+    Stall st;
+    st.tid = get<uint64_t>(j, "tid", at);
+    st.thread = get<std::string>(j, "thread", at);
+    st.workload = get<std::string>(j, "workload", at);
+    st.operation = get<std::string>(j, "operation", at);
+    st.args = get<std::string>(j, "args", at);
+    st.started_at = get<std::string>(j, "started_at", at);
+    st.started_s = get<double>(j, "started_s", at);
+    st.duration_s = get<double>(j, "duration_s", at);
+    st.ended = get<bool>(j, "ended", at);
+    st.task_state = get<std::string>(j, "task_state", at);
+    st.wchan = get<std::string>(j, "wchan", at);
+    st.kernel_stack = list<std::string>(j, "kernel_stack", at);
+    st.stack_error = get<std::string>(j, "stack_error", at);
+    if (j.contains("vcpu")) {
+        const json& v = object_of(j, "vcpu", at);
+        At av = at["vcpu"];
+        VcpuStallState vs;
+        vs.id = get<unsigned>(v, "id", av);
+        vs.last_exit = get<std::string>(v, "last_exit", av);
+        vs.kicked = get<bool>(v, "kicked", av);
+        vs.left_kvm_run = get<bool>(v, "left_kvm_run", av);
+        if (v.contains("guest_rip") && !v["guest_rip"].is_null())
+            vs.guest_rip = get<uint64_t>(v, "guest_rip", av);
+        vs.note = get<std::string>(v, "note", av);
+        st.vcpu = vs;
+    }
+    return st;
+}
+
 } // namespace
 
 Report parse_report(const json& j, const std::string& origin) {
@@ -541,6 +572,15 @@ Report parse_report(const json& j, const std::string& origin) {
     for (size_t i = 0; i < is.size(); ++i)
         r.invariants.push_back(invariant_of(is[i], at["invariants"][i]));
     r.probes = probes_of(field(j, "probes", at), at["probes"]);
+    // The watchdog's fields: absent from reports written before it.
+    if (j.contains("stalls")) {
+        const json& ss = array_of(j, "stalls", at);
+        for (size_t i = 0; i < ss.size(); ++i)
+            r.stalls.push_back(stall_of(ss[i], at["stalls"][i]));
+    }
+    r.stall_threshold_s = get_or<double>(j, "stall_threshold_s", at, 0);
+    r.incomplete = get_or<bool>(j, "incomplete", at, false);
+    r.incomplete_reason = get_or<std::string>(j, "incomplete_reason", at, "");
     // The verdict is derived; one that disagrees means the file was edited
     // into something this model cannot hold.
     std::string verdict = get<std::string>(j, "verdict", at);

@@ -128,6 +128,42 @@ namespace {
 
 } // namespace
 
+json stall_json(const Stall& st) {
+    json j = {{"tid", st.tid},
+              {"thread", st.thread},
+              {"workload", st.workload},
+              {"operation", st.operation},
+              {"args", st.args},
+              {"started_at", st.started_at},
+              {"started_s", st.started_s},
+              {"duration_s", st.duration_s},
+              {"ended", st.ended},
+              {"task_state", st.task_state},
+              {"wchan", st.wchan},
+              {"kernel_stack", st.kernel_stack},
+              {"stack_error", st.stack_error}};
+    if (st.vcpu) {
+        const auto& v = *st.vcpu;
+        j["vcpu"] = {{"id", v.id},
+                     {"last_exit", v.last_exit},
+                     {"kicked", v.kicked},
+                     {"left_kvm_run", v.left_kvm_run},
+                     {"guest_rip", v.guest_rip ? json(*v.guest_rip) : json(nullptr)},
+                     {"note", v.note}};
+    }
+    return j;
+}
+
+std::string stall_line(const Stall& st) {
+    std::string out =
+        fmt::format("thread {} ({}) in {} {} for {:.1f}s since {}{}", st.tid,
+                    st.thread.empty() ? "?" : st.thread, st.operation, st.args, st.duration_s,
+                    st.started_at, st.ended ? ", then returned" : ", still running");
+    if (!st.workload.empty())
+        out += fmt::format(" [workload {}]", st.workload);
+    return out;
+}
+
 json invariant_json(const InvariantResult& i) {
     return {{"name", i.name},         {"verdict", to_string(i.verdict)},
             {"reason", i.reason},     {"backend", i.backend},
@@ -268,6 +304,12 @@ json to_json(const Report& r) {
     j["probes"] = to_json(r.probes);
     if (r.locks)
         j["locks"] = to_json(*r.locks);
+    j["stalls"] = json::array();
+    for (const auto& st : r.stalls)
+        j["stalls"].push_back(stall_json(st));
+    j["stall_threshold_s"] = r.stall_threshold_s;
+    j["incomplete"] = r.incomplete;
+    j["incomplete_reason"] = r.incomplete_reason;
     j["verdict"] = to_string(r.verdict());
     return j;
 }
@@ -356,6 +398,24 @@ std::string to_text(const Report& r, bool color) {
         out += fmt::format("  kernel log: {} finding{} waived ({})\n", r.kernel_log_waived.size(),
                            r.kernel_log_waived.size() == 1 ? "" : "s", fmt::join(per, ", "));
     }
+    for (const auto& st : r.stalls) {
+        out += fmt::format("  STALL {}\n", stall_line(st));
+        if (!st.task_state.empty() || !st.wchan.empty())
+            out += fmt::format("             state {}, wchan {}\n", st.task_state,
+                               st.wchan.empty() ? "?" : st.wchan);
+        for (size_t k = 0; k < st.kernel_stack.size() && k < 12; ++k)
+            out += fmt::format("             {}\n", st.kernel_stack[k]);
+        if (!st.stack_error.empty())
+            out += fmt::format("             kernel stack unavailable: {}\n", st.stack_error);
+        if (st.vcpu)
+            out += fmt::format(
+                "             vcpu{}: last exit {}; {}{}\n", st.vcpu->id, st.vcpu->last_exit,
+                st.vcpu->guest_rip ? fmt::format("guest rip {:#x}; ", *st.vcpu->guest_rip)
+                                   : std::string(),
+                st.vcpu->note);
+    }
+    if (r.incomplete)
+        out += fmt::format("  INCOMPLETE: {}\n", r.incomplete_reason);
     for (const auto& e : r.errors)
         out += fmt::format("  error: {}\n", e);
     out += fmt::format("verdict: {}\n", paint(r.verdict()));
@@ -399,6 +459,14 @@ std::string to_junit(const Report& r) {
     for (const auto& f : r.kernel_log)
         kmsg += f.kind + ": " + f.line + "\n";
     cases.push_back({"gmemstress.kernel", "kernel_log", klog, kmsg});
+    for (size_t k = 0; k < r.stalls.size(); ++k) {
+        const auto& st = r.stalls[k];
+        std::string msg = stall_line(st);
+        for (const auto& l : st.kernel_stack)
+            msg += "\n" + l;
+        cases.push_back({"gmemstress.stall", fmt::format("{}.{}", st.operation, k + 1),
+                         Outcome::fail, msg, st.duration_s});
+    }
     // JUnit has no expected failure: a waived finding is a skipped case
     // naming the regex that waived it.
     for (size_t k = 0; k < r.kernel_log_waived.size(); ++k) {

@@ -14,6 +14,10 @@ nlohmann::json to_json(const Report& r);
 nlohmann::json envelope_json(const Envelope& e);
 // One invariant's verdict, as in the report (also used by probe-cost).
 nlohmann::json invariant_json(const InvariantResult& i);
+// One stall (a call over the stall threshold), as in the report, and in one
+// line for people: "thread 123 (worker) in fallocate(PUNCH_HOLE) ... for 12.0s".
+nlohmann::json stall_json(const Stall& st);
+std::string stall_line(const Stall& st);
 // The series fingerprint and the ABI taken from it ("series" in reports and
 // in `caps --json`), and the same in one line for people.
 nlohmann::json series_json(const kvm::SeriesInfo& s);

@@ -1,5 +1,6 @@
 #include "workloads/guest_common.h"
 
+#include "core/call_scope.h"
 #include "core/error.h"
 
 #include <cerrno>
@@ -279,6 +280,7 @@ void VcpuThreads::spawn(std::function<void(RunSlot&)> body) {
     s->active.store(true);
     try {
         threads_.emplace_back([s, body = std::move(body)] {
+            set_thread_role("vcpu");
             body(*s);
             s->active.store(false);
         });

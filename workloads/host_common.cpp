@@ -1,5 +1,6 @@
 #include "workloads/host_common.h"
 
+#include "core/call_scope.h"
 #include "core/error.h"
 
 #include <algorithm>
@@ -161,7 +162,8 @@ bool verify_page(WorkerResult& w, PageBook& b, const uint8_t* page, unsigned fil
     std::optional<PageMismatch> bad;
     void* addr = nullptr;
     Timer t;
-    bool ok = sigbus_guarded([&] { bad = check_page(page, seed, file, pg * kPage, gen); }, &addr);
+    bool ok =
+        sigbus_guarded([&] { bad = check_page(page, seed, file, pg * kPage, gen); }, &addr, page);
     auto& op = w.ops["verify"];
     op.record(t.ns(), kPage);
     if (!ok) {
@@ -277,6 +279,7 @@ void finish_result(report::WorkloadResult& r, std::vector<WorkerResult>& workers
 void run_threads(unsigned threads, std::vector<WorkerResult>& workers, std::atomic<bool>& abort,
                  const std::function<void(unsigned)>& body) {
     auto guarded = [&](unsigned t) {
+        set_thread_role("worker");
         try {
             body(t);
         } catch (const std::exception& e) {

@@ -120,7 +120,7 @@ bool touch(Shared& s, WorkerResult& w, TouchOps& ops, unsigned f, uint64_t pg, b
             [&] {
                 old = __atomic_exchange_n(reinterpret_cast<uint64_t*>(p), nw0, __ATOMIC_RELAXED);
             },
-            &addr);
+            &addr, p);
         ops.fault_write.record(t.ns(), kPage);
         if (!ok) {
             ops.fault_write.errors["SIGBUS"]++;
@@ -148,7 +148,7 @@ bool touch(Shared& s, WorkerResult& w, TouchOps& ops, unsigned f, uint64_t pg, b
         st = ng;
     } else {
         Timer t;
-        bool ok = sigbus_guarded([&] { (void)*reinterpret_cast<volatile uint64_t*>(p); }, &addr);
+        bool ok = sigbus_guarded([&] { (void)*reinterpret_cast<volatile uint64_t*>(p); }, &addr, p);
         ops.fault_read.record(t.ns(), kPage);
         if (!ok) {
             ops.fault_read.errors["SIGBUS"]++;

@@ -4,6 +4,7 @@
 // through a guest_memfd memslot (race = guest), or both. A punched range must
 // read zero afterwards; data next to it must survive. Racing host writers only
 // ever store one pattern, so every word they can see is 0 or that pattern.
+#include "core/call_scope.h"
 #include "core/error.h"
 #include "workloads/host_common.h"
 
@@ -108,7 +109,7 @@ bool do_fill(Shared& s, WorkerResult& w, const Range& r, uint32_t gen, bool book
         void* addr = nullptr;
         if (!sigbus_guarded(
                 [&] { fill_page(s.inst[r.file].page(pg), s.cfg.seed, r.file, pg * kPage, g); },
-                &addr)) {
+                &addr, s.inst[r.file].page(pg))) {
             w.ops["write"].errors["SIGBUS"]++;
             w.fail(fmt::format("SIGBUS writing file {} offset {:#x}", r.file, pg * kPage));
             return false;
@@ -131,7 +132,7 @@ bool verify_zero(Shared& s, WorkerResult& w, const Range& r, bool book) {
         Timer t;
         bool ok = sigbus_guarded(
             [&] { bad = check_page(s.inst[r.file].page(pg), s.cfg.seed, r.file, pg * kPage, 0); },
-            &addr);
+            &addr, s.inst[r.file].page(pg));
         w.ops["verify"].record(t.ns(), kPage);
         if (!ok) {
             w.fail(fmt::format("SIGBUS reading punched file {} offset {:#x}", r.file, pg * kPage));
@@ -219,11 +220,11 @@ void racer(Shared& s, WorkerResult& w, uint64_t seed) {
             std::shared_lock lock(s.chunks[f][pg / s.chunk_pages]);
             if (write)
                 ok = sigbus_guarded([&] { fill_page(p, s.cfg.seed, f, pg * kPage, kRaceGen); },
-                                    &addr);
+                                    &addr, p);
             else
                 ok = sigbus_guarded(
                     [&] { bad = check_page_zero_or(p, s.cfg.seed, f, pg * kPage, kRaceGen); },
-                    &addr);
+                    &addr, p);
         }
         auto& op = w.ops[write ? "fault_write" : "fault_read"];
         op.record(t.ns(), kPage);
@@ -353,6 +354,7 @@ class GuestRacers {
   private:
     void loop(size_t i) {
         WorkerResult& w = results_[i];
+        set_thread_role("vcpu (guest racer)");
         try {
             kvm::Vcpu& v = *s_.inst[i].vm.vcpus()[0];
             Timer pass;
@@ -451,9 +453,11 @@ report::WorkloadResult run(Context& ctx) {
                 workers.resize(racers + 1);
                 run_threads(racers + 1, workers, s.abort, [&](unsigned t) {
                     if (t == 0) {
+                        set_thread_role("puncher");
                         puncher(s, workers[0], ops, Rng::derive(ctx.seed, 0), verified);
                         s.done.store(true);
                     } else {
+                        set_thread_role("racer");
                         racer(s, workers[t], Rng::derive(ctx.seed, t));
                     }
                     workers[t].flush_progress(ctx);

@@ -76,6 +76,7 @@ bool SigbusGuard::write_faults(volatile uint8_t* p, uint8_t value) {
 }
 
 namespace detail {
+const CallOp kOpAccess{"mmap access", "guest_memfd mapping at {0:x}"};
 // The signal fences keep the compiler from moving the guarded accesses
 // outside the window where t_armed is set.
 void arm(sigjmp_buf* jb) {

@@ -10,6 +10,8 @@
 // still crashes as it would have.
 #pragma once
 
+#include "core/call_scope.h"
+
 #include <csetjmp>
 #include <cstdint>
 
@@ -29,6 +31,7 @@ class SigbusGuard {
 };
 
 namespace detail {
+extern const CallOp kOpAccess; // "mmap access"
 void arm(sigjmp_buf* jb);
 void disarm();
 void* fault_address();
@@ -39,16 +42,24 @@ void* fault_address();
 // destructors are unwound. The handler runs with SA_NODEFER, so leaving it
 // by siglongjmp without restoring the mask (no syscall per access) leaves
 // SIGBUS unblocked.
-template <class F> bool sigbus_guarded(F&& f, void** addr = nullptr) {
+//
+// The access is a watched call (core/call_scope.h): a fault that blocks in
+// the kernel shows up in the watchdog's stall report, with `where` (the page
+// touched, when the caller says) as its address.
+template <class F> bool sigbus_guarded(F&& f, void** addr = nullptr, const void* where = nullptr) {
+    CallSlot* slot = this_thread_slot();
     sigjmp_buf jb;
     if (sigsetjmp(jb, 0)) {
+        call_leave(slot);
         if (addr)
             *addr = detail::fault_address();
         return false;
     }
+    call_enter(slot, detail::kOpAccess, -1, reinterpret_cast<uint64_t>(where), 0, 0);
     detail::arm(&jb);
     f();
     detail::disarm();
+    call_leave(slot);
     return true;
 }
 

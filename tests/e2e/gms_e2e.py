@@ -111,6 +111,11 @@ def check_honesty(rep):
     jsonschema.Draft202012Validator(load_schema()).validate(rep)
     # Every report of a detected host says which patch series its kernel carries.
     assert "series" in rep, "report without the series fingerprint"
+    # This gmemstress's runs are watched (optional in the schema only for
+    # reports written before the watchdog).
+    if rep["command"] == "run":
+        for k in ("stalls", "stall_threshold_s", "incomplete", "incomplete_reason"):
+            assert k in rep, f"run report without {k}"
     for w in rep["workloads"]:
         if w["outcome"] == "skip":
             assert w["reason"], f"workload {w['label']} skipped without a reason"
@@ -129,7 +134,7 @@ def check_honesty(rep):
     # The verdict must follow from the parts.
     outcomes = [w["outcome"] for w in rep["workloads"]]
     outcomes += [c["outcome"] for w in rep["workloads"] for c in w["checks"]]
-    failed = ("fail" in outcomes or rep["kernel_log"]["findings"]
+    failed = ("fail" in outcomes or rep["kernel_log"]["findings"] or rep.get("stalls")
               or any(i["verdict"] == "violated" for i in rep["invariants"]))
     if failed:
         assert rep["verdict"] == "fail", "verdict hides a failure"

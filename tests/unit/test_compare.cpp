@@ -109,6 +109,47 @@ TEST_CASE("parse: a report reads back into the same model", "[compare]") {
     CHECK(back.kernel_log_waived.size() == 1);
 }
 
+TEST_CASE("parse: the watchdog's stalls and an incomplete run read back", "[compare]") {
+    Report r = run(10, 5000);
+    Stall st;
+    st.tid = 42;
+    st.thread = "puncher";
+    st.workload = "hf";
+    st.operation = "fallocate(PUNCH_HOLE)";
+    st.args = "guest_memfd fd=7 offset=0x0 len=0x40000";
+    st.started_at = "2026-12-01T00:00:01.000Z";
+    st.started_s = 1;
+    st.duration_s = 6.5;
+    st.task_state = "D (disk sleep)";
+    st.kernel_stack = {"msleep+0x2d/0x40", "kvm_gmem_fallocate+0x1/0x2"};
+    Stall vcpu = st;
+    vcpu.operation = "KVM_RUN";
+    vcpu.ended = true;
+    vcpu.vcpu = VcpuStallState{0, "HLT", true, true, 0xfff0, "kicked"};
+    r.stalls = {st, vcpu};
+    r.stall_threshold_s = 5;
+    r.incomplete = true;
+    r.incomplete_reason = "abandoned";
+    auto j = to_json(r);
+    CHECK(j["verdict"] == "fail"); // a stall fails the verdict
+    Report back = parse_report(j, "r.json");
+    CHECK(to_json(back) == j);
+    REQUIRE(back.stalls.size() == 2);
+    CHECK(back.stalls[1].vcpu->guest_rip == 0xfff0u);
+    std::string html = to_html(back);
+    CHECK_THAT(html, ContainsSubstring("id=\"stalls\""));
+    CHECK_THAT(html, ContainsSubstring("msleep+0x2d/0x40"));
+    CHECK_THAT(html, ContainsSubstring("incomplete: abandoned"));
+    CHECK_THAT(to_html(run(10, 5000)), !ContainsSubstring("id=\"stalls\""));
+    // A report from before the watchdog has none of these fields.
+    auto old = to_json(run(10, 5000));
+    for (const char* k : {"stalls", "stall_threshold_s", "incomplete", "incomplete_reason"})
+        old.erase(k);
+    Report before = parse_report(old, "old.json");
+    CHECK(before.stalls.empty());
+    CHECK(!before.incomplete);
+}
+
 TEST_CASE("parse: bad input names the file and the field", "[compare]") {
     auto j = to_json(run(10, 5000));
     auto fails = [](const nlohmann::json& doc, const std::string& needle) {
