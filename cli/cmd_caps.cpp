@@ -125,7 +125,7 @@ void print_kernel_config(const nlohmann::json& k) {
     }
     const auto& gaps = k["gaps"];
     fmt::print("\nkernel config ({}): {} option(s) of gmemstress.config / "
-               "gmemstress-debug.config differ{}\n",
+               "gmemstress-debug.config / gmemstress-sanitizers.config differ{}\n",
                k["source"].get<std::string>(), gaps.size(), gaps.empty() ? "" : ":");
     for (const auto& g : gaps)
         fmt::print("  {:<34} want {}, have {:<6} [{}] {}\n", g["option"].get<std::string>(),

@@ -269,6 +269,11 @@ void add_lab_command(CLI::App& app, Action& action) {
                     "punch-leaves, ref-leak, long-hold, warn, stale-guest (docs/DETECTION.md); "
                     "implies --test-kernel")
         ->allow_extra_args(false);
+    cmd->add_flag("--sanitizers", c.o.sanitizers,
+                  "the test kernel with lab/kconfig/gmemstress-sanitizers.config as well "
+                  "(lockdep, KASAN, DEBUG_ATOMIC_SLEEP, DEBUG_LIST): finds lock-order "
+                  "inversions and use-after-free; slower; its own cached build; implies "
+                  "--test-kernel");
     cmd->add_option("--kconfig-fragment", c.o.kconfig_fragments,
                     "one more Kconfig fragment for the test kernel (repeatable)")
         ->allow_extra_args(false);

@@ -25,6 +25,12 @@ std::optional<std::string> classify_kernel_message(const std::string& msg) {
         {std::regex(R"(BUG: Bad page state)"), "bad_page_state"},
         {std::regex(R"(BUG: Bad page map)"), "bad_page_map"},
         {std::regex(R"(BUG: KASAN|BUG: KFENCE|UBSAN:)"), "sanitizer"},
+        // lockdep (PROVE_LOCKING): reported before any deadlock happens.
+        {std::regex(
+             R"(WARNING: (possible circular locking dependency|possible recursive locking|)"
+             R"(inconsistent lock state|bad unlock balance|held lock freed|suspicious RCU usage|)"
+             R"(lock held when returning to user space|possible irq lock inversion))"),
+         "lockdep"},
         {std::regex(R"(BUG: unable to handle|Oops:|general protection fault)"), "oops"},
         {std::regex(R"(Kernel panic)"), "panic"},
         {std::regex(R"(^BUG:|kernel BUG at)"), "BUG"},

@@ -18,6 +18,7 @@ extern const char* const kBuildTestKernelScript;
 extern const char* const kLabBootConfig;
 extern const char* const kGmemstressConfig;
 extern const char* const kGmemstressDebugConfig;
+extern const char* const kGmemstressSanitizersConfig;
 extern const char* const kPlantsPatch;
 
 namespace {
@@ -78,18 +79,21 @@ TestKernel build_test_kernel(const TestKernelOptions& o) {
     std::string kconfig_dir = dest + "/kconfig", patch_dir = dest + "/patches";
     write_all(kconfig_dir, {{"lab-boot.config", kLabBootConfig},
                             {"gmemstress.config", kGmemstressConfig},
-                            {"gmemstress-debug.config", kGmemstressDebugConfig}});
+                            {"gmemstress-debug.config", kGmemstressDebugConfig},
+                            {"gmemstress-sanitizers.config", kGmemstressSanitizersConfig}});
     write_all(patch_dir, {{"gmemstress-plants.patch", kPlantsPatch}});
-    std::vector<std::string> argv = {"bash",         "-c",        kBuildTestKernelScript,
-                                     "build-test-kernel", "--cache", dest,
-                                     "--kconfig-dir", kconfig_dir, "--patch-dir",
-                                     patch_dir};
+    std::vector<std::string> argv = {
+        "bash",        "-c",     kBuildTestKernelScript, "build-test-kernel",
+        "--cache",     dest,     "--kconfig-dir",        kconfig_dir,
+        "--patch-dir", patch_dir};
     if (!o.tree.empty())
         argv.insert(argv.end(), {"--tree", o.tree});
     for (const auto& f : o.fragments)
         argv.insert(argv.end(), {"--fragment", f});
     if (o.offline)
         argv.push_back("--offline");
+    if (o.sanitizers)
+        argv.push_back("--sanitizers");
     int status = -1;
     auto kv = run_kernel_script(argv, "building the test kernel", o.quiet, o.timeout_s, status);
     TestKernel k{kv["release"], kv["kernel"], kv["config"], kv["source"], kv["key"], kv["plants"]};

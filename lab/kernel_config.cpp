@@ -9,6 +9,7 @@ namespace gms::lab {
 
 extern const char* const kGmemstressConfig;
 extern const char* const kGmemstressDebugConfig;
+extern const char* const kGmemstressSanitizersConfig;
 
 std::vector<FragmentOption> parse_fragment(const std::string& text, const std::string& layer) {
     std::vector<FragmentOption> out;
@@ -36,6 +37,8 @@ std::vector<FragmentOption> gmemstress_fragments() {
     auto all = parse_fragment(kGmemstressConfig, "required");
     auto debug = parse_fragment(kGmemstressDebugConfig, "debug");
     all.insert(all.end(), debug.begin(), debug.end());
+    auto sanitizers = parse_fragment(kGmemstressSanitizersConfig, "sanitizers");
+    all.insert(all.end(), sanitizers.begin(), sanitizers.end());
     return all;
 }
 

@@ -41,6 +41,10 @@ const std::vector<Plant>& plants() {
         {"long-hold", 0x10, "the first two punches sleep 3 s holding invalidate_lock"},
         {"warn", 0x20, "a WARN in punch hole"},
         {"stale-guest", 0x40, "punch hole without invalidating KVM's mappings"},
+        {"lock-order", 0x80,
+         "mmap_lock taken inside invalidate_lock once, and the reverse once (lockdep: "
+         "--sanitizers)"},
+        {"use-after-free", 0x100, "a punched folio read after it was freed (KASAN: --sanitizers)"},
     };
     return all;
 }
@@ -815,7 +819,7 @@ void check_test_kernel_options(const Options& o) {
         throw UsageError("--plant: the plants (lab/patches) go into the test kernel built from "
                          "Debian's linux-source, not into a --kernel-tree");
     plant_mask(o.plants); // names checked before anything boots
-    bool test_kernel = o.test_kernel || !o.kernel_tree.empty();
+    bool test_kernel = o.test_kernel || o.sanitizers || !o.kernel_tree.empty();
     if (!test_kernel) {
         if (!o.kconfig_fragments.empty())
             throw UsageError("--kconfig-fragment: only with --test-kernel or --kernel-tree");
@@ -825,8 +829,8 @@ void check_test_kernel_options(const Options& o) {
                                       std::pair{!o.kernel_debs.empty(), "--kernel-deb"},
                                       std::pair{!o.modules_dir.empty(), "--modules"}})
         if (given)
-            throw UsageError(fmt::format("{} and --test-kernel/--kernel-tree both choose the "
-                                         "kernel: give one",
+            throw UsageError(fmt::format("{} and --test-kernel/--sanitizers/--kernel-tree both "
+                                         "choose the kernel: give one",
                                          flag));
     std::error_code ec;
     if (!o.kernel_tree.empty() && !fs::is_directory(o.kernel_tree, ec))
@@ -943,20 +947,20 @@ void LabRun::locate_kernel() {
     // --plant without a kernel of the user's: the test kernel carries them.
     bool plants_need_test_kernel =
         !opts_.plants.empty() && opts_.kernel.empty() && opts_.kernel_debs.empty();
-    if (opts_.test_kernel || !opts_.kernel_tree.empty() || plants_need_test_kernel) {
+    if (opts_.test_kernel || opts_.sanitizers || !opts_.kernel_tree.empty() ||
+        plants_need_test_kernel) {
         progress(opts_, "building the test kernel (once per source and config; cached in " +
                             default_test_kernel_dir() + ")");
         TestKernel k = build_test_kernel({.tree = opts_.kernel_tree,
                                           .fragments = opts_.kconfig_fragments,
+                                          .sanitizers = opts_.sanitizers,
                                           .offline = opts_.offline,
                                           .quiet = opts_.quiet});
         kernel_ = k.kernel;
         test_kernel_built_in_ = true;
-        lab_["test_kernel"] = {{"release", k.release},
-                               {"source", k.source},
-                               {"config", k.config},
-                               {"key", k.key},
-                               {"plants", k.plants}};
+        lab_["test_kernel"] = {{"release", k.release}, {"source", k.source},
+                               {"config", k.config},   {"key", k.key},
+                               {"plants", k.plants},   {"sanitizers", opts_.sanitizers}};
     } else if (kernel_.empty() && opts_.kernel_debs.empty()) {
         progress(opts_, "no --kernel: using Debian's newest kernel (downloaded once, cached in " +
                             (opts_.kernel_cache.empty() ? default_kernel_cache_dir()

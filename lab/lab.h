@@ -51,8 +51,9 @@ struct Options {
     bool test_kernel = false;
     std::string kernel_tree;
     std::vector<std::string> kconfig_fragments; // more fragments for the test kernel
-    bool offline = false;                       // no download: the newest cached kernel
-    std::string append;                         // more kernel command line (e.g. loglevel=7)
+    bool sanitizers = false; // the test kernel with lab/kconfig/gmemstress-sanitizers.config
+    bool offline = false;    // no download: the newest cached kernel
+    std::string append;      // more kernel command line (e.g. loglevel=7)
     // --plant: bugs the test kernel plants (lab/patches), by name; implies
     // --test-kernel unless --kernel names a kernel built with the plants.
     std::vector<std::string> plants;
@@ -144,6 +145,7 @@ std::string default_test_kernel_dir();
 struct TestKernelOptions {
     std::string tree;                   // empty: Debian's newest linux-source
     std::vector<std::string> fragments; // applied after the project's own
+    bool sanitizers = false;            // + lab/kconfig/gmemstress-sanitizers.config
     bool offline = false;
     bool quiet = false; // else make's progress lines show on stderr
     double timeout_s = 4 * 3600;

@@ -36,6 +36,11 @@
 #                             [--jobs N] [--offline] [--suites "S1 S2"]
 #   --tree DIR       build this kernel tree instead of Debian's linux-source
 #   --fragment FILE  one more config fragment (applied last; may repeat)
+#   --sanitizers     also lab/kconfig/gmemstress-sanitizers.config (lockdep,
+#                    KASAN, DEBUG_ATOMIC_SLEEP, DEBUG_LIST): slower, found
+#                    bugs the other layers cannot see; its own cached kernel
+#   --no-build       only print the cached kernel's lines; exit 3 when it is
+#                    not built (tests use it to skip rather than build)
 #   --cache DIR      default: $GMS_TEST_KERNEL_DIR, else
 #                    ${XDG_CACHE_HOME:-$HOME/.cache}/gmemstress/test-kernel
 #   --jobs N         make -j (default: the number of CPUs)
@@ -53,6 +58,8 @@ tree=""
 extra_fragments=()
 jobs=$(nproc 2>/dev/null || echo 2)
 offline=0
+sanitizers=0
+no_build=0
 suites="trixie-backports sid"
 mirror=${GMS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 kconfig_dir=""
@@ -73,6 +80,8 @@ while [ $# -gt 0 ]; do
     --cache) cache=${2:?--cache needs a directory}; shift 2 ;;
     --jobs) jobs=${2:?--jobs needs a number}; shift 2 ;;
     --offline) offline=1; shift ;;
+    --sanitizers) sanitizers=1; shift ;;
+    --no-build) no_build=1; offline=1; shift ;;
     --suites) suites=${2:?--suites needs a list}; shift 2 ;;
     --kconfig-dir) kconfig_dir=${2:?--kconfig-dir needs a directory}; shift 2 ;;
     --patch-dir) patch_dir=${2:?--patch-dir needs a directory}; shift 2 ;;
@@ -94,6 +103,7 @@ patches=()
 for f in "$patch_dir"/*.patch; do [ -e "$f" ] && patches+=("$f"); done
 fragments=("$kconfig_dir/lab-boot.config" "$kconfig_dir/gmemstress.config"
   "$kconfig_dir/gmemstress-debug.config")
+[ "$sanitizers" = 0 ] || fragments+=("$kconfig_dir/gmemstress-sanitizers.config")
 for f in "${extra_fragments[@]}"; do
   [ -f "$f" ] || die "--fragment $f: no such file"
   fragments+=("$(cd "$(dirname "$f")" && pwd)/$(basename "$f")")
@@ -113,8 +123,10 @@ done
 
 mkdir -p "$cache"/src "$cache"/obj "$cache"/out
 cache=$(cd "$cache" && pwd)
-exec 9>"$cache/.lock"
-flock -w 3600 9 || die "timed out waiting for another build holding $cache/.lock"
+if [ "$no_build" = 0 ]; then
+  exec 9>"$cache/.lock"
+  flock -w 3600 9 || die "timed out waiting for another build holding $cache/.lock"
+fi
 
 # --- the source ------------------------------------------------------------
 debian_source() { # prints the unpacked source directory; sets source_id
@@ -133,7 +145,10 @@ debian_source() { # prints the unpacked source directory; sets source_id
     [ -n "$newest_dir" ]
   }
   if [ "$offline" = 1 ]; then
-    newest_cached_src || die "--offline: no unpacked linux-source under $cache/src"
+    if ! newest_cached_src; then
+      [ "$no_build" = 0 ] || { log "not built: no linux-source unpacked under $cache/src"; exit 3; }
+      die "--offline: no unpacked linux-source under $cache/src"
+    fi
     source_dir=$newest_dir
     source_id="debian:$newest_ver"
     return
@@ -250,7 +265,11 @@ if [ -n "$tree" ]; then
 else
   debian_source
   source_desc=$source_id
-  apply_plants
+  if [ "$no_build" = 1 ]; then # what apply_plants would name, without patching
+    plants_desc=$( [ ${#patches[@]} -gt 0 ] && cat "${patches[@]}" | sha256sum | cut -c1-16 || echo none)
+  else
+    apply_plants
+  fi
 fi
 
 # --- the configuration -----------------------------------------------------
@@ -271,6 +290,9 @@ kmake() { make -C "$source_dir" O="$obj" -j"$jobs" LOCALVERSION=-gms "$@"; }
 
 if [ -z "$tree" ] && [ -s "$out/bzImage" ] && [ -s "$out/RELEASE" ]; then
   log "cached: $out ($source_desc)"
+elif [ "$no_build" = 1 ]; then
+  log "not built: no cached kernel for these fragments and plants in $out (run this script without --no-build; the first build takes tens of minutes)"
+  exit 3
 else
   # allnoconfig with every fragment forced: options a fragment does not name
   # stay off, so the kernel is only what the lab and gmemstress need.

@@ -79,6 +79,13 @@ TEST_CASE("kernel log messages are classified", "[kmsg]") {
               "WARNING: CPU: 0 PID: 1 at virt/kvm/guest_memfd.c:100 kvm_gmem_x") == "WARNING");
     CHECK(classify_kernel_message("kernel BUG at mm/filemap.c:1234!") == "BUG");
     CHECK(classify_kernel_message("BUG: unable to handle page fault for address") == "oops");
+    CHECK(classify_kernel_message("WARNING: possible circular locking dependency detected") ==
+          "lockdep");
+    CHECK(classify_kernel_message("WARNING: possible recursive locking detected") == "lockdep");
+    CHECK(classify_kernel_message(
+              "BUG: KASAN: use-after-free in kvm_gmem_punch_hole+0x2f1/0x3a0") == "sanitizer");
+    CHECK(classify_kernel_message(
+              "BUG: sleeping function called from invalid context at mm/filemap.c:1") == "BUG");
     CHECK_FALSE(classify_kernel_message("kvm: loaded"));
     CHECK_FALSE(classify_kernel_message("EXT4-fs (vda): mounted filesystem"));
 }

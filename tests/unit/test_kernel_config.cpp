@@ -41,7 +41,7 @@ TEST_CASE("kernel config: the carried fragments parse, every option explained", 
     for (const auto& o : opts) {
         INFO(o.name << " (" << o.layer << ")");
         CHECK(!o.why.empty());
-        CHECK((o.layer == "required" || o.layer == "debug"));
+        CHECK((o.layer == "required" || o.layer == "debug" || o.layer == "sanitizers"));
     }
     auto has = [&](const char* n) {
         return std::any_of(opts.begin(), opts.end(), [&](auto& o) { return o.name == n; });
@@ -50,4 +50,11 @@ TEST_CASE("kernel config: the carried fragments parse, every option explained", 
     CHECK(has("CONFIG_DEBUG_INFO_BTF"));
     CHECK(has("CONFIG_KVM_SW_PROTECTED_VM"));
     CHECK(has("CONFIG_FAULT_INJECTION"));
+    // The sanitizers: what the lock-order and use-after-free plants need.
+    for (const char* n : {"CONFIG_PROVE_LOCKING", "CONFIG_KASAN", "CONFIG_DEBUG_ATOMIC_SLEEP"}) {
+        INFO(n);
+        auto it = std::find_if(opts.begin(), opts.end(), [&](auto& o) { return o.name == n; });
+        REQUIRE(it != opts.end());
+        CHECK(it->layer == "sanitizers");
+    }
 }

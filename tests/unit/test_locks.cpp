@@ -449,3 +449,47 @@ TEST_CASE("kernel log: the planted WARN as the test kernel printed it", "[kmsg]"
     CHECK(f[0].task == "gmemstress:80");
     CHECK(f[0].operations == std::vector<std::string>{"punch_hole"});
 }
+
+TEST_CASE("kernel log: lockdep and KASAN reports are findings with their stack", "[kmsg]") {
+    // As 7.3 prints them (the lock-order and use-after-free plants, sanitizer kernel).
+    auto f = assemble_splats(records({
+        "======================================================",
+        "WARNING: possible circular locking dependency detected",
+        "7.3.4-gms #1 Not tainted",
+        "------------------------------------------------------",
+        "gmemstress/88 is trying to acquire lock:",
+        "ffff888004a1c0e8 (&mm->mmap_lock){++++}-{4:4}, at: kvm_gmem_punch_hole+0x95/0x3a0",
+        "but task is already holding lock:",
+        "ffff888005d2b4d0 (mapping.invalidate_lock#2){++++}-{4:4}, at: "
+        "kvm_gmem_punch_hole+0x7e/0x3a0",
+        " *** DEADLOCK ***",
+        "stack backtrace:",
+        "CPU: 1 UID: 0 PID: 88 Comm: gmemstress Not tainted 7.3.4-gms #1",
+        "Call Trace:",
+        " <TASK>",
+        " __lock_acquire+0x1a2c/0x2d70",
+        " kvm_gmem_punch_hole+0x95/0x3a0",
+        " kvm_gmem_fallocate+0x5e/0x90",
+        " </TASK>",
+        "==================================================================",
+        "BUG: KASAN: use-after-free in kvm_gmem_punch_hole+0x2f1/0x3a0",
+        "Read of size 1 at addr ffff888012345000 by task gmemstress/91",
+        "CPU: 0 UID: 0 PID: 91 Comm: gmemstress Not tainted 7.3.4-gms #1",
+        "Call Trace:",
+        " <TASK>",
+        " kasan_report+0xb9/0xf0",
+        " kvm_gmem_punch_hole+0x2f1/0x3a0",
+        " kvm_gmem_fallocate+0x5e/0x90",
+        " </TASK>",
+        "kvm: an unrelated line",
+    }));
+    REQUIRE(f.size() == 2);
+    CHECK(f[0].kind == "lockdep");
+    CHECK(f[0].task == "gmemstress:88");
+    CHECK(f[0].operations == std::vector<std::string>{"punch_hole"});
+    CHECK(f[0].splat.back() == " </TASK>");
+    CHECK(f[1].kind == "sanitizer");
+    CHECK(f[1].task == "gmemstress:91");
+    CHECK(f[1].operations == std::vector<std::string>{"punch_hole"});
+    CHECK(f[1].splat.size() == 9);
+}
