@@ -1,5 +1,6 @@
 #include "reports/html.h"
 
+#include "core/util.h"
 #include "reports/measurements.h"
 #include "reports/render.h"
 
@@ -368,6 +369,111 @@ std::string workloads_section(const Report& r) {
     return s + "</section>\n";
 }
 
+// Range scaling (reports/range_scaling.h): per operation its fits, class,
+// projections and outliers, and a log-log plot of each size's fastest time.
+const char* kScalingColors[] = {"#5b8def", "#d93025", "#188038", "#e37400",
+                                "#9334e6", "#12a4af", "#b06000", "#5f6368"};
+
+std::string scaling_svg(const RangeScaling& rs) {
+    double xlo = 1e30, xhi = 1, ylo = 1e30, yhi = 1;
+    for (const auto& o : rs.ops)
+        for (const auto& sm : o.samples)
+            if (!sm.ns.empty()) {
+                xlo = std::min(xlo, double(sm.range_bytes));
+                xhi = std::max(xhi, double(sm.range_bytes));
+                ylo = std::min(ylo, double(std::max<uint64_t>(sm.min_ns(), 1)));
+                yhi = std::max(yhi, double(sm.min_ns()));
+            }
+    if (xlo > xhi)
+        return "";
+    Axis x = log_axis(xlo, xhi), y = log_axis(ylo, yhi);
+    std::string s = svg_open("scaling", "fastest time per size (log-log)");
+    s += axes(
+        x, y, [](double v) { return format_size(uint64_t(v)); },
+        [](double v) { return ns_text(v); });
+    size_t k = 0;
+    for (const auto& o : rs.ops) {
+        if (o.samples.empty())
+            continue;
+        const char* color = kScalingColors[k++ % std::size(kScalingColors)];
+        std::string pts;
+        for (const auto& sm : o.samples)
+            if (!sm.ns.empty())
+                pts += fmt::format("{:.1f},{:.1f} ", x.x(double(sm.range_bytes)),
+                                   y.y(double(std::max<uint64_t>(sm.min_ns(), 1))));
+        s += fmt::format("<polyline class=\"line scaling\" style=\"stroke:{}\" points=\"{}\">"
+                         "<title>{}</title></polyline>",
+                         color, pts, esc(o.name));
+        const auto& last = o.samples.back();
+        s += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"end\" style=\"fill:{}\">"
+                         "{}</text>",
+                         x.x(double(last.range_bytes)) - 2,
+                         y.y(double(std::max<uint64_t>(last.min_ns(), 1))) - 3, color, esc(o.name));
+    }
+    return s + "</svg>";
+}
+
+std::string projection_text(const ScalingOp& o, const std::string& threshold) {
+    for (const auto& p : o.projections)
+        if (p.threshold == threshold)
+            return p.bytes   ? fmt::format("{} ({})", format_size(*p.bytes), p.basis)
+                   : p.pages ? "beyond 2^63 bytes"
+                             : "never (" + p.basis + " fit)";
+    return "–";
+}
+
+std::string range_scaling_section(const WorkloadResult& w) {
+    const auto& rs = *w.range_scaling;
+    std::string id = "range-scaling-" + label_of(w);
+    for (char& ch : id)
+        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_')
+            ch = '-';
+    std::string s = fmt::format(
+        "<section class=\"range-scaling\" id=\"{}\"><h2>Range scaling: {}</h2><p>soft lockup "
+        "at {:g} s (2 × watchdog_thresh, {}), guest stall at {}; {} repetitions per size, "
+        "fitted over each size's fastest</p>",
+        id, esc(label_of(w)), rs.soft_lockup_s, esc(rs.watchdog_source), ns_text(rs.stall_s * 1e9),
+        rs.reps);
+    s += "<table><tr><th>operation</th><th>sizes</th><th>x</th><th>ns/page (r²)</th>"
+         "<th>exponent (r²)</th><th>class</th><th>guest stall at</th><th>soft lockup at</th>"
+         "<th>outliers</th></tr>";
+    for (const auto& o : rs.ops) {
+        if (!o.skip_reason.empty()) {
+            s += fmt::format("<tr class=\"scaling-op\"><td>{}</td><td class=\"skip\" colspan=\"8\">"
+                             "skipped: {}</td></tr>",
+                             esc(o.name), esc(o.skip_reason));
+            continue;
+        }
+        std::string sizes =
+            o.samples.empty()
+                ? "none"
+                : fmt::format("{}–{} ({})", format_size(o.samples.front().range_bytes),
+                              format_size(o.samples.back().range_bytes), o.samples.size());
+        std::string cls = !o.growth                               ? "skip"
+                          : *o.growth == fit::Growth::superlinear ? "fail"
+                                                                  : "pass";
+        std::string growth =
+            o.growth ? fit::to_string(*o.growth) : "unclassified: " + o.growth_reason;
+        std::string outl;
+        for (const auto& x : o.outliers)
+            outl += fmt::format("{}{} rep {}: {} (expected {})", outl.empty() ? "" : "<br>",
+                                format_size(x.range_bytes), x.rep + 1, ns_text(double(x.ns)),
+                                ns_text(x.expected_ns));
+        s += fmt::format(
+            "<tr class=\"scaling-op\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(o.name), sizes, esc(o.x),
+            o.linear ? fmt::format("{:.1f} ({:.3f})", o.linear->slope, o.linear->r2) : "–",
+            o.power ? fmt::format("{:.2f} ({:.3f})", o.power->exponent, o.power->r2) : "–", cls,
+            esc(growth), esc(projection_text(o, "guest_stall")),
+            esc(projection_text(o, "soft_lockup")), outl.empty() ? "none" : outl);
+    }
+    s += "</table><div class=\"plots\">" + scaling_svg(rs) + "</div>";
+    for (const auto& n : rs.notes)
+        s += fmt::format("<p class=\"note\">note: {}</p>", esc(n));
+    return s + "</section>\n";
+}
+
 std::string kernel_of(const Report& r) {
     return r.host.is_object() ? r.host.value("kernel_release", std::string("?")) : "?";
 }
@@ -418,6 +524,9 @@ std::string to_html(const Report& r) {
         r.interrupted ? ", interrupted (" + esc(r.interrupt_reason) + ")" : "", verdict, verdict);
     body += kernel_log_section({{&r, ""}});
     body += workloads_section(r);
+    for (const auto& w : r.workloads)
+        if (w.range_scaling)
+            body += range_scaling_section(w);
     body += invariants_section(r);
     body += "<section id=\"operations\"><h2>Operations</h2>";
     std::vector<const Report*> one{&r};

@@ -8,6 +8,7 @@
 #include "kvm/series.h"
 #include "reports/locks.h"
 #include "reports/probes_summary.h"
+#include "reports/range_scaling.h"
 
 #include <cstdint>
 #include <map>
@@ -95,6 +96,8 @@ struct WorkloadResult {
     std::map<std::string, uint64_t> counters;
     ProbeExpectations expect; // rendered inside "counters" too
     nlohmann::json params = nlohmann::json::object();
+    // The range-scaling workload's fits (reports/range_scaling.h); unset elsewhere.
+    std::optional<RangeScaling> range_scaling;
 };
 
 // Whether a workload did anything: an operation (failed ones included), a

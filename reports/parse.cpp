@@ -197,6 +197,8 @@ void counters_of(const json& j, const At& at, WorkloadResult& w) {
     w.counters = std::move(all);
 }
 
+RangeScaling range_scaling_of(const json& j, const At& at);
+
 WorkloadResult workload_of(const json& j, const At& at) {
     WorkloadResult w;
     w.name = get<std::string>(j, "name", at);
@@ -214,6 +216,8 @@ WorkloadResult workload_of(const json& j, const At& at) {
     w.checks = checks_of(j, "checks", at);
     counters_of(j, at, w);
     w.params = object_of(j, "params", at);
+    if (j.contains("range_scaling"))
+        w.range_scaling = range_scaling_of(j["range_scaling"], at["range_scaling"]);
     return w;
 }
 
@@ -276,6 +280,84 @@ kvm::SeriesPresence presence_of(const json& j, const At& at) {
 template <class T> std::optional<T> nullable(const json& j, const std::string& key, const At& at) {
     const json& v = field(j, key, at);
     return v.is_null() ? std::nullopt : std::optional<T>(as<T>(v, at[key]));
+}
+
+// The range-scaling section (reports/range_scaling.cpp to_json()). The
+// derived fields (a sample's min/median/max) are recomputed from its times.
+ScalingOp scaling_op_of(const json& j, const At& at) {
+    ScalingOp o;
+    o.name = get<std::string>(j, "name", at);
+    o.x = get<std::string>(j, "x", at);
+    o.skip_reason = get<std::string>(j, "skip_reason", at);
+    const json& samples = array_of(j, "samples", at);
+    for (size_t i = 0; i < samples.size(); ++i) {
+        At a = at["samples"][i];
+        ScalingSample s;
+        s.range_bytes = get<uint64_t>(samples[i], "range_bytes", a);
+        s.work_pages = get<uint64_t>(samples[i], "work_pages", a);
+        s.sparse = get<bool>(samples[i], "sparse", a);
+        s.ns = list<uint64_t>(samples[i], "ns", a);
+        o.samples.push_back(std::move(s));
+    }
+    if (const json& l = field(j, "linear", at); !l.is_null()) {
+        At a = at["linear"];
+        o.linear = fit::LinearFit{get<double>(l, "intercept_ns", a),
+                                  get<double>(l, "slope_ns_per_page", a), get<double>(l, "r2", a),
+                                  get<size_t>(l, "points", a)};
+    }
+    if (const json& p = field(j, "power", at); !p.is_null()) {
+        At a = at["power"];
+        o.power = fit::PowerFit{get<double>(p, "coefficient", a), get<double>(p, "exponent", a),
+                                get<double>(p, "r2", a), get<size_t>(p, "points", a)};
+    }
+    if (auto g = nullable<std::string>(j, "growth", at)) {
+        for (fit::Growth c : {fit::Growth::constant, fit::Growth::linear, fit::Growth::n_log_n,
+                              fit::Growth::superlinear})
+            if (fit::to_string(c) == *g)
+                o.growth = c;
+        if (!o.growth)
+            at["growth"].fail(fmt::format("unknown growth class \"{}\"", *g));
+    }
+    o.n_log_n_exponent = get<double>(j, "n_log_n_exponent", at);
+    o.growth_reason = get<std::string>(j, "growth_reason", at);
+    const json& proj = array_of(j, "projections", at);
+    for (size_t i = 0; i < proj.size(); ++i) {
+        At a = at["projections"][i];
+        o.projections.push_back(
+            {get<std::string>(proj[i], "threshold", a), get<double>(proj[i], "threshold_s", a),
+             nullable<double>(proj[i], "pages", a), nullable<uint64_t>(proj[i], "bytes", a),
+             get<std::string>(proj[i], "basis", a)});
+    }
+    const json& outl = array_of(j, "outliers", at);
+    for (size_t i = 0; i < outl.size(); ++i) {
+        At a = at["outliers"][i];
+        o.outliers.push_back({get<uint64_t>(outl[i], "range_bytes", a),
+                              get<unsigned>(outl[i], "rep", a), get<uint64_t>(outl[i], "ns", a),
+                              get<double>(outl[i], "expected_ns", a)});
+    }
+    return o;
+}
+
+RangeScaling range_scaling_of(const json& j, const At& at) {
+    RangeScaling s;
+    s.mem_available = get<uint64_t>(j, "mem_available", at);
+    s.memory_budget = get<uint64_t>(j, "memory_budget", at);
+    s.min_size = get<uint64_t>(j, "min_size", at);
+    s.max_size = get<uint64_t>(j, "max_size", at);
+    s.dense_limit = get<uint64_t>(j, "dense_limit", at);
+    s.sparse_stride = get<uint64_t>(j, "sparse_stride", at);
+    s.growth_factor = get<double>(j, "growth_factor", at);
+    s.reps = get<unsigned>(j, "reps", at);
+    s.tolerance = get<double>(j, "tolerance", at);
+    s.watchdog_thresh_s = get<double>(j, "watchdog_thresh_s", at);
+    s.watchdog_source = get<std::string>(j, "watchdog_source", at);
+    s.soft_lockup_s = get<double>(j, "soft_lockup_s", at);
+    s.stall_s = get<double>(j, "stall_s", at);
+    s.notes = list<std::string>(j, "notes", at);
+    const json& ops = array_of(j, "ops", at);
+    for (size_t i = 0; i < ops.size(); ++i)
+        s.ops.push_back(scaling_op_of(ops[i], at["ops"][i]));
+    return s;
 }
 
 // The fields series_json() writes; the fingerprint's BTF/kallsyms flags and

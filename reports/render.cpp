@@ -74,19 +74,22 @@ json workload_json(const WorkloadResult& w) {
     json checks = json::array();
     for (const auto& c : w.checks)
         checks.push_back(check_json(c));
-    return {{"name", w.name},
-            {"label", w.label.empty() ? w.name : w.label},
-            {"outcome", to_string(w.outcome)},
-            {"reason", w.reason},
-            {"duration_s", w.duration_s},
-            {"ops", ops},
-            {"verification",
-             {{"pages_checked", w.verification.pages_checked},
-              {"mismatches", w.verification.mismatches},
-              {"first_mismatches", w.verification.first_mismatches}}},
-            {"checks", checks},
-            {"counters", counters_json(w)},
-            {"params", w.params}};
+    json j = {{"name", w.name},
+              {"label", w.label.empty() ? w.name : w.label},
+              {"outcome", to_string(w.outcome)},
+              {"reason", w.reason},
+              {"duration_s", w.duration_s},
+              {"ops", ops},
+              {"verification",
+               {{"pages_checked", w.verification.pages_checked},
+                {"mismatches", w.verification.mismatches},
+                {"first_mismatches", w.verification.first_mismatches}}},
+              {"checks", checks},
+              {"counters", counters_json(w)},
+              {"params", w.params}};
+    if (w.range_scaling)
+        j["range_scaling"] = to_json(*w.range_scaling);
+    return j;
 }
 
 } // namespace
@@ -316,6 +319,9 @@ std::string to_text(const Report& r, bool color) {
         if (!w.checks.empty())
             out += fmt::format("             checks: {} total, {} passed, {} skipped\n",
                                w.checks.size(), pass, skip);
+        if (w.range_scaling)
+            for (const auto& line : to_text_lines(*w.range_scaling, "             "))
+                out += line + "\n";
     }
     for (const auto& i : r.invariants) {
         out += fmt::format("  invariant {:<22} {}{}{}\n", i.name, to_string(i.verdict),

@@ -26,8 +26,9 @@ const std::vector<profile::ParamSpec>& common_params() {
 // The one registry. Order is the order `profiles` lists them in.
 const std::vector<WorkloadInfo>& registry() {
     static const std::vector<WorkloadInfo> all = {
-        host_fault_workload(), guest_fault_workload(), punch_hole_workload(),  populate_workload(),
-        convert_workload(),    lifecycle_workload(),   conformance_workload(),
+        host_fault_workload(),  guest_fault_workload(),   punch_hole_workload(),
+        populate_workload(),    convert_workload(),       lifecycle_workload(),
+        conformance_workload(), range_scaling_workload(),
     };
     return all;
 }

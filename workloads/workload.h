@@ -80,6 +80,7 @@ WorkloadInfo punch_hole_workload();
 WorkloadInfo populate_workload();
 WorkloadInfo convert_workload();
 WorkloadInfo lifecycle_workload();
+WorkloadInfo range_scaling_workload();
 WorkloadInfo conformance_workload();
 
 } // namespace gms::workloads
