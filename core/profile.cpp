@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "core/util.h"
+#include "kvm/flag_names.h"
 
 #include <algorithm>
 #include <fmt/format.h>
@@ -478,16 +479,8 @@ void apply_override(toml::table& doc, const Override& o, Origins& origins) {
 }
 
 unsigned long vm_type_from(const std::string& s, const std::string& where) {
-    static const std::map<std::string, unsigned long> names = {
-        {"default", uapi::kX86DefaultVm}, {"sw_protected", uapi::kX86SwProtectedVm},
-        {"sev", uapi::kX86SevVm},         {"sev_es", uapi::kX86SevEsVm},
-        {"snp", uapi::kX86SnpVm},         {"tdx", uapi::kX86TdxVm}};
-    if (auto it = names.find(s); it != names.end())
-        return it->second;
-    char* end = nullptr;
-    unsigned long v = std::strtoul(s.c_str(), &end, 0);
-    if (!s.empty() && end && *end == '\0' && v < 64)
-        return v;
+    if (auto v = kvm::vm_type_from_name(s))
+        return *v;
     fail(where,
          fmt::format(
              "unknown VM type '{}' (default, sw_protected, sev, sev_es, snp, tdx, or 0..63)", s));

@@ -23,6 +23,12 @@
 // Where shared memory lives: in place (the guest_memfd itself, mapped with
 // MMAP) when the VM's guest_memfd can be mapped, else ordinary shared memory
 // as userspace_addr with the private copy in the guest_memfd (upstream 6.8+).
+//
+// Then, on the first mechanism that runs (each its own Check): layouts (a
+// range across a 2 MiB boundary, page-granular interleaving), races
+// (conversions against a vCPU writing the range, and against punch holes)
+// and the layouts again with every guest_memfd flag set the VM type offers,
+// all driven by Runner's per-page model (m_convert / m_write / m_check).
 #include "core/error.h"
 #include "core/fd.h"
 #include "kvm/series.h"
@@ -36,10 +42,14 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <memory>
+#include <mutex>
+#include <random>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
+#include <thread>
 #include <unistd.h>
+#include <unordered_set>
 
 namespace gms::workloads {
 
@@ -49,6 +59,11 @@ using namespace guest;
 
 constexpr uint32_t kDataSlot = 1;
 constexpr uint32_t kTagHost = 11, kTagGuest = 12;
+// Keys of the extended checks (layouts, races): each its own data.
+constexpr uint32_t kTagStraddle = 13, kTagInterleave = 14, kTagRaceFaults = 15, kTagRacePunch = 16;
+// Page index of the first 2 MiB boundary above kDataGpa (2 MiB aligned).
+constexpr uint64_t kHugeBoundaryPage = (2ull << 20) / kvm::kPageSize;
+static_assert(kDataGpa % (2ull << 20) == 0, "the straddle layout needs a 2 MiB aligned slot");
 
 enum class Mode { attributes, hypercall, in_place };
 const char* mode_name(Mode m) {
@@ -251,6 +266,8 @@ Plan plan_hypercall(const Context& ctx, const Plan& attrs, const Plan& in_place)
 struct Params {
     uint64_t pages = 0; // even
     double run_timeout_s = 0;
+    uint64_t straddle_pages = 0, interleave_pages = 0;
+    double race_s = 0;
 };
 
 // VM + one vCPU + guest_memfd (+ mappings). Members go in reverse order:
@@ -266,21 +283,34 @@ struct ConvVm {
     uint64_t pages_entry = 0, hc_entry = 0;
     uint8_t* shared_view = nullptr;
     bool in_place = false;
+    // Shared pages are host-accessible through file.map (INIT_SHARED); else
+    // the mapping (MMAP without INIT_SHARED) only serves the SIGBUS checks of
+    // private pages.
+    bool shared_mappable = false;
+    // The host sees what the guest sees in shared pages: not so with a
+    // guest_memfd that has MMAP but not INIT_SHARED (the memslot is
+    // guest_memfd-only, 6.18+, yet its pages cannot be mapped).
+    bool host_view = true;
     uint64_t npages = 0;
 
     uint64_t gpa(uint64_t page) const { return kDataGpa + page * kPage; }
 };
 
-void setup(Context& ctx, ConvVm& cv, const Plan& pl, const Params& prm, Mode mode,
-           uint64_t& gmem_files) {
-    cv.gvm = std::make_unique<GuestVm>(ctx.kvm, pl.vm_type, 1);
+// `npages` of guest memory at kDataGpa (2 MiB aligned) backed by a
+// guest_memfd with `gmem_flags`; shared pages in it when `in_place` (which a
+// guest_memfd with MMAP implies: KVM takes its memslot as guest_memfd-only).
+void setup(Context& ctx, ConvVm& cv, unsigned long vm_type, uint64_t gmem_flags, bool in_place,
+           uint64_t npages, Mode mode, uint64_t& gmem_files) {
+    cv.gvm = std::make_unique<GuestVm>(ctx.kvm, vm_type, 1);
     cv.pages_entry = cv.gvm->load(pages_program());
     cv.hc_entry = cv.gvm->load(hypercall_program(cpu_vendor()));
     kvm::Vm& vm = cv.gvm->vm();
-    cv.npages = prm.pages;
-    cv.in_place = pl.in_place;
-    const uint64_t size = prm.pages * kPage;
-    cv.file.create_gmem(vm, size, pl.gmem_flags, ctx.observer);
+    cv.npages = npages;
+    cv.in_place = in_place;
+    cv.shared_mappable = in_place && (gmem_flags & uapi::kGuestMemfdFlagInitShared);
+    cv.host_view = !in_place || cv.shared_mappable;
+    const uint64_t size = npages * kPage;
+    cv.file.create_gmem(vm, size, gmem_flags, ctx.observer);
     ++gmem_files;
     kvm::Memslot m;
     m.slot = kDataSlot;
@@ -288,13 +318,15 @@ void setup(Context& ctx, ConvVm& cv, const Plan& pl, const Params& prm, Mode mod
     m.gpa = kDataGpa;
     m.size = size;
     m.gmem_fd = cv.file.gmem.fd();
-    if (cv.in_place) {
+    if (cv.shared_mappable) {
         cv.file.map = cv.file.gmem.map_shared();
         cv.shared_view = cv.file.map.data();
     } else {
         cv.shared_mem =
             kvm::Mapping::map(-1, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS);
         cv.shared_view = cv.shared_mem.data();
+        if (gmem_flags & uapi::kGuestMemfdFlagMmap)
+            cv.file.map = cv.file.gmem.map_shared(); // for SIGBUS checks only
     }
     m.userspace_addr = reinterpret_cast<uint64_t>(cv.shared_view);
     vm.add_memslot(m);
@@ -333,18 +365,38 @@ struct Runner {
         throw StepFailed{fmt::format("iteration {} step '{}': {}", iteration, step, what)};
     }
 
-    // Runs guest_pages over `descs`; returns the mismatches the guest reported.
+    // Runs guest_pages over `descs` (in batches the descriptor table holds);
+    // returns the mismatches the guest reported.
     std::vector<GuestMismatch> guest(const std::string& step, const std::vector<PageDesc>& descs) {
+        std::vector<GuestMismatch> out;
+        for (size_t at = 0; at < descs.size(); at += kMaxDescs) {
+            size_t n = std::min<size_t>(kMaxDescs, descs.size() - at);
+            guest_batch(step, descs.data() + at, n, out);
+        }
+        return out;
+    }
+
+    // While conversions race the vCPU (race checks): a private/shared
+    // mismatch seen by a fault (KVM_EXIT_MEMORY_FAULT) is counted and the
+    // access retried; otherwise it fails the step.
+    bool accept_memory_faults = false;
+    uint64_t memory_fault_exits = 0;
+
+    void guest_batch(const std::string& step, const PageDesc* descs, size_t count,
+                     std::vector<GuestMismatch>& out) {
         PageDesc* table = cv.gvm->descs(0);
-        std::copy(descs.begin(), descs.end(), table);
+        std::copy(descs, descs + count, table);
         GuestCall c;
         c.rip = cv.pages_entry;
         c.rsp = cv.gvm->stack_top(0);
         c.rsi = cv.gvm->descs_gpa(0);
-        c.rcx = descs.size();
+        c.rcx = count;
         enter(*cv.vcpu, c);
-        std::vector<GuestMismatch> out;
         auto on_exit = [&](kvm::Vcpu& v, kvm_run& run) -> std::string {
+            if (run.exit_reason == uapi::kExitMemoryFault && accept_memory_faults) {
+                ++memory_fault_exits;
+                return "";
+            }
             if (run.exit_reason == KVM_EXIT_IO && run.io.port == kPortMismatch &&
                 run.io.size == 4 && run.io.direction == KVM_EXIT_IO_OUT) {
                 uint32_t gpa;
@@ -362,9 +414,8 @@ struct Runner {
             throw Interrupted();
         if (rr.kind == RunResult::failed)
             fail(step, rr.failure);
-        w.ops["guest_round"].record(t.ns(), descs.size() * kPage);
-        w.verification.pages_checked += descs.size();
-        return out;
+        w.ops["guest_round"].record(t.ns(), count * kPage);
+        w.verification.pages_checked += count;
     }
 
     // The guest checks pages [first, first+n) against `expect` (0 = zero) and writes `write` (0 =
@@ -372,8 +423,19 @@ struct Runner {
     void guest_expect(const std::string& step, uint64_t first, uint64_t n,
                       const std::function<uint32_t(uint64_t)>& expect,
                       const std::function<uint32_t(uint64_t)>& write) {
+        guest_expect(step, range(first, n), expect, write);
+    }
+    static std::vector<uint64_t> range(uint64_t first, uint64_t n) {
+        std::vector<uint64_t> v(n);
+        for (uint64_t i = 0; i < n; ++i)
+            v[i] = first + i;
+        return v;
+    }
+    void guest_expect(const std::string& step, const std::vector<uint64_t>& pages,
+                      const std::function<uint32_t(uint64_t)>& expect,
+                      const std::function<uint32_t(uint64_t)>& write) {
         std::vector<PageDesc> d;
-        for (uint64_t pg = first; pg < first + n; ++pg) {
+        for (uint64_t pg : pages) {
             PageDesc x{};
             x.gpa = static_cast<uint32_t>(cv.gpa(pg));
             if (uint32_t k = expect(pg)) {
@@ -396,8 +458,12 @@ struct Runner {
     // The guest writes pages [first, first+n) without checking them first.
     void guest_write(const std::string& step, uint64_t first, uint64_t n,
                      const std::function<uint32_t(uint64_t)>& write) {
+        guest_write(step, range(first, n), write);
+    }
+    void guest_write(const std::string& step, const std::vector<uint64_t>& pages,
+                     const std::function<uint32_t(uint64_t)>& write) {
         std::vector<PageDesc> d;
-        for (uint64_t pg = first; pg < first + n; ++pg)
+        for (uint64_t pg : pages)
             d.push_back({static_cast<uint32_t>(cv.gpa(pg)), kNoCheck | kWrite, 0, write(pg)});
         for (const auto& m : guest(step, d))
             w.verification.mismatch(
@@ -408,22 +474,28 @@ struct Runner {
 
     // In place, data across a conversion is either kept or zeroed (a policy
     // the series may choose); a mix of both, or anything else, is corruption.
-    void guest_expect_kept_or_zero(const std::string& step, uint64_t first, uint64_t n,
+    // Returns whether the data was kept (else zeroed); a mismatch otherwise.
+    bool guest_expect_kept_or_zero(const std::string& step, uint64_t first, uint64_t n,
                                    const std::function<uint32_t(uint64_t)>& before) {
+        return guest_expect_kept_or_zero(step, range(first, n), before);
+    }
+    bool guest_expect_kept_or_zero(const std::string& step, const std::vector<uint64_t>& pages,
+                                   const std::function<uint32_t(uint64_t)>& before) {
+        const uint64_t n = pages.size();
         std::vector<PageDesc> d;
-        for (uint64_t pg = first; pg < first + n; ++pg)
+        for (uint64_t pg : pages)
             d.push_back({static_cast<uint32_t>(cv.gpa(pg)), kExpectPattern, before(pg), 0});
         auto kept_bad = guest(step + " (kept?)", d);
         if (kept_bad.empty()) {
             note_policy("preserved");
-            return;
+            return true;
         }
         for (auto& x : d)
             x.flags = 0; // now expect zero
         auto zero_bad = guest(step + " (zeroed?)", d);
         if (zero_bad.empty() && kept_bad.size() == n) {
             note_policy("zeroed");
-            return;
+            return false;
         }
         w.verification.mismatch(
             fmt::format("{} iteration {} step '{}': after in-place conversion {} of {} pages lost "
@@ -432,6 +504,7 @@ struct Runner {
                         mode_name(mode), iteration, step, kept_bad.size(), n, zero_bad.size(),
                         zero_bad.empty() ? kept_bad.front().page : zero_bad.front().page,
                         zero_bad.empty() ? kept_bad.front().got : zero_bad.front().got));
+        return true;
     }
 
     void note_policy(const std::string& p) {
@@ -444,8 +517,13 @@ struct Runner {
     // The host checks the shared view of [first, first+n) against `key` (0 = zero).
     void host_expect(const std::string& step, uint64_t first, uint64_t n,
                      const std::function<uint32_t(uint64_t)>& key) {
+        host_expect(step, range(first, n), key);
+    }
+    void host_expect(const std::string& step, const std::vector<uint64_t>& pages,
+                     const std::function<uint32_t(uint64_t)>& key) {
+        const uint64_t n = pages.size();
         host::Timer t;
-        for (uint64_t pg = first; pg < first + n; ++pg) {
+        for (uint64_t pg : pages) {
             uint32_t k = key(pg);
             const uint8_t* page = cv.shared_view + pg * kPage;
             host::compiler_barrier();
@@ -467,7 +545,7 @@ struct Runner {
     // Host access through the guest_memfd mapping: private pages must raise
     // SIGBUS on read and write, shared pages must not.
     void sigbus_expect(const std::string& step, uint64_t first, uint64_t n, bool private_) {
-        if (!cv.file.map.valid())
+        if (!cv.file.map.valid() || (!private_ && !cv.shared_mappable))
             return;
         SigbusGuard guard;
         for (uint64_t pg = first; pg < first + n; ++pg) {
@@ -639,6 +717,280 @@ struct Runner {
         ++iteration;
     }
 
+    // ---- extended scenarios on a per-page model -----------------------------------
+    // The model says, for every page, its attribute and what each copy holds
+    // (a page key, 0 = zero). Separate backing: a shared copy (shared_view)
+    // and a private copy (the guest_memfd: zero until the guest writes it,
+    // zero again after a punch). In place: one copy (shared_k), whose data a
+    // conversion keeps or zeroes (resolved at the next guest read).
+    struct Model {
+        std::vector<uint8_t> priv, converted;
+        std::vector<uint32_t> shared_k, private_k;
+    };
+    Model model;
+    uint64_t model_conversions = 0;
+
+    void model_reset() {
+        model.priv.assign(cv.npages, 0);
+        model.converted.assign(cv.npages, 0);
+        model.shared_k.assign(cv.npages, 0);
+        model.private_k.assign(cv.npages, 0);
+    }
+    uint32_t guest_key(uint64_t pg) const {
+        if (!cv.in_place && model.priv[pg])
+            return model.private_k[pg];
+        return model.shared_k[pg];
+    }
+    void m_convert(const std::string& step, uint64_t first, uint64_t n, bool to_private) {
+        convert(step, first, n, to_private);
+        ++model_conversions;
+        for (uint64_t pg = first; pg < first + n; ++pg) {
+            model.converted[pg] |= model.priv[pg] != uint8_t(to_private);
+            model.priv[pg] = to_private;
+        }
+    }
+    void m_host_fill(const std::vector<uint64_t>& pages, uint32_t tag, uint64_t s) {
+        if (!cv.host_view)
+            return; // the guest would not see it
+        for (uint64_t pg : pages) {
+            fill_page(cv.shared_view + pg * kPage, key(tag, s, pg));
+            model.shared_k[pg] = key(tag, s, pg);
+        }
+    }
+    // Every page of `pages`: host access through the guest_memfd mapping, the
+    // guest's view, and the host's view of the shared copies (separate
+    // backing: of private pages too, which private writes must not reach).
+    void m_check(const std::string& step, const std::vector<uint64_t>& pages) {
+        for (uint64_t pg : pages)
+            sigbus_expect(step + ": host access", pg, 1, model.priv[pg]);
+        std::vector<uint64_t> exact, moved;
+        for (uint64_t pg : pages)
+            (cv.in_place && model.converted[pg] ? moved : exact).push_back(pg);
+        guest_expect(
+            step + ": guest reads", exact, [this](uint64_t pg) { return guest_key(pg); }, nullptr);
+        if (!moved.empty()) {
+            bool kept =
+                guest_expect_kept_or_zero(step + ": guest reads converted pages", moved,
+                                          [this](uint64_t pg) { return model.shared_k[pg]; });
+            for (uint64_t pg : moved) {
+                if (!kept)
+                    model.shared_k[pg] = 0;
+                model.converted[pg] = 0;
+            }
+        }
+        std::vector<uint64_t> host;
+        for (uint64_t pg : pages)
+            if (cv.host_view && (!cv.in_place || !model.priv[pg]))
+                host.push_back(pg);
+        host_expect(step + ": host reads the shared view", host,
+                    [this](uint64_t pg) { return model.shared_k[pg]; });
+    }
+    void m_write(const std::string& step, const std::vector<uint64_t>& pages, uint32_t tag,
+                 uint64_t s) {
+        guest_write(step + ": guest writes", pages, [&](uint64_t pg) { return key(tag, s, pg); });
+        for (uint64_t pg : pages) {
+            (!cv.in_place && model.priv[pg] ? model.private_k[pg] : model.shared_k[pg]) =
+                key(tag, s, pg);
+            model.converted[pg] = 0;
+        }
+    }
+    // Writes, then checks every page.
+    void m_step(const std::string& step, const std::vector<uint64_t>& pages, uint32_t tag,
+                uint64_t s) {
+        m_check(step, pages);
+        m_write(step, pages, tag, s);
+        m_check(step + " (after the guest wrote)", pages);
+    }
+    // [first, first+n) back to shared, the guest_memfd punched (separate
+    // backing: the private copies), and, converted once more, zero.
+    void m_finish(const std::string& name, uint64_t first, uint64_t n) {
+        auto pages = range(first, n);
+        m_convert(name + ": all shared", first, n, false);
+        m_check(name + ": all shared", pages);
+        if (int e = cv.file.gmem.try_punch_hole(first * kPage, n * kPage))
+            fail(name + ": punch the guest_memfd", "PUNCH_HOLE failed: " + errno_name(e));
+        for (uint64_t pg : pages)
+            (cv.in_place ? model.shared_k[pg] : model.private_k[pg]) = 0;
+        m_convert(name + ": private after punch", first, n, true);
+        m_check(name + ": private after punch reads zero", pages);
+        m_convert(name + ": shared again", first, n, false);
+        m_check(name + ": shared again", pages);
+    }
+
+    // 4*s pages around the first 2 MiB boundary; the middle 2*s cross it,
+    // converted in halves and whole, so an attribute range is split and
+    // merged right at the boundary (where KVM tracks huge-page mixing).
+    void layout_straddle(uint64_t s) {
+        const uint64_t b = kHugeBoundaryPage;
+        const auto win = range(b - 2 * s, 4 * s);
+        const uint32_t t = kTagStraddle;
+        model_reset();
+        m_host_fill(win, t, 0);
+        m_step("straddle: all shared", win, t, 1);
+        m_convert("straddle: below the boundary to private", b - s, s, true);
+        m_convert("straddle: above the boundary to private", b, s, true);
+        m_step("straddle: private across the boundary", win, t, 2);
+        m_convert("straddle: across the boundary to shared in one call", b - s, 2 * s, false);
+        m_step("straddle: shared again", win, t, 3);
+        m_convert("straddle: across the boundary to private in one call", b - s, 2 * s, true);
+        m_step("straddle: private in one call", win, t, 4);
+        m_convert("straddle: below the boundary to shared", b - s, s, false);
+        m_step("straddle: shared below, private above the boundary", win, t, 5);
+        m_convert("straddle: above the boundary to shared", b, s, false);
+        m_step("straddle: shared in two calls", win, t, 6);
+        m_finish("straddle", b - 2 * s, 4 * s);
+    }
+
+    // Every other page private (one conversion per page), then flipped, then
+    // the whole mixed range shared in one call.
+    void layout_interleave() {
+        const uint64_t n = cv.npages;
+        const auto all = range(0, n);
+        const uint32_t t = kTagInterleave;
+        model_reset();
+        m_host_fill(all, t, 0);
+        m_step("interleave: all shared", all, t, 1);
+        for (uint64_t pg = 0; pg < n; pg += 2)
+            m_convert(fmt::format("interleave: page {} to private", pg), pg, 1, true);
+        m_step("interleave: even pages private", all, t, 2);
+        for (uint64_t pg = 0; pg < n; ++pg)
+            m_convert(fmt::format("interleave: flip page {}", pg), pg, 1, pg % 2 == 1);
+        m_step("interleave: odd pages private", all, t, 3);
+        m_finish("interleave", 0, n);
+    }
+
+    // Conversions (and punches) from another thread while the vCPU writes
+    // every page in a loop. Then, settled: every word of every shared copy is
+    // zero, the host's fill or a key the guest wrote to that page (never
+    // another page's or stale data), and the page model holds again.
+    struct RaceResult {
+        uint64_t rounds = 0, conversions = 0, retried = 0, punches = 0, memory_faults = 0,
+                 words_checked = 0;
+    };
+    RaceResult race(double seconds, bool with_punch, const std::function<bool()>& stop) {
+        const uint64_t n = cv.npages;
+        const auto all = range(0, n);
+        const uint32_t t = with_punch ? kTagRacePunch : kTagRaceFaults;
+        const std::string name = with_punch ? "race with punch" : "race with faults";
+        RaceResult rr;
+        model_reset();
+        m_host_fill(all, t, 0);
+        m_step(name + ": before", all, t, 1);
+
+        std::atomic<bool> done{false};
+        std::atomic<uint64_t> convs{0}, retried{0}, punches{0};
+        std::mutex mu;
+        std::string thread_failure;
+        auto thread_fail = [&](std::string what) {
+            std::lock_guard lock(mu);
+            if (thread_failure.empty())
+                thread_failure = std::move(what);
+            done = true;
+        };
+        auto converter = [&, seed = ctx.seed] {
+            std::mt19937_64 rng(seed ^ 0xc0c0);
+            while (!done) {
+                uint64_t first = rng() % n, len = 1 + rng() % (n - first);
+                bool to_private = rng() & 1;
+                int e = mode == Mode::in_place
+                            ? attrs2(first, len, to_private, nullptr)
+                            : cv.gvm->vm().try_set_memory_attributes(
+                                  cv.gpa(first), len * kPage,
+                                  to_private ? uapi::kMemoryAttributePrivate : 0);
+                if (e == EAGAIN || e == EINTR) {
+                    ++retried;
+                    continue;
+                }
+                if (e)
+                    return thread_fail(fmt::format("converting [{}, {}) to {} failed: {}", first,
+                                                   first + len, to_private ? "private" : "shared",
+                                                   errno_name(e)));
+                ++convs;
+            }
+        };
+        auto puncher = [&, seed = ctx.seed] {
+            std::mt19937_64 rng(seed ^ 0x9a9a);
+            while (!done) {
+                uint64_t first = rng() % n, len = 1 + rng() % std::min<uint64_t>(4, n - first);
+                if (int e = cv.file.gmem.try_punch_hole(first * kPage, len * kPage))
+                    return thread_fail(fmt::format("PUNCH_HOLE [{}, {}) failed: {}", first,
+                                                   first + len, errno_name(e)));
+                ++punches;
+            }
+        };
+        uint64_t r = 1;
+        {
+            std::vector<std::thread> hosts;
+            auto join = [&] {
+                done = true;
+                for (auto& th : hosts)
+                    th.join();
+                hosts.clear();
+                accept_memory_faults = false;
+            };
+            hosts.emplace_back(converter);
+            if (with_punch)
+                hosts.emplace_back(puncher);
+            accept_memory_faults = true;
+            const uint64_t end = now_ns() + static_cast<uint64_t>(seconds * 1e9);
+            try {
+                while (!done && now_ns() < end && !stop()) {
+                    ++r;
+                    guest_write(fmt::format("{}: round {}", name, r), all,
+                                [&](uint64_t pg) { return key(t, r, pg); });
+                }
+            } catch (...) {
+                join();
+                throw;
+            }
+            join();
+        }
+        rr.rounds = r - 1;
+        rr.conversions = convs;
+        rr.retried = retried;
+        rr.punches = punches;
+        rr.memory_faults = memory_fault_exits;
+        if (!thread_failure.empty())
+            fail(name, thread_failure);
+
+        // Settle: all shared, then every word of every shared copy.
+        convert(name + ": settle to shared", 0, n, false);
+        ++rr.conversions;
+        for (uint64_t pg = 0; pg < n && cv.host_view; ++pg) {
+            std::unordered_set<uint32_t> keys;
+            for (uint64_t s = 0; s <= r; ++s)
+                keys.insert(key(t, s, pg));
+            const uint8_t* page = cv.shared_view + pg * kPage;
+            host::compiler_barrier();
+            for (uint32_t i = 0; i < kWordsPerPage; ++i) {
+                uint32_t word;
+                std::memcpy(&word, page + i * 4, 4);
+                ++rr.words_checked;
+                if (word != 0 && !keys.count(word ^ (i * 0x9e3779b1u))) {
+                    w.verification.mismatch(fmt::format(
+                        "{}: page {} word {} of the shared view holds {:#010x}: neither zero, the "
+                        "host's fill nor any of the {} keys the guest wrote to this page",
+                        name, pg, i, word, r));
+                    break;
+                }
+            }
+        }
+        if (cv.host_view)
+            w.verification.pages_checked += n;
+        // The model holds again once the guest has written every page.
+        for (uint64_t pg = 0; pg < n; ++pg) {
+            model.priv[pg] = 0;
+            model.converted[pg] = 0;
+        }
+        m_write(name + ": settled", all, t, r + 1);
+        m_check(name + ": settled", all);
+        m_convert(name + ": settled to private", 0, n, true);
+        m_write(name + ": settled private", all, t, r + 2);
+        m_check(name + ": settled private", all);
+        m_finish(name, 0, n);
+        return rr;
+    }
+
     // In place only: a page pinned by a reference the kernel cannot drop
     // (vmsplice into a pipe) makes the conversion fail with EAGAIN at that page.
     report::Check eagain_check() {
@@ -702,7 +1054,8 @@ void run_mode(Context& ctx, Mode mode, const Plan& pl, const Params& prm, uint64
     std::vector<std::unique_ptr<ConvVm>> vms;
     for (unsigned i = 0; i < nworkers; ++i) {
         vms.push_back(std::make_unique<ConvVm>());
-        setup(ctx, *vms.back(), pl, prm, mode, gmem_files);
+        setup(ctx, *vms.back(), pl.vm_type, pl.gmem_flags, pl.in_place, prm.pages, mode,
+              gmem_files);
     }
     auto stop = [&] { return ctx.should_stop() || now_ns() >= deadline_ns; };
     {
@@ -790,12 +1143,218 @@ void run_mode(Context& ctx, Mode mode, const Plan& pl, const Params& prm, uint64
     r.checks.insert(r.checks.end(), extra.begin(), extra.end());
 }
 
+// ---- extended checks: layouts, races, guest_memfd flag sets -------------------------
+
+// Where the extended checks run: the VM type and converter of the first mode
+// that runs here, with a guest_memfd of these flags.
+struct ExtSetup {
+    unsigned long vm_type = 0;
+    Mode converter = Mode::attributes;
+    uint64_t gmem_flags = 0;
+    bool in_place = false;
+};
+
+std::string flags_name(uint64_t f) {
+    if (f == 0)
+        return "none";
+    std::string s;
+    if (f & uapi::kGuestMemfdFlagMmap)
+        s += "mmap";
+    if (f & uapi::kGuestMemfdFlagInitShared)
+        s += s.empty() ? "init_shared" : "_init_shared";
+    return s;
+}
+
+// Runs `body` on a fresh VM of `npages` in a vCPU thread; the check passes
+// when the body returns (its text is what was observed) with no data mismatch.
+report::Check run_ext(Context& ctx, const std::string& name, const std::string& expected,
+                      const ExtSetup& es, uint64_t npages, const Params& prm, uint64_t& gmem_files,
+                      std::vector<host::WorkerResult>& outs,
+                      const std::function<std::string(struct Runner&)>& body) {
+    report::Check c;
+    c.name = name;
+    c.expected = expected;
+    auto cv = std::make_unique<ConvVm>();
+    setup(ctx, *cv, es.vm_type, es.gmem_flags, es.in_place, npages, es.converter, gmem_files);
+    host::WorkerResult out;
+    std::string failure, observed;
+    bool interrupted = false;
+    {
+        VcpuThreads threads(prm.run_timeout_s, 0.5);
+        threads.spawn([&](RunSlot& slot) {
+            Runner run{ctx, *cv, slot, out, prm, es.converter, es.converter, {}};
+            run.attrs2_abi = in_place_abi(ctx);
+            try {
+                observed = body(run);
+            } catch (const StepFailed& f) {
+                failure = f.what;
+            } catch (const Interrupted&) {
+                interrupted = true;
+            } catch (const std::exception& e) {
+                out.error = e.what();
+            }
+            out.flush_progress(ctx);
+        });
+        threads.supervise([&] { return ctx.should_stop(); });
+    }
+    cv.reset();
+    const std::string where = fmt::format(
+        "{} VM, guest_memfd flags {}, shared memory {}", vm_type_name(es.vm_type),
+        flags_name(es.gmem_flags),
+        !es.in_place ? "separate"
+        : (es.gmem_flags & uapi::kGuestMemfdFlagInitShared)
+            ? "in the guest_memfd"
+            : "in the guest_memfd (memslot guest_memfd-only; not mappable without INIT_SHARED)");
+    c.observed = observed.empty() ? where : where + ": " + observed;
+    if (!out.error.empty()) {
+        c.outcome = report::Outcome::error;
+        c.reason = out.error;
+    } else if (!failure.empty()) {
+        c.outcome = report::Outcome::fail;
+        c.reason = failure;
+    } else if (out.verification.mismatches) {
+        c.outcome = report::Outcome::fail;
+        c.reason = fmt::format("{} data mismatch(es); first: {}", out.verification.mismatches,
+                               out.verification.first_mismatches.front());
+    } else if (interrupted) {
+        c.outcome = report::Outcome::skip;
+        c.reason = "stopped before the check finished";
+    }
+    outs.push_back(std::move(out));
+    return c;
+}
+
+report::Check skipped(const std::string& name, const std::string& reason) {
+    report::Check c;
+    c.name = name;
+    c.outcome = report::Outcome::skip;
+    c.reason = reason;
+    return c;
+}
+
+std::string straddle_body(Runner& run, uint64_t s) {
+    const uint64_t c0 = run.model_conversions, s0 = run.sigbus_checks;
+    run.layout_straddle(s);
+    return fmt::format("{} conversions of pages [{}, {}) around the 2 MiB boundary at gpa {:#x}, "
+                       "{} SIGBUS checks",
+                       run.model_conversions - c0, kHugeBoundaryPage - s, kHugeBoundaryPage + s,
+                       kDataGpa + kHugeBoundaryPage * kPage, run.sigbus_checks - s0);
+}
+
+std::string interleave_body(Runner& run) {
+    const uint64_t c0 = run.model_conversions, s0 = run.sigbus_checks;
+    run.layout_interleave();
+    return fmt::format("{} conversions of {} interleaved pages, {} SIGBUS checks",
+                       run.model_conversions - c0, run.cv.npages, run.sigbus_checks - s0);
+}
+
+void run_extended(Context& ctx, const Plan* base, const std::string& why_not, const Params& prm,
+                  report::WorkloadResult& r, uint64_t& gmem_files,
+                  std::vector<host::WorkerResult>& outs) {
+    const char* names[] = {"convert.layout.straddle_2m", "convert.layout.interleave",
+                           "convert.race.faults", "convert.race.punch"};
+    if (!base) {
+        for (const char* n : names)
+            r.checks.push_back(skipped(n, "no conversion mechanism here: " + why_not));
+    } else {
+        ExtSetup es{base->vm_type, base->converter, base->gmem_flags, base->in_place};
+        r.checks.push_back(run_ext(
+            ctx, names[0],
+            "every page keeps its data and accessibility while ranges crossing a 2 MiB boundary "
+            "are converted in halves and whole",
+            es, 2 * kHugeBoundaryPage, prm, gmem_files, outs,
+            [&](Runner& run) { return straddle_body(run, prm.straddle_pages); }));
+        r.checks.push_back(run_ext(
+            ctx, names[1],
+            "every page keeps its data and accessibility with every other page private, then "
+            "flipped",
+            es, prm.interleave_pages, prm, gmem_files, outs,
+            [&](Runner& run) { return interleave_body(run); }));
+        for (bool punch : {false, true}) {
+            r.checks.push_back(run_ext(
+                ctx, names[2 + punch],
+                std::string("no crash or hang while conversions race a vCPU writing the range") +
+                    (punch ? " and punch holes" : "") +
+                    "; afterwards every shared word is zero or a value written to that page, and "
+                    "every page holds what was last written",
+                es, prm.pages, prm, gmem_files, outs, [&](Runner& run) {
+                    auto rr = run.race(prm.race_s, punch, [&] { return ctx.should_stop(); });
+                    if (rr.rounds == 0 || rr.conversions == 0)
+                        throw StepFailed{
+                            fmt::format("nothing raced: {} guest rounds, {} conversions", rr.rounds,
+                                        rr.conversions)};
+                    return fmt::format(
+                        "{:.1f}s: {} conversions ({} EAGAIN/EINTR retried){}, {} guest rounds "
+                        "over {} pages, {} KVM_EXIT_MEMORY_FAULT exits retried, {} words checked",
+                        prm.race_s, rr.conversions, rr.retried,
+                        punch ? fmt::format(", {} punches", rr.punches) : std::string(), rr.rounds,
+                        run.cv.npages, rr.memory_faults, rr.words_checked);
+                }));
+        }
+    }
+
+    // Flag sets: the layouts again with a guest_memfd of each set, converted
+    // with KVM_SET_MEMORY_ATTRIBUTES (in-place conversion has its own mode).
+    const uint64_t sets[] = {0, uapi::kGuestMemfdFlagMmap,
+                             uapi::kGuestMemfdFlagMmap | uapi::kGuestMemfdFlagInitShared};
+    for (uint64_t f : sets) {
+        const std::string name = "convert.flags." + flags_name(f);
+        if (!base || base->converter != Mode::attributes || base->in_place) {
+            r.checks.push_back(skipped(
+                name, base ? "KVM_SET_MEMORY_ATTRIBUTES with PRIVATE on a VM whose guest_memfd "
+                             "has no shared pages is not offered here (only in-place conversion)"
+                           : "no conversion mechanism here: " + why_not));
+            continue;
+        }
+        kvm::Vm vm;
+        if (int e = kvm::Vm::try_create(vm, ctx.kvm, base->vm_type)) {
+            r.checks.push_back(skipped(name, "KVM_CREATE_VM failed: " + errno_name(e)));
+            continue;
+        }
+        long offered = vm.check_extension(uapi::kCapGuestMemfdFlags);
+        if (f && (offered < 0 || (uint64_t(offered) & f) != f)) {
+            // Ask anyway: the refusal is part of the reason (and a kernel that
+            // accepts what it does not advertise is worth a look).
+            int fd = vm.try_create_guest_memfd_raw(kPage, f);
+            if (fd >= 0)
+                ::close(fd);
+            r.checks.push_back(skipped(
+                name, fmt::format("KVM_CAP_GUEST_MEMFD_FLAGS={:#x} on a {} VM does not offer {}; "
+                                  "KVM_CREATE_GUEST_MEMFD({}) {}{}",
+                                  offered, vm_type_name(base->vm_type), flags_name(f),
+                                  flags_name(f), fd >= 0 ? "succeeded anyway" : errno_name(-fd),
+                                  (f & uapi::kGuestMemfdFlagInitShared)
+                                      ? " (upstream: INIT_SHARED only for VMs without private "
+                                        "memory, kvm_arch_supports_gmem_init_shared)"
+                                      : "")));
+            continue;
+        }
+        vm = kvm::Vm();
+        ExtSetup es{base->vm_type, Mode::attributes, f, (f & uapi::kGuestMemfdFlagMmap) != 0};
+        r.checks.push_back(run_ext(
+            ctx, name,
+            "conversions across a 2 MiB boundary and interleaved keep every page's data and "
+            "accessibility (private pages SIGBUS through the guest_memfd mapping)",
+            es, 2 * kHugeBoundaryPage, prm, gmem_files, outs, [&](Runner& run) {
+                std::string a = straddle_body(run, prm.straddle_pages);
+                // The interleaving on the first pages of the same VM.
+                run.cv.npages = prm.interleave_pages;
+                std::string b = interleave_body(run);
+                run.cv.npages = 2 * kHugeBoundaryPage;
+                return "straddle: " + a + "; interleave: " + b;
+            }));
+    }
+}
+
 report::WorkloadResult run(Context& ctx) {
     const uint64_t t0 = now_ns();
     report::WorkloadResult r = host::start_result(ctx, "convert");
     Params prm;
     prm.pages = static_cast<uint64_t>(ctx.spec.integer("pages"));
     prm.run_timeout_s = ctx.spec.number("run_timeout");
+    prm.straddle_pages = static_cast<uint64_t>(ctx.spec.integer("straddle_pages"));
+    prm.interleave_pages = static_cast<uint64_t>(ctx.spec.integer("interleave_pages"));
+    prm.race_s = ctx.spec.number("race_time");
 
     Plan attrs = plan_attributes(ctx);
     Plan in_place = plan_in_place(ctx);
@@ -807,7 +1366,9 @@ report::WorkloadResult run(Context& ctx) {
         runnable += pl.runnable;
 
     const uint64_t ops = static_cast<uint64_t>(ctx.spec.integer("ops"));
-    const double budget = ctx.time_budget_s > 0 ? ctx.time_budget_s : 1e9;
+    // The modes share half the budget; the extended checks (layouts, races,
+    // flag sets: bounded by their own parameters) get the rest.
+    const double budget = (ctx.time_budget_s > 0 ? ctx.time_budget_s : 1e9) / 2;
     uint64_t gmem_files = 0;
     std::vector<host::WorkerResult> outs;
     unsigned k = 0;
@@ -826,9 +1387,18 @@ report::WorkloadResult run(Context& ctx) {
         uint64_t iter_limit = ops ? std::max<uint64_t>(1, ops / runnable) : 0;
         run_mode(ctx, m, pl, prm, deadline, iter_limit, r, gmem_files, outs);
     }
+    const Plan* base = attrs.runnable ? &attrs : in_place.runnable ? &in_place : nullptr;
+    if (!ctx.should_stop())
+        run_extended(ctx, base,
+                     attrs.reason == in_place.reason ? attrs.reason
+                                                     : attrs.reason + " | " + in_place.reason,
+                     prm, r, gmem_files, outs);
     r.expect.gmem_files = gmem_files;
     r.params["pages"] = prm.pages;
     r.params["run_timeout"] = prm.run_timeout_s;
+    r.params["straddle_pages"] = prm.straddle_pages;
+    r.params["interleave_pages"] = prm.interleave_pages;
+    r.params["race_time"] = prm.race_s;
     r.params["attrs2_request"] = in_place_abi(ctx).attrs2_request();
     r.params["attrs2_ioctl_nr"] = ctx.profile.attrs2_ioctl_nr;
     r.params["cap_memory_attributes2"] = ctx.profile.cap_memory_attributes2;
@@ -888,6 +1458,20 @@ WorkloadInfo convert_workload() {
          {profile::multiple_of(2, "even")}},
         {"run_timeout", ParamType::duration, 5.0, "a single KVM_RUN longer than this is a failure",
          0.1, 3600},
+        // 4 * straddle_pages around the boundary go through one guest batch.
+        {"straddle_pages", ParamType::integer, int64_t(16),
+         "pages converted on each side of a 2 MiB boundary (layout check)", 1,
+         double(kMaxDescs / 4)},
+        {"interleave_pages",
+         ParamType::integer,
+         int64_t(32),
+         "pages converted one by one, every other page private, then flipped (even)",
+         2,
+         double(kMaxDescs),
+         {},
+         {profile::multiple_of(2, "even")}},
+        {"race_time", ParamType::duration, 3.0,
+         "how long conversions race guest faults, and again with punch holes", 0.1, 600},
     };
     w.skip_reason = [](const Caps& caps, const profile::Profile&, const profile::WorkloadSpec&) {
         // Per-mode reasons need a VM of each type: run() reports them as checks.
@@ -896,7 +1480,10 @@ WorkloadInfo convert_workload() {
     w.memory_estimate = [](const profile::Profile&, const profile::WorkloadSpec& s) {
         auto pages = static_cast<uint64_t>(s.integer("pages"));
         auto threads = static_cast<uint64_t>(s.integer("threads"));
-        return threads * (2 * pages * kPage + GuestVm::code_slot_size(1));
+        // The modes' VMs; the extended checks run one VM at a time, the
+        // largest with 4 MiB (the 2 MiB boundary in its middle).
+        return threads * (2 * pages * kPage + GuestVm::code_slot_size(1)) + 2 * (4ull << 20) +
+               GuestVm::code_slot_size(1);
     };
     w.run = run;
     return w;

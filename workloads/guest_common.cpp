@@ -223,6 +223,15 @@ RunResult run_vcpu(kvm::Vcpu& v, RunSlot& slot, report::OpStats& kvm_run_stats,
             kvm_run_stats.record_error(e);
             continue; // the kick check at the top decides
         }
+        if (e == EFAULT && run->exit_reason == uapi::kExitMemoryFault && on_exit) {
+            // KVM_RUN fails with EFAULT and fills in the exit: the caller
+            // decides (a private/shared mismatch while conversions race is
+            // expected; it re-enters once the attribute settled).
+            kvm_run_stats.record_error(e);
+            if (std::string fail = on_exit(v, *run); !fail.empty())
+                return {RunResult::failed, fmt::format("vcpu{}: {}", v.id(), fail)};
+            continue;
+        }
         if (e) {
             kvm_run_stats.record_error(e);
             return {RunResult::failed, fmt::format("vcpu{}: KVM_RUN failed: {} ({})", v.id(),

@@ -1,7 +1,7 @@
 """`--exit-codes bisect` drives `git bisect run` for real: a throw-away git
 history whose commits each say how gmemstress should be run (good: the
 conformance profile passes here; bad: it fails, told a wrong WRITE flag bit
-so io.write_flag_populates really fails; untestable: a profile whose only
+so io.write_validation really fails; untestable: a profile whose only
 workload needs a kernel feature this host lacks, so nothing runs). git bisect
 must skip the untestable commits (125) and name the first bad one; a usage
 error (129, > 127) must abort the bisection instead of marking a commit."""
@@ -16,7 +16,7 @@ from gms_e2e import (GMS_BIN, NEEDS_ATTRIBUTES_PROFILE, NOTHING_RUNS_PROFILE, ma
 # The conformance profile with the probes off: under a second here.
 GOOD = ["--profile", "conformance", "--probes", "off"]
 # Bit 0 is MMAP, which this kernel accepts: told it is WRITE, the
-# io.write_flag_populates check pwrite()s a guest_memfd, which refuses.
+# io.write_validation check pwrite()s a guest_memfd, which refuses.
 BAD = GOOD + ["--flag-bit", "write=0"]
 
 

@@ -1,7 +1,7 @@
 """`run --kcidb`: KCIDB v5.3 tests (KernelCI) that validate against the
 schema (reports/schema/kcidb-v5.3.schema.json; start times RFC 3339)
 and say what the JSON report of the same run says, for a passing run, a run
-with a real failure (a wrong WRITE bit fails io.write_flag_populates) and a
+with a real failure (a wrong WRITE bit fails io.write_validation) and a
 run in which nothing ran. The schema check can fail: a broken copy of the
 output is rejected."""
 # gmemstress-test: needs-kvm

@@ -88,7 +88,7 @@ def test():
     assert text.startswith("KTAP version 1\n"), text[:200]
     check_against_report(kp, text, rep, "smoke")
 
-    # A run with a real failure (a wrong WRITE bit: io.write_flag_populates
+    # A run with a real failure (a wrong WRITE bit: io.write_validation
     # fails), KTAP on stdout: nothing else there, the summary on stderr.
     p = run("run", "--profile", "conformance", "--probes", "off", "--flag-bit", "write=0",
             "--report", report, "--ktap", "-", "--exit-codes", "kselftest")

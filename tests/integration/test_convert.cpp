@@ -43,7 +43,7 @@ bool hardware_virt() {
 } // namespace
 
 TEST_CASE("convert: each mode passes or skips with the kernel's reason", "[convert]") {
-    auto p = convert_profile("ops = 2\npages = 8");
+    auto p = convert_profile("ops = 2\npages = 8\nrace_time = \"1s\"");
     if (auto why = skip_reason(p))
         SKIP(*why);
     RecordingObserver obs;
@@ -61,6 +61,18 @@ TEST_CASE("convert: each mode passes or skips with the kernel's reason", "[conve
             ++ran;
             CHECK(c->outcome == report::Outcome::pass);
         }
+    }
+    // The extended checks: each present, passing or skipping with a reason.
+    for (std::string name : {"convert.layout.straddle_2m", "convert.layout.interleave",
+                             "convert.race.faults", "convert.race.punch", "convert.flags.none",
+                             "convert.flags.mmap", "convert.flags.mmap_init_shared"}) {
+        const report::Check* c = find_check(r, name);
+        INFO(name);
+        REQUIRE(c != nullptr);
+        if (c->outcome == report::Outcome::skip)
+            CHECK_FALSE(c->reason.empty());
+        else
+            CHECK(c->outcome == report::Outcome::pass);
     }
     const auto& caps = host_test::caps();
     const report::Check* attrs = find_check(r, "convert.attributes");

@@ -276,6 +276,13 @@ TEST_CASE("the workloads' constraints are checked when the profile loads", "[pro
     CHECK_THAT(e, ContainsSubstring("p.toml:4"));
     CHECK_THAT(e, ContainsSubstring("'workload[0].pages' = 33 is not a multiple of 2 (even)"));
     CHECK(text_error(one_workload("convert", "pages = 34")).empty());
+    // Its layouts: interleave_pages even, the straddle window in one guest batch.
+    e = text_error(one_workload("convert", "interleave_pages = 7"));
+    CHECK_THAT(e, ContainsSubstring("p.toml:4"));
+    CHECK_THAT(e, ContainsSubstring("'workload[0].interleave_pages' = 7 is not a multiple of 2"));
+    CHECK_THAT(text_error(one_workload("convert", "straddle_pages = 193")),
+               ContainsSubstring("out of range"));
+    CHECK(text_error(one_workload("convert", "straddle_pages = 192\nrace_time = \"2s\"")).empty());
 
     // lifecycle: known scenario names, whole pages.
     e = text_error(one_workload("lifecycle", "kinds = [\"bind_unbind\", \"explode\"]"));
