@@ -123,8 +123,20 @@ void LockPairer::feed(const LockEvent& e) {
     case GMS_LEV_OP_END:
         if (e.class_version > 0)
             class_version_ = e.class_version;
+        on_op_end(e);
         break;
     }
+}
+
+void LockPairer::on_op_end(const LockEvent& e) {
+    // guest_memfd's operations release invalidate_lock before they return:
+    // whatever this task still holds of it had its release record lost.
+    auto it = open_.find({e.tid, e.lock});
+    if (it == open_.end())
+        return;
+    for (const auto& en : it->second)
+        ++(en.held ? anomalies_.releases_missed : anomalies_.acquires_without_return);
+    open_.erase(it);
 }
 
 void LockPairer::on_acquire(const LockEvent& e) {
@@ -258,7 +270,8 @@ report::InvariantResult judge_lock_holds(const report::LocksSection& s) {
                   {"longest_hold_ns", s.longest ? s.longest->hold_ns : 0},
                   {"over_threshold", s.over_threshold_count},
                   {"in_progress", s.in_progress.size()},
-                  {"lost_events", s.anomalies.lost_events}};
+                  {"lost_events", s.anomalies.lost_events},
+                  {"releases_missed", s.anomalies.releases_missed}};
     for (const auto& h : s.over_threshold)
         r.violations.push_back(fmt::format(
             "{} ({}) held guest_memfd ino {}'s invalidate_lock for {:.3f} s{} (threshold {:.3f} "
@@ -276,6 +289,11 @@ report::InvariantResult judge_lock_holds(const report::LocksSection& s) {
         r.verdict = report::Verdict::incomplete;
         r.reason =
             fmt::format("{} lock records lost: a hold may be missing", s.anomalies.lost_events);
+    } else if (s.anomalies.releases_missed) {
+        r.verdict = report::Verdict::incomplete;
+        r.reason = fmt::format("{} hold(s) whose release record never arrived (still held when "
+                               "their operation returned): their length is unknown",
+                               s.anomalies.releases_missed);
     } else if (!s.holds) {
         r.verdict = report::Verdict::incomplete;
         r.reason = "no hold of a guest_memfd invalidate_lock was seen";

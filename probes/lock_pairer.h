@@ -76,6 +76,7 @@ class LockPairer {
     void on_acquire(const LockEvent& e);
     void on_acquired(const LockEvent& e);
     void on_release(const LockEvent& e);
+    void on_op_end(const LockEvent& e);
     void record_hold(report::LockHold h);
     report::LockHold hold_of(const Entry& en, uint64_t end_ns, bool in_progress) const;
 

@@ -48,6 +48,10 @@ struct LockAnomalies {
     uint64_t acquires_without_return = 0; // a second acquire before the first returned
     uint64_t returns_without_acquire = 0; // acquired without its entry
     uint64_t nested = 0;                  // acquired again while holding it (recursive read)
+    // Still held when its guest_memfd operation returned: the release record
+    // never arrived (a BPF program skipped under recursion, a lost record).
+    // The operation always drops the lock first, so this is no hold to judge.
+    uint64_t releases_missed = 0;
 };
 
 // /proc/lock_stat's row(s) for guest_memfd's invalidate_lock class.
