@@ -25,10 +25,20 @@ def children(pid):
 
 def start(report, duration="60s"):
     p = subprocess.Popen([GMS_BIN, "run", "--profile", "soak", "--duration", duration,
-                          "--report", report, "--quiet", "--gmem-size", "16MiB"],
+                          "--report", report, "--quiet", "--gmem-size", "16MiB",
+                          # what is tested is the supervisor, not the probes'
+                          # teardown (seconds more under the lab's TCG)
+                          "--probes", "off"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
+    # The fork comes after startup (profile, caps): seconds on a host, more
+    # under the lab's TCG. Wait for it, not a fixed time.
+    deadline = time.monotonic() + 60
+    time.sleep(1)
     kids = children(p.pid)
+    while not kids and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        kids = children(p.pid)
+    time.sleep(2)  # into the run, so that the signals below meet it running
     assert len(kids) == 1, f"one child runs the run (children of {p.pid}: {kids})"
     with open(f"/proc/{kids[0]}/comm") as f:
         assert f.read().strip() == "gmemstress"
@@ -54,7 +64,7 @@ def supervisor_killed():
     p, child = start(report)
     t0 = time.monotonic()
     p.kill()
-    p.communicate(timeout=10)
+    p.wait(timeout=10)  # not communicate(): the child still holds the pipes
     assert p.returncode == -signal.SIGKILL
     deadline = t0 + 20
     status = None
