@@ -5,6 +5,7 @@
 #include "workloads/host_common.h"
 
 #include <catch2/catch_test_macros.hpp>
+#include <catch2/matchers/catch_matchers_string.hpp>
 #include <sys/mman.h>
 
 using namespace gms;
@@ -68,12 +69,21 @@ TEST_CASE("punch-hole race=guest: a vCPU reads the guest_memfd while it is punch
     auto p = punch_profile("race = \"guest\"\nops = 0");
     if (auto why = skip_reason(p))
         SKIP(*why);
-    RecordingObserver obs;
-    auto o = run(p, obs, 1.0);
+    RecordingObserver first, longer;
+    auto o = run(p, first, 1.0);
+    RecordingObserver* used = &first;
+    if (o.result.outcome == report::Outcome::skip) {
+        // Under TCG on a loaded host 1 s may end before the vCPU's first pass:
+        // that run must say so, and a longer one must race.
+        CHECK_THAT(o.result.reason, Catch::Matchers::ContainsSubstring("nothing raced"));
+        o = run(p, longer, 8.0);
+        used = &longer;
+    }
+    auto& obs = *used;
     const auto& r = o.result;
     INFO(summary(r));
     REQUIRE(r.outcome == report::Outcome::pass);
-    CHECK(o.wall_s < 10);
+    CHECK(o.wall_s < 20);
     CHECK(op_count(r, "punch_hole") > 0);
     CHECK(r.counters.at("verified_punches") == op_count(r, "punch_hole"));
     CHECK(r.counters.at("guest_passes") > 0);

@@ -128,6 +128,17 @@ class Lab:
         self.assert_no_stray_qemu()
         return p
 
+    def run_plant(self, plant, args, unplanted_args, prefix, timeout):
+        """One `gmemstress lab` run with `plant` switched on (None: `unplanted_args`
+        name the kernel instead). Returns (report, exit status); no report fails."""
+        name = plant or "none"
+        report = self.path(f"{prefix}-{name}.json")
+        args = args + ["-r", report] + (["--plant", plant] if plant else unplanted_args)
+        p = self.run(args, timeout=timeout)
+        if not os.path.exists(report):
+            fail(f"plant {name}: no report (exit {p.returncode}); stderr: {p.stderr[-2000:]}")
+        return load_json(report), p.returncode
+
     def run_gms(self, args, extra_env=None, timeout=120):
         """Any gmemstress command (not `lab`), with this test's TMPDIR."""
         gms, _, _ = env()
@@ -294,3 +305,14 @@ def check_kernel_log(report):
         available, findings = report.get("kernel_log_available", True), kl or []
     check(available is True, "the guest's kernel log was read")
     check(findings == [], f"the kernel log had no findings ({findings[:3]})")
+
+
+def selected(cases, env_var):
+    """The cases whose plant (first field; None is "none") the comma list in
+    `env_var` names, all when it is unset: for running one case while working on it."""
+    only = os.environ.get(env_var)
+    return [c for c in cases if not only or (c[0] or "none") in only.split(",")]
+
+
+def kernel_findings(report, kind):
+    return [f for f in report["kernel_log"]["findings"] if f["kind"] == kind]

@@ -18,12 +18,11 @@ guest-fault workload has the punch step: punch_pages per round) and asserts:
 
 GMS_LEAK_CASES=none,ref-leak runs a subset.
 """
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lab_common import Lab, check, fail, require_host_tools  # noqa: E402
+from lab_common import Lab, check, fail, require_host_tools, selected  # noqa: E402
 
 AFTER_PUNCH = "after punch hole returned the guest read"
 
@@ -121,23 +120,13 @@ CASES = [
 
 def main():
     require_host_tools()
-    only = os.environ.get("GMS_LEAK_CASES")
     lab = Lab()
     try:
-        for plant, expect in CASES:
-            name = plant or "none"
-            if only and name not in only.split(","):
-                continue
-            print(f"=== plant: {name} ===", flush=True)
-            report = lab.path(f"leak-{name}.json")
-            args = ["--offline", "-p", "smoke", "-r", report, "--timeout", "10m"]
-            args += ["--plant", plant] if plant else ["--test-kernel"]
-            p = lab.run(args, timeout=1500)
-            if not os.path.exists(report):
-                fail(f"plant {name}: no report (exit {p.returncode})")
-            with open(report) as f:
-                r = json.load(f)
-            expect(r, p.returncode)
+        for plant, expect in selected(CASES, "GMS_LEAK_CASES"):
+            print(f"=== plant: {plant or 'none'} ===", flush=True)
+            r, rc = lab.run_plant(plant, ["--offline", "-p", "smoke", "--timeout", "10m"],
+                                  ["--test-kernel"], "leak", timeout=1500)
+            expect(r, rc)
     finally:
         lab.cleanup()
 

@@ -11,13 +11,12 @@ bug fires with its evidence and that the exit code says "failures found"
 A row is added here only once its detector exists: DETECTION.md lists every
 plant with its detector, or with why none catches it yet.
 """
-import json
 import os
 import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lab_common import Lab, check, fail, fetch_kernel, require_host_tools  # noqa: E402
+from lab_common import Lab, check, fail, fetch_kernel, require_host_tools, selected  # noqa: E402
 
 STALE = "6b6b6b6b"  # the bytes the nozero plant leaves in a page
 
@@ -107,19 +106,13 @@ CASES = [
 
 def run_case(lab, plant, profile, expect):
     name = plant or "none"
-    report = lab.path(f"plant-{name}.json")
-    args = ["--offline", "-p", profile, "-r", report, "--timeout", "10m"]
-    args += ["--plant", plant] if plant else ["--test-kernel"]
-    p = lab.run(args, timeout=1500)
-    if not os.path.exists(report):
-        fail(f"plant {name}: no report (exit {p.returncode})")
-    with open(report) as f:
-        r = json.load(f)
+    r, rc = lab.run_plant(plant, ["--offline", "-p", profile, "--timeout", "10m"],
+                          ["--test-kernel"], "plant", timeout=1500)
     lab_section = r.get("lab", {})
     want = [plant] if plant else None
     check(lab_section.get("plants") == want, f"plant {name}: the report's lab section says "
           f"which plants were on ({lab_section.get('plants')})")
-    expect(r, p.returncode)
+    expect(r, rc)
     return r
 
 
@@ -128,9 +121,7 @@ def main():
     only = os.environ.get("GMS_PLANTS")  # e.g. "nozero,warn" while working on one
     lab = Lab()
     try:
-        for plant, profile, expect in CASES:
-            if only and (plant or "none") not in only.split(","):
-                continue
+        for plant, profile, expect in selected(CASES, "GMS_PLANTS"):
             print(f"=== plant: {plant or 'none'} ===", flush=True)
             run_case(lab, plant, profile, expect)
         p = lab.run(["--offline", "--plant", "bogus", "-p", "smoke"], timeout=120)

@@ -15,14 +15,14 @@ And the same kernel with no plant runs smoke clean (exit 0).
 That kernel takes tens of minutes to build and CI does not build it: where it
 is not cached this test skips and says how to build it.
 """
-import json
 import os
 import re
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lab_common import Lab, check, env, fail, require_host_tools, skip  # noqa: E402
+from lab_common import (Lab, check, env, fail, kernel_findings, require_host_tools,  # noqa: E402
+                        selected, skip)
 
 
 def sanitizer_kernel_cached():
@@ -40,8 +40,13 @@ def sanitizer_kernel_cached():
     return dict(line.split("=", 1) for line in p.stdout.splitlines() if "=" in line)
 
 
-def findings(r, kind):
-    return [f for f in r["kernel_log"]["findings"] if f["kind"] == kind]
+def expect_finding(r, rc, case, kind, text):
+    """The plant's run failed (exit 1) with a kernel-log finding of `kind` saying `text`."""
+    check(rc == 1, f"{case}: exit 1, failures found (got {rc})")
+    f = kernel_findings(r, kind)
+    check(f and text in f[0]["line"], f"{case}: a {kind} finding says {text!r} "
+          f"({[(x['kind'], x['line']) for x in r['kernel_log']['findings'][:3]]})")
+    return f
 
 
 def expect_clean(r, rc):
@@ -59,11 +64,7 @@ def expect_clean(r, rc):
 
 
 def expect_lock_order(r, rc):
-    check(rc == 1, f"lock-order: exit 1, failures found (got {rc})")
-    f = findings(r, "lockdep")
-    check(f and "circular locking dependency" in f[0]["line"],
-          f"lock-order: lockdep's circular dependency is a finding "
-          f"({[(x['kind'], x['line']) for x in r['kernel_log']['findings'][:3]]})")
+    f = expect_finding(r, rc, "lock-order", "lockdep", "circular locking dependency")
     splat = "\n".join(f[0]["splat"])
     check("invalidate_lock" in splat and "mmap_lock" in splat,
           "lock-order: the splat names both locks, invalidate_lock and mmap_lock")
@@ -74,11 +75,7 @@ def expect_lock_order(r, rc):
 
 
 def expect_use_after_free(r, rc):
-    check(rc == 1, f"use-after-free: exit 1, failures found (got {rc})")
-    f = findings(r, "sanitizer")
-    check(f and "KASAN: use-after-free" in f[0]["line"],
-          f"use-after-free: KASAN's report is a finding "
-          f"({[(x['kind'], x['line']) for x in r['kernel_log']['findings'][:3]]})")
+    f = expect_finding(r, rc, "use-after-free", "sanitizer", "KASAN: use-after-free")
     # kvm_gmem_punch_hole is inlined into kvm_gmem_fallocate on 7.3.
     check(re.search(r"in kvm_gmem_(punch_hole|fallocate)\+", f[0]["line"]) and
           "punch_hole" in f[0]["operations"],
@@ -98,27 +95,17 @@ def main():
     require_host_tools()
     kernel = sanitizer_kernel_cached()
     print(f"sanitizer kernel: {kernel.get('release')} {kernel.get('kernel')}")
-    only = os.environ.get("GMS_PLANTS")
     lab = Lab()
     try:
-        for plant, expect in CASES:
+        for plant, expect in selected(CASES, "GMS_PLANTS"):
             name = plant or "none"
-            if only and name not in only.split(","):
-                continue
             print(f"=== sanitizers, plant: {name} ===", flush=True)
-            report = lab.path(f"san-{name}.json")
-            args = ["--offline", "--sanitizers", "-p", "smoke", "-r", report, "--timeout", "15m"]
-            args += ["--plant", plant] if plant else []
-            p = lab.run(args, timeout=1200)
-            if not os.path.exists(report):
-                fail(f"plant {name}: no report (exit {p.returncode}); stderr: "
-                     f"{p.stderr[-2000:]}")
-            with open(report) as fh:
-                r = json.load(fh)
+            r, rc = lab.run_plant(plant, ["--offline", "--sanitizers", "-p", "smoke",
+                                          "--timeout", "15m"], [], "san", timeout=1200)
             tk = r.get("lab", {}).get("test_kernel", {})
             check(tk.get("sanitizers") is True and tk.get("release") == kernel.get("release"),
                   f"plant {name}: the report says the sanitizer kernel ran ({tk})")
-            expect(r, p.returncode)
+            expect(r, rc)
     finally:
         lab.cleanup()
 
