@@ -73,6 +73,10 @@ std::vector<Item> items(const Caps& c) {
         {"lockdown", c.lockdown != "confidentiality", c.lockdown,
          "confidentiality lockdown forbids fentry/kprobe BPF and reading kernel memory"},
         {"BTF", c.btf_vmlinux, yes(c.btf_vmlinux), "CO-RE BPF programs and fentry"},
+        {"fault injection", c.fail_nth && c.debugfs && c.failslab && c.fail_page_alloc,
+         fmt::format("fail-nth {}, debugfs {}, failslab {}, fail_page_alloc {}", yes(c.fail_nth),
+                     yes(c.debugfs), yes(c.failslab), yes(c.fail_page_alloc)),
+         "fault-inject (CONFIG_FAULT_INJECTION, FAILSLAB, FAIL_PAGE_ALLOC, debugfs)"},
         {"MemAvailable", c.mem_available > 0, format_size(c.mem_available),
          "runs are refused above it"},
     };

@@ -9,7 +9,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <fmt/format.h>
+#include <linux/magic.h>
 #include <sys/mount.h>
+#include <sys/statfs.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -124,6 +126,11 @@ Caps detect_caps(const kvm::AbiOverrides& overrides) {
     c.mem_available = meminfo_kb("MemAvailable") * 1024;
     c.lockdown = read_lockdown();
     c.btf_vmlinux = access("/sys/kernel/btf/vmlinux", R_OK) == 0;
+    c.fail_nth = access(kFailNthPath, F_OK) == 0;
+    struct statfs sfs {};
+    c.debugfs = statfs(kDebugfsDir, &sfs) == 0 && sfs.f_type == DEBUGFS_MAGIC;
+    c.failslab = access(fmt::format("{}/failslab", kDebugfsDir).c_str(), F_OK) == 0;
+    c.fail_page_alloc = access(fmt::format("{}/fail_page_alloc", kDebugfsDir).c_str(), F_OK) == 0;
 
     kvm::Kvm k;
     const std::string dev = kvm::device_path();
@@ -191,6 +198,10 @@ nlohmann::json Caps::to_json() const {
     j["nr_memslots"] = nr_memslots;
     j["flag_bits"] = {
         {"no_direct_map", bits.no_direct_map}, {"write", bits.write}, {"hugetlb", bits.hugetlb}};
+    j["fault_injection"] = {{"fail_nth", fail_nth},
+                            {"debugfs", debugfs},
+                            {"failslab", failslab},
+                            {"fail_page_alloc", fail_page_alloc}};
     j["bpf"] = bpf;
     return j;
 }

@@ -12,6 +12,9 @@
 
 namespace gms {
 
+inline constexpr const char* kFailNthPath = "/proc/thread-self/fail-nth";
+inline constexpr const char* kDebugfsDir = "/sys/kernel/debug";
+
 struct Caps {
     std::string kernel_release;
     bool lab_guest = false; // inside `gmemstress lab` (its init sets GMS_IN_LAB=1)
@@ -40,6 +43,15 @@ struct Caps {
     // capability a profile named (abi.cap_memory_attributes2).
     bool memory_attributes2 = false;
     std::string memory_attributes2_how;
+
+    // Fault injection, armed by the fault-inject workload: fail-nth
+    // (CONFIG_FAULT_INJECTION) and the failslab / fail_page_alloc attributes
+    // in debugfs (CONFIG_FAILSLAB, CONFIG_FAIL_PAGE_ALLOC,
+    // CONFIG_FAULT_INJECTION_DEBUG_FS; debugfs mounted at kDebugfsDir).
+    bool fail_nth = false;
+    bool debugfs = false; // debugfs is mounted at kDebugfsDir
+    bool failslab = false;
+    bool fail_page_alloc = false;
 
     // The in-flight series this kernel carries, and the ABI taken from them
     // (kvm/series.h). `bits` is series.abi.bits.

@@ -50,6 +50,10 @@ class ObservedGmem {
     int try_create_gmem(Vm& on, uint64_t size, uint64_t flags, GmemObserver& observer);
     void create_gmem(Vm& on, uint64_t size, uint64_t flags, GmemObserver& observer);
 
+    // Takes a file made by a raw KVM_CREATE_GUEST_MEMFD (the fault-inject
+    // workload arms fail-nth around that ioctl alone), then on_created().
+    void adopt(GuestMemfd g, GmemObserver& observer);
+
     Vm vm;
     GuestMemfd gmem;
     Mapping map;
@@ -60,7 +64,6 @@ class ObservedGmem {
     void release();
 
   private:
-    void adopt(GuestMemfd g, GmemObserver& observer);
     // Mapping and fd, then on_released(); the VM stays.
     void release_file();
 

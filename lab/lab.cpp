@@ -1230,8 +1230,11 @@ Boot LabRun::boot_with_fallback() {
     // panic=-1 + -no-reboot: a panic ends QEMU at once instead of hanging.
     // oops=panic: an Oops or BUG ends the guest at once, with the splat on the
     // console, instead of leaving a dead task that holds a lock until --timeout.
+    // no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer
+    // check can fail and panic the boot ("IO-APIC + timer doesn't work"; seen
+    // with the test kernel 2026-12-02); the emulated timer works regardless.
     bp.append = "console=ttyS0 earlyprintk=serial,ttyS0,115200 quiet loglevel=4 panic=-1 "
-                "oops=panic rdinit=/init";
+                "oops=panic no_timer_check rdinit=/init";
     if (plan_.plant_mask)
         bp.append += fmt::format(" kvm.gms_plant={}", plan_.plant_mask);
     if (!opts_.append.empty())

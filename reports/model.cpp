@@ -48,6 +48,18 @@ void OpStats::merge(const OpStats& o) {
     timeline.merge(o.timeline);
 }
 
+void FaultSweep::leak(std::string what) {
+    ++leaks;
+    if (first_leaks.size() < 8)
+        first_leaks.push_back(std::move(what));
+}
+
+void FaultSweep::failure(std::string what) {
+    ++failures;
+    if (first_failures.size() < 8)
+        first_failures.push_back(std::move(what));
+}
+
 bool did_run(const WorkloadResult& w) {
     auto op_ran = [](const auto& op) { return op.second.count > 0; };
     auto check_ran = [](const Check& c) { return c.outcome != Outcome::skip; };

@@ -83,6 +83,35 @@ struct ProbeExpectations {
     std::optional<uint64_t> min_handouts_to_guest;
 };
 
+// One guest_memfd call swept with fail-nth (the fault-inject workload): N =
+// 1.. armed around the call until an N injects no fault (or the bounds end
+// the sweep), and what each injected fault did.
+struct FaultSweep {
+    std::string call;    // "create", "allocate", "punch", "bind", ...
+    std::string syscall; // what the call is, e.g. "fallocate(KEEP_SIZE)"
+    Outcome outcome = Outcome::pass;
+    std::string reason;      // why it skipped, or what failed first
+    uint64_t attempts = 0;   // N values armed
+    uint64_t faults_injected = 0;
+    uint64_t first_n = 0, last_n = 0; // N range armed (0, 0: none)
+    // The sweep reached an N that injected nothing: every allocation site the
+    // call reached was failed once. False: max_n, the time budget or ops ended it.
+    bool exhausted = false;
+    std::string bounded_by; // "max_n", "time", "ops", "stop" when not exhausted
+    uint64_t succeeded_despite_fault = 0; // the call returned success with a fault injected
+    std::map<std::string, uint64_t> errnos; // errno name (or SIGBUS) -> injected faults
+    uint64_t leaks = 0;
+    uint64_t failures = 0; // undocumented errno, retry failed, kernel log finding, ...
+    std::vector<std::string> first_leaks;    // at most a few, each naming N
+    std::vector<std::string> first_failures; // at most a few, each naming N
+    // Memory accounting over the whole sweep, once every object was released:
+    // Unevictable (guest_memfd folios sit on the unevictable LRU) before and after, in kB.
+    std::optional<int64_t> unevictable_delta_kb;
+
+    void leak(std::string what);
+    void failure(std::string what);
+};
+
 struct WorkloadResult {
     std::string name;  // registry name, e.g. "host-fault"
     std::string label; // instance label from the profile (defaults to name)
@@ -95,6 +124,7 @@ struct WorkloadResult {
     // Informational counts (e.g. "pages_first_touched", "guest_rounds").
     std::map<std::string, uint64_t> counters;
     ProbeExpectations expect; // rendered inside "counters" too
+    std::vector<FaultSweep> fault_sweeps; // fault-inject only ("fault_sweeps" in JSON)
     nlohmann::json params = nlohmann::json::object();
     // The range-scaling workload's fits (reports/range_scaling.h); unset elsewhere.
     std::optional<RangeScaling> range_scaling;

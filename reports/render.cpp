@@ -63,6 +63,26 @@ json counters_json(const WorkloadResult& w) {
     return j;
 }
 
+json fault_sweep_json(const FaultSweep& f) {
+    json j = {{"call", f.call},
+              {"syscall", f.syscall},
+              {"outcome", to_string(f.outcome)},
+              {"reason", f.reason},
+              {"attempts", f.attempts},
+              {"faults_injected", f.faults_injected},
+              {"n_range", {f.first_n, f.last_n}},
+              {"exhausted", f.exhausted},
+              {"bounded_by", f.bounded_by},
+              {"succeeded_despite_fault", f.succeeded_despite_fault},
+              {"errnos", f.errnos},
+              {"leaks", f.leaks},
+              {"first_leaks", f.first_leaks},
+              {"failures", f.failures},
+              {"first_failures", f.first_failures}};
+    j["unevictable_delta_kb"] = f.unevictable_delta_kb ? json(*f.unevictable_delta_kb) : json();
+    return j;
+}
+
 json workload_json(const WorkloadResult& w) {
     json ops = json::object();
     for (const auto& [name, s] : w.ops)
@@ -89,6 +109,11 @@ json workload_json(const WorkloadResult& w) {
               {"params", w.params}};
     if (w.range_scaling)
         j["range_scaling"] = to_json(*w.range_scaling);
+    if (!w.fault_sweeps.empty()) {
+        j["fault_sweeps"] = json::array();
+        for (const auto& f : w.fault_sweeps)
+            j["fault_sweeps"].push_back(fault_sweep_json(f));
+    }
     return j;
 }
 
@@ -314,6 +339,32 @@ json to_json(const Report& r) {
     return j;
 }
 
+namespace {
+// "fail-nth create   pass  14 faults, N 1..15 (exhausted), ENOMEM 14; 0 leaks, 0 failures"
+template <class Paint> std::string fault_sweep_text(const FaultSweep& f, Paint&& paint) {
+    if (f.outcome == Outcome::skip)
+        return fmt::format("             fail-nth {:<14} {} ({})\n", f.call, paint(f.outcome),
+                           f.reason);
+    std::vector<std::string> errs;
+    for (const auto& [e, n] : f.errnos)
+        errs.push_back(fmt::format("{} {}", e, n));
+    if (f.succeeded_despite_fault)
+        errs.push_back(fmt::format("succeeded {}", f.succeeded_despite_fault));
+    std::string out = fmt::format(
+        "             fail-nth {:<14} {} {} fault{} injected, N {}..{} ({}){}{}; {} leak{}, {} "
+        "failure{}\n",
+        f.call, paint(f.outcome), f.faults_injected, f.faults_injected == 1 ? "" : "s", f.first_n,
+        f.last_n, f.exhausted ? "exhausted" : "bounded by " + f.bounded_by,
+        errs.empty() ? "" : ": ", fmt::join(errs, ", "), f.leaks, f.leaks == 1 ? "" : "s",
+        f.failures, f.failures == 1 ? "" : "s");
+    for (const auto& l : f.first_leaks)
+        out += fmt::format("               leak: {}\n", l);
+    for (const auto& l : f.first_failures)
+        out += fmt::format("               failure: {}\n", l);
+    return out;
+}
+} // namespace
+
 std::string to_text(const Report& r, bool color) {
     auto paint = [&](Outcome o) {
         std::string s = to_string(o);
@@ -361,6 +412,8 @@ std::string to_text(const Report& r, bool color) {
         if (!w.checks.empty())
             out += fmt::format("             checks: {} total, {} passed, {} skipped\n",
                                w.checks.size(), pass, skip);
+        for (const auto& f : w.fault_sweeps)
+            out += fault_sweep_text(f, paint);
         if (w.range_scaling)
             for (const auto& line : to_text_lines(*w.range_scaling, "             "))
                 out += line + "\n";

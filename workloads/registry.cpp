@@ -1,5 +1,7 @@
 #include "workloads/workload.h"
 
+#include <algorithm>
+
 namespace gms::workloads {
 
 bool Context::should_stop() const {
@@ -28,7 +30,7 @@ const std::vector<WorkloadInfo>& registry() {
     static const std::vector<WorkloadInfo> all = {
         host_fault_workload(),  guest_fault_workload(),   punch_hole_workload(),
         populate_workload(),    convert_workload(),       lifecycle_workload(),
-        conformance_workload(), range_scaling_workload(),
+        conformance_workload(), range_scaling_workload(), fault_inject_workload(),
     };
     return all;
 }
@@ -43,8 +45,16 @@ const WorkloadInfo* find(const std::string& name) {
 profile::WorkloadSchemas schemas() {
     profile::WorkloadSchemas out;
     for (const auto& w : registry()) {
+        // A workload's own spec of a common key (fault-inject's single thread) replaces it.
         auto params = common_params();
-        params.insert(params.end(), w.params.begin(), w.params.end());
+        for (const auto& own : w.params) {
+            auto same = std::find_if(params.begin(), params.end(),
+                                     [&](const profile::ParamSpec& c) { return c.key == own.key; });
+            if (same != params.end())
+                *same = own;
+            else
+                params.push_back(own);
+        }
         out[w.name] = params;
     }
     return out;

@@ -8,9 +8,11 @@ from gms_e2e import kvm_usable, main, run, tmpdir
 
 def test():
     p = run("profiles", check_rc=0)
-    for name in ("smoke", "conformance", "fault-storm", "punch-race", "convert-storm", "soak"):
+    for name in ("smoke", "conformance", "fault-storm", "punch-race", "convert-storm", "soak",
+                 "fault-inject"):
         assert name in p.stdout, f"profiles lacks {name}"
-    for kind in ("host-fault", "guest-fault", "punch-hole", "populate", "convert", "lifecycle", "conformance"):
+    for kind in ("host-fault", "guest-fault", "punch-hole", "populate", "convert", "lifecycle",
+                 "conformance", "fault-inject"):
         assert kind in p.stdout, f"profiles lacks workload kind {kind}"
 
     # `profiles show` prints a file a user can copy, edit and run.
@@ -34,6 +36,9 @@ def test():
         assert caps["kvm"]["api_version"] == 12
     else:
         assert c.returncode == 3 and caps["kvm"]["error"], (c.returncode, caps["kvm"])
+    # Fault injection (the fault-inject workload) as found on this kernel.
+    fi = caps["fault_injection"]
+    assert fi["fail_nth"] == os.path.exists("/proc/thread-self/fail-nth"), fi
     # The series fingerprint, in both outputs: what was read, what was found,
     # the ABI taken from it (KVM_SET_MEMORY_ATTRIBUTES2 is _IOWR(KVMIO, 0xd2,
     # its struct) whatever the kernel; the default struct is 128 bytes).

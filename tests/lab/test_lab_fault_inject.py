@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Error-path sweeps with fail-nth (profile fault-inject, docs/FAULT_INJECTION.md).
+
+On the project's test kernel (CONFIG_FAULT_INJECTION, FAILSLAB,
+FAIL_PAGE_ALLOC, KVM_SW_PROTECTED_VM): every guest_memfd call is swept, real
+faults are injected into each call that allocates, each sweep runs until an
+N injects nothing, and the clean kernel shows no leak, no failure and no
+kernel-log finding (exit 0). The debugfs settings the sweep changed are back
+to the kernel's defaults afterwards.
+
+On Debian's kernel (no CONFIG_FAULT_INJECTION) the workload skips, naming
+fail-nth, and nothing having run, gmemstress exits 3.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lab_common import (Lab, check, check_schema, fail, fetch_kernel, load_json,  # noqa: E402
+                        require_host_tools)
+
+# Calls that allocate (kernel memory or pages): each must have faults injected.
+ALLOCATING = ("create", "allocate", "bind", "unbind", "set_attributes", "pre_fault",
+              "first_touch")
+ALL_CALLS = ALLOCATING + ("punch",)
+
+
+def sweep_on_test_kernel(lab):
+    report = lab.path("fault-inject.json")
+    # The guest prints the kernel's defaults after the run: the sweep restored them.
+    p = lab.run(["--test-kernel", "--offline", "-p", "fault-inject",
+                 "-r", report], timeout=1500)
+    if not os.path.exists(report):
+        fail(f"no report from the test kernel (exit {p.returncode})")
+    r = load_json(report)
+    check_schema(r)
+    (w,) = [w for w in r["workloads"] if w["name"] == "fault-inject"]
+    sweeps = {s["call"]: s for s in w.get("fault_sweeps", [])}
+    check(sorted(sweeps) == sorted(ALL_CALLS),
+          f"every call was swept ({sorted(sweeps)})")
+    for call in ALL_CALLS:
+        s = sweeps[call]
+        print(f"{call:15} {s['outcome']:5} injected {s['faults_injected']:4} "
+              f"N {s['n_range'][0]}..{s['n_range'][1]} exhausted={s['exhausted']} "
+              f"errnos={s['errnos']} ok-despite={s['succeeded_despite_fault']} "
+              f"leaks={s['leaks']} failures={s['failures']} "
+              f"unevictable_delta_kb={s['unevictable_delta_kb']}")
+    for call in ALL_CALLS:
+        s = sweeps[call]
+        check(s["outcome"] == "pass",
+              f"{call}: passes on the clean test kernel ({s['outcome']}: {s['reason']}; "
+              f"{s['first_failures'][:2]} {s['first_leaks'][:2]})")
+        check(s["leaks"] == 0 and not s["first_leaks"], f"{call}: no leak")
+        check(s["failures"] == 0, f"{call}: no failure")
+        check(s["exhausted"], f"{call}: swept until an N injected nothing "
+                              f"(bounded by {s['bounded_by']!r})")
+        check(s["unevictable_delta_kb"] is not None and s["unevictable_delta_kb"] <= 0,
+              f"{call}: Unevictable came back ({s['unevictable_delta_kb']} kB)")
+        # Every injected fault is accounted for: an errno or a success.
+        check(sum(s["errnos"].values()) + s["succeeded_despite_fault"] == s["faults_injected"],
+              f"{call}: each injected fault ended in an errno or a success")
+        check(s["attempts"] == s["faults_injected"] + 1,
+              f"{call}: N ran 1..{s['n_range'][1]} with a fault at each N but the last "
+              f"({s['attempts']} attempts, {s['faults_injected']} faults)")
+    for call in ALLOCATING:
+        check(sweeps[call]["faults_injected"] > 0,
+              f"{call}: real faults were injected ({sweeps[call]['faults_injected']})")
+    check(sweeps["allocate"]["errnos"].get("ENOMEM", 0) > 0,
+          f"allocate: fallocate failed with ENOMEM under injection ({sweeps['allocate']['errnos']})")
+    check(not r["kernel_log"]["findings"],
+          f"no kernel-log finding ({r['kernel_log']['findings'][:2]})")
+    check(w["outcome"] == "pass", f"the workload passes ({w['outcome']}: {w['reason']})")
+    check(p.returncode == 0, f"gmemstress lab exited 0 (got {p.returncode})")
+    return r
+
+
+def settings_restored(lab):
+    """After a sweep in the same boot, debugfs holds the kernel's defaults again."""
+    gms = os.environ["GMS_BIN"]
+    script = ("\"$0\" run -p fault-inject --set workload.0.calls='[\"allocate\"]' "
+              "--set duration=60s --probes off -r /tmp/r.json >/dev/null 2>&1; echo rc=$?; "
+              "cd /sys/kernel/debug && for f in failslab/ignore-gfp-wait failslab/probability "
+              "failslab/times failslab/verbose fail_page_alloc/ignore-gfp-wait "
+              "fail_page_alloc/ignore-gfp-highmem fail_page_alloc/min-order "
+              "fail_page_alloc/times; do echo \"$f=$(cat $f)\"; done")
+    p = lab.run(["--test-kernel", "--offline", "--exec", "--",
+                 "/bin/sh", "-c", script, gms],
+                timeout=900)
+    values = dict(line.split("=", 1) for line in p.stdout.split() if "=" in line)
+    print(values)
+    check(values.get("rc") == "0", f"the allocate sweep passed in that boot (rc={values.get('rc')})")
+    want = {"failslab/ignore-gfp-wait": "Y", "failslab/probability": "0", "failslab/times": "1",
+            "failslab/verbose": "2", "fail_page_alloc/ignore-gfp-wait": "Y",
+            "fail_page_alloc/ignore-gfp-highmem": "Y", "fail_page_alloc/min-order": "1",
+            "fail_page_alloc/times": "1"}
+    for k, v in want.items():
+        check(values.get(k) == v, f"{k} is back to the kernel's default {v} ({values.get(k)})")
+
+
+def skips_on_debian(lab):
+    k = fetch_kernel()
+    report = lab.path("debian.json")
+    p = lab.run(["--kernel", k["kernel"], "-p", "fault-inject", "-r", report], timeout=900)
+    check(p.returncode == 3, f"Debian's kernel: exit 3, nothing could run (got {p.returncode})")
+    r = load_json(report)
+    check_schema(r)
+    (w,) = [w for w in r["workloads"] if w["name"] == "fault-inject"]
+    check(w["outcome"] == "skip", f"the workload skips ({w['outcome']})")
+    check("fail-nth" in w["reason"] and "CONFIG_FAULT_INJECTION" in w["reason"],
+          f"the reason names fail-nth and CONFIG_FAULT_INJECTION ({w['reason']})")
+    check(r["verdict"] == "skip", f"verdict skip ({r['verdict']})")
+
+
+def main():
+    require_host_tools()
+    lab = Lab()
+    try:
+        sweep_on_test_kernel(lab)
+        settings_restored(lab)
+        skips_on_debian(lab)
+    finally:
+        lab.cleanup()
+
+
+if __name__ == "__main__":
+    main()
