@@ -89,6 +89,8 @@ json workload_json(const WorkloadResult& w) {
               {"params", w.params}};
     if (w.range_scaling)
         j["range_scaling"] = to_json(*w.range_scaling);
+    if (w.pin_convert)
+        j["pin_convert"] = to_json(*w.pin_convert);
     return j;
 }
 
@@ -363,6 +365,9 @@ std::string to_text(const Report& r, bool color) {
                                w.checks.size(), pass, skip);
         if (w.range_scaling)
             for (const auto& line : to_text_lines(*w.range_scaling, "             "))
+                out += line + "\n";
+        if (w.pin_convert)
+            for (const auto& line : to_text_lines(*w.pin_convert, "             "))
                 out += line + "\n";
     }
     for (const auto& i : r.invariants) {

@@ -82,5 +82,6 @@ WorkloadInfo convert_workload();
 WorkloadInfo lifecycle_workload();
 WorkloadInfo range_scaling_workload();
 WorkloadInfo conformance_workload();
+WorkloadInfo pin_convert_workload();
 
 } // namespace gms::workloads
