@@ -118,8 +118,9 @@ Plan plan(const Context& ctx, const kvm::SeriesAbi& abi) {
     const uint64_t offered = gflags > 0 ? uint64_t(gflags) : 0;
     int fd = vm.try_create_guest_memfd_raw(kPage, offered & uapi::kGuestMemfdFlagMmap);
     if (fd < 0) {
-        pl.why_not.push_back(
-            fmt::format("KVM_CREATE_GUEST_MEMFD on a {} VM failed: {}", name, errno_name(-fd)));
+        pl.why_not.push_back(fmt::format("KVM_CREATE_GUEST_MEMFD on a {} VM failed: {} (so whether "
+                                         "KVM_SET_MEMORY_ATTRIBUTES2 exists could not be asked)",
+                                         name, errno_name(-fd)));
     } else {
         UniqueFd owner(fd);
         if (kvm::probe_set_memory_attributes2(fd, abi) == ENOTTY)
@@ -432,6 +433,17 @@ report::WorkloadResult run(Context& ctx) {
             r.outcome = report::Outcome::error;
             r.reason = "pin-convert." + c.method + ": " + c.reason;
         }
+    // Every case skipped (no pin could be taken): the workload tested nothing.
+    if (r.outcome == report::Outcome::pass &&
+        std::none_of(sec.cases.begin(), sec.cases.end(),
+                     [](const auto& c) { return c.outcome == report::Outcome::pass; })) {
+        std::vector<std::string> why;
+        for (const auto& c : sec.cases)
+            why.push_back(c.method + ": " + c.reason);
+        r.outcome = report::Outcome::skip;
+        r.reason = why.empty() ? "stopped before any case ran"
+                               : fmt::format("no case ran: {}", fmt::join(why, "; "));
+    }
     r.pin_convert = std::move(sec);
     r.params["attrs2_request"] = abi.attrs2_request();
     return r;
