@@ -91,9 +91,11 @@ std::string no_ioctl_reason(const Context& ctx, const kvm::SeriesAbi& abi, const
         return fmt::format("no KVM_SET_MEMORY_ATTRIBUTES2: {} (whether the kernel carries the "
                            "in-place conversion series cannot be told: no BTF, no kallsyms)",
                            ioctl);
-    return fmt::format("no KVM_SET_MEMORY_ATTRIBUTES2: {}; the kernel does not carry the in-place "
-                       "conversion series (no struct kvm_memory_attributes2 in {})",
-                       ioctl, fp.source);
+    return fmt::format(
+        "no KVM_SET_MEMORY_ATTRIBUTES2: {}; the kernel does not carry the in-place "
+        "conversion series (its fingerprint, from {}: no struct kvm_memory_attributes2, "
+        "no kvm_gmem_set_attributes())",
+        ioctl, fp.source);
 }
 
 struct Plan {
@@ -404,7 +406,6 @@ report::WorkloadResult run(Context& ctx) {
     sec.pages = prm.pages;
 
     Plan pl = plan(ctx, abi);
-    sec.gmem_flags = pl.gmem_flags;
     if (!pl.why_not.empty()) {
         report::WorkloadResult r = host::start_result(ctx, "pin-convert");
         r.outcome = report::Outcome::skip;
@@ -414,6 +415,7 @@ report::WorkloadResult run(Context& ctx) {
         r.expect.gmem_files = 0;
         return r;
     }
+    sec.gmem_flags = pl.gmem_flags;
     uint64_t gmem_files = 0;
     auto r = host::run_host_workload(
         ctx, "pin-convert", [&](report::WorkloadResult& r, std::vector<host::WorkerResult>& ws) {
