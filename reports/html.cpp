@@ -444,6 +444,48 @@ std::string projection_text(const ScalingOp& o, const std::string& threshold) {
     return "–";
 }
 
+// Pin-convert (reports/pin_convert.h): per pin method, the answers while
+// pinned and after unpinning, and the judge's evidence.
+std::string pin_convert_section(const WorkloadResult& w) {
+    const auto& pc = *w.pin_convert;
+    std::string id = "pin-convert-" + label_of(w);
+    for (char& ch : id)
+        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_')
+            ch = '-';
+    std::string s = fmt::format("<section class=\"pin-convert\" id=\"{}\"><h2>Pinned pages and "
+                                "in-place conversion: {}</h2>",
+                                id, esc(label_of(w)));
+    if (!pc.skip_reason.empty())
+        return s + fmt::format("<p class=\"skip\">not run here: {}</p></section>\n",
+                               esc(pc.skip_reason));
+    s += fmt::format("<p>{} VM, guest_memfd flags {:#x}, {} pages, KVM_SET_MEMORY_ATTRIBUTES2 "
+                     "{:#x} (layout: {})</p>",
+                     esc(pc.vm_type), pc.gmem_flags, pc.pages, pc.attrs2_request,
+                     esc(pc.attrs2_source));
+    s += "<table><tr><th>method</th><th>outcome</th><th>pinned</th><th>while pinned</th>"
+         "<th>error_offset (expected)</th><th>after unpinning</th><th>evidence</th></tr>";
+    auto hex = [](const std::optional<uint64_t>& v) {
+        return v ? fmt::format("{:#x}", *v) : std::string("–");
+    };
+    for (const auto& c : pc.cases) {
+        std::string pinned;
+        for (uint64_t o : c.pinned_offsets)
+            pinned += (pinned.empty() ? "" : ", ") + fmt::format("{:#x}", o);
+        std::string evidence;
+        for (const auto& e : c.evidence)
+            evidence += esc(e) + "<br>";
+        if (!c.reason.empty())
+            evidence += "<b>" + esc(c.reason) + "</b>";
+        s += fmt::format("<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td>"
+                         "<td>{} ({})</td><td>{}</td><td>{}</td></tr>",
+                         esc(c.method), to_string(c.outcome), to_string(c.outcome), pinned,
+                         esc(c.while_pinned.empty() ? "–" : c.while_pinned), hex(c.error_offset),
+                         hex(c.expected_error_offset),
+                         esc(c.after_unpin.empty() ? "–" : c.after_unpin), evidence);
+    }
+    return s + "</table></section>\n";
+}
+
 std::string range_scaling_section(const WorkloadResult& w) {
     const auto& rs = *w.range_scaling;
     std::string id = "range-scaling-" + label_of(w);
@@ -550,6 +592,9 @@ std::string to_html(const Report& r) {
     for (const auto& w : r.workloads)
         if (w.range_scaling)
             body += range_scaling_section(w);
+    for (const auto& w : r.workloads)
+        if (w.pin_convert)
+            body += pin_convert_section(w);
     body += invariants_section(r);
     body += "<section id=\"operations\"><h2>Operations</h2>";
     std::vector<const Report*> one{&r};

@@ -7,6 +7,8 @@
 #include "core/timeline.h"
 #include "kvm/series.h"
 #include "reports/locks.h"
+#include "reports/outcome.h"
+#include "reports/pin_convert.h"
 #include "reports/probes_summary.h"
 #include "reports/range_scaling.h"
 
@@ -22,9 +24,6 @@ namespace gms::report {
 // 2: latency histograms keep their buckets, p99.9 and exact sum; each
 // operation has a throughput timeline. Version 1 reports had neither.
 inline constexpr int kSchemaVersion = 2;
-
-enum class Outcome { pass, fail, skip, error };
-std::string to_string(Outcome o);
 
 // Per operation kind ("fault", "punch_hole", "KVM_RUN", ...).
 struct OpStats {
@@ -128,6 +127,8 @@ struct WorkloadResult {
     nlohmann::json params = nlohmann::json::object();
     // The range-scaling workload's fits (reports/range_scaling.h); unset elsewhere.
     std::optional<RangeScaling> range_scaling;
+    // The pin-convert workload's cases (reports/pin_convert.h); unset elsewhere.
+    std::optional<PinConvert> pin_convert;
 };
 
 // Whether a workload did anything: an operation (failed ones included), a

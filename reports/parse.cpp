@@ -198,6 +198,7 @@ void counters_of(const json& j, const At& at, WorkloadResult& w) {
 }
 
 RangeScaling range_scaling_of(const json& j, const At& at);
+PinConvert pin_convert_of(const json& j, const At& at);
 
 WorkloadResult workload_of(const json& j, const At& at) {
     WorkloadResult w;
@@ -218,6 +219,8 @@ WorkloadResult workload_of(const json& j, const At& at) {
     w.params = object_of(j, "params", at);
     if (j.contains("range_scaling"))
         w.range_scaling = range_scaling_of(j["range_scaling"], at["range_scaling"]);
+    if (j.contains("pin_convert"))
+        w.pin_convert = pin_convert_of(j["pin_convert"], at["pin_convert"]);
     return w;
 }
 
@@ -357,6 +360,50 @@ RangeScaling range_scaling_of(const json& j, const At& at) {
     const json& ops = array_of(j, "ops", at);
     for (size_t i = 0; i < ops.size(); ++i)
         s.ops.push_back(scaling_op_of(ops[i], at["ops"][i]));
+    return s;
+}
+
+// The pin-convert section (reports/pin_convert.cpp to_json()).
+std::optional<uint64_t> opt_u64(const json& j, const std::string& key, const At& at) {
+    const json& v = field(j, key, at);
+    if (v.is_null())
+        return std::nullopt;
+    return as<uint64_t>(v, at[key]);
+}
+
+PinConvert pin_convert_of(const json& j, const At& at) {
+    PinConvert s;
+    s.vm_type = get<std::string>(j, "vm_type", at);
+    s.gmem_flags = get<uint64_t>(j, "gmem_flags", at);
+    s.attrs2_request = get<uint64_t>(j, "attrs2_request", at);
+    s.attrs2_source = get<std::string>(j, "attrs2_source", at);
+    s.pages = get<uint64_t>(j, "pages", at);
+    s.skip_reason = get<std::string>(j, "skip_reason", at);
+    const json& cases = array_of(j, "cases", at);
+    for (size_t i = 0; i < cases.size(); ++i) {
+        const json& c = cases[i];
+        At a = at["cases"][i];
+        PinCase p;
+        p.method = get<std::string>(c, "method", a);
+        p.outcome = outcome_of(c, "outcome", a);
+        p.reason = get<std::string>(c, "reason", a);
+        p.pin = get<std::string>(c, "pin", a);
+        p.range_offset = get<uint64_t>(c, "range_offset", a);
+        p.range_size = get<uint64_t>(c, "range_size", a);
+        p.pinned_offsets = list<uint64_t>(c, "pinned_offsets", a);
+        p.while_pinned = get<std::string>(c, "while_pinned", a);
+        p.error_offset = opt_u64(c, "error_offset", a);
+        p.expected_error_offset = opt_u64(c, "expected_error_offset", a);
+        p.not_shared_after_error = list<uint64_t>(c, "not_shared_after_error", a);
+        p.unpinned_subrange = get<std::string>(c, "unpinned_subrange", a);
+        p.after_unpin = get<std::string>(c, "after_unpin", a);
+        p.after_unpin_retries = get<uint64_t>(c, "after_unpin_retries", a);
+        if (const json& v = field(c, "private_after_unpin", a); !v.is_null())
+            p.private_after_unpin = as<bool>(v, a["private_after_unpin"]);
+        p.back_to_shared = get<std::string>(c, "back_to_shared", a);
+        p.evidence = list<std::string>(c, "evidence", a);
+        s.cases.push_back(std::move(p));
+    }
     return s;
 }
 

@@ -114,6 +114,8 @@ json workload_json(const WorkloadResult& w) {
         for (const auto& f : w.fault_sweeps)
             j["fault_sweeps"].push_back(fault_sweep_json(f));
     }
+    if (w.pin_convert)
+        j["pin_convert"] = to_json(*w.pin_convert);
     return j;
 }
 
@@ -416,6 +418,9 @@ std::string to_text(const Report& r, bool color) {
             out += fault_sweep_text(f, paint);
         if (w.range_scaling)
             for (const auto& line : to_text_lines(*w.range_scaling, "             "))
+                out += line + "\n";
+        if (w.pin_convert)
+            for (const auto& line : to_text_lines(*w.pin_convert, "             "))
                 out += line + "\n";
     }
     for (const auto& i : r.invariants) {

@@ -31,6 +31,7 @@ const std::vector<WorkloadInfo>& registry() {
         host_fault_workload(),  guest_fault_workload(),   punch_hole_workload(),
         populate_workload(),    convert_workload(),       lifecycle_workload(),
         conformance_workload(), range_scaling_workload(), fault_inject_workload(),
+        pin_convert_workload(),
     };
     return all;
 }

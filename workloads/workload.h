@@ -83,5 +83,6 @@ WorkloadInfo lifecycle_workload();
 WorkloadInfo range_scaling_workload();
 WorkloadInfo conformance_workload();
 WorkloadInfo fault_inject_workload();
+WorkloadInfo pin_convert_workload();
 
 } // namespace gms::workloads
