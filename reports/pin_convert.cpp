@@ -14,10 +14,7 @@ json opt(const std::optional<uint64_t>& v) {
 }
 
 std::string hex_list(const std::vector<uint64_t>& v) {
-    std::vector<std::string> s;
-    for (uint64_t x : v)
-        s.push_back(fmt::format("{:#x}", x));
-    return fmt::format("{}", fmt::join(s, ", "));
+    return fmt::format("{:#x}", fmt::join(v, ", "));
 }
 
 } // namespace
