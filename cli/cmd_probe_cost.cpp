@@ -61,6 +61,27 @@ report::Report run_once(const profile::Profile& base, const Caps& caps, bool on)
     return engine::run_profile(p, caps, spec);
 }
 
+// One more probes-on run with the kernel's BPF statistics on: each program's
+// runs and run time. Its failure is no verdict: the pairs decide.
+report::ProgramStats attribution_run(const profile::Profile& base, const Caps& caps, bool quiet) {
+    profile::Profile p = base;
+    p.probes.program_stats = true;
+    report::ProgramStats none;
+    try {
+        auto run = run_once(p, caps, true);
+        if (run.probes.attached() && run.probes.summary->program_stats)
+            return *run.probes.summary->program_stats;
+        none.reason = "the probes were not attached";
+    } catch (const Interrupted&) {
+        none.reason = "interrupted";
+    } catch (const Error& e) {
+        none.reason = e.what();
+    }
+    if (!quiet)
+        fmt::print(stderr, "probe-cost: attribution run: {}\n", none.reason);
+    return none;
+}
+
 int probe_cost(const CostOptions& o) {
     RunControl& control = RunControl::global();
 
@@ -129,6 +150,10 @@ int probe_cost(const CostOptions& o) {
             fmt::print(stderr, "probe-cost: rep {}/{} done\n", rep_no, o.reps);
         rep.pairs.push_back(std::move(pair));
     }
+
+    // attribute: where the probes' time goes (not a pair: BPF stats cost clock reads)
+    if (!control.interrupted() && !rep.pairs.empty())
+        rep.program_stats = attribution_run(prof, caps, o.quiet);
 
     // finish
     engine::collect_kernel_log(kmsg, rep, prof.kernel_log_waivers);

@@ -362,7 +362,11 @@ const std::map<std::string, std::vector<ParamSpec>>& section_params() {
            "functions; the report's locks section)"},
           // A hold over it is the invalidate_lock_hold finding.
           {"lock_threshold", ParamType::duration, 1.0,
-           "an invalidate_lock hold longer than this is a finding", 0.000001, 3600.0}}},
+           "an invalidate_lock hold longer than this is a finding", 0.000001, 3600.0},
+          // Off by default: the kernel then reads the clock twice per program run.
+          {"program_stats", ParamType::boolean, false,
+           "count each BPF program's runs and run time (kernel BPF stats while attached; "
+           "the report's probes.program_stats)"}}},
     };
     return p;
 }
@@ -676,6 +680,7 @@ Profile parse_profile(const std::string& text, const std::string& source,
     p.probes.exclude = get<std::vector<std::string>>(sec["probes"], "exclude");
     p.probes.locks = get<bool>(sec["probes"], "locks");
     p.probes.lock_threshold_s = get<double>(sec["probes"], "lock_threshold");
+    p.probes.program_stats = get<bool>(sec["probes"], "program_stats");
     for (const auto& name : p.probes.exclude)
         if (!probe_points.empty() &&
             std::find(probe_points.begin(), probe_points.end(), name) == probe_points.end())
@@ -797,7 +802,8 @@ nlohmann::json Profile::to_json() const {
                    {"ringbuf_size", probes.ringbuf_size},
                    {"exclude", probes.exclude},
                    {"locks", probes.locks},
-                   {"lock_threshold", probes.lock_threshold_s}};
+                   {"lock_threshold", probes.lock_threshold_s},
+                   {"program_stats", probes.program_stats}};
     j["kernel_log"] = {{"waive", nlohmann::json::array()}};
     for (const auto& w : kernel_log_waivers)
         j["kernel_log"]["waive"].push_back(

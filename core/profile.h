@@ -89,6 +89,7 @@ struct ProbeSettings {
     std::vector<std::string> exclude; // attach points left out (probes/attach_points.cpp names)
     bool locks = true;                // the invalidate_lock probes
     double lock_threshold_s = 1.0;    // a longer hold is a finding
+    bool program_stats = false;       // BPF run counts and times per program
 };
 
 struct Profile {

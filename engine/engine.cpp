@@ -114,6 +114,7 @@ ProbeAttachment attach_probes(const profile::Profile& p, const Caps& caps, repor
     opts.exclude = {p.probes.exclude.begin(), p.probes.exclude.end()};
     opts.locks = p.probes.locks;
     opts.lock_threshold_ns = uint64_t(p.probes.lock_threshold_s * 1e9);
+    opts.program_stats = p.probes.program_stats;
     try {
         a.session = probes::Session::attach(opts, caps);
     } catch (const EnvError& e) {

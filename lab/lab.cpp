@@ -45,6 +45,8 @@ const std::vector<Plant>& plants() {
          "mmap_lock taken inside invalidate_lock once, and the reverse once (lockdep: "
          "--sanitizers)"},
         {"use-after-free", 0x100, "a punched folio read after it was freed (KASAN: --sanitizers)"},
+        {"error-leak", 0x200,
+         "a failed fallocate allocation leaks a folio reference (error path only: fault-inject)"},
     };
     return all;
 }

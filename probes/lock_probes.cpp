@@ -4,6 +4,7 @@
 #include "locks.skel.h"
 #include "probes/lock_events.h"
 #include "probes/lock_pairer.h"
+#include "probes/program_stats.h"
 #include "probes/ring_reader.h"
 
 #include <algorithm>
@@ -357,6 +358,10 @@ const std::string& LockProbes::reason() const {
 
 std::vector<AttachedPoint> LockProbes::points() const {
     return impl_->points;
+}
+
+std::vector<report::ProgramStat> LockProbes::program_stats() const {
+    return read_program_stats(impl_->skel ? impl_->skel->obj : nullptr, impl_->points);
 }
 
 void LockProbes::finish() {

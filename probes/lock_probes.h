@@ -11,6 +11,7 @@
 #include "probes/loader.h"
 #include "probes/planner.h"
 #include "reports/locks.h"
+#include "reports/probes_summary.h"
 
 #include <cstdint>
 #include <memory>
@@ -53,6 +54,8 @@ class LockProbes {
     std::vector<AttachedPoint> points() const;
     // Detaches, drains the ring buffer, reads /proc/lock_stat. Idempotent.
     void finish();
+    // Kernel BPF statistics of the attached programs (see program_stats.h).
+    std::vector<report::ProgramStat> program_stats() const;
     // The report's locks section (stacks resolved), as of now or of finish().
     report::LocksSection section() const;
 

@@ -17,9 +17,11 @@
 #include "probes/lock_pairer.h"
 #include "probes/lock_probes.h"
 #include "probes/point_names.h"
+#include "probes/program_stats.h"
 #include "probes/ring_reader.h"
 #include "refcount.skel.h"
 
+#include <algorithm>
 #include <array>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -144,6 +146,8 @@ struct Session::Impl {
     bool have_final = false;
     std::map<std::string, int64_t> vmstat_before, vmstat_delta;
     uint64_t started_ns = 0;
+    BpfStatsScope bpf_stats; // on while attached, when asked for
+    report::ProgramStats prog_stats;
 
     ~Impl() { teardown(); }
 
@@ -580,6 +584,13 @@ std::unique_ptr<Session> Session::attach(const Options& opts, const Caps& caps) 
         skel.bss->cfg_watch_gen = 1; // a memo never filled (gen 0) never matches
         skel.bss->cfg_all_gmem = opts.all_guest_memfds ? 1 : 0;
     };
+    if (opts.program_stats) {
+        // Before loading, so that every run of every program is counted.
+        if (int err = im.bpf_stats.try_enable())
+            im.prog_stats.reason = fmt::format("BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): {}",
+                                               errno_name(err));
+        im.prog_stats.enabled = im.bpf_stats.enabled();
+    }
     im.object = ProbeObject::load_and_attach(kt, std::move(req));
     if (!opts.locks)
         im.locks_reason = "probes.locks = false";
@@ -693,6 +704,19 @@ void Session::finish() {
     }
     im.final_counters = im.read_counters();
     im.have_final = true;
+    if (im.bpf_stats.enabled()) {
+        // The links are gone, the programs still loaded: their totals are final.
+        auto& ps = im.prog_stats;
+        ps.span_s = double(monotonic_ns() - im.started_ns) / 1e9;
+        if (im.object)
+            ps.programs = read_program_stats(im.skel()->obj, im.object->points());
+        if (im.locks)
+            for (auto& s : im.locks->program_stats())
+                ps.programs.push_back(std::move(s));
+        std::stable_sort(ps.programs.begin(), ps.programs.end(),
+                         [](const auto& a, const auto& b) { return a.run_time_ns > b.run_time_ns; });
+        im.bpf_stats.disable();
+    }
     auto after = read_thp_split_vmstat();
     for (const auto& [k, v] : after)
         im.vmstat_delta[k] = v - (im.vmstat_before.count(k) ? im.vmstat_before.at(k) : 0);
@@ -778,6 +802,8 @@ report::ProbesSummary Session::summary() const {
     j.pfn_correction = im.pfn_correction;
     j.thp_split_vmstat_delta = im.vmstat_delta;
     j.finished = im.finished;
+    if (im.opts.program_stats)
+        j.program_stats = im.prog_stats;
     return j;
 }
 

@@ -40,6 +40,9 @@ struct Options {
     // a finding (invariant invalidate_lock_hold).
     bool locks = true;
     uint64_t lock_threshold_ns = 1000000000ull;
+    // Kernel BPF stats (run count and time of every program) while attached:
+    // where the probes' cost goes (ProbesSummary::program_stats).
+    bool program_stats = false;
 };
 
 // What attach methods this kernel allows (for `caps`): tries each for real

@@ -259,9 +259,33 @@ json to_json(const CostReport& r) {
         j["workloads"].push_back(wj);
     }
     j["probes"] = to_json(r.probes);
+    if (r.program_stats)
+        j["program_stats"] = to_json(*r.program_stats);
     j["verdict"] = to_string(r.verdict);
     j["verdict_reason"] = r.verdict_reason;
     return j;
+}
+
+// The programs that took the most time in the attribution run.
+static std::string program_stats_text(const ProgramStats& s, size_t top = 10) {
+    if (!s.enabled)
+        return fmt::format("program run times: not measured: {}\n", s.reason);
+    uint64_t total = 0;
+    for (const auto& p : s.programs)
+        total += p.run_time_ns;
+    std::string out = fmt::format(
+        "program run times (one more probes-on run, kernel BPF stats, {:.1f} s): {:.1f} ms in "
+        "all, {:.2f}% of the span; trampolines and kprobes not included\n",
+        s.span_s, double(total) / 1e6, s.span_s > 0 ? 100.0 * double(total) / (s.span_s * 1e9) : 0);
+    out += fmt::format("  {:<24} {:<28} {:>10} {:>10} {:>8}\n", "point", "program", "runs",
+                       "ms", "ns/run");
+    for (size_t i = 0; i < s.programs.size() && i < top; ++i) {
+        const auto& p = s.programs[i];
+        out += fmt::format("  {:<24} {:<28} {:>10} {:>10.2f} {:>8.0f}\n", p.point, p.program,
+                           p.runs, double(p.run_time_ns) / 1e6,
+                           p.runs ? double(p.run_time_ns) / double(p.runs) : 0.0);
+    }
+    return out;
 }
 
 std::string to_text(const CostReport& r) {
@@ -298,6 +322,8 @@ std::string to_text(const CostReport& r) {
         else
             out += fmt::format("  {}: not measured: {}\n", w.label, w.not_measured);
     }
+    if (r.program_stats)
+        out += program_stats_text(*r.program_stats);
     if (r.interrupted)
         out += fmt::format("interrupted: {}\n", r.interrupt_reason);
     out += fmt::format("verdict: {} ({})\n", to_string(r.verdict), r.verdict_reason);

@@ -57,6 +57,9 @@ struct CostReport : Envelope {
     std::vector<CostPair> pairs;
     // The probes of the first probes-on run: attach points, backends, reasons.
     ProbesSection probes;
+    // One more probes-on run after the pairs, with kernel BPF statistics on
+    // (not in the ratios: the statistics cost clock reads): where the time goes.
+    std::optional<ProgramStats> program_stats;
     // The envelope's kernel_log covers the whole command; its errors are
     // what the tool could not do as asked (the pairs measured are kept).
 

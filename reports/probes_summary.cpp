@@ -67,6 +67,28 @@ nlohmann::json to_json(const ProbesSummary& s) {
     j["pfn_correction"] = s.pfn_correction;
     j["thp_split_vmstat_delta"] = s.thp_split_vmstat_delta;
     j["finished"] = s.finished;
+    if (s.program_stats)
+        j["program_stats"] = to_json(*s.program_stats);
+    return j;
+}
+
+nlohmann::json to_json(const ProgramStats& s) {
+    nlohmann::json j = {{"enabled", s.enabled}, {"span_s", s.span_s}};
+    if (!s.enabled)
+        j["reason"] = s.reason;
+    j["programs"] = nlohmann::json::array();
+    for (const auto& p : s.programs) {
+        nlohmann::json e = {{"point", p.point},       {"program", p.program},
+                            {"target", p.target},     {"runs", p.runs},
+                            {"run_time_ns", p.run_time_ns}};
+        if (p.runs)
+            e["ns_per_run"] = double(p.run_time_ns) / double(p.runs);
+        if (s.span_s > 0)
+            e["share_of_span"] = double(p.run_time_ns) / (s.span_s * 1e9);
+        if (p.recursion_misses)
+            e["recursion_misses"] = p.recursion_misses;
+        j["programs"].push_back(std::move(e));
+    }
     return j;
 }
 

@@ -29,6 +29,23 @@ struct AttachPointSummary {
     std::string decoding;
 };
 
+// Kernel BPF statistics of one program over the session (probes.program_stats).
+struct ProgramStat {
+    std::string point;   // attach point ("pc_add", "lock_down_read", ...)
+    std::string program; // BPF program name
+    std::string target;  // function or tracepoint
+    uint64_t runs = 0;
+    uint64_t run_time_ns = 0; // the program only, not its trampoline or kprobe
+    uint64_t recursion_misses = 0;
+};
+
+struct ProgramStats {
+    bool enabled = false;
+    std::string reason;                // why not enabled
+    double span_s = 0;                 // attach to finish: the time the runs fell in
+    std::vector<ProgramStat> programs; // by run time, longest first
+};
+
 struct ProbeDrops {
     uint64_t ringbuf_reserve_failures = 0;
     uint64_t host_short_records = 0;
@@ -73,9 +90,11 @@ struct ProbesSummary {
     int64_t pfn_correction = 0;
     std::map<std::string, int64_t> thp_split_vmstat_delta;
     bool finished = false;
+    std::optional<ProgramStats> program_stats; // asked for (probes.program_stats)
 };
 
 nlohmann::json to_json(const ProbesSummary& s);
+nlohmann::json to_json(const ProgramStats& s);
 
 // The report's "probes" section: whether the probes were attached, and what
 // they attached and saw if so.

@@ -8,6 +8,10 @@ N injects nothing, and the clean kernel shows no leak, no failure and no
 kernel-log finding (exit 0). The debugfs settings the sweep changed are back
 to the kernel's defaults afterwards.
 
+With the plant error-leak (a reference kept on fallocate's error path, reached
+only by a failed allocation) smoke passes and the allocate sweep fails,
+finding the leak (exit 1).
+
 On Debian's kernel (no CONFIG_FAULT_INJECTION) the workload skips, naming
 fail-nth, and nothing having run, gmemstress exits 3.
 """
@@ -96,6 +100,41 @@ def settings_restored(lab):
         check(values.get(k) == v, f"{k} is back to the kernel's default {v} ({values.get(k)})")
 
 
+def planted_error_leak(lab):
+    """The plant error-leak (lab/patches): fallocate's error path keeps a folio
+    reference. Only a failed allocation reaches it: smoke passes on that
+    kernel, and the allocate sweep finds the leak (Unevictable does not come
+    back), naming the call and the N."""
+    prof = lab.path("allocate-only.toml")
+    with open(prof, "w") as f:
+        f.write('name = "allocate-only"\nduration = "120s"\n\n[probes]\nmode = "off"\n\n'
+                '[[workload]]\nkind = "fault-inject"\ncalls = ["allocate"]\n')
+    report = lab.path("planted.json")
+    p = lab.run(["--test-kernel", "--offline", "--plant", "error-leak", "-p", prof,
+                 "-r", report], timeout=900)
+    if not os.path.exists(report):
+        fail(f"no report from the planted kernel (exit {p.returncode})")
+    r = load_json(report)
+    check_schema(r)
+    (w,) = [w for w in r["workloads"] if w["name"] == "fault-inject"]
+    (s,) = [s for s in w.get("fault_sweeps", []) if s["call"] == "allocate"]
+    print(f"planted: allocate {s['outcome']} leaks={s['leaks']} "
+          f"unevictable_delta_kb={s['unevictable_delta_kb']} first_leaks={s['first_leaks'][:2]}")
+    check(s["faults_injected"] > 0, f"faults were injected ({s['faults_injected']})")
+    check(s["leaks"] > 0 and s["first_leaks"], f"the planted leak was found ({s['leaks']})")
+    check(s["outcome"] == "fail" and w["outcome"] == "fail",
+          f"the sweep and the workload fail ({s['outcome']}, {w['outcome']}: {w['reason']})")
+    check(p.returncode == 1, f"exit 1: found in the kernel under test (got {p.returncode})")
+
+    report = lab.path("planted-smoke.json")
+    p = lab.run(["--test-kernel", "--offline", "--plant", "error-leak", "-p", "smoke",
+                 "-r", report], timeout=900)
+    r = load_json(report) if os.path.exists(report) else {}
+    check(p.returncode == 0 and r.get("verdict") == "pass",
+          f"smoke on the same kernel passes: no normal path reaches the plant "
+          f"(exit {p.returncode}, {r.get('verdict')})")
+
+
 def skips_on_debian(lab):
     k = fetch_kernel()
     report = lab.path("debian.json")
@@ -116,6 +155,7 @@ def main():
     try:
         sweep_on_test_kernel(lab)
         settings_restored(lab)
+        planted_error_leak(lab)
         skips_on_debian(lab)
     finally:
         lab.cleanup()

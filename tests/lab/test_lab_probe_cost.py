@@ -97,6 +97,15 @@ try:
               f"made ({up.get('handed_to_guest')} >= {up.get('min_handouts_to_guest')}, "
               f"{up.get('handed_to_user')} >= {up.get('min_handouts_to_user')})")
 
+    # The attribution run after the pairs: the kernel's own count of every
+    # program's runs (BPF stats), so a point attached but never run shows.
+    ps = rep.get("program_stats") or {}
+    check(ps.get("enabled"), f"the attribution run had BPF stats ({ps.get('reason')})")
+    runs = {x["program"]: x["runs"] for x in ps.get("programs", [])}
+    for prog in ("fe_user_fault", "tp_pc_add", "tp_pc_del"):
+        check(runs.get(prog, 0) > 0, f"{prog} ran in the attribution run ({runs.get(prog)})")
+    check("program run times" in p.stdout, "the text names where the probes' time went")
+
     measured = {w["label"]: w for w in rep.get("workloads", []) if w.get("measured")}
     check({"host-fault", "guest-fault"} <= set(measured),
           f"both workloads measured ({sorted(measured)})")

@@ -241,3 +241,33 @@ TEST_CASE("cost: a median interval across the target is named in the verdict", "
     CHECK(c.verdict == Outcome::pass);
     CHECK_THAT(c.verdict_reason, !ContainsSubstring("straddles"));
 }
+
+TEST_CASE("cost: the attribution run's program times are rendered, not judged", "[cost]") {
+    auto r = with_pairs({{100, 97}, {100, 98}});
+    ProgramStats ps;
+    ps.enabled = true;
+    ps.span_s = 2;
+    ps.programs.push_back({"user_fault", "fe_user_fault", "kvm_gmem_fault_user_mapping", 1000,
+                           2000000, 0});
+    ps.programs.push_back({"pc_add", "tp_pc_add", "filemap/mm_filemap_add_to_page_cache", 10,
+                           0, 3});
+    r.program_stats = ps;
+    summarize(r);
+    CHECK(r.verdict == Outcome::pass); // the attribution run is no verdict
+    auto j = to_json(r);
+    REQUIRE(j.contains("program_stats"));
+    const auto& p0 = j["program_stats"]["programs"][0];
+    CHECK(p0["runs"] == 1000);
+    CHECK(p0["ns_per_run"].get<double>() == Approx(2000));
+    CHECK(p0["share_of_span"].get<double>() == Approx(0.001));
+    CHECK(j["program_stats"]["programs"][1]["recursion_misses"] == 3);
+    auto text = to_text(r);
+    CHECK_THAT(text, ContainsSubstring("fe_user_fault"));
+    CHECK_THAT(text, ContainsSubstring("2.0 ms in all, 0.10% of the span"));
+
+    ProgramStats off;
+    off.reason = "BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): EPERM";
+    r.program_stats = off;
+    CHECK_THAT(to_text(r), ContainsSubstring("not measured: BPF_ENABLE_STATS"));
+    CHECK(to_json(r)["program_stats"]["enabled"] == false);
+}
