@@ -28,17 +28,21 @@ ALLOCATING = ("create", "allocate", "bind", "unbind", "set_attributes", "pre_fau
 ALL_CALLS = ALLOCATING + ("punch",)
 
 
-def sweep_on_test_kernel(lab):
-    report = lab.path("fault-inject.json")
-    # The guest prints the kernel's defaults after the run: the sweep restored them.
-    p = lab.run(["--test-kernel", "--offline", "-p", "fault-inject",
-                 "-r", report], timeout=1500)
+def sweep_run(lab, name, args, timeout):
+    """One fault-inject run on the test kernel: (exit status, report, the
+    workload's result, its sweeps by call)."""
+    report = lab.path(name)
+    p = lab.run(["--test-kernel", "--offline"] + args + ["-r", report], timeout=timeout)
     if not os.path.exists(report):
-        fail(f"no report from the test kernel (exit {p.returncode})")
+        fail(f"{name}: no report from the test kernel (exit {p.returncode})")
     r = load_json(report)
     check_schema(r)
     (w,) = [w for w in r["workloads"] if w["name"] == "fault-inject"]
-    sweeps = {s["call"]: s for s in w.get("fault_sweeps", [])}
+    return p, r, w, {s["call"]: s for s in w.get("fault_sweeps", [])}
+
+
+def sweep_on_test_kernel(lab):
+    p, r, w, sweeps = sweep_run(lab, "fault-inject.json", ["-p", "fault-inject"], 1500)
     check(sorted(sweeps) == sorted(ALL_CALLS),
           f"every call was swept ({sorted(sweeps)})")
     for call in ALL_CALLS:
@@ -109,15 +113,8 @@ def planted_error_leak(lab):
     with open(prof, "w") as f:
         f.write('name = "allocate-only"\nduration = "120s"\n\n[probes]\nmode = "off"\n\n'
                 '[[workload]]\nkind = "fault-inject"\ncalls = ["allocate"]\n')
-    report = lab.path("planted.json")
-    p = lab.run(["--test-kernel", "--offline", "--plant", "error-leak", "-p", prof,
-                 "-r", report], timeout=900)
-    if not os.path.exists(report):
-        fail(f"no report from the planted kernel (exit {p.returncode})")
-    r = load_json(report)
-    check_schema(r)
-    (w,) = [w for w in r["workloads"] if w["name"] == "fault-inject"]
-    (s,) = [s for s in w.get("fault_sweeps", []) if s["call"] == "allocate"]
+    p, r, w, sweeps = sweep_run(lab, "planted.json", ["--plant", "error-leak", "-p", prof], 900)
+    s = sweeps["allocate"]
     print(f"planted: allocate {s['outcome']} leaks={s['leaks']} "
           f"unevictable_delta_kb={s['unevictable_delta_kb']} first_leaks={s['first_leaks'][:2]}")
     check(s["faults_injected"] > 0, f"faults were injected ({s['faults_injected']})")
