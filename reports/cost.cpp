@@ -233,6 +233,7 @@ json to_json(const CostReport& r) {
     json j = envelope_json(r);
     j["backend_requested"] = r.backend_requested;
     j["reps_requested"] = r.reps_requested;
+    j["warmup_pairs"] = r.warmup_pairs;
     j["max_cost"] = r.max_cost;
     j["pairs"] = json::array();
     for (const auto& p : r.pairs)

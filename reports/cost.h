@@ -53,6 +53,7 @@ struct CostReport : Envelope {
 
     std::string backend_requested = "auto";
     int reps_requested = 0;
+    int warmup_pairs = 0; // run before the pairs, not counted
     double max_cost = 0.10; // target: on/off >= 1 - max_cost
     std::vector<CostPair> pairs;
     // The probes of the first probes-on run: attach points, backends, reasons.
