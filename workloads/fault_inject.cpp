@@ -620,27 +620,6 @@ void Sweeper::progress(const FaultSweep& s, const std::string& what) {
     std::fflush(stderr);
 }
 
-report::Check sweep_check(const FaultSweep& s) {
-    report::Check c;
-    c.name = "fail-nth." + s.call;
-    c.outcome = s.outcome;
-    c.reason = s.reason;
-    c.expected = fmt::format("every injected fault: {} fails with {} or succeeds, nothing leaks, "
-                             "no kernel log finding, the call works again",
-                             s.syscall, s.call == "first_touch" ? "SIGBUS" : "ENOMEM");
-    if (s.outcome != Outcome::skip) {
-        std::vector<std::string> errs;
-        for (const auto& [e, k] : s.errnos)
-            errs.push_back(fmt::format("{} {}", e, k));
-        c.observed = fmt::format("{} faults injected at N {}..{} ({}); {}{} succeeded; {} leaks, "
-                                 "{} failures",
-                                 s.faults_injected, s.first_n, s.last_n,
-                                 s.exhausted ? "exhausted" : "bounded by " + s.bounded_by,
-                                 fmt::join(errs, ", "), errs.empty() ? "" : ", ",
-                                 s.succeeded_despite_fault, s.leaks, s.failures);
-    }
-    return c;
-}
 
 report::WorkloadResult run(Context& ctx) {
     report::WorkloadResult r = start_result(ctx, "fault-inject");
@@ -687,7 +666,7 @@ report::WorkloadResult run(Context& ctx) {
         workers.emplace_back().error = "could not restore the fault-injection setting " + f;
     uint64_t injected = 0;
     for (const auto& s : r.fault_sweeps) {
-        r.checks.push_back(sweep_check(s));
+        r.checks.push_back(fault::sweep_check(s));
         injected += s.faults_injected;
     }
     r.counters["faults_injected"] = injected;

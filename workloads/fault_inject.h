@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/fd.h"
+#include "reports/model.h"
 
 namespace gms::workloads::fault {
 
@@ -38,6 +39,9 @@ struct Setting {
 // sweep of thousands of faults does not flood the kernel log and push real
 // WARNs out of the ring.
 const std::vector<Setting>& sweep_settings();
+
+// The check `fail-nth.CALL` of one sweep (JUnit, KTAP, KCIDB and LAVA carry it).
+report::Check sweep_check(const report::FaultSweep& s);
 
 // Applies settings under `dir` for its lifetime: reads every value first,
 // writes the new ones, and puts the old ones back when destroyed (also when

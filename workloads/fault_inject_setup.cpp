@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 namespace gms::workloads::fault {
@@ -159,6 +160,29 @@ bool FailNth::injected(int* err) {
         return false;
     }
     return *v == 0;
+}
+
+// The check `fail-nth.CALL` of one sweep: what was expected, what was seen.
+report::Check sweep_check(const report::FaultSweep& s) {
+    report::Check c;
+    c.name = "fail-nth." + s.call;
+    c.outcome = s.outcome;
+    c.reason = s.reason;
+    c.expected = fmt::format("every injected fault: {} fails with {} or succeeds, nothing leaks, "
+                             "no kernel log finding, the call works again",
+                             s.syscall, s.call == "first_touch" ? "SIGBUS" : "ENOMEM");
+    if (s.outcome != report::Outcome::skip) {
+        std::vector<std::string> errs;
+        for (const auto& [e, k] : s.errnos)
+            errs.push_back(fmt::format("{} {}", e, k));
+        c.observed = fmt::format("{} faults injected at N {}..{} ({}); {}{}{} succeeded; {} leaks, "
+                                 "{} failures",
+                                 s.faults_injected, s.first_n, s.last_n,
+                                 s.exhausted ? "exhausted" : "bounded by " + s.bounded_by,
+                                 fmt::join(errs, ", "), errs.empty() ? "" : ", ",
+                                 s.succeeded_despite_fault, s.leaks, s.failures);
+    }
+    return c;
 }
 
 } // namespace gms::workloads::fault

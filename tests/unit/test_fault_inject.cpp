@@ -225,3 +225,25 @@ TEST_CASE("fault-inject: sweeps in JSON and text", "[fault-inject][report]") {
     CHECK_THAT(text, ContainsSubstring("failure: N=2: failed with EFAULT"));
     CHECK_THAT(text, ContainsSubstring("KVM_X86_SW_PROTECTED_VM is not a VM type here"));
 }
+
+TEST_CASE("fault-inject: the sweep's check names each count once, in its place", "[fault-inject]") {
+    report::FaultSweep s;
+    s.call = "allocate";
+    s.syscall = "fallocate(KEEP_SIZE)";
+    s.faults_injected = 709;
+    s.first_n = 1;
+    s.last_n = 709;
+    s.bounded_by = "stop";
+    s.errnos["ENOMEM"] = 697;
+    s.succeeded_despite_fault = 12;
+    s.leaks = 696;
+    s.failures = 3;
+    s.outcome = report::Outcome::fail;
+    auto c = gms::workloads::fault::sweep_check(s);
+    CHECK(c.name == "fail-nth.allocate");
+    CHECK(c.observed == "709 faults injected at N 1..709 (bounded by stop); ENOMEM 697, 12 "
+                        "succeeded; 696 leaks, 3 failures");
+    s.errnos.clear();
+    CHECK_THAT(gms::workloads::fault::sweep_check(s).observed,
+               Catch::Matchers::ContainsSubstring("(bounded by stop); 12 succeeded; 696 leaks"));
+}
