@@ -111,7 +111,7 @@ def planted_error_leak(lab):
     back), naming the call and the N."""
     prof = lab.path("allocate-only.toml")
     with open(prof, "w") as f:
-        f.write('name = "allocate-only"\nduration = "120s"\n\n[probes]\nmode = "off"\n\n'
+        f.write('name = "allocate-only"\nduration = "30s"\n\n[probes]\nmode = "off"\n\n'
                 '[[workload]]\nkind = "fault-inject"\ncalls = ["allocate"]\n')
     p, r, w, sweeps = sweep_run(lab, "planted.json", ["--plant", "error-leak", "-p", prof], 900)
     s = sweeps["allocate"]
