@@ -163,21 +163,29 @@ TEST_CASE("fault-inject: one thread, known calls, bounded N", "[fault-inject][pr
     CHECK(hf.workloads[0].integer("threads") == 4);
 }
 
+namespace {
+// An allocate sweep over N = 1..last with `injected` faults, all ENOMEM.
+report::FaultSweep allocate_sweep(unsigned last, unsigned injected) {
+    report::FaultSweep s;
+    s.call = "allocate";
+    s.syscall = "fallocate(KEEP_SIZE)";
+    s.attempts = last;
+    s.faults_injected = injected;
+    s.first_n = 1;
+    s.last_n = last;
+    s.errnos["ENOMEM"] = injected;
+    return s;
+}
+} // namespace
+
 TEST_CASE("fault-inject: sweeps in JSON and text", "[fault-inject][report]") {
     report::Report r;
     r.command = "run";
     r.profile = {{"name", "fault-inject"}};
     report::WorkloadResult w;
     w.name = "fault-inject";
-    report::FaultSweep s;
-    s.call = "allocate";
-    s.syscall = "fallocate(KEEP_SIZE)";
-    s.attempts = 15;
-    s.faults_injected = 14;
-    s.first_n = 1;
-    s.last_n = 15;
+    report::FaultSweep s = allocate_sweep(15, 14);
     s.exhausted = true;
-    s.errnos["ENOMEM"] = 14;
     s.unevictable_delta_kb = 0;
     w.fault_sweeps.push_back(s);
     report::FaultSweep bad;
@@ -227,12 +235,7 @@ TEST_CASE("fault-inject: sweeps in JSON and text", "[fault-inject][report]") {
 }
 
 TEST_CASE("fault-inject: the sweep's check names each count once, in its place", "[fault-inject]") {
-    report::FaultSweep s;
-    s.call = "allocate";
-    s.syscall = "fallocate(KEEP_SIZE)";
-    s.faults_injected = 709;
-    s.first_n = 1;
-    s.last_n = 709;
+    report::FaultSweep s = allocate_sweep(709, 709);
     s.bounded_by = "stop";
     s.errnos["ENOMEM"] = 697;
     s.succeeded_despite_fault = 12;
